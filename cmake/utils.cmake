@@ -1,0 +1,110 @@
+# One function per build concern. CMakeLists.txt reads as a list of calls.
+
+# Routes every compiler through ccache/sccache when a launcher is given.
+function(vllm_set_compiler_launcher launcher)
+  if(launcher)
+    foreach(lang C CXX CUDA HIP)
+      set(CMAKE_${lang}_COMPILER_LAUNCHER "${launcher}" PARENT_SCOPE)
+    endforeach()
+    message(STATUS "Compiler cache: ${launcher}")
+  else()
+    message(STATUS "Compiler cache: none")
+  endif()
+endfunction()
+
+# Finds the interpreter that runs the build (with its stable-ABI module
+# support) and the torch installed in it. Torch is never searched for
+# elsewhere: building against another torch than the one you import is how
+# `undefined symbol` errors are born.
+macro(vllm_find_python_and_torch)
+  find_package(Python REQUIRED COMPONENTS Interpreter Development.SABIModule)
+  execute_process(
+    COMMAND "${Python_EXECUTABLE}" -c
+      "import importlib.util as u, os; print(os.path.join(os.path.dirname(u.find_spec('torch').origin), 'share', 'cmake'), end='')"
+    OUTPUT_VARIABLE _torch_prefix
+    RESULT_VARIABLE _torch_rc)
+  if(NOT _torch_rc EQUAL 0)
+    message(FATAL_ERROR
+      "torch is not importable by ${Python_EXECUTABLE}; install the target's "
+      "torch first (nox -s build-cpu does) and build with --no-build-isolation")
+  endif()
+  list(PREPEND CMAKE_PREFIX_PATH "${_torch_prefix}")
+  find_package(Torch REQUIRED)
+  # Torch >= 2.14 headers use C++20; older ones build with it as well.
+  set(CMAKE_CXX_STANDARD 20)
+  set(CMAKE_CXX_STANDARD_REQUIRED ON)
+  set(CMAKE_CUDA_STANDARD 20)
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+  message(STATUS "Torch ${Torch_VERSION} from ${_torch_prefix}")
+endmacro()
+
+# Picks the x86 vector ISA of the CPU kernels. "auto" reads the build
+# machine's /proc/cpuinfo; set VLLM_CPU_ISA to build for another machine.
+# at::vec selects its Vectorized<T> implementation from CPU_CAPABILITY_*.
+function(vllm_cpu_isa_flags out_var isa)
+  if(isa STREQUAL "auto")
+    set(isa "default")
+    if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64" AND EXISTS /proc/cpuinfo)
+      file(READ /proc/cpuinfo _cpuinfo)
+      if(_cpuinfo MATCHES "avx512f" AND _cpuinfo MATCHES "avx512bw"
+         AND _cpuinfo MATCHES "avx512vl" AND _cpuinfo MATCHES "avx512dq")
+        set(isa "avx512")
+      elseif(_cpuinfo MATCHES "avx2" AND _cpuinfo MATCHES " fma")
+        set(isa "avx2")
+      endif()
+    endif()
+  endif()
+  if(isa STREQUAL "avx512")
+    set(flags -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
+              -DCPU_CAPABILITY=AVX512 -DCPU_CAPABILITY_AVX512)
+  elseif(isa STREQUAL "avx2")
+    set(flags -mavx2 -mfma -mf16c -DCPU_CAPABILITY=AVX2 -DCPU_CAPABILITY_AVX2)
+  elseif(isa STREQUAL "default")
+    set(flags -DCPU_CAPABILITY=DEFAULT)
+  else()
+    message(FATAL_ERROR
+      "VLLM_CPU_ISA=${isa} is not one of auto, avx512, avx2, default")
+  endif()
+  message(STATUS "CPU kernels ISA: ${isa}")
+  set(VLLM_CPU_ISA_RESOLVED "${isa}" CACHE INTERNAL "")
+  set(${out_var} ${flags} PARENT_SCOPE)
+endfunction()
+
+# nvcc flags for exactly one GPU arch. Torch's CMake config appends -gencode
+# flags for its own arch list (or compute_50 when it has none, which nvcc 13
+# rejects) to CMAKE_CUDA_FLAGS; they are removed so only `gencode` is built.
+function(vllm_cuda_flags out_var gencode threads)
+  if(NOT gencode)
+    message(FATAL_ERROR "VLLM_CUDA_GENCODE is empty; build with nox -s build-cuda -- --arch 9.0")
+  endif()
+  string(REGEX REPLACE "-gencode[= ]+arch=[^ ]+" "" _flags "${CMAKE_CUDA_FLAGS}")
+  set(CMAKE_CUDA_FLAGS "${_flags}" PARENT_SCOPE)
+  message(STATUS "CUDA arch: ${gencode}; nvcc --threads ${threads}")
+  set(${out_var} ${gencode} --threads=${threads} --expt-relaxed-constexpr PARENT_SCOPE)
+endfunction()
+
+# Makes at::parallel_for really parallel: it is header code that runs
+# serially unless the kernels are compiled with OpenMP. The libgomp.so.1
+# that torch loads (torch/lib) then serves the extension too.
+function(vllm_link_openmp target)
+  find_package(OpenMP REQUIRED COMPONENTS CXX)
+  target_link_libraries(${target} PRIVATE OpenMP::OpenMP_CXX)
+endfunction()
+
+# Defines a stable-ABI Python extension module linked against torch, and
+# installs it into the package directory DESTINATION.
+function(vllm_define_extension name)
+  cmake_parse_arguments(ARG "" "DESTINATION" "SOURCES;COMPILE_FLAGS;CUDA_FLAGS" ${ARGN})
+  Python_add_library(${name} MODULE USE_SABI 3.9 WITH_SOABI ${ARG_SOURCES})
+  target_compile_definitions(${name} PRIVATE
+    "-DTORCH_EXTENSION_NAME=${name}" "-DPy_LIMITED_API=0x03090000")
+  target_compile_options(${name} PRIVATE
+    $<$<COMPILE_LANGUAGE:CXX>:${ARG_COMPILE_FLAGS}>
+    $<$<COMPILE_LANGUAGE:CUDA>:${ARG_CUDA_FLAGS}>)
+  target_include_directories(${name} PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}/csrc")
+  target_link_libraries(${name} PRIVATE torch)
+  # torch/lib sits beside the package in site-packages: `import vllm._C`
+  # then works without importing torch first.
+  set_target_properties(${name} PROPERTIES INSTALL_RPATH "$ORIGIN/../torch/lib")
+  install(TARGETS ${name} LIBRARY DESTINATION ${ARG_DESTINATION} COMPONENT ${name})
+endfunction()

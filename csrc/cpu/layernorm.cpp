@@ -1,0 +1,205 @@
+// RMS norms over the last dim, computed in float32:
+//   rms_norm:           out ("result") = x * rsqrt(mean(x^2) + eps) * weight
+//   fused_add_rms_norm: residual = x + residual; x = rms_norm(residual)
+#include <cmath>
+#include <memory>
+
+#include "../ops.h"
+#include "cpu_utils.h"
+
+namespace {
+
+using vllm_cpu::FloatIO;
+using vllm_cpu::fvec;
+
+inline float sum_lanes(const fvec& v) {
+  return at::vec::vec_reduce_all<float>([](fvec& a, fvec& b) { return a + b; },
+                                        v);
+}
+
+// weight: 1-D, `hidden` elements, same dtype as `ref`, on the CPU.
+void check_weight(const char* op, const at::Tensor& weight,
+                  const at::Tensor& ref, int64_t hidden) {
+  using namespace vllm_cpu;
+  check_cpu(op, "weight", weight);
+  check_same_dtype(op, "weight", weight, "input", ref);
+  check_dim(op, "weight", weight, 1);
+  TORCH_CHECK(weight.size(0) == hidden, op, ": weight must have size ", hidden,
+              " (input's last dim), got ", weight.size(0));
+}
+
+void check_epsilon(const char* op, double epsilon) {
+  TORCH_CHECK(std::isfinite(epsilon) && epsilon >= 0.0, op,
+              ": epsilon must be a finite non-negative number, got ", epsilon);
+}
+
+template <typename scalar_t>
+void rms_norm_kernel(at::Tensor& out, const at::Tensor& input,
+                     const at::Tensor& weight, float eps) {
+  using IO = FloatIO<scalar_t>;
+  constexpr int64_t kStep = IO::kStep;
+
+  const int64_t hidden = input.size(-1);
+  const vllm_cpu::RowIndexer in_rows(input, input.dim() - 1);
+  const vllm_cpu::RowIndexer out_rows(out, out.dim() - 1);
+  const int64_t num_rows = in_rows.num_rows();
+  if (num_rows == 0 || hidden == 0) return;
+
+  const scalar_t* in_base = input.const_data_ptr<scalar_t>();
+  const scalar_t* w = weight.const_data_ptr<scalar_t>();
+  scalar_t* out_base = out.data_ptr<scalar_t>();
+  const float inv_hidden = 1.0f / static_cast<float>(hidden);
+
+  const int64_t grain = vllm_cpu::grain_for(hidden);
+  at::parallel_for(0, num_rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const scalar_t* x = in_base + in_rows.offset(row);
+      scalar_t* o = out_base + out_rows.offset(row);
+
+      fvec acc0(0.0f), acc1(0.0f);
+      int64_t i = 0;
+      for (; i + kStep <= hidden; i += kStep) {
+        fvec a, b;
+        IO::load(x + i, a, b);
+        acc0 = at::vec::fmadd(a, a, acc0);
+        acc1 = at::vec::fmadd(b, b, acc1);
+      }
+      if (i < hidden) {
+        fvec a, b;
+        IO::load(x + i, a, b, hidden - i);
+        acc0 = at::vec::fmadd(a, a, acc0);
+        acc1 = at::vec::fmadd(b, b, acc1);
+      }
+      const float mean_sq = sum_lanes(acc0 + acc1) * inv_hidden;
+      const fvec scale(1.0f / std::sqrt(mean_sq + eps));
+
+      for (i = 0; i + kStep <= hidden; i += kStep) {
+        fvec a, b, wa, wb;
+        IO::load(x + i, a, b);
+        IO::load(w + i, wa, wb);
+        IO::store(o + i, a * scale * wa, b * scale * wb);
+      }
+      if (i < hidden) {
+        const int64_t n = hidden - i;
+        fvec a, b, wa, wb;
+        IO::load(x + i, a, b, n);
+        IO::load(w + i, wa, wb, n);
+        IO::store(o + i, a * scale * wa, b * scale * wb, n);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void fused_add_rms_norm_kernel(at::Tensor& input, at::Tensor& residual,
+                               const at::Tensor& weight, float eps) {
+  using IO = FloatIO<scalar_t>;
+  constexpr int64_t kStep = IO::kStep;
+  constexpr int64_t kF = fvec::size();
+
+  const int64_t hidden = input.size(-1);
+  const vllm_cpu::RowIndexer in_rows(input, input.dim() - 1);
+  const vllm_cpu::RowIndexer res_rows(residual, residual.dim() - 1);
+  const int64_t num_rows = in_rows.num_rows();
+  if (num_rows == 0 || hidden == 0) return;
+
+  scalar_t* in_base = input.data_ptr<scalar_t>();
+  scalar_t* res_base = residual.data_ptr<scalar_t>();
+  const scalar_t* w = weight.const_data_ptr<scalar_t>();
+  const float inv_hidden = 1.0f / static_cast<float>(hidden);
+  const int64_t padded = vllm_cpu::ceil_div(hidden, kStep) * kStep;
+
+  const int64_t grain = vllm_cpu::grain_for(hidden);
+  at::parallel_for(0, num_rows, grain, [&](int64_t begin, int64_t end) {
+    // The float32 sum x + residual of one row, normalized in the second
+    // pass (the stored residual is rounded to scalar_t; the norm is not).
+    std::unique_ptr<float[]> sum(new float[padded]);
+    for (int64_t row = begin; row < end; ++row) {
+      scalar_t* x = in_base + in_rows.offset(row);
+      scalar_t* r = res_base + res_rows.offset(row);
+
+      fvec acc0(0.0f), acc1(0.0f);
+      int64_t i = 0;
+      for (; i < hidden; i += kStep) {
+        const int64_t n = std::min(kStep, hidden - i);
+        fvec xa, xb, ra, rb;
+        if (n == kStep) {
+          IO::load(x + i, xa, xb);
+          IO::load(r + i, ra, rb);
+        } else {
+          IO::load(x + i, xa, xb, n);
+          IO::load(r + i, ra, rb, n);
+        }
+        const fvec za = xa + ra;
+        const fvec zb = xb + rb;
+        za.store(sum.get() + i);
+        zb.store(sum.get() + i + kF);
+        IO::store(r + i, za, zb, n);
+        acc0 = at::vec::fmadd(za, za, acc0);
+        acc1 = at::vec::fmadd(zb, zb, acc1);
+      }
+      const float mean_sq = sum_lanes(acc0 + acc1) * inv_hidden;
+      const fvec scale(1.0f / std::sqrt(mean_sq + eps));
+
+      for (i = 0; i < hidden; i += kStep) {
+        const int64_t n = std::min(kStep, hidden - i);
+        const fvec za = fvec::loadu(sum.get() + i);
+        const fvec zb = fvec::loadu(sum.get() + i + kF);
+        fvec wa, wb;
+        IO::load(w + i, wa, wb, n);
+        IO::store(x + i, za * scale * wa, zb * scale * wb, n);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void rms_norm(at::Tensor& out, at::Tensor& input, at::Tensor& weight,
+              double epsilon) {
+  constexpr const char* op = "rms_norm";
+  using namespace vllm_cpu;
+  check_cpu(op, "input", input);
+  check_cpu(op, "result", out);
+  check_float_dtype(op, "input", input);
+  check_same_dtype(op, "result", out, "input", input);
+  check_min_dim(op, "input", input, 1);
+  TORCH_CHECK(out.sizes() == input.sizes(), op,
+              ": result (out) shape must equal input shape ", input.sizes(),
+              ", got ", out.sizes());
+  check_last_dim_contiguous(op, "input", input);
+  check_last_dim_contiguous(op, "result", out);
+  const int64_t hidden = input.size(-1);
+  check_weight(op, weight, input, hidden);
+  check_epsilon(op, epsilon);
+
+  const at::Tensor w = weight.contiguous();
+  VLLM_CPU_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
+    rms_norm_kernel<scalar_t>(out, input, w, static_cast<float>(epsilon));
+  });
+}
+
+void fused_add_rms_norm(at::Tensor& input, at::Tensor& residual,
+                        at::Tensor& weight, double epsilon) {
+  constexpr const char* op = "fused_add_rms_norm";
+  using namespace vllm_cpu;
+  check_cpu(op, "input", input);
+  check_cpu(op, "residual", residual);
+  check_float_dtype(op, "input", input);
+  check_same_dtype(op, "residual", residual, "input", input);
+  check_min_dim(op, "input", input, 1);
+  TORCH_CHECK(residual.sizes() == input.sizes(), op,
+              ": residual shape must equal input shape ", input.sizes(),
+              ", got ", residual.sizes());
+  check_last_dim_contiguous(op, "input", input);
+  check_last_dim_contiguous(op, "residual", residual);
+  const int64_t hidden = input.size(-1);
+  check_weight(op, weight, input, hidden);
+  check_epsilon(op, epsilon);
+
+  const at::Tensor w = weight.contiguous();
+  VLLM_CPU_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
+    fused_add_rms_norm_kernel<scalar_t>(input, residual, w,
+                                        static_cast<float>(epsilon));
+  });
+}

@@ -1,0 +1,36 @@
+// Every custom op, declared once. The schemas live in torch_bindings.cpp; each
+// device registers its implementations of these functions for its dispatch key
+// (csrc/cpu/torch_bindings.cpp for CPU). Signatures follow vLLM's so that
+// vLLM-style callers work unchanged.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+#include <torch/library.h>
+
+// Activations: out[..., d] = act(input[..., :d]) * input[..., d:], d =
+// input.size(-1) / 2.
+void silu_and_mul(at::Tensor& out, at::Tensor& input);
+void gelu_and_mul(at::Tensor& out, at::Tensor& input);
+void gelu_tanh_and_mul(at::Tensor& out, at::Tensor& input);
+
+// Layer norms over the last dimension.
+void rms_norm(at::Tensor& out, at::Tensor& input, at::Tensor& weight,
+              double epsilon);
+// residual += input; input = rms_norm(residual) * weight (both in place).
+void fused_add_rms_norm(at::Tensor& input, at::Tensor& residual,
+                        at::Tensor& weight, double epsilon);
+
+// Rotary position embedding, in place on query (and key when given).
+void rotary_embedding(at::Tensor& positions, at::Tensor& query,
+                      std::optional<at::Tensor> key, int64_t head_size,
+                      at::Tensor& cos_sin_cache, bool is_neox);
+
+// Writes key/value of each token into the paged caches at slot_mapping.
+void reshape_and_cache(at::Tensor& key, at::Tensor& value,
+                       at::Tensor& key_cache, at::Tensor& value_cache,
+                       at::Tensor& slot_mapping,
+                       const std::string& kv_cache_dtype, at::Tensor& k_scale,
+                       at::Tensor& v_scale);

@@ -1,0 +1,53 @@
+"""The env-var registry (vllm/envs.py) and its table in CONTRIBUTING.md."""
+
+import re
+
+import pytest
+
+from devkit import DevkitError, envs
+from devkit.envs import ROOT
+
+REGISTRY = envs.registry.REGISTRY
+
+
+def documented() -> dict[str, str]:
+    """`| `NAME` | default | ...` rows of CONTRIBUTING.md's variable table."""
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    return dict(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \| ([^|]+) \|", text, re.M))
+
+
+def test_contributing_documents_exactly_the_registry():
+    assert set(documented()) == set(REGISTRY)
+
+
+def test_documented_defaults_match():
+    for name, default in documented().items():
+        expected = "unset" if REGISTRY[name].default is None else f"`{REGISTRY[name].default}`"
+        assert default.strip() == expected, name
+
+
+def test_every_entry_has_a_doc():
+    assert all(var.doc.endswith(".") for var in REGISTRY.values())
+
+
+def test_values_are_validated():
+    assert envs.get("VLLM_TARGET_DEVICE", {"VLLM_TARGET_DEVICE": "CPU"}) == "cpu"
+    assert envs.get("MAX_JOBS", {"MAX_JOBS": " 4 "}) == 4
+    assert envs.get("MAX_JOBS", {"MAX_JOBS": ""}) is None
+    with pytest.raises(DevkitError, match="VLLM_TARGET_DEVICE='tpu' is not one of auto, cpu"):
+        envs.get("VLLM_TARGET_DEVICE", {"VLLM_TARGET_DEVICE": "tpu"})
+    with pytest.raises(DevkitError, match="VLLM_CPU_ISA="):
+        envs.check_all({"VLLM_CPU_ISA": "sse"})
+
+
+def test_unregistered_names_are_refused():
+    with pytest.raises(KeyError, match="add it there"):
+        envs.get("VLLM_NOT_A_THING", {})
+
+
+def test_the_package_module_reads_the_process_environment(monkeypatch):
+    from vllm import envs as package_envs
+
+    monkeypatch.setenv("NVCC_THREADS", "3")
+    assert package_envs.NVCC_THREADS == 3
+    assert "MAX_JOBS" in dir(package_envs)

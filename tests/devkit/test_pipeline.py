@@ -1,0 +1,40 @@
+"""Pieces of the build pipeline that read what the build left behind."""
+
+from devkit import pipeline
+from devkit.metadata import dynamic_metadata, requirement_lines
+
+LOG = """# ninja log v7
+1\t7691\t1000\tCMakeFiles/_C.dir/csrc/torch_bindings.cpp.o\t1f94
+3\t6803\t2000\tCMakeFiles/_C.dir/csrc/cpu/activation.cpp.o\t39db
+17718\t17951\t2000\t_C.abi3.so\tc11c
+20\t6803\t3000\tCMakeFiles/_C.dir/csrc/cpu/activation.cpp.o\t39dc
+"""
+
+
+def test_ninja_outputs(tmp_path):
+    assert pipeline.ninja_outputs(tmp_path) == set()
+    (tmp_path / ".ninja_log").write_text(LOG)
+    assert pipeline.ninja_outputs(tmp_path) == {
+        "CMakeFiles/_C.dir/csrc/torch_bindings.cpp.o",
+        "CMakeFiles/_C.dir/csrc/cpu/activation.cpp.o",
+    }
+    assert pipeline.ninja_outputs(tmp_path, since_ns=2500) == {
+        "CMakeFiles/_C.dir/csrc/cpu/activation.cpp.o"
+    }
+
+
+def test_version_and_dependencies_follow_the_target(monkeypatch):
+    monkeypatch.setenv("VLLM_TARGET_DEVICE", "cpu")
+    assert dynamic_metadata("version").endswith("+cpu")
+    deps = dynamic_metadata("dependencies")
+    assert 'torch==2.13.0+cpu; platform_machine == "x86_64"' in deps
+
+
+def test_requirement_lines_drop_comments_and_options(tmp_path):
+    path = tmp_path / "r.txt"
+    path.write_text("# c\n-r other.txt\n\ntorch==1.0  # pinned\n--extra-index-url x\nnumpy\n")
+    assert requirement_lines(path) == ["torch==1.0", "numpy"]
+
+
+def test_venvs_are_per_target():
+    assert pipeline.venv_dir("cpu").name == ".venv-cpu"

@@ -1,0 +1,136 @@
+"""The nox sessions end to end, run as a contributor runs them.
+
+Each test works in a copy of the checkout (what a clone would hold: tracked
+and untracked, not ignored, files), so nothing here touches your own venvs or
+build directories.
+"""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+from devkit.pipeline import ninja_outputs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def checkout_copy(dest: Path) -> Path:
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
+def nox(cwd: Path, *args: str, timeout: int = 60, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("NOX", "VIRTUAL_ENV"))}
+    environ.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "nox", *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def abort_line(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if "aborted:" in line]
+    assert len(lines) == 1, result.stderr
+    return lines[0].split("aborted: ", 1)[1]
+
+
+def test_every_session_is_listed_with_a_docstring():
+    out = nox(ROOT, "-l").stdout
+    listed = dict(re.findall(r"^[*-] (\S+) -> (.+)$", out, re.M))
+    assert {"build-cpu", "test-kernels-cpu", "tests", "lint"} <= set(listed)
+    assert all(doc.strip() for doc in listed.values())
+
+
+def test_bad_variable_fails_before_any_work(tmp_path):
+    copy = checkout_copy(tmp_path)
+    result = nox(copy, "-s", "build-cpu", MAX_JOBS="lots")
+    assert result.returncode != 0
+    assert abort_line(result).startswith(
+        "MAX_JOBS='lots' is not a positive integer; set e.g. MAX_JOBS=2 or unset it"
+    )
+    assert not (copy / ".venv-cpu").exists()
+
+
+def test_unreachable_torch_index_fails_in_one_line(tmp_path):
+    copy = checkout_copy(tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/whl/cpu"
+    result = nox(copy, "-s", "build-cpu", "test-kernels-cpu", VLLM_TORCH_INDEX_URL=url)
+    assert result.returncode != 0
+    expected = f"VLLM_TORCH_INDEX_URL={url} can't be reached; fix the URL or unset it."
+    assert abort_line(result) == expected
+    assert not (copy / ".venv-cpu").exists()
+
+
+def summary(result: subprocess.CompletedProcess) -> tuple[int, int]:
+    """(compiled, total) translation units from the session's summary line."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    match = re.search(
+        r"built cpu in [\d.]+s: compiled (\d+)/(\d+) translation units", result.stderr
+    )
+    assert match, result.stderr[-3000:]
+    return int(match[1]), int(match[2])
+
+
+def test_build_cpu_is_incremental_and_makes_a_cpu_wheel(tmp_path):
+    copy = checkout_copy(tmp_path)
+    compiled, total = summary(nox(copy, "-s", "build-cpu", timeout=1800))
+    assert compiled == total >= 5
+    build_dirs = list((copy / "build").glob("cpu-torch2.13.0+cpu-cp3*"))
+    assert len(build_dirs) == 1
+
+    # Nothing changed: nothing recompiles.
+    assert summary(nox(copy, "-s", "build-cpu", timeout=600)) == (0, total)
+
+    # One source touched: exactly that one recompiles.
+    touched = time.time_ns()
+    (copy / "csrc/cpu/activation.cpp").touch()
+    assert summary(nox(copy, "-s", "build-cpu", timeout=600)) == (1, total)
+    assert ninja_outputs(build_dirs[0], touched) == {"CMakeFiles/_C.dir/csrc/cpu/activation.cpp.o"}
+
+    # The by-hand wheel path, through the same backend and build directory.
+    python = copy / ".venv-cpu" / "bin" / "python"
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+    subprocess.run(
+        [
+            uv,
+            "build",
+            "--wheel",
+            "--no-build-isolation",
+            "--python",
+            str(python),
+            "--out-dir",
+            str(copy / "dist"),
+        ],
+        cwd=copy,
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"},
+    )
+    (wheel,) = (copy / "dist").glob("*.whl")
+    assert wheel.name.startswith("vllm-0.1.0+cpu-cp39-abi3-")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "vllm/_C.abi3.so" in names
+    assert "vllm/_custom_ops.py" in names

@@ -1,0 +1,70 @@
+"""The target table, torch flavour checks and target resolution."""
+
+import pytest
+
+from devkit import DevkitError, targets
+from devkit.envs import ROOT
+from devkit.metadata import requirement_lines
+
+CPU = targets.TARGETS["cpu"]
+
+
+def test_cpu_row():
+    assert CPU.torch_spec == "torch==2.13.0+cpu"
+    assert CPU.torch_index == "https://download.pytorch.org/whl/cpu"
+    assert CPU.index_strategy == "unsafe-best-match"
+    assert CPU.version_suffix == "cpu"
+
+
+def test_every_row_matches_its_requirements_file():
+    for target in targets.TARGETS.values():
+        lines = requirement_lines(target.requirements_file)
+        assert any(line.startswith(target.torch_spec) for line in lines), target.name
+
+
+def test_unknown_target():
+    with pytest.raises(DevkitError, match="unknown target 'tpu'; known targets: cpu"):
+        targets.get_target("tpu")
+
+
+def test_check_torch_accepts_the_pin():
+    targets.check_torch(CPU, targets.TorchInfo("2.13.0+cpu", None, None))
+
+
+def test_check_torch_refuses_another_flavour():
+    with pytest.raises(DevkitError, match=r"torch 2\.13\.0 is a cuda build, but the cpu target"):
+        targets.check_torch(CPU, targets.TorchInfo("2.13.0", "13.0", None))
+
+
+def test_check_torch_refuses_another_version():
+    with pytest.raises(DevkitError, match=r"pins torch==2\.13\.0\+cpu"):
+        targets.check_torch(CPU, targets.TorchInfo("2.12.1+cpu", None, None))
+
+
+def test_auto_follows_the_flavour():
+    assert targets.resolve_target_name("auto", targets.TorchInfo("2.13.0+cpu", None, None)) == "cpu"
+    assert targets.resolve_target_name("auto", targets.TorchInfo("2.14.1", "13.0", None)) == "cuda"
+    assert targets.resolve_target_name("auto", targets.TorchInfo("2.9.1", None, "6.4")) == "rocm"
+    assert targets.resolve_target_name("cpu", None) == "cpu"
+    with pytest.raises(DevkitError, match="set VLLM_TARGET_DEVICE=cpu"):
+        targets.resolve_target_name("auto", None)
+
+
+def test_read_torch_info_without_importing(tmp_path, monkeypatch):
+    package = tmp_path / "torch"
+    package.mkdir()
+    # Importing this package would fail: only version.py may be read.
+    (package / "__init__.py").write_text("raise ImportError('must not be imported')\n")
+    (package / "version.py").write_text(
+        "from typing import Optional\n__version__ = '2.14.1+cu130'\n"
+        "cuda: Optional[str] = '13.0'\nhip: Optional[str] = None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    info = targets.read_torch_info()
+    assert info == targets.TorchInfo("2.14.1+cu130", "13.0", None)
+    assert info.flavour == "cuda"
+
+
+def test_build_dir_is_per_target_torch_and_python():
+    path = targets.build_dir(ROOT / "build", "cpu", "2.13.0+cpu", "cp311")
+    assert path == ROOT / "build" / "cpu-torch2.13.0+cpu-cp311"

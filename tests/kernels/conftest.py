@@ -1,0 +1,44 @@
+"""Shared fixtures of the kernel tests.
+
+    pytest tests/kernels                  # on the CPU (the default)
+    pytest tests/kernels --device cuda    # the same tests on the GPU
+
+Every test makes its tensors on the `device` fixture, and every test starts
+from the same seed, whatever runs before it (pytest-xdist included).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import torch
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, give each worker its share of the cores.
+
+    Every worker would otherwise start one torch thread per core, and the
+    oversubscribed threads make the suite several times slower.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        torch.set_num_threads(max(1, (cores or os.cpu_count() or 1) // workers))
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """The device given by --device; the tests skip when it is not there."""
+    name = request.config.getoption("--device")
+    if name == "cuda" and not torch.cuda.is_available():
+        pytest.skip("--device cuda was given, but torch.cuda.is_available() is False")
+    return torch.device(name)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    """Seed Python's and torch's generators before every test."""
+    random.seed(0)
+    torch.manual_seed(0)

@@ -1,0 +1,170 @@
+"""rms_norm and fused_add_rms_norm against RMSNorm.forward_native."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vllm import _custom_ops as ops
+from vllm.model_executor.layers.layernorm import RMSNorm
+
+DTYPES = [torch.float16, torch.bfloat16, torch.float32]
+NUM_TOKENS = [7, 83, 4096]
+HIDDEN_SIZES = [8, 768, 769, 5120, 5125, 8192]
+# Reductions round more than elementwise ops: vLLM's tolerance for every dtype.
+ATOL = RTOL = 1e-2
+
+
+def make_layer(hidden_size: int, dtype: torch.dtype, device: torch.device) -> RMSNorm:
+    layer = RMSNorm(hidden_size).to(device=device, dtype=dtype)
+    layer.weight.data.normal_(mean=1.0, std=0.1)
+    return layer
+
+
+def padded_randn(
+    num_tokens: int,
+    hidden_size: int,
+    width: int,
+    std: float,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """randn * std as the first hidden_size columns of a [num_tokens, width]
+    tensor (returned second) whose other columns are NaN, so that a kernel
+    reading past the slice poisons its output and one writing there shows."""
+    base = torch.full((num_tokens, width), float("nan"), dtype=dtype, device=device)
+    x = base[:, :hidden_size]
+    x.copy_(torch.randn(num_tokens, hidden_size, dtype=dtype, device=device) * std)
+    return x, base
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """torch.testing.assert_close at ATOL/RTOL, after a cheaper float32 check
+    that settles the passing case: on [4096, 8192] the full one takes seconds."""
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    a, e = actual.float(), expected.float()
+    if bool(((a - e).abs_() <= e.abs().mul_(RTOL).add_(ATOL)).all()):
+        return
+    torch.testing.assert_close(actual, expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("num_tokens", NUM_TOKENS)
+@pytest.mark.parametrize("hidden_size", HIDDEN_SIZES)
+@pytest.mark.parametrize("add_residual", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("strided_input", [False, True])
+@torch.no_grad()
+def test_rms_norm(
+    num_tokens: int,
+    hidden_size: int,
+    add_residual: bool,
+    dtype: torch.dtype,
+    strided_input: bool,
+    device: torch.device,
+) -> None:
+    layer = make_layer(hidden_size, dtype, device)
+    std = 1 / (2 * hidden_size)
+    # A strided input is a slice of a wider tensor: rows further apart.
+    width = 2 * hidden_size if strided_input else hidden_size
+    x, x_base = padded_randn(num_tokens, hidden_size, width, std, dtype, device)
+    assert x.is_contiguous() != strided_input
+    residual, residual_base = padded_randn(num_tokens, hidden_size, width, std, dtype, device)
+    x_before = x.clone()
+
+    if add_residual:
+        # The reference first: the kernels overwrite x and residual.
+        ref = layer.forward_native(x, residual)
+        out = layer(x, residual)
+        assert isinstance(out, tuple) and isinstance(ref, tuple)
+        assert out[0] is x and out[1] is residual, "fused_add_rms_norm works in place"
+        assert_close(out[0], ref[0])
+        assert_close(out[1], ref[1])
+    else:
+        ref, out = layer.forward_native(x), layer(x)
+        assert isinstance(out, torch.Tensor) and isinstance(ref, torch.Tensor)
+        assert_close(out, ref)
+        assert torch.equal(x, x_before), "rms_norm must not modify its input"
+    for base in (x_base, residual_base):
+        assert base[:, hidden_size:].isnan().all(), "wrote past the slice"
+
+
+@pytest.mark.parametrize("add_residual", [False, True])
+@torch.no_grad()
+def test_native_matches_formula(add_residual: bool) -> None:
+    """The reference itself (which computes in float32) against a row-by-row
+    computation in float64."""
+    eps = 1e-5
+    layer = RMSNorm(48, eps=eps)
+    layer.weight.data.normal_(mean=1.0, std=0.1)
+    x = torch.randn(5, 48)
+    residual = torch.randn(5, 48) if add_residual else None
+    summed = (x + residual if residual is not None else x).double()
+    weight = layer.weight.double()
+    expected = torch.stack(
+        [row / (row.square().sum() / row.numel() + eps).sqrt() * weight for row in summed]
+    )
+    got = layer.forward_native(x, residual)
+    normed, new_residual = got if isinstance(got, tuple) else (got, None)
+    torch.testing.assert_close(normed.double(), expected, atol=1e-6, rtol=1e-5)
+    if residual is not None:
+        assert new_residual is not None
+        torch.testing.assert_close(new_residual.double(), summed, atol=1e-6, rtol=1e-5)
+
+
+class TestBadInputs:
+    """The kernels check their arguments and name the one at fault."""
+
+    @staticmethod
+    def args(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = torch.randn(4, 16, device=device)
+        return torch.empty_like(x), x, torch.ones(16, device=device)
+
+    def test_result_dtype(self, device: torch.device) -> None:
+        out, x, weight = self.args(device)
+        with pytest.raises(RuntimeError, match="result"):
+            ops.rms_norm(out.half(), x, weight, 1e-6)
+
+    def test_weight_dtype(self, device: torch.device) -> None:
+        out, x, weight = self.args(device)
+        with pytest.raises(RuntimeError, match="weight"):
+            ops.rms_norm(out, x, weight.half(), 1e-6)
+        with pytest.raises(RuntimeError, match="weight"):
+            ops.fused_add_rms_norm(x, x.clone(), weight.half(), 1e-6)
+
+    def test_unsupported_dtype(self, device: torch.device) -> None:
+        out, x, weight = (t.double() for t in self.args(device))
+        with pytest.raises(RuntimeError, match="input"):
+            ops.rms_norm(out, x, weight, 1e-6)
+
+    def test_weight_size(self, device: torch.device) -> None:
+        out, x, _ = self.args(device)
+        weight = torch.ones(15, device=device)
+        with pytest.raises(RuntimeError, match="weight"):
+            ops.rms_norm(out, x, weight, 1e-6)
+        with pytest.raises(RuntimeError, match="weight"):
+            ops.fused_add_rms_norm(x, x.clone(), weight, 1e-6)
+
+    def test_result_shape(self, device: torch.device) -> None:
+        _, x, weight = self.args(device)
+        with pytest.raises(RuntimeError, match="result"):
+            ops.rms_norm(torch.empty(5, 16, device=device), x, weight, 1e-6)
+
+    def test_residual_shape(self, device: torch.device) -> None:
+        _, x, weight = self.args(device)
+        residual = torch.randn(5, 16, device=device)
+        with pytest.raises(RuntimeError, match="residual"):
+            ops.fused_add_rms_norm(x, residual, weight, 1e-6)
+
+    def test_residual_dtype(self, device: torch.device) -> None:
+        _, x, weight = self.args(device)
+        with pytest.raises(RuntimeError, match="residual"):
+            ops.fused_add_rms_norm(x, x.half(), weight, 1e-6)
+
+    def test_device_mismatch(self, device: torch.device) -> None:
+        if device.type == "cpu":
+            pytest.skip("a device mismatch needs a second device: run with --device cuda")
+        out, x, weight = self.args(device)
+        with pytest.raises(RuntimeError, match="weight"):
+            ops.rms_norm(out, x, weight.cpu(), 1e-6)
+        with pytest.raises(RuntimeError, match="residual"):
+            ops.fused_add_rms_norm(x, x.cpu(), weight, 1e-6)

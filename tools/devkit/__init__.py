@@ -1,0 +1,20 @@
+"""devkit: the developer workflow behind noxfile.py and the build backend.
+
+Standard library only, so that nox's own environment and the project venv (via
+the PEP 517 backend in backend.py) can both import it. One module per concern:
+
+    envs        the env-var registry (vllm/envs.py), loaded from the source tree
+    targets     the table of build targets: torch pin, index, per-job memory
+    sources     where torch comes from: the target's index, the user's pip mirrors
+    resources   how many compile jobs, and why
+    toolchain   compiler cache
+    pipeline    the steps of a build session, and its summary line
+    backend     the PEP 517 backend (scikit-build-core plus target resolution)
+"""
+
+
+class DevkitError(Exception):
+    """A failure with a one-line message that says what to do.
+
+    The noxfile and the backend print the message alone, without a traceback.
+    """

@@ -1,0 +1,125 @@
+"""The PEP 517 build backend: scikit-build-core, told what devkit decides.
+
+pyproject.toml names this module (backend-path = ["tools"]), so
+`uv pip install --no-build-isolation -e .` and `uv build` go through it, with
+or without nox. Before handing over to scikit-build-core it settles:
+
+- the target (VLLM_TARGET_DEVICE; auto follows the installed torch flavour),
+- a persistent build directory per target, torch and Python,
+  build/<target>-torch<version>-<python tag>, so reruns are incremental,
+- the compile job count (MAX_JOBS, else devkit.resources),
+- the compiler cache launcher, and the CMake definitions that carry these.
+
+Config settings given on the command line (-C build-dir=...) still win.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from scikit_build_core import build as _skbuild
+
+from devkit import DevkitError, envs, resources, targets, toolchain
+from devkit.envs import ROOT
+
+_Settings = dict[str, Any] | None
+
+
+def _python_tag() -> str:
+    return f"cp{sys.version_info.major}{sys.version_info.minor}"
+
+
+def _say(message: str) -> None:
+    print(f"[vllm build] {message}", file=sys.stderr, flush=True)
+
+
+def _settings(config_settings: _Settings) -> dict[str, Any]:
+    """Our config settings, under those the caller gave."""
+    envs.check_all()
+    info = targets.read_torch_info()
+    if info is None:
+        raise DevkitError(
+            f"torch is not importable by {sys.executable}; install the target's torch "
+            "first (nox -s build-cpu does it) and build with --no-build-isolation"
+        )
+    name = targets.resolve_target_name(envs.get("VLLM_TARGET_DEVICE"), info)
+    target = targets.get_target(name)
+    # The version and dependency providers (devkit.metadata) read the resolved name.
+    os.environ["VLLM_TARGET_DEVICE"] = name
+
+    plan = resources.plan_for_this_machine(target)
+    os.environ["CMAKE_BUILD_PARALLEL_LEVEL"] = str(plan.jobs)
+    launcher = toolchain.compiler_launcher()
+    if launcher and Path(launcher).name == "ccache":
+        # Paths relative to the checkout: clones and worktrees share hits.
+        os.environ.setdefault("CCACHE_BASEDIR", str(ROOT))
+    build_dir = targets.build_dir(
+        ROOT / envs.get("VLLM_BUILD_DIR"), name, info.version, _python_tag()
+    )
+    _say(f"target {name}, torch {info.version}, build dir {build_dir}")
+    _say(plan.reason)
+    _say(f"compiler cache: {launcher or 'none'}")
+
+    ours: dict[str, Any] = {
+        "build-dir": str(build_dir),
+        "cmake.build-type": envs.get("CMAKE_BUILD_TYPE"),
+        "cmake.define.VLLM_TARGET_DEVICE": name,
+        "cmake.define.VLLM_COMPILER_LAUNCHER": launcher or "",
+        "cmake.define.VLLM_CPU_ISA": envs.get("VLLM_CPU_ISA"),
+        "cmake.define.Python_EXECUTABLE": sys.executable,
+    }
+    return {**ours, **(config_settings or {})}
+
+
+def _run(hook: str, *args: Any, config_settings: _Settings = None, **kwargs: Any) -> Any:
+    try:
+        settings = _settings(config_settings)
+    except DevkitError as exc:
+        # One line, no traceback: the frontend shows this output on failure.
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return getattr(_skbuild, hook)(*args, config_settings=settings, **kwargs)
+
+
+def build_wheel(wheel_directory, config_settings: _Settings = None, metadata_directory=None):
+    return _run(
+        "build_wheel",
+        wheel_directory,
+        config_settings=config_settings,
+        metadata_directory=metadata_directory,
+    )
+
+
+def build_editable(wheel_directory, config_settings: _Settings = None, metadata_directory=None):
+    return _run(
+        "build_editable",
+        wheel_directory,
+        config_settings=config_settings,
+        metadata_directory=metadata_directory,
+    )
+
+
+def build_sdist(sdist_directory, config_settings: _Settings = None):
+    return _skbuild.build_sdist(sdist_directory, config_settings)
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings: _Settings = None):
+    return _run(
+        "prepare_metadata_for_build_wheel", metadata_directory, config_settings=config_settings
+    )
+
+
+def prepare_metadata_for_build_editable(metadata_directory, config_settings: _Settings = None):
+    return _run(
+        "prepare_metadata_for_build_editable", metadata_directory, config_settings=config_settings
+    )
+
+
+# With --no-build-isolation nothing is installed for these; they stay honest
+# for isolated builds (which can't see the target's torch and fail clearly).
+get_requires_for_build_wheel = _skbuild.get_requires_for_build_wheel
+get_requires_for_build_editable = _skbuild.get_requires_for_build_editable
+get_requires_for_build_sdist = _skbuild.get_requires_for_build_sdist

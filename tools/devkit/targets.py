@@ -1,0 +1,144 @@
+"""The build targets, one row each: everything that differs between them.
+
+A session or the backend looks up a row and hands it to the same pipeline;
+no other module branches on the target's name for these facts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from devkit import DevkitError
+from devkit.envs import ROOT
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    requirements: str  # requirements/<name>.txt: the torch pin
+    torch_version: str  # the pin, without local tag: what `torch==` must match
+    torch_local: str  # local version tag of the flavour, e.g. "cpu"; "" for none
+    torch_index: str  # where that flavour lives
+    index_strategy: str  # uv's --index-strategy
+    job_memory: int  # bytes one compile job needs at its peak
+    version_suffix: str  # appended to the package version: 0.1.0+cpu
+    nvcc_threads: int | None = None  # default NVCC_THREADS; None: no nvcc
+
+    @property
+    def torch_spec(self) -> str:
+        """The exact requirement that installs this flavour, e.g. torch==2.13.0+cpu."""
+        local = f"+{self.torch_local}" if self.torch_local else ""
+        return f"torch=={self.torch_version}{local}"
+
+    @property
+    def requirements_file(self):
+        return ROOT / self.requirements
+
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target(
+            name="cpu",
+            requirements="requirements/cpu.txt",
+            torch_version="2.13.0",
+            torch_local="cpu",
+            torch_index="https://download.pytorch.org/whl/cpu",
+            index_strategy="unsafe-best-match",
+            # Measured: the peak RSS of one g++ job compiling a csrc/cpu/*.cpp
+            # against torch 2.13 headers is about 0.6 GiB (CONTRIBUTING.md);
+            # 1 GiB leaves room for the linker and a busy desktop.
+            job_memory=1 * GIB,
+            version_suffix="cpu",
+        ),
+    )
+}
+
+
+def get_target(name: str) -> Target:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise DevkitError(f"unknown target {name!r}; known targets: {', '.join(TARGETS)}") from None
+
+
+@dataclass(frozen=True)
+class TorchInfo:
+    """What a Python environment's torch is: version and flavour."""
+
+    version: str  # full, with local tag: 2.13.0+cpu
+    cuda: str | None  # torch.version.cuda
+    hip: str | None  # torch.version.hip
+
+    @property
+    def flavour(self) -> str:
+        return "rocm" if self.hip else "cuda" if self.cuda else "cpu"
+
+
+# Run with the interpreter of the environment in question; prints JSON. It
+# reads torch/version.py (milliseconds) instead of importing torch (seconds);
+# the build's smoke check imports torch for real.
+PROBE_TORCH = (
+    "import json, sys; sys.path.insert(0, {tools!r}); from devkit.targets import read_torch_info; "
+    "info = read_torch_info(); print(json.dumps(info and info.__dict__))"
+).format(tools=str(ROOT / "tools"))
+
+
+def read_torch_info() -> TorchInfo | None:
+    """This interpreter's torch, read from torch/version.py without importing torch.
+
+    Importing torch takes seconds; the backend asks on every build.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.origin:
+        return None
+    try:
+        text = (Path(spec.origin).parent / "version.py").read_text()
+    except OSError:
+        return None
+    fields = {}
+    for key in ("__version__", "cuda", "hip"):
+        match = re.search(rf"^{key}\b[^=]*=\s*['\"]([^'\"]*)['\"]", text, re.M)
+        fields[key] = match.group(1) if match else None  # None: `= None`
+    if not fields["__version__"]:
+        return None
+    return TorchInfo(fields["__version__"], fields["cuda"], fields["hip"])
+
+
+def build_dir(root: Path, target: str, torch_version: str, python_tag: str) -> Path:
+    """The persistent CMake build directory of one target, torch and Python."""
+    return root / f"{target}-torch{torch_version}-{python_tag}"
+
+
+def check_torch(target: Target, info: TorchInfo) -> None:
+    """Raises if `info` is not the target's torch: the flavour, and the pin."""
+    if info.flavour != target.name:
+        raise DevkitError(
+            f"torch {info.version} is a {info.flavour} build, but the {target.name} "
+            f"target needs {target.torch_spec}; reinstall it from {target.torch_index}"
+        )
+    base, _, local = info.version.partition("+")
+    if base != target.torch_version or (target.torch_local and local != target.torch_local):
+        raise DevkitError(
+            f"torch {info.version} is installed, but {target.requirements} pins "
+            f"{target.torch_spec}; install the pin, or delete the venv and rerun"
+        )
+
+
+def resolve_target_name(requested: str, info: TorchInfo | None) -> str:
+    """VLLM_TARGET_DEVICE, with auto replaced by the installed torch's flavour."""
+    if requested != "auto":
+        return requested
+    if info is None:
+        raise DevkitError(
+            "VLLM_TARGET_DEVICE=auto needs torch installed to pick a target; "
+            "set VLLM_TARGET_DEVICE=cpu (or cuda, rocm)"
+        )
+    return info.flavour

@@ -1,0 +1,124 @@
+"""Python entry points of the compiled ops in `vllm._C`.
+
+Importing this module loads the extension, which registers the ops under
+`torch.ops._C` and `torch.ops._C_cache_ops`, and registers their fake (meta)
+implementations so that torch.compile and torch.library.opcheck can trace
+them. Every op writes into arguments it is given and returns nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:
+    import vllm._C  # noqa: F401  (registers the ops)
+except ImportError as exc:
+    raise ImportError(
+        "vllm._C, the compiled extension, is not built: "
+        "run `nox -s build-cpu` (or see CONTRIBUTING.md)."
+    ) from exc
+
+
+# Activations: out[..., :d] = act(x[..., :d]) * x[..., d:], d = x.shape[-1] // 2.
+
+
+def silu_and_mul(out: torch.Tensor, x: torch.Tensor) -> None:
+    """SwiGLU gate: out = silu(x[..., :d]) * x[..., d:]."""
+    torch.ops._C.silu_and_mul(out, x)
+
+
+def gelu_and_mul(out: torch.Tensor, x: torch.Tensor) -> None:
+    """GeGLU gate with the exact (erf) GELU."""
+    torch.ops._C.gelu_and_mul(out, x)
+
+
+def gelu_tanh_and_mul(out: torch.Tensor, x: torch.Tensor) -> None:
+    """GeGLU gate with the tanh approximation of GELU."""
+    torch.ops._C.gelu_tanh_and_mul(out, x)
+
+
+# Normalization over the last dimension.
+
+
+def rms_norm(out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, epsilon: float) -> None:
+    """out = input / sqrt(mean(input**2) + epsilon) * weight."""
+    torch.ops._C.rms_norm(out, input, weight, epsilon)
+
+
+def fused_add_rms_norm(
+    input: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, epsilon: float
+) -> None:
+    """In place: residual += input, then input = rms_norm(residual) * weight."""
+    torch.ops._C.fused_add_rms_norm(input, residual, weight, epsilon)
+
+
+# Positional encoding.
+
+
+def rotary_embedding(
+    positions: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor | None,
+    head_size: int,
+    cos_sin_cache: torch.Tensor,
+    is_neox: bool,
+) -> None:
+    """Rotate query (and key, when given) in place by their positions' angles.
+
+    cos_sin_cache is [max_position, rotary_dim]: cos in the first half, sin in
+    the second. Only the first rotary_dim elements of each head are rotated.
+    """
+    torch.ops._C.rotary_embedding(positions, query, key, head_size, cos_sin_cache, is_neox)
+
+
+# KV cache.
+
+
+def reshape_and_cache(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    kv_cache_dtype: str,
+    k_scale: torch.Tensor,
+    v_scale: torch.Tensor,
+) -> None:
+    """Write each token's key and value into the paged caches at its slot.
+
+    key_cache is [num_blocks, num_heads, head_size // x, block_size, x] with
+    x = 16 // element_size, value_cache [num_blocks, num_heads, head_size,
+    block_size]; slot = block * block_size + offset, and a negative slot marks
+    a padding token, which is skipped.
+    """
+    torch.ops._C_cache_ops.reshape_and_cache(
+        key,
+        value,
+        key_cache,
+        value_cache,
+        slot_mapping,
+        kv_cache_dtype,
+        k_scale,
+        v_scale,
+    )
+
+
+def _mutates_only(*args: object, **kwargs: object) -> None:
+    """Fake implementation shared by all the ops.
+
+    They only write into tensors the caller allocated, so tracing learns
+    nothing new from them: there is no output whose metadata to compute.
+    """
+    return None
+
+
+for _op in (
+    "_C::silu_and_mul",
+    "_C::gelu_and_mul",
+    "_C::gelu_tanh_and_mul",
+    "_C::rms_norm",
+    "_C::fused_add_rms_norm",
+    "_C::rotary_embedding",
+    "_C_cache_ops::reshape_and_cache",
+):
+    torch.library.register_fake(_op, _mutates_only)

@@ -1,0 +1,163 @@
+"""Every environment variable the project reads, in one registry.
+
+Each entry has a name, a type, a default and a one-line doc; values are
+validated when read, and a bad value is an `EnvError` whose message names the
+fix. This module imports only the standard library: the build backend and the
+noxfile load it straight from the source tree (tools/devkit/envs.py), before
+torch or the package are installed.
+
+    >>> from vllm import envs
+    >>> envs.MAX_JOBS          # None when unset
+    >>> envs.get("VLLM_TARGET_DEVICE", {"VLLM_TARGET_DEVICE": "cpu"})
+    'cpu'
+
+CONTRIBUTING.md documents the same table; tests/devkit/test_envs.py keeps the
+two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class EnvError(ValueError):
+    """An environment variable holds a value the project can't use."""
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    kind: str  # "choice" | "int" | "str"; the parser follows from it
+    default: Any
+    doc: str
+    choices: tuple[str, ...] = ()
+
+    def parse(self, raw: str) -> Any:
+        raw = raw.strip()
+        if self.kind == "choice":
+            for choice in self.choices:
+                if raw.lower() == choice.lower():
+                    return choice
+            raise EnvError(
+                f"{self.name}={raw!r} is not one of {', '.join(self.choices)}; "
+                f"set one of those or unset {self.name}"
+            )
+        if self.kind == "int":
+            if not raw.isdigit() or int(raw) < 1:
+                raise EnvError(
+                    f"{self.name}={raw!r} is not a positive integer; "
+                    f"set e.g. {self.name}=2 or unset it"
+                )
+            return int(raw)
+        return raw
+
+
+REGISTRY: dict[str, EnvVar] = {
+    var.name: var
+    for var in (
+        # -- what to build --------------------------------------------------
+        EnvVar(
+            "VLLM_TARGET_DEVICE",
+            "choice",
+            "auto",
+            "Target to build: cpu, cuda or rocm; auto follows the installed torch flavour.",
+            ("auto", "cpu", "cuda", "rocm"),
+        ),
+        EnvVar(
+            "CMAKE_BUILD_TYPE",
+            "choice",
+            "Release",
+            "CMake build type of the extension.",
+            ("Release", "RelWithDebInfo", "Debug"),
+        ),
+        EnvVar(
+            "VLLM_CPU_ISA",
+            "choice",
+            "auto",
+            "Vector ISA of the CPU kernels; auto detects the build machine's.",
+            ("auto", "avx512", "avx2", "default"),
+        ),
+        EnvVar(
+            "VLLM_BUILD_DIR",
+            "str",
+            "build",
+            "Root of the persistent CMake build directories (one per target and torch).",
+        ),
+        # -- how hard to build ----------------------------------------------
+        EnvVar(
+            "MAX_JOBS",
+            "int",
+            None,
+            "Parallel compile jobs; default min(cores, available memory / per-job memory).",
+        ),
+        EnvVar(
+            "NVCC_THREADS",
+            "int",
+            None,
+            "Threads per nvcc job (CUDA builds); each thread counts as a job's memory.",
+        ),
+        EnvVar(
+            "VLLM_COMPILER_CACHE",
+            "choice",
+            "auto",
+            "Compiler launcher: auto (sccache if on PATH, else ccache), ccache, sccache, off.",
+            ("auto", "ccache", "sccache", "off"),
+        ),
+        # -- where torch comes from -----------------------------------------
+        EnvVar(
+            "VLLM_TORCH_INDEX_URL",
+            "str",
+            None,
+            "Index (or mirror) to install the target's torch from, instead of the PyTorch one.",
+        ),
+        EnvVar(
+            "PIP_INDEX_URL",
+            "str",
+            None,
+            "Read as pip reads it; handed to uv as its default index.",
+        ),
+        EnvVar(
+            "PIP_EXTRA_INDEX_URL",
+            "str",
+            None,
+            "Read as pip reads it (space-separated); handed to uv as extra indexes.",
+        ),
+        EnvVar(
+            "PIP_FIND_LINKS",
+            "str",
+            None,
+            "Read as pip reads it (space-separated); handed to uv as --find-links.",
+        ),
+        EnvVar(
+            "PIP_CONFIG_FILE",
+            "str",
+            None,
+            "Read as pip reads it: one more pip config file whose mirrors are handed to uv.",
+        ),
+    )
+}
+
+
+def get(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """The validated value of registered variable `name` (its default when unset or empty)."""
+    try:
+        var = REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"{name} is not in vllm/envs.py's registry; add it there") from None
+    raw = (os.environ if environ is None else environ).get(name, "")
+    if raw.strip() == "":
+        return var.default
+    return var.parse(raw)
+
+
+def __getattr__(name: str) -> Any:
+    if name in REGISTRY:
+        return get(name)
+    raise AttributeError(f"module 'vllm.envs' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *REGISTRY])

@@ -1,0 +1,1 @@
+"""Model execution: the layers models are built from."""

@@ -1,0 +1,22 @@
+"""The AMD GPU platform (a HIP build of torch, which keeps the torch.cuda API)."""
+
+from __future__ import annotations
+
+import torch
+
+from vllm.platforms.interface import DeviceCapability, Platform, PlatformEnum
+
+
+class RocmPlatform(Platform):
+    """AMD GPUs; tensors still live on torch's "cuda" device type."""
+
+    _enum = PlatformEnum.ROCM
+    device_name = "rocm"
+    device_type = "cuda"
+    dispatch_key = "CUDA"
+
+    @classmethod
+    def get_device_capability(cls, device_id: int = 0) -> DeviceCapability | None:
+        """The gfx version torch reports, e.g. (9, 4) for gfx942."""
+        major, minor = torch.cuda.get_device_capability(device_id)
+        return DeviceCapability(major, minor)
