@@ -2,7 +2,7 @@
 
 The logic lives in tools/devkit (stdlib-only, unit-tested); sessions only
 pick a target and call its steps. Build sessions manage their own uv venv
-(.venv-<target>), shared by the target's test session.
+(.venv-<target>), which the target's test session reuses.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import nox
 
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
 
-from devkit import DevkitError, pipeline  # noqa: E402
+from devkit import DevkitError, cuda, pipeline  # noqa: E402
 
 nox.options.default_venv_backend = "uv"
 nox.options.sessions = ["tests", "build-cpu", "test-kernels-cpu"]
@@ -30,27 +30,69 @@ def _step(session: nox.Session, fn, *args):
         session.error(str(exc))
 
 
+def _build(session: nox.Session, target: str, posargs_to_uv: bool = False) -> pipeline.Env:
+    """The target's venv, built; --arch and --use-existing-torch are taken from posargs."""
+    options = _step(session, pipeline.parse_options, session.posargs)
+    env = _step(session, pipeline.prepare_env, target, options)
+    session.log(_step(session, pipeline.build, env, options.rest if posargs_to_uv else ()))
+    return env
+
+
+def _test_kernels(session: nox.Session, env: pipeline.Env, device: str) -> None:
+    _step(session, pipeline.install_test_requirements, env)
+    args = env.options.rest or ("-n", "auto", "tests/kernels")
+    session.run(str(env.python), "-m", "pytest", "--device", device, *args, external=True)
+
+
 @nox.session(name="build-cpu", venv_backend="none")
 def build_cpu(session: nox.Session) -> None:
     """Build the CPU extension into .venv-cpu (editable; posargs go to uv pip install)."""
-    env = _step(session, pipeline.prepare_env, "cpu")
-    session.log(_step(session, pipeline.build, env, session.posargs))
+    _build(session, "cpu", posargs_to_uv=True)
 
 
 @nox.session(name="test-kernels-cpu", venv_backend="none")
 def test_kernels_cpu(session: nox.Session) -> None:
     """Run tests/kernels on the CPU build (rebuilds incrementally; posargs go to pytest)."""
-    env = _step(session, pipeline.prepare_env, "cpu")
-    session.log(_step(session, pipeline.build, env))
-    _step(session, pipeline.install_test_requirements, env)
-    args = session.posargs or ["-n", "auto", "tests/kernels"]
-    session.run(str(env.python), "-m", "pytest", "--device", "cpu", *args, external=True)
+    _test_kernels(session, _build(session, "cpu"), "cpu")
+
+
+@nox.session(name="build-cuda", venv_backend="none")
+def build_cuda(session: nox.Session) -> None:
+    """Build the CUDA extension for one arch (-- --arch 9.0|hopper [--use-existing-torch])."""
+    _build(session, "cuda", posargs_to_uv=True)
+
+
+@nox.session(name="test-kernels-cuda", venv_backend="none")
+def test_kernels_cuda(session: nox.Session) -> None:
+    """Run tests/kernels on the local GPU ([--use-existing-torch], other posargs to pytest)."""
+    if cuda.local_gpu_arch() is None:
+        session.skip("no CUDA GPU here (nvidia-smi finds none): the CUDA kernel tests did not run")
+    _test_kernels(session, _build(session, "cuda"), "cuda")
+
+
+@nox.session(venv_backend="none")
+def doctor(session: nox.Session) -> None:
+    """Report what a build would use and what is wrong (-- --target cpu|cuda [--arch X])."""
+    from devkit import doctor as doctor_module
+
+    if doctor_module.main(session.posargs) != 0:
+        session.error("doctor found problems; each is listed above with its fix")
+
+
+@nox.session(name="bench-kernels", venv_backend="none")
+def bench_kernels(session: nox.Session) -> None:
+    """Time the kernels against forward_native and a copy (on the GPU if any; posargs to it)."""
+    target = "cuda" if cuda.local_gpu_arch() else "cpu"
+    env = _build(session, target)
+    script = "benchmarks/bench_kernels.py"
+    session.run(str(env.python), script, "--device", target, *env.options.rest, external=True)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit tests of tools/devkit and end-to-end tests of the sessions."""
-    session.install("-r", "requirements/test.txt")
+    # Build tools too: the end-to-end tests build in a copy of the checkout.
+    session.install("-r", "requirements/test.txt", "-r", "requirements/build.txt", "nox", "uv")
     session.run("pytest", "-n", "auto", "tests/devkit", *session.posargs)
 
 

@@ -30,7 +30,7 @@ class EnvError(ValueError):
 @dataclass(frozen=True)
 class EnvVar:
     name: str
-    kind: str  # "choice" | "int" | "str"; the parser follows from it
+    kind: str  # "choice" | "int" | "bool" | "str"; the parser follows from it
     default: Any
     doc: str
     choices: tuple[str, ...] = ()
@@ -45,6 +45,12 @@ class EnvVar:
                 f"{self.name}={raw!r} is not one of {', '.join(self.choices)}; "
                 f"set one of those or unset {self.name}"
             )
+        if self.kind == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise EnvError(f"{self.name}={raw!r} is not a boolean; set {self.name}=1 or 0")
         if self.kind == "int":
             if not raw.isdigit() or int(raw) < 1:
                 raise EnvError(
@@ -85,6 +91,30 @@ REGISTRY: dict[str, EnvVar] = {
             "str",
             "build",
             "Root of the persistent CMake build directories (one per target and torch).",
+        ),
+        EnvVar(
+            "TORCH_CUDA_ARCH_LIST",
+            "str",
+            None,
+            "The one GPU arch of a CUDA build (9.0, 9.0a, 8.0+PTX, hopper); default: local GPU's.",
+        ),
+        EnvVar(
+            "CUDA_HOME",
+            "str",
+            None,
+            "CUDA toolkit prefix; default: nvcc's on PATH, else /usr/local/cuda.",
+        ),
+        EnvVar(
+            "CUDA_PATH",
+            "str",
+            None,
+            "Same as CUDA_HOME, read when CUDA_HOME is unset.",
+        ),
+        EnvVar(
+            "VLLM_USE_EXISTING_TORCH",
+            "bool",
+            False,
+            "Build against the installed torch, unpinned (what --use-existing-torch sets).",
         ),
         # -- how hard to build ----------------------------------------------
         EnvVar(

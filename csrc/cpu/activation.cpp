@@ -40,36 +40,6 @@ struct GeluTanhOp {
   }
 };
 
-// Checks shared by the three activations.
-void check_act_and_mul_args(const char* op, const at::Tensor& out,
-                            const at::Tensor& input) {
-  using namespace vllm_cpu;
-  check_cpu(op, "input", input);
-  check_cpu(op, "result", out);
-  check_float_dtype(op, "input", input);
-  check_same_dtype(op, "result", out, "input", input);
-  check_min_dim(op, "input", input, 1);
-  const int64_t in_last = input.size(-1);
-  TORCH_CHECK(in_last % 2 == 0, op, ": input's last dim must be even, got ",
-              in_last);
-  TORCH_CHECK(out.dim() == input.dim(), op, ": result must have ", input.dim(),
-              " dims like input, got ", out.dim(), " (result shape ",
-              out.sizes(), ", input shape ", input.sizes(), ")");
-  for (int64_t i = 0; i + 1 < input.dim(); ++i) {
-    TORCH_CHECK(out.size(i) == input.size(i), op,
-                ": result (out) shape must equal input shape with the last "
-                "dim halved; expected dim ",
-                i, " to be ", input.size(i), ", got ", out.size(i),
-                " (result shape ", out.sizes(), ", input shape ", input.sizes(),
-                ")");
-  }
-  TORCH_CHECK(out.size(-1) == in_last / 2, op,
-              ": result's last dim must be half of input's last dim (",
-              in_last / 2, "), got ", out.size(-1));
-  check_last_dim_contiguous(op, "input", input);
-  check_last_dim_contiguous(op, "result", out);
-}
-
 template <typename scalar_t, typename Act>
 void act_and_mul_kernel(at::Tensor& out, const at::Tensor& input,
                         const Act& act) {
@@ -120,7 +90,7 @@ void act_and_mul_kernel(at::Tensor& out, const at::Tensor& input,
 
 template <typename Act>
 void act_and_mul(const char* op, at::Tensor& out, at::Tensor& input) {
-  check_act_and_mul_args(op, out, input);
+  vllm::check_act_and_mul_args(op, out, input, c10::DeviceType::CPU);
   // dtype already checked; the dispatch name must be a literal.
   VLLM_CPU_DISPATCH_FLOATING_TYPES(input.scalar_type(), "act_and_mul", [&] {
     act_and_mul_kernel<scalar_t>(out, input, Act{});

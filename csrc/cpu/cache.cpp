@@ -5,14 +5,11 @@
 // block * block_size + offset; a negative slot (padding) is skipped.
 #include <cstring>
 #include <string>
-#include <vector>
 
 #include "../ops.h"
 #include "cpu_utils.h"
 
 namespace {
-
-constexpr const char* kOp = "reshape_and_cache";
 
 template <typename scalar_t>
 void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
@@ -104,81 +101,26 @@ void reshape_and_cache(at::Tensor& key, at::Tensor& value,
                        at::Tensor& slot_mapping,
                        const std::string& kv_cache_dtype, at::Tensor& k_scale,
                        at::Tensor& v_scale) {
-  using namespace vllm_cpu;
   (void)k_scale;  // scales only apply to quantized (fp8) caches
   (void)v_scale;
-  TORCH_CHECK(kv_cache_dtype == "auto", kOp, ": kv_cache_dtype \"",
-              kv_cache_dtype,
-              "\" is not supported on CPU; only \"auto\" is supported (the "
-              "caches hold key/value in their own dtype)");
-
-  check_cpu(kOp, "key", key);
-  check_cpu(kOp, "value", value);
-  check_cpu(kOp, "key_cache", key_cache);
-  check_cpu(kOp, "value_cache", value_cache);
-  check_cpu(kOp, "slot_mapping", slot_mapping);
-
-  check_float_dtype(kOp, "key", key);
-  check_same_dtype(kOp, "value", value, "key", key);
-  check_same_dtype(kOp, "key_cache", key_cache, "key", key);
-  check_same_dtype(kOp, "value_cache", value_cache, "key", key);
-  check_dtype(kOp, "slot_mapping", slot_mapping, at::kLong);
-
-  check_dim(kOp, "key", key, 3);
-  TORCH_CHECK(value.sizes() == key.sizes(), kOp,
-              ": value shape must equal key shape ", key.sizes(), ", got ",
-              value.sizes());
-  check_dim(kOp, "key_cache", key_cache, 5);
-  check_dim(kOp, "value_cache", value_cache, 4);
-  check_dim(kOp, "slot_mapping", slot_mapping, 1);
-
-  const int64_t num_heads = key.size(1);
-  const int64_t head_size = key.size(2);
-  const int64_t num_blocks = key_cache.size(0);
-  const int64_t block_size = key_cache.size(3);
-  const int64_t x = key_cache.size(4);
-  const int64_t expected_x = 16 / static_cast<int64_t>(key.element_size());
-
-  TORCH_CHECK(x == expected_x, kOp, ": key_cache's last dim (x) must be ",
-              expected_x, " (16 bytes of ", key.scalar_type(), "), got ", x,
-              " (key_cache shape ", key_cache.sizes(), ")");
-  TORCH_CHECK(key_cache.size(1) == num_heads, kOp, ": key_cache must have ",
-              num_heads, " heads (key.size(1)) in dim 1, got ",
-              key_cache.size(1));
-  TORCH_CHECK(key_cache.size(2) * x == head_size, kOp,
-              ": key_cache dims 2 and 4 must split head_size (", head_size,
-              ") as [head_size / x, x] = [", head_size / x, ", ", x,
-              "], got key_cache shape ", key_cache.sizes());
-  TORCH_CHECK(block_size > 0, kOp,
-              ": key_cache's block_size (dim 3) must be positive, got shape ",
-              key_cache.sizes());
-  const std::vector<int64_t> expected_v{num_blocks, num_heads, head_size,
-                                        block_size};
-  TORCH_CHECK(value_cache.sizes() == at::IntArrayRef(expected_v), kOp,
-              ": value_cache shape must be [num_blocks, num_heads, head_size, "
-              "block_size] = ",
-              at::IntArrayRef(expected_v), " to match key and key_cache, got ",
-              value_cache.sizes());
-
-  const int64_t num_tokens = slot_mapping.size(0);
-  TORCH_CHECK(num_tokens <= key.size(0), kOp, ": slot_mapping has ", num_tokens,
-              " entries but key has only ", key.size(0), " tokens");
+  const vllm::CacheLayout layout = vllm::check_reshape_and_cache_args(
+      key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype,
+      c10::DeviceType::CPU);
+  const int64_t num_tokens = layout.num_tokens;
 
   // Every non-negative slot must lie inside the cache; check before writing.
-  const int64_t num_slots = num_blocks * block_size;
   {
     const int64_t* s = slot_mapping.const_data_ptr<int64_t>();
     const int64_t stride = slot_mapping.stride(0);
     for (int64_t t = 0; t < num_tokens; ++t) {
-      const int64_t slot = s[t * stride];
-      TORCH_CHECK(slot < num_slots, kOp, ": slot_mapping[", t, "] = ", slot,
-                  " is out of range for a cache of ", num_blocks, " blocks x ",
-                  block_size, " slots");
+      vllm::check_slot_in_range(t, s[t * stride], layout);
     }
   }
-  if (num_tokens == 0 || num_heads == 0 || head_size == 0) return;
+  if (num_tokens == 0 || layout.num_heads == 0 || layout.head_size == 0) {
+    return;
+  }
 
-  VLLM_CPU_DISPATCH_FLOATING_TYPES(key.scalar_type(), kOp, [&] {
+  VLLM_CPU_DISPATCH_FLOATING_TYPES(key.scalar_type(), "reshape_and_cache", [&] {
     reshape_and_cache_kernel<scalar_t>(key, value, key_cache, value_cache,
                                        slot_mapping, num_tokens);
   });

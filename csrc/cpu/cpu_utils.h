@@ -1,6 +1,7 @@
-// Helpers shared by the CPU kernels: input validation, row addressing of
-// tensors whose leading dims are strided, and float32 <-> scalar_t vector
-// loads/stores built on at::vec::Vectorized.
+// Helpers shared by the CPU kernels: row addressing of tensors whose leading
+// dims are strided, and float32 <-> scalar_t vector loads/stores built on
+// at::vec::Vectorized. Input validation, shared with the other devices, is in
+// csrc/op_checks.h.
 #pragma once
 
 #include <algorithm>
@@ -15,6 +16,8 @@
 #include <c10/util/Exception.h>
 #include <c10/util/SmallVector.h>
 
+#include "../op_checks.h"
+
 namespace vllm_cpu {
 
 using fvec = at::vec::Vectorized<float>;
@@ -27,70 +30,6 @@ using fvec = at::vec::Vectorized<float>;
       AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__)        \
           AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__) \
               AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__))
-
-// ---------------------------------------------------------------------------
-// Input validation. Every message starts with "<op>: <argument> ...".
-// ---------------------------------------------------------------------------
-
-inline void check_defined(const char* op, const char* name,
-                          const at::Tensor& t) {
-  TORCH_CHECK(t.defined(), op, ": ", name, " must be a defined tensor");
-}
-
-// Defined, dense (strided layout) and on the CPU.
-inline void check_cpu(const char* op, const char* name, const at::Tensor& t) {
-  check_defined(op, name, t);
-  TORCH_CHECK(t.device().is_cpu(), op, ": ", name,
-              " must be a CPU tensor, got device ", t.device());
-  TORCH_CHECK(t.layout() == at::kStrided, op, ": ", name,
-              " must be a dense (strided) tensor, got layout ", t.layout());
-}
-
-inline bool is_supported_float(at::ScalarType dt) {
-  return dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf;
-}
-
-inline void check_float_dtype(const char* op, const char* name,
-                              const at::Tensor& t) {
-  TORCH_CHECK(is_supported_float(t.scalar_type()), op, ": ", name,
-              " must be float32, bfloat16 or float16, got ", t.scalar_type());
-}
-
-inline void check_same_dtype(const char* op, const char* name,
-                             const at::Tensor& t, const char* ref_name,
-                             const at::Tensor& ref) {
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name,
-              " dtype must match ", ref_name, " dtype (", ref.scalar_type(),
-              "), got ", t.scalar_type());
-}
-
-inline void check_dtype(const char* op, const char* name, const at::Tensor& t,
-                        at::ScalarType expected) {
-  TORCH_CHECK(t.scalar_type() == expected, op, ": ", name, " must be ",
-              expected, ", got ", t.scalar_type());
-}
-
-inline void check_min_dim(const char* op, const char* name, const at::Tensor& t,
-                          int64_t min_dim) {
-  TORCH_CHECK(t.dim() >= min_dim, op, ": ", name, " must have at least ",
-              min_dim, " dim(s), got ", t.dim(), " (shape ", t.sizes(), ")");
-}
-
-inline void check_dim(const char* op, const char* name, const at::Tensor& t,
-                      int64_t dim) {
-  TORCH_CHECK(t.dim() == dim, op, ": ", name, " must have ", dim, " dims, got ",
-              t.dim(), " (shape ", t.sizes(), ")");
-}
-
-// The last dim must be contiguous (stride 1); other dims may be strided.
-inline void check_last_dim_contiguous(const char* op, const char* name,
-                                      const at::Tensor& t) {
-  TORCH_CHECK(t.dim() >= 1, op, ": ", name, " must have at least 1 dim");
-  TORCH_CHECK(t.size(-1) <= 1 || t.stride(-1) == 1, op, ": ", name,
-              "'s last dim must be contiguous (stride 1), got stride ",
-              t.stride(-1), " (shape ", t.sizes(), ", strides ", t.strides(),
-              ")");
-}
 
 // ---------------------------------------------------------------------------
 // Row addressing: the first `ndim` dims of a tensor, flattened into rows.

@@ -17,22 +17,6 @@ inline float sum_lanes(const fvec& v) {
                                         v);
 }
 
-// weight: 1-D, `hidden` elements, same dtype as `ref`, on the CPU.
-void check_weight(const char* op, const at::Tensor& weight,
-                  const at::Tensor& ref, int64_t hidden) {
-  using namespace vllm_cpu;
-  check_cpu(op, "weight", weight);
-  check_same_dtype(op, "weight", weight, "input", ref);
-  check_dim(op, "weight", weight, 1);
-  TORCH_CHECK(weight.size(0) == hidden, op, ": weight must have size ", hidden,
-              " (input's last dim), got ", weight.size(0));
-}
-
-void check_epsilon(const char* op, double epsilon) {
-  TORCH_CHECK(std::isfinite(epsilon) && epsilon >= 0.0, op,
-              ": epsilon must be a finite non-negative number, got ", epsilon);
-}
-
 template <typename scalar_t>
 void rms_norm_kernel(at::Tensor& out, const at::Tensor& input,
                      const at::Tensor& weight, float eps) {
@@ -158,20 +142,7 @@ void fused_add_rms_norm_kernel(at::Tensor& input, at::Tensor& residual,
 void rms_norm(at::Tensor& out, at::Tensor& input, at::Tensor& weight,
               double epsilon) {
   constexpr const char* op = "rms_norm";
-  using namespace vllm_cpu;
-  check_cpu(op, "input", input);
-  check_cpu(op, "result", out);
-  check_float_dtype(op, "input", input);
-  check_same_dtype(op, "result", out, "input", input);
-  check_min_dim(op, "input", input, 1);
-  TORCH_CHECK(out.sizes() == input.sizes(), op,
-              ": result (out) shape must equal input shape ", input.sizes(),
-              ", got ", out.sizes());
-  check_last_dim_contiguous(op, "input", input);
-  check_last_dim_contiguous(op, "result", out);
-  const int64_t hidden = input.size(-1);
-  check_weight(op, weight, input, hidden);
-  check_epsilon(op, epsilon);
+  vllm::check_rms_norm_args(out, input, weight, epsilon, c10::DeviceType::CPU);
 
   const at::Tensor w = weight.contiguous();
   VLLM_CPU_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
@@ -182,20 +153,8 @@ void rms_norm(at::Tensor& out, at::Tensor& input, at::Tensor& weight,
 void fused_add_rms_norm(at::Tensor& input, at::Tensor& residual,
                         at::Tensor& weight, double epsilon) {
   constexpr const char* op = "fused_add_rms_norm";
-  using namespace vllm_cpu;
-  check_cpu(op, "input", input);
-  check_cpu(op, "residual", residual);
-  check_float_dtype(op, "input", input);
-  check_same_dtype(op, "residual", residual, "input", input);
-  check_min_dim(op, "input", input, 1);
-  TORCH_CHECK(residual.sizes() == input.sizes(), op,
-              ": residual shape must equal input shape ", input.sizes(),
-              ", got ", residual.sizes());
-  check_last_dim_contiguous(op, "input", input);
-  check_last_dim_contiguous(op, "residual", residual);
-  const int64_t hidden = input.size(-1);
-  check_weight(op, weight, input, hidden);
-  check_epsilon(op, epsilon);
+  vllm::check_fused_add_rms_norm_args(input, residual, weight, epsilon,
+                                      c10::DeviceType::CPU);
 
   const at::Tensor w = weight.contiguous();
   VLLM_CPU_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {

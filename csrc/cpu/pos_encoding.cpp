@@ -16,51 +16,7 @@ namespace {
 using vllm_cpu::FloatIO;
 using vllm_cpu::fvec;
 
-constexpr const char* kOp = "rotary_embedding";
-
-// Where the heads of query or key live.
-struct HeadLayout {
-  int64_t num_heads = 0;
-  int64_t head_stride = 0;  // elements between consecutive heads of a token
-};
-
-// query/key: positions.sizes() followed by [num_heads * head_size] or
-// [num_heads, head_size].
-HeadLayout check_qk(const char* name, const at::Tensor& t,
-                    const at::Tensor& positions, const at::Tensor& query,
-                    int64_t head_size) {
-  using namespace vllm_cpu;
-  check_cpu(kOp, name, t);
-  check_float_dtype(kOp, name, t);
-  if (&t != &query) check_same_dtype(kOp, name, t, "query", query);
-  const int64_t pdim = positions.dim();
-  TORCH_CHECK(t.dim() == pdim + 1 || t.dim() == pdim + 2, kOp, ": ", name,
-              " must have ", pdim + 1, " dims [",
-              pdim == 1 ? "num_tokens" : "*positions.shape",
-              ", num_heads * head_size] or ", pdim + 2, " dims [",
-              pdim == 1 ? "num_tokens" : "*positions.shape",
-              ", num_heads, head_size] to match positions of shape ",
-              positions.sizes(), ", got shape ", t.sizes());
-  TORCH_CHECK(t.sizes().slice(0, pdim) == positions.sizes(), kOp, ": ", name,
-              "'s leading dims must equal positions' shape ", positions.sizes(),
-              ", got ", name, " shape ", t.sizes());
-  check_last_dim_contiguous(kOp, name, t);
-  HeadLayout layout;
-  if (t.dim() == pdim + 2) {
-    TORCH_CHECK(t.size(-1) == head_size, kOp, ": ", name,
-                "'s last dim must equal head_size (", head_size, "), got ",
-                t.size(-1));
-    layout.num_heads = t.size(-2);
-    layout.head_stride = t.stride(-2);
-  } else {
-    TORCH_CHECK(t.size(-1) % head_size == 0, kOp, ": ", name, "'s last dim (",
-                t.size(-1), ") must be a multiple of head_size (", head_size,
-                ")");
-    layout.num_heads = t.size(-1) / head_size;
-    layout.head_stride = head_size;
-  }
-  return layout;
-}
+using vllm::HeadLayout;
 
 template <typename scalar_t, typename cache_t>
 void rotary_kernel(const at::Tensor& positions, at::Tensor& query,
@@ -140,61 +96,31 @@ void rotary_kernel(const at::Tensor& positions, at::Tensor& query,
 void rotary_embedding(at::Tensor& positions, at::Tensor& query,
                       std::optional<at::Tensor> key, int64_t head_size,
                       at::Tensor& cos_sin_cache, bool is_neox) {
-  using namespace vllm_cpu;
-  check_cpu(kOp, "positions", positions);
-  check_dtype(kOp, "positions", positions, at::kLong);
-  check_min_dim(kOp, "positions", positions, 1);
-  TORCH_CHECK(head_size > 0, kOp, ": head_size must be positive, got ",
-              head_size);
-
-  check_cpu(kOp, "query", query);
-  check_float_dtype(kOp, "query", query);
-  const HeadLayout q_layout =
-      check_qk("query", query, positions, query, head_size);
-  HeadLayout k_layout;
-  if (key.has_value()) {
-    k_layout = check_qk("key", *key, positions, query, head_size);
-  }
-
-  check_cpu(kOp, "cos_sin_cache", cos_sin_cache);
-  check_dim(kOp, "cos_sin_cache", cos_sin_cache, 2);
-  TORCH_CHECK(cos_sin_cache.scalar_type() == query.scalar_type() ||
-                  cos_sin_cache.scalar_type() == at::kFloat,
-              kOp,
-              ": cos_sin_cache dtype must be float32 or match query dtype (",
-              query.scalar_type(), "), got ", cos_sin_cache.scalar_type());
-  const int64_t rot_dim = cos_sin_cache.size(1);
-  TORCH_CHECK(rot_dim > 0 && rot_dim % 2 == 0, kOp,
-              ": cos_sin_cache's last dim (rot_dim) must be positive and even, "
-              "got ",
-              rot_dim);
-  TORCH_CHECK(rot_dim <= head_size, kOp,
-              ": cos_sin_cache's last dim (rot_dim = ", rot_dim,
-              ") must not exceed head_size (", head_size, ")");
-  check_last_dim_contiguous(kOp, "cos_sin_cache", cos_sin_cache);
+  const vllm::RotaryLayout layout = vllm::check_rotary_embedding_args(
+      positions, query, key, head_size, cos_sin_cache, c10::DeviceType::CPU);
+  const HeadLayout& q_layout = layout.query;
+  const HeadLayout& k_layout = layout.key;
 
   // Every position must index a row of the cache; check before writing.
   const int64_t max_position = cos_sin_cache.size(0);
   {
-    const RowIndexer pos_rows(positions, positions.dim());
+    const vllm_cpu::RowIndexer pos_rows(positions, positions.dim());
     const int64_t* p = positions.const_data_ptr<int64_t>();
     for (int64_t t = 0; t < pos_rows.num_rows(); ++t) {
-      const int64_t pos = p[pos_rows.offset(t)];
-      TORCH_CHECK(pos >= 0 && pos < max_position, kOp, ": positions[", t,
-                  "] = ", pos, " is out of range for cos_sin_cache with ",
-                  max_position, " rows");
+      vllm::check_position_in_range(t, p[pos_rows.offset(t)], max_position);
     }
   }
 
-  VLLM_CPU_DISPATCH_FLOATING_TYPES(query.scalar_type(), kOp, [&] {
-    if constexpr (!std::is_same_v<scalar_t, float>) {
-      if (cos_sin_cache.scalar_type() == at::kFloat) {
-        rotary_kernel<scalar_t, float>(positions, query, key, q_layout,
-                                       k_layout, cos_sin_cache, is_neox);
-        return;
-      }
-    }
-    rotary_kernel<scalar_t, scalar_t>(positions, query, key, q_layout, k_layout,
-                                      cos_sin_cache, is_neox);
-  });
+  VLLM_CPU_DISPATCH_FLOATING_TYPES(
+      query.scalar_type(), "rotary_embedding", [&] {
+        if constexpr (!std::is_same_v<scalar_t, float>) {
+          if (cos_sin_cache.scalar_type() == at::kFloat) {
+            rotary_kernel<scalar_t, float>(positions, query, key, q_layout,
+                                           k_layout, cos_sin_cache, is_neox);
+            return;
+          }
+        }
+        rotary_kernel<scalar_t, scalar_t>(positions, query, key, q_layout,
+                                          k_layout, cos_sin_cache, is_neox);
+      });
 }

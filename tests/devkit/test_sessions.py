@@ -15,6 +15,8 @@ import time
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from devkit.pipeline import ninja_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,3 +136,67 @@ def test_build_cpu_is_incremental_and_makes_a_cpu_wheel(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "vllm/_C.abi3.so" in names
     assert "vllm/_custom_ops.py" in names
+
+
+# -- the CUDA path: checks that fail fast, and a compile-only build ----------
+
+
+def path_without_gpu() -> str:
+    """PATH minus any directory with nvidia-smi, so the tests see no GPU."""
+    dirs = [str(Path(sys.executable).parent), *os.environ.get("PATH", "").split(os.pathsep)]
+    return os.pathsep.join(d for d in dirs if d and not (Path(d) / "nvidia-smi").exists())
+
+
+def test_build_cuda_without_arch_or_gpu(tmp_path):
+    copy = checkout_copy(tmp_path)
+    result = nox(copy, "-s", "build-cuda", PATH=path_without_gpu(), TORCH_CUDA_ARCH_LIST="")
+    assert result.returncode != 0
+    assert abort_line(result).startswith("no GPU here to take the arch from; pass one, e.g.")
+    assert not (copy / ".venv-cuda").exists()
+
+
+def test_build_cuda_with_a_bad_arch_lists_the_good_ones(tmp_path):
+    copy = checkout_copy(tmp_path)
+    result = nox(copy, "-s", "build-cuda", "--", "--arch", "hopper;ampere")
+    assert abort_line(result).startswith("build-cuda builds one arch, got 2")
+    result = nox(copy, "-s", "build-cuda", "--", "--arch", "volta")
+    assert abort_line(result).startswith("'volta' is not a CUDA arch; use a compute capability")
+    assert not (copy / ".venv-cuda").exists()
+
+
+def test_build_cuda_with_an_older_nvcc_first_on_path(tmp_path):
+    from test_cuda import fake_toolkit
+
+    copy = checkout_copy(tmp_path / "copy")
+    fake_toolkit(tmp_path / "cuda-12.8", version="12.8")
+    path = os.pathsep.join([str(tmp_path / "cuda-12.8" / "bin"), path_without_gpu()])
+    result = nox(
+        copy, "-s", "build-cuda", "--", "--arch", "9.0", PATH=path, CUDA_HOME="", CUDA_PATH=""
+    )
+    assert abort_line(result) == (
+        "nvcc 12.8 can't build for torch 2.14.1 (CUDA 13.0): install CUDA 13.x and point "
+        "CUDA_HOME at it, or use a torch built for CUDA 12."
+    )
+    assert not (copy / ".venv-cuda").exists()
+
+
+def test_kernel_tests_without_gpu_say_so_and_pass(tmp_path):
+    copy = checkout_copy(tmp_path)
+    result = nox(copy, "-s", "test-kernels-cuda", PATH=path_without_gpu())
+    assert result.returncode == 0
+    assert (
+        "skipped: no CUDA GPU here (nvidia-smi finds none): the CUDA kernel tests did not run"
+        in (result.stderr)
+    )
+
+
+def test_doctor_reports_the_cuda_problem_with_its_fix(tmp_path):
+    copy = checkout_copy(tmp_path)
+    environ = {"PATH": path_without_gpu(), "TORCH_CUDA_ARCH_LIST": ""}
+    result = nox(copy, "-s", "doctor", "--", "--target", "cuda", **environ)
+    assert result.returncode != 0
+    assert "doctor: 1 problem(s) would stop build-cuda:" in result.stdout
+    assert "  - no GPU here to take the arch from; pass one" in result.stdout
+    result = nox(copy, "-s", "doctor", "--", "--target", "cpu", **environ)
+    assert result.returncode == 0, result.stdout
+    assert re.search(r"^  jobs +MAX_JOBS=\d+: ", result.stdout, re.M)

@@ -22,7 +22,7 @@ from typing import Any
 
 from scikit_build_core import build as _skbuild
 
-from devkit import DevkitError, envs, resources, targets, toolchain
+from devkit import DevkitError, cuda, envs, resources, targets, toolchain
 from devkit.envs import ROOT
 
 _Settings = dict[str, Any] | None
@@ -62,6 +62,24 @@ def _settings(config_settings: _Settings) -> dict[str, Any]:
     _say(f"target {name}, torch {info.version}, build dir {build_dir}")
     _say(plan.reason)
     _say(f"compiler cache: {launcher or 'none'}")
+    defines = {}
+    if target.cuda_version:
+        cuda_toolchain = cuda.resolve_toolchain(
+            envs.get("TORCH_CUDA_ARCH_LIST"),
+            "TORCH_CUDA_ARCH_LIST",
+            info.cuda or "none",
+            info.version,
+        )
+        _say(cuda_toolchain.describe())
+        if cuda_toolchain.warning:
+            _say(cuda_toolchain.warning)
+        defines = cuda_toolchain.cmake_defines(plan.nvcc_threads or 1)
+        # Torch's CMake config reads both; a plain X.Y keeps its arch parser
+        # from guessing (or emitting compute_50); the flags it derives are
+        # replaced by VLLM_CUDA_GENCODE anyway.
+        arch = cuda_toolchain.arch
+        os.environ["TORCH_CUDA_ARCH_LIST"] = f"{arch.major}.{arch.minor}"
+        os.environ["CUDA_HOME"] = str(cuda_toolchain.home)
 
     ours: dict[str, Any] = {
         "build-dir": str(build_dir),
@@ -70,6 +88,7 @@ def _settings(config_settings: _Settings) -> dict[str, Any]:
         "cmake.define.VLLM_COMPILER_LAUNCHER": launcher or "",
         "cmake.define.VLLM_CPU_ISA": envs.get("VLLM_CPU_ISA"),
         "cmake.define.Python_EXECUTABLE": sys.executable,
+        **{f"cmake.define.{key}": value for key, value in defines.items()},
     }
     return {**ours, **(config_settings or {})}
 

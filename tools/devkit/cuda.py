@@ -72,7 +72,7 @@ def parse_arch(text: str) -> CudaArch:
     if not match:
         raise DevkitError(
             f"{text!r} is not a CUDA arch; use a compute capability such as 9.0, 9.0a "
-            f"or 8.0+PTX, or a name: {', '.join(sorted(set(ARCH_NAMES) - {'a10'}))}"
+            f"or 8.0+PTX, or a name: {', '.join(sorted(ARCH_NAMES))}"
         )
     digits, minor, suffix, ptx = match.groups()
     if minor is None:  # "90" or "sm_90": the last digit is the minor
@@ -155,6 +155,81 @@ def check_versions(nvcc: tuple[int, int], torch_cuda: str, torch_version: str) -
     if nvcc[1] != t_minor:
         return f"warning: {n_text} differs from {t_text} in the minor version; usually fine"
     return None
+
+
+@dataclass(frozen=True)
+class CudaToolchain:
+    """What a CUDA build compiles with, checked."""
+
+    home: Path
+    nvcc: Path
+    version: tuple[int, int]
+    arch: CudaArch
+    arch_source: str  # where the arch came from, for the log
+    warning: str | None  # a minor nvcc/torch CUDA mismatch
+
+    def describe(self) -> str:
+        major, minor = self.version
+        return f"nvcc {major}.{minor} in {self.home}; arch {self.arch} ({self.arch_source})"
+
+    def cmake_defines(self, nvcc_threads: int) -> dict[str, str]:
+        return {
+            "CMAKE_CUDA_COMPILER": str(self.nvcc),
+            "CUDAToolkit_ROOT": str(self.home),
+            "VLLM_CUDA_GENCODE": ";".join(self.arch.gencode_flags()),
+            "VLLM_NVCC_THREADS": str(nvcc_threads),
+        }
+
+
+def resolve_toolchain(
+    arch_text: str | None,
+    arch_source: str,
+    torch_cuda: str,
+    torch_version: str,
+    environ: Mapping[str, str] | None = None,
+) -> CudaToolchain:
+    """The arch (given, else the local GPU's), the CUDA prefix and nvcc, all checked.
+
+    Cheap checks first: no arch and no GPU fails before nvcc is even run.
+    """
+    if arch_text:
+        arch = parse_arch_list(arch_text)
+    else:
+        arch = local_gpu_arch()
+        arch_source = "the local GPU"
+        if arch is None:
+            raise DevkitError(
+                "no GPU here to take the arch from; pass one, e.g. "
+                "`nox -s build-cuda -- --arch 9.0` (or hopper), or set TORCH_CUDA_ARCH_LIST"
+            )
+    home = find_cuda_home(environ)
+    nvcc = home / "bin" / "nvcc"
+    version = nvcc_version(nvcc)
+    check_supported(arch, nvcc_archs(nvcc), f"nvcc {version[0]}.{version[1]}")
+    warning = check_versions(version, torch_cuda, torch_version)
+    return CudaToolchain(home, nvcc, version, arch, arch_source, warning)
+
+
+def find_cuobjdump(venv: Path, home: Path) -> str | None:
+    """cuobjdump from the venv (PyPI's nvidia-cuda-cuobjdump), the toolkit, or PATH."""
+    for found in sorted(venv.glob("lib/python*/site-packages/nvidia/**/bin/cuobjdump")):
+        return str(found)
+    if (home / "bin" / "cuobjdump").is_file():
+        return str(home / "bin" / "cuobjdump")
+    return shutil.which("cuobjdump")
+
+
+def check_machine_code(cuobjdump: str, library: Path, arch: CudaArch) -> str:
+    """The library must hold machine code for `arch` and no other; returns a log line."""
+    listed = _run([cuobjdump, "--list-elf", str(library)])
+    found = sorted(set(re.findall(r"\.(sm_\d+[af]?)\.cubin", listed)))
+    expected = [f"sm_{arch.number}"]
+    if found != expected:
+        raise DevkitError(
+            f"{library.name} holds machine code for {', '.join(found) or 'no arch'}, "
+            f"expected {expected[0]} only; delete build/ and rebuild"
+        )
+    return f"machine code: {library.name} holds {expected[0]} only (cuobjdump --list-elf)"
 
 
 def local_gpu_arch() -> CudaArch | None:

@@ -41,5 +41,8 @@ def dynamic_metadata(field: str, settings: dict[str, Any] | None = None) -> Any:
     if field == "version":
         return f"{base_version()}+{target.version_suffix}"
     if field == "dependencies":
-        return requirement_lines(target.requirements_file)
+        lines = requirement_lines(target.requirements_file)
+        if envs.get("VLLM_USE_EXISTING_TORCH"):  # whatever torch is there stays
+            lines = [line for line in lines if not re.match(r"torch\b", line)]
+        return lines
     raise ValueError(f"devkit.metadata provides version and dependencies, not {field}")

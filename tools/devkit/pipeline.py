@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devkit import DevkitError, envs, resources, sources, targets, toolchain
+from devkit import DevkitError, cuda, envs, metadata, resources, sources, targets, toolchain
 from devkit.envs import ROOT
 
 # The ops every build must register, by library.
@@ -36,10 +37,13 @@ EXPECTED_OPS = {
     "_C_cache_ops": ["reshape_and_cache"],
 }
 
+# Run in the venv with the dispatch key as argv[1]; prints JSON.
 SMOKE_CHECK = f"""
-import json, torch, vllm._C, vllm._custom_ops
-missing = [f"{{lib}}.{{op}}" for lib, ops in {EXPECTED_OPS!r}.items()
-           for op in ops if not hasattr(getattr(torch.ops, lib), op)]
+import json, sys, torch, vllm._C, vllm._custom_ops
+key = sys.argv[1]
+missing = [f"{{lib}}::{{op}}" for lib, ops in {EXPECTED_OPS!r}.items() for op in ops
+           if not hasattr(getattr(torch.ops, lib), op)
+           or not torch._C._dispatch_has_kernel_for_dispatch_key(f"{{lib}}::{{op}}", key)]
 print(json.dumps({{"missing": missing, "so": vllm._C.__file__}}))
 """
 
@@ -68,6 +72,11 @@ def run(
             f"code {result.returncode}; its output is above"
         )
     return result.stdout or ""
+
+
+def show(path: Path) -> str:
+    """A path as a person wants to read it: relative to the checkout when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def venv_dir(target: str) -> Path:
@@ -102,6 +111,34 @@ def ninja_outputs(build_dir: Path, since_ns: int = 0) -> set[str]:
     return outputs
 
 
+@dataclass(frozen=True)
+class Options:
+    """What a contributor can choose on a session's command line."""
+
+    arch: str | None = None  # CUDA: --arch, else TORCH_CUDA_ARCH_LIST, else the local GPU
+    use_existing_torch: bool = False  # build against the interpreter's torch
+    rest: tuple[str, ...] = ()  # passed through (to uv or pytest)
+
+
+def parse_options(posargs: Sequence[str]) -> Options:
+    """`--arch X`, `--use-existing-torch`, and the rest, in any order."""
+    arch, existing, rest = None, False, []
+    args = list(posargs)
+    while args:
+        arg = args.pop(0)
+        if arg == "--use-existing-torch":
+            existing = True
+        elif arg == "--arch":
+            if not args:
+                raise DevkitError("--arch needs a value, e.g. --arch 9.0")
+            arch = args.pop(0)
+        elif arg.startswith("--arch="):
+            arch = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return Options(arch, existing, tuple(rest))
+
+
 @dataclass
 class Env:
     """A target's venv, set up: what later steps need to know about it."""
@@ -110,59 +147,135 @@ class Env:
     path: Path
     python: Path
     torch: targets.TorchInfo
-    sources: sources.TorchSources
-    uv: str
+    uv_source_args: list[str]  # where uv may take packages from
+    options: Options
+    cuda: cuda.CudaToolchain | None = None
 
     def uv_pip(self, *args: str) -> list[str]:
-        return [self.uv, "pip", "install", "-p", str(self.python), *args]
+        return [find_uv(), "pip", "install", "-p", str(self.python), *self.uv_source_args, *args]
+
+    @property
+    def build_dir(self) -> Path:
+        """The persistent CMake build directory the backend picks for this venv."""
+        return targets.build_dir(
+            ROOT / envs.get("VLLM_BUILD_DIR"),
+            self.target.name,
+            self.torch.version,
+            "cp{}{}".format(*sys.version_info[:2]),
+        )
 
 
-def prepare_env(target_name: str) -> Env:
-    """Venv with the build requirements and the target's torch, checked."""
+def _check_cuda(target: targets.Target, options: Options, torch: targets.TorchInfo | None):
+    """The CUDA toolchain for the target's (or the existing) torch; None for other targets."""
+    if not target.cuda_version:
+        return None
+    arch_text, source = options.arch, "--arch"
+    if not arch_text:
+        arch_text, source = envs.get("TORCH_CUDA_ARCH_LIST"), "TORCH_CUDA_ARCH_LIST"
+    torch_cuda = torch.cuda if torch else target.cuda_version
+    torch_version = torch.version if torch else target.torch_spec.removeprefix("torch==")
+    found = cuda.resolve_toolchain(arch_text, source, torch_cuda or "none", torch_version)
+    say(found.describe())
+    if found.warning:
+        say(found.warning)
+    return found
+
+
+def _existing_torch(target: targets.Target) -> targets.TorchInfo:
+    info = targets.read_torch_info()
+    if info is None or info.flavour != target.name:
+        what = f"torch {info.version} ({info.flavour})" if info else "no torch"
+        raise DevkitError(
+            f"--use-existing-torch: {sys.executable} has {what}; install a {target.name} "
+            "torch there, or drop --use-existing-torch to get the pinned one"
+        )
+    return info
+
+
+def _missing(python: Path, requirements: list[str]) -> list[str]:
+    """The requirements whose distribution the venv lacks (versions not enforced)."""
+    names = {re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0]: line for line in requirements}
+    script = (
+        "import importlib.metadata as m, json, sys\n"
+        "def has(n):\n"
+        "    try: m.version(n); return True\n"
+        "    except m.PackageNotFoundError: return False\n"
+        f"print(json.dumps([n for n in {sorted(names)!r} if not has(n)]))"
+    )
+    out = run([str(python), "-c", script], capture=True, label="<which build tools are missing>")
+    return [names[name] for name in json.loads(out.strip().splitlines()[-1])]
+
+
+def prepare_env(target_name: str, options: Options = Options()) -> Env:
+    """Venv with the build requirements and the target's torch, checked.
+
+    Every check that can fail fast (variables, CUDA arch and nvcc, where
+    torch comes from) runs before anything is created or downloaded.
+    """
     envs.check_all()
     target = targets.get_target(target_name)
     uv = find_uv()
-    # Decide where torch comes from before anything is created or downloaded.
-    torch_sources = sources.choose_torch_sources(target, sources.read_pip_sources())
-    say(torch_sources.note)
-    path = venv_dir(target.name)
-    python = path / "bin" / "python"
-    if not python.exists():
-        run([uv, "venv", "--python", sys.executable, str(path)], env=uv_env())
-    run(
-        [
-            uv,
-            "pip",
-            "install",
-            "-p",
-            str(python),
-            *torch_sources.uv_args(),
-            "-r",
-            str(ROOT / "requirements" / "build.txt"),
-            "-r",
-            str(target.requirements_file),
-            target.torch_spec,
-        ],
-        env=uv_env(),
-    )
+    existing = _existing_torch(target) if options.use_existing_torch else None
+    cuda_toolchain = _check_cuda(target, options, existing)
+    pip = sources.read_pip_sources()
+    build_reqs = [
+        *metadata.requirement_lines(ROOT / "requirements" / "build.txt"),
+        *target.build_tools,
+    ]
+
+    if existing:
+        # The interpreter's own environment (an NGC container's, a GPU image's
+        # venv): a venv of its own could not see that torch.
+        say(f"using the existing torch {existing.version} of {sys.executable}")
+        source_args = pip.uv_args()
+        path, python = Path(sys.prefix), Path(sys.executable)
+        missing = _missing(python, build_reqs)
+        if missing:
+            run([uv, "pip", "install", "-p", str(python), *source_args, *missing], env=uv_env())
+    else:
+        torch_sources = sources.choose_torch_sources(target, pip)
+        say(torch_sources.note)
+        source_args = torch_sources.uv_args()
+        path = venv_dir(target.name)
+        python = path / "bin" / "python"
+        if not python.exists():
+            run([uv, "venv", "--python", sys.executable, str(path)], env=uv_env())
+        run(
+            [
+                uv,
+                "pip",
+                "install",
+                "-p",
+                str(python),
+                *source_args,
+                *build_reqs,
+                "-r",
+                str(target.requirements_file),
+                target.torch_spec,
+            ],
+            env=uv_env(),
+        )
+
     out = run(
         [str(python), "-c", targets.PROBE_TORCH],
         capture=True,
-        label=f"{python.relative_to(ROOT)} -c <read torch's version>",
+        label=f"{show(python)} -c <read torch's version>",
     )
     found = json.loads(out.strip().splitlines()[-1])
     if found is None:
-        raise DevkitError(
-            f"torch is not installed in {path.relative_to(ROOT)}; delete it and rerun"
-        )
+        raise DevkitError(f"torch is not installed in {show(path)}; delete it and rerun")
     info = targets.TorchInfo(**found)
-    targets.check_torch(target, info)
-    say(f"torch {info.version} ({info.flavour}) in {path.relative_to(ROOT)}")
-    return Env(target, path, python, info, torch_sources, uv)
+    if not existing:
+        targets.check_torch(target, info)
+    say(f"torch {info.version} ({info.flavour}) in {show(path)}")
+    return Env(target, path, python, info, source_args, options, cuda_toolchain)
 
 
-def build(env: Env, extra_args: Sequence[str] = ()) -> str:
-    """Editable, no-isolation install of the package (incremental); returns the summary."""
+def build(env: Env, uv_args: Sequence[str] = ()) -> str:
+    """Editable, no-isolation install of the package (incremental); returns the summary.
+
+    `uv_args` go to `uv pip install` (e.g. -v to see the compiler output).
+    """
     started = time.monotonic()
     started_ns = time.time_ns()
     plan = resources.plan_for_this_machine(env.target)
@@ -175,28 +288,25 @@ def build(env: Env, extra_args: Sequence[str] = ()) -> str:
     build_env.update(VLLM_TARGET_DEVICE=env.target.name, MAX_JOBS=str(plan.jobs))
     if plan.nvcc_threads is not None:
         build_env["NVCC_THREADS"] = str(plan.nvcc_threads)
+    extra = list(uv_args)
+    if env.cuda:
+        build_env.update(TORCH_CUDA_ARCH_LIST=str(env.cuda.arch), CUDA_HOME=str(env.cuda.home))
+    if env.options.use_existing_torch:
+        build_env["VLLM_USE_EXISTING_TORCH"] = "1"
+        extra.append("--no-deps")  # never touch the torch that was there
     # The same command a contributor can type in the activated venv.
-    run(
-        env.uv_pip(*env.sources.uv_args(), "--no-build-isolation", *extra_args, "-e", str(ROOT)),
-        env=build_env,
-    )
+    run(env.uv_pip("--no-build-isolation", *extra, "-e", str(ROOT)), env=build_env)
 
     smoke_check(env)
 
-    build_dir = targets.build_dir(
-        ROOT / envs.get("VLLM_BUILD_DIR"),
-        env.target.name,
-        env.torch.version,
-        f"cp{sys.version_info.major}{sys.version_info.minor}",
-    )
-    compiled = len(ninja_outputs(build_dir, started_ns))
-    total = len(ninja_outputs(build_dir))
+    compiled = len(ninja_outputs(env.build_dir, started_ns))
+    total = len(ninja_outputs(env.build_dir))
     after = toolchain.cache_stats(launcher)
     cache = (after - before).describe() if before and after else "cache hits unknown"
     return (
         f"built {env.target.name} in {time.monotonic() - started:.1f}s: "
         f"compiled {compiled}/{total} translation units ({cache}); {plan.reason}; "
-        f"venv {env.path.relative_to(ROOT)}"
+        f"venv {show(env.path)}"
     )
 
 
@@ -217,15 +327,15 @@ def smoke_check(env: Env) -> None:
     Importing torch takes seconds, so a binary that already passed (same
     path and bytes, recorded in the venv) is not checked again.
     """
-    stamp_file = env.path / ".vllm-smoke-checked"
+    stamp_file = env.build_dir / "smoke-checked"
     stamp = _extension_stamp(env)
     if stamp and stamp_file.is_file() and stamp_file.read_text() == stamp:
         say("smoke check: passed before, and the extension is unchanged")
         return
     out = run(
-        [str(env.python), "-c", SMOKE_CHECK],
+        [str(env.python), "-c", SMOKE_CHECK, env.target.dispatch_key],
         capture=True,
-        label=f"{env.python.relative_to(ROOT)} -c <import vllm._C, check the ops>",
+        label=f"{show(env.python)} -c <import vllm._C, check the ops>",
     )
     smoke = json.loads(out.strip().splitlines()[-1])
     if smoke["missing"]:
@@ -233,12 +343,23 @@ def smoke_check(env: Env) -> None:
             f"the build imported but lacks ops {', '.join(smoke['missing'])}; "
             "check csrc/*/torch_bindings.cpp registers them"
         )
-    say(f"smoke check: {sum(map(len, EXPECTED_OPS.values()))} ops registered by {smoke['so']}")
+    count = sum(map(len, EXPECTED_OPS.values()))
+    say(f"smoke check: {count} ops with {env.target.dispatch_key} kernels in {smoke['so']}")
+    if env.cuda:
+        cuobjdump = cuda.find_cuobjdump(env.path, env.cuda.home)
+        if cuobjdump is None:
+            say("cuobjdump not found (pip install nvidia-cuda-cuobjdump): machine code unchecked")
+        else:
+            say(cuda.check_machine_code(cuobjdump, Path(smoke["so"]), env.cuda.arch))
     stamp_file.write_text(_extension_stamp(env) or "")
 
 
 def install_test_requirements(env: Env) -> None:
-    run(
-        env.uv_pip(*env.sources.uv_args(), "-r", str(ROOT / "requirements" / "test.txt")),
-        env=uv_env(),
-    )
+    """requirements/test.txt; with an existing torch, only what the interpreter lacks."""
+    test_txt = ROOT / "requirements" / "test.txt"
+    if env.options.use_existing_torch:
+        missing = _missing(env.python, metadata.requirement_lines(test_txt))
+        if missing:
+            run(env.uv_pip(*missing), env=uv_env())
+    else:
+        run(env.uv_pip("-r", str(test_txt)), env=uv_env())

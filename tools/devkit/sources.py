@@ -120,8 +120,9 @@ def reachable(url: str, timeout: float = REACH_TIMEOUT_S) -> bool:
 def wheel_pattern(target: Target) -> re.Pattern[str]:
     """Matches a wheel file name of the target's torch for this Python."""
     version = re.escape(target.torch_spec.removeprefix("torch=="))
+    local = "" if target.torch_local else r"(?:\+[\w.]+)?"  # a bare pin admits any tag
     tag = "cp{}{}".format(*sys.version_info[:2])
-    return re.compile(rf"torch-{version}-{tag}-[^\s\"'<>/]*\.whl")
+    return re.compile(rf"torch-{version}{local}-{tag}-[^\s\"'<>/]*\.whl")
 
 
 def holds_pin(location: str, target: Target, timeout: float = REACH_TIMEOUT_S) -> bool:

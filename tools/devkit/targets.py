@@ -26,7 +26,10 @@ class Target:
     index_strategy: str  # uv's --index-strategy
     job_memory: int  # bytes one compile job needs at its peak
     version_suffix: str  # appended to the package version: 0.1.0+cpu
+    dispatch_key: str  # where the kernels register: CPU, CUDA
     nvcc_threads: int | None = None  # default NVCC_THREADS; None: no nvcc
+    cuda_version: str | None = None  # CUDA of the torch flavour, checked against nvcc
+    build_tools: tuple[str, ...] = ()  # extra packages for the build venv
 
     @property
     def torch_spec(self) -> str:
@@ -54,6 +57,24 @@ TARGETS: dict[str, Target] = {
             # 1 GiB leaves room for the linker and a busy desktop.
             job_memory=1 * GIB,
             version_suffix="cpu",
+            dispatch_key="CPU",
+        ),
+        Target(
+            name="cuda",
+            requirements="requirements/cuda.txt",
+            torch_version="2.14.1",
+            torch_local="",  # cu130 index: 2.14.1+cu130; PyPI: 2.14.1, also CUDA 13.0
+            torch_index="https://download.pytorch.org/whl/cu130",
+            index_strategy="unsafe-best-match",
+            # nvcc's peak per thread (vLLM's rule of thumb for its larger kernels).
+            job_memory=4 * GIB,
+            version_suffix="cu130",
+            dispatch_key="CUDA",
+            # One arch per build: more nvcc threads would have nothing to split.
+            nvcc_threads=1,
+            cuda_version="13.0",
+            # cuobjdump, to check the machine code the build holds.
+            build_tools=("nvidia-cuda-cuobjdump",),
         ),
     )
 }
@@ -129,6 +150,11 @@ def check_torch(target: Target, info: TorchInfo) -> None:
         raise DevkitError(
             f"torch {info.version} is installed, but {target.requirements} pins "
             f"{target.torch_spec}; install the pin, or delete the venv and rerun"
+        )
+    if target.cuda_version and info.cuda != target.cuda_version:
+        raise DevkitError(
+            f"torch {info.version} is built for CUDA {info.cuda}, but the {target.name} "
+            f"target needs CUDA {target.cuda_version}; reinstall it from {target.torch_index}"
         )
 
 

@@ -1,0 +1,134 @@
+"""`nox -s doctor`: what a build would use, and what is wrong, one line each.
+
+Every fact comes from the same devkit function the build calls, so the
+report can't disagree with the build. A problem line says how to fix it; the
+exit status is non-zero when the chosen target's build would fail.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from devkit import DevkitError, cuda, envs, pipeline, resources, sources, targets, toolchain
+from devkit.targets import GIB
+
+
+class Report:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fact(self, name: str, value: str) -> None:
+        print(f"  {name:<22} {value}")
+
+    def check(self, name: str, fn: Callable[[], Any], show: Callable[[Any], str] = str) -> Any:
+        """Runs a devkit step; its DevkitError becomes a problem line."""
+        try:
+            value = fn()
+        except DevkitError as exc:
+            self.problems.append(str(exc))
+            print(f"! {name:<22} {exc}")
+            return None
+        self.fact(name, show(value))
+        return value
+
+
+def _version(tool: str | None) -> str:
+    if not tool:
+        return "not found"
+    try:
+        out = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return f"{tool} (does not run)"
+    first = (out.stdout or out.stderr).strip().splitlines()[:1]
+    return f"{first[0] if first else '?'} ({tool})"
+
+
+def _gpus() -> list[str]:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    out = subprocess.run(
+        [smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+        capture_output=True, text=True, timeout=60,
+    )
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+def diagnose(target_name: str, arch: str | None = None) -> int:
+    report = Report()
+    print(f"doctor: would `nox -s build-{target_name}` work here?")
+    report.fact("python", f"{platform.python_version()} ({sys.executable})")
+    report.check("environment variables", envs.check_all, lambda _: "valid")
+    target = report.check("target", lambda: targets.get_target(target_name), lambda t: t.torch_spec)
+    if target is None:
+        return 1
+
+    venv = pipeline.venv_dir(target.name)
+    report.fact("venv", pipeline.show(venv) + ("" if venv.exists() else " (not made yet)"))
+    probe = subprocess.run([str(venv / "bin" / "python"), "-c", targets.PROBE_TORCH],
+                           capture_output=True, text=True) if venv.exists() else None
+    if probe and probe.returncode == 0 and probe.stdout.strip() != "null":
+        import json
+
+        info = targets.TorchInfo(**json.loads(probe.stdout.strip().splitlines()[-1]))
+        report.check("torch in venv", lambda: targets.check_torch(target, info) or info,
+                     lambda i: f"{i.version} ({i.flavour}{', CUDA ' + i.cuda if i.cuda else ''})")
+    pip = sources.read_pip_sources()
+    report.fact("pip mirrors", " ".join(pip.mirrors()) or "none")
+    report.check("torch source", lambda: sources.choose_torch_sources(target, pip),
+                 lambda s: s.note)
+
+    if target.cuda_version:
+        gpus = _gpus()
+        report.fact("GPUs", "; ".join(gpus) or "none (nvidia-smi finds none)")
+        source = "--arch" if arch else "TORCH_CUDA_ARCH_LIST"
+        found = report.check(
+            "CUDA toolchain",
+            lambda: cuda.resolve_toolchain(arch or envs.get("TORCH_CUDA_ARCH_LIST"), source,
+                                           target.cuda_version, target.torch_spec[7:]),
+            lambda t: t.describe() + (f"; {t.warning}" if t.warning else ""),
+        )
+        if found and gpus:
+            local = cuda.local_gpu_arch()
+            if local and (local.major, local.minor) != (found.arch.major, found.arch.minor):
+                msg = f"arch {found.arch} won't run on the local GPU ({local}); use --arch {local}"
+                report.problems.append(msg)
+                print(f"! {'arch vs GPU':<22} {msg}")
+
+    bin_dir = venv / "bin" if venv.exists() else None
+    for tool in ("cmake", "ninja", "ccache", "sccache"):
+        report.fact(tool, _version(toolchain.find_tool(tool, bin_dir)))
+    report.check("compiler cache", lambda: toolchain.compiler_launcher(bin_dir=bin_dir),
+                 lambda path: path or "none")
+    cores, memory = resources.usable_cores(), resources.available_memory()
+    report.fact("cores, memory", f"{cores} cores, {memory / GIB:.1f} GiB available")
+    report.check("jobs", lambda: resources.plan_jobs(target, cores, memory), lambda p: p.reason)
+
+    if report.problems:
+        print(f"doctor: {len(report.problems)} problem(s) would stop build-{target.name}:")
+        for problem in report.problems:
+            print(f"  - {problem}")
+        return 1
+    print(f"doctor: build-{target.name} should work here")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    options = pipeline.parse_options(argv)
+    rest = list(options.rest)
+    target = "cuda" if cuda.local_gpu_arch() else "cpu"
+    if "--target" in rest:
+        index = rest.index("--target")
+        target = rest[index + 1] if index + 1 < len(rest) else ""
+    return diagnose(target, options.arch)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    raise SystemExit(main(sys.argv[1:]))
