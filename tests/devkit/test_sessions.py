@@ -190,6 +190,22 @@ def test_kernel_tests_without_gpu_say_so_and_pass(tmp_path):
     )
 
 
+def test_build_cuda_compiles_sm90_without_a_gpu(tmp_path):
+    """CI's compile-only CUDA build: sm_90 machine code and CUDA kernels registered."""
+    from devkit import cuda
+
+    try:
+        cuda.find_cuda_home()
+    except Exception as exc:
+        pytest.skip(f"needs the CUDA toolkit (nvcc 13): {exc}")
+    copy = checkout_copy(tmp_path)
+    result = nox(copy, "-s", "build-cuda", "--", "--arch", "9.0", timeout=3000)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "machine code: _C.abi3.so holds sm_90 only (cuobjdump --list-elf)" in result.stdout
+    assert "smoke check: 7 ops with CUDA kernels" in result.stdout
+    assert re.search(r"built cuda in [\d.]+s: compiled \d+/\d+ translation units", result.stderr)
+
+
 def test_doctor_reports_the_cuda_problem_with_its_fix(tmp_path):
     copy = checkout_copy(tmp_path)
     environ = {"PATH": path_without_gpu(), "TORCH_CUDA_ARCH_LIST": ""}

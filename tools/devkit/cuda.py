@@ -176,6 +176,9 @@ class CudaToolchain:
         return {
             "CMAKE_CUDA_COMPILER": str(self.nvcc),
             "CUDAToolkit_ROOT": str(self.home),
+            # Torch's config still runs the old FindCUDA, which otherwise takes
+            # the first nvcc on PATH (maybe a wrapper in /usr/local/bin) as the prefix.
+            "CUDA_TOOLKIT_ROOT_DIR": str(self.home),
             "VLLM_CUDA_GENCODE": ";".join(self.arch.gencode_flags()),
             "VLLM_NVCC_THREADS": str(nvcc_threads),
         }

@@ -1,0 +1,297 @@
+// Helpers shared by the CUDA kernels: the dtype dispatch, float conversions,
+// 16-byte vector accesses, warp and block sums, row addressing of tensors
+// whose leading dims are strided, and the range scan of index tensors.
+// Input validation, shared with the CPU kernels, is in op_checks.h.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Exception.h>
+#include <c10/util/Half.h>
+
+// The dtypes every kernel supports: float32, bfloat16 and float16 (scalar_t
+// is float, c10::BFloat16 or c10::Half). Math is always done in float32.
+#define VLLM_CUDA_DISPATCH_FLOATING_TYPES(TYPE, NAME, ...)        \
+  AT_DISPATCH_SWITCH(                                             \
+      TYPE, NAME,                                                 \
+      AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__)        \
+          AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__) \
+              AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__))
+
+namespace vllm::gpu {
+
+constexpr int kWarpSize = 32;
+constexpr int kVecBytes = 16;  // one 128-bit access
+
+template <typename T>
+__host__ __device__ constexpr T ceil_div(T a, T b) {
+  return (a + b - 1) / b;
+}
+
+template <typename T>
+__host__ __device__ constexpr T round_up(T a, T b) {
+  return ceil_div(a, b) * b;
+}
+
+// ---------------------------------------------------------------------------
+// float32 <-> scalar_t. c10::BFloat16 and c10::Half convert with the CUDA
+// intrinsics on the device (__float2bfloat16 / __float2half: round to nearest
+// even, like the CPU kernels' at::vec conversions).
+// ---------------------------------------------------------------------------
+template <typename T>
+__device__ __forceinline__ float to_float(T v) {
+  return static_cast<float>(v);
+}
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v) {
+  return static_cast<T>(v);
+}
+
+// ---------------------------------------------------------------------------
+// N consecutive elements, aligned to their size, so that one access of an
+// Array is one instruction: 128-bit for N = kVecBytes / sizeof(T) (the
+// vectorized paths), a plain scalar access for N = 1 (the fallbacks). The
+// accesses go through an unsigned integer (vector) of the Array's size:
+// through the struct itself, nvcc may split them per element.
+// ---------------------------------------------------------------------------
+template <int kBytes>
+struct Bits;
+template <>
+struct Bits<2> {
+  using type = uint16_t;
+};
+template <>
+struct Bits<4> {
+  using type = uint32_t;
+};
+template <>
+struct Bits<8> {
+  using type = uint2;
+};
+template <>
+struct Bits<16> {
+  using type = uint4;
+};
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Array {
+  using B = typename Bits<sizeof(T) * N>::type;
+  static constexpr int kSize = N;
+  union {
+    T v[N];
+    B bits;
+  };
+};
+
+template <typename T>
+constexpr int kVecSize = kVecBytes / sizeof(T);  // 4 floats, 8 bf16/half
+
+// p must point to global memory, aligned to the Array's size. 128-bit stores
+// are written in PTX: nvcc was seen splitting the C++ ones into 32-bit
+// stores after unrolling (loads come out whole).
+template <typename T, int N>
+__device__ __forceinline__ Array<T, N> load(const T* p) {
+  Array<T, N> a;
+  a.bits = *reinterpret_cast<const typename Array<T, N>::B*>(p);
+  return a;
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void store(T* p, const Array<T, N>& a) {
+  if constexpr (sizeof(a.bits) == 16) {
+    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p),
+                 "r"(a.bits.x), "r"(a.bits.y), "r"(a.bits.z), "r"(a.bits.w)
+                 : "memory");
+  } else {
+    *reinterpret_cast<typename Array<T, N>::B*>(p) = a.bits;
+  }
+}
+
+inline bool is_aligned(const void* p, int64_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
+// ---------------------------------------------------------------------------
+// Sums. block_sum needs blockDim.x to be a multiple of kWarpSize (at most
+// 1024), every thread of the block to call it, and returns the sum to all.
+// ---------------------------------------------------------------------------
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
+    v += __shfl_xor_sync(0xffffffffu, v, offset);
+  }
+  return v;
+}
+
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float warp_sums[1024 / kWarpSize];
+  __shared__ float total;
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = threadIdx.x / kWarpSize;
+  v = warp_sum(v);
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    const int num_warps = blockDim.x / kWarpSize;
+    v = lane < num_warps ? warp_sums[lane] : 0.0f;
+    v = warp_sum(v);
+    if (lane == 0) total = v;
+  }
+  __syncthreads();
+  // A later call writes warp_sums only after its first barrier, and total
+  // only after its first barrier too, which every thread reaches after
+  // reading this call's total: no third barrier is needed.
+  return total;
+}
+
+// ---------------------------------------------------------------------------
+// Row addressing: the first `ndim` dims of a tensor, flattened into rows, as
+// a kernel argument. Adjacent dims are merged when their strides allow it,
+// so the common cases (contiguous, or one strided token dim) cost a single
+// multiply per row. More than kMaxDims dims left after merging do not fit
+// (fits() is false): the ops then run on contiguous copies.
+// ---------------------------------------------------------------------------
+struct RowIndexer {
+  static constexpr int kMaxDims = 6;
+
+  int ndim = 0;
+  bool fits = true;
+  int64_t num_rows = 1;
+  int64_t sizes[kMaxDims] = {};
+  int64_t strides[kMaxDims] = {};
+
+  RowIndexer() = default;
+
+  RowIndexer(const at::Tensor& t, int64_t leading_dims) {
+    for (int64_t i = 0; i < leading_dims; ++i) {
+      const int64_t size = t.size(i);
+      const int64_t stride = t.stride(i);
+      num_rows *= size;
+      if (size == 1) continue;
+      if (ndim > 0 && strides[ndim - 1] == stride * size) {
+        sizes[ndim - 1] *= size;
+        strides[ndim - 1] = stride;
+      } else if (ndim < kMaxDims) {
+        sizes[ndim] = size;
+        strides[ndim] = stride;
+        ++ndim;
+      } else {
+        fits = false;
+      }
+    }
+  }
+
+  // Whether every row starts a multiple of n elements from the first.
+  bool strides_multiple_of(int64_t n) const {
+    for (int i = 0; i < ndim; ++i) {
+      if (strides[i] % n != 0) return false;
+    }
+    return true;
+  }
+
+  // Element offset of row `row` (0 <= row < num_rows). The loop is unrolled
+  // so that sizes and strides are read in place from the kernel parameters
+  // (indexing them at run time would copy the struct to local memory).
+  __host__ __device__ __forceinline__ int64_t offset(int64_t row) const {
+    if (ndim <= 1) return ndim == 0 ? 0 : row * strides[0];
+    int64_t off = 0;
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+    for (int i = kMaxDims - 1; i > 0; --i) {
+      if (i < ndim) {
+        off += (row % sizes[i]) * strides[i];
+        row /= sizes[i];
+      }
+    }
+    return off + row * strides[0];
+  }
+};
+
+// Grid size for `rows` blocks of a grid-stride loop over rows.
+inline unsigned int row_grid(int64_t rows) {
+  return static_cast<unsigned int>(std::min<int64_t>(rows, INT_MAX));
+}
+
+// ---------------------------------------------------------------------------
+// Range scans of index tensors (positions, slot_mapping): the check of the
+// CPU kernels, which read every value before writing anything. On the GPU
+// it costs a small kernel and a synchronization, so it is skipped while the
+// current stream is being captured into a CUDA graph (where synchronizing is
+// not allowed); the kernels then skip the out-of-range entries instead.
+// ---------------------------------------------------------------------------
+inline bool current_stream_is_capturing() {
+  return c10::cuda::currentStreamCaptureStatusMayInitCtx() !=
+         c10::cuda::CaptureStatus::None;
+}
+
+template <typename Unused = void>
+__global__ void first_outside_kernel(const int64_t* __restrict__ values,
+                                     RowIndexer rows, int64_t lo, int64_t hi,
+                                     unsigned long long* __restrict__ first) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < rows.num_rows; i += step) {
+    const int64_t v = values[rows.offset(i)];
+    if (v < lo || v >= hi) {
+      // This thread's later elements come after i.
+      atomicMin(first, static_cast<unsigned long long>(i));
+      return;
+    }
+  }
+}
+
+struct OutOfRange {
+  int64_t index = -1;  // flat (row-major) index into the tensor; -1: none
+  int64_t value = 0;
+};
+
+// The first element of the int64 CUDA tensor `t` (in row-major order) that
+// lies outside [lo, hi). Runs on the current stream and synchronizes it; the
+// caller holds a device guard for t's device.
+inline OutOfRange first_outside(const at::Tensor& t, int64_t lo, int64_t hi) {
+  OutOfRange result;
+  RowIndexer rows(t, t.dim());
+  const at::Tensor dense = rows.fits ? t : t.contiguous();
+  if (!rows.fits) rows = RowIndexer(dense, dense.dim());
+  if (rows.num_rows == 0) return result;
+
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const at::Tensor first = at::empty({1}, t.options().dtype(at::kLong));
+  auto* first_ptr = reinterpret_cast<unsigned long long*>(first.data_ptr());
+  C10_CUDA_CHECK(cudaMemsetAsync(first_ptr, 0xff, sizeof(*first_ptr), stream));
+  constexpr int kThreads = 256;
+  const int64_t blocks =
+      std::min<int64_t>(ceil_div<int64_t>(rows.num_rows, kThreads), 1024);
+  first_outside_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0,
+                         stream>>>(dense.const_data_ptr<int64_t>(), rows, lo,
+                                   hi, first_ptr);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  unsigned long long index = 0;
+  c10::cuda::memcpy_and_sync(&index, first_ptr, sizeof(index),
+                             cudaMemcpyDeviceToHost, stream);
+  if (index == ~0ull) return result;
+  result.index = static_cast<int64_t>(index);
+  c10::cuda::memcpy_and_sync(
+      &result.value,
+      dense.const_data_ptr<int64_t>() + rows.offset(result.index),
+      sizeof(result.value), cudaMemcpyDeviceToHost, stream);
+  return result;
+}
+
+}  // namespace vllm::gpu
