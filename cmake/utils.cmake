@@ -103,6 +103,9 @@ function(vllm_define_extension name)
     $<$<COMPILE_LANGUAGE:CUDA>:${ARG_CUDA_FLAGS}>)
   target_include_directories(${name} PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}/csrc")
   target_link_libraries(${name} PRIVATE torch)
+  # One CUDA runtime per process: torch's shared libcudart, not a static
+  # copy inside the extension (CMake's default).
+  set_target_properties(${name} PROPERTIES CUDA_RUNTIME_LIBRARY Shared)
   # torch/lib sits beside the package in site-packages: `import vllm._C`
   # then works without importing torch first.
   set_target_properties(${name} PROPERTIES INSTALL_RPATH "$ORIGIN/../torch/lib")
