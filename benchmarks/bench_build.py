@@ -11,7 +11,6 @@ times, the ratios to the cold run, and which objects ninja rebuilt.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,23 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from devkit.pipeline import ninja_outputs  # noqa: E402
+from devkit.pipeline import copy_checkout, ninja_outputs  # noqa: E402
 
 TOUCHED = "csrc/cpu/activation.cpp"
-
-
-def copy_checkout(dest: Path) -> None:
-    names = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, names):
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
 
 
 def timed_build(copy: Path, env: dict[str, str]) -> tuple[float, set[str]]:

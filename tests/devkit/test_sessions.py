@@ -17,24 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from devkit.pipeline import ninja_outputs
+from devkit.pipeline import copy_checkout, ninja_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def checkout_copy(dest: Path) -> Path:
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, files):
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    return dest
 
 
 def nox(cwd: Path, *args: str, timeout: int = 60, **env: str) -> subprocess.CompletedProcess:
@@ -64,7 +49,7 @@ def test_every_session_is_listed_with_a_docstring():
 
 
 def test_bad_variable_fails_before_any_work(tmp_path):
-    copy = checkout_copy(tmp_path)
+    copy = copy_checkout(tmp_path)
     result = nox(copy, "-s", "build-cpu", MAX_JOBS="lots")
     assert result.returncode != 0
     assert abort_line(result).startswith(
@@ -74,7 +59,7 @@ def test_bad_variable_fails_before_any_work(tmp_path):
 
 
 def test_unreachable_torch_index_fails_in_one_line(tmp_path):
-    copy = checkout_copy(tmp_path)
+    copy = copy_checkout(tmp_path)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/whl/cpu"
@@ -96,7 +81,7 @@ def summary(result: subprocess.CompletedProcess) -> tuple[int, int]:
 
 
 def test_build_cpu_is_incremental_and_makes_a_cpu_wheel(tmp_path):
-    copy = checkout_copy(tmp_path)
+    copy = copy_checkout(tmp_path)
     compiled, total = summary(nox(copy, "-s", "build-cpu", timeout=1800))
     assert compiled == total >= 5
     build_dirs = list((copy / "build").glob("cpu-torch2.13.0+cpu-cp3*"))
@@ -148,7 +133,7 @@ def path_without_gpu() -> str:
 
 
 def test_build_cuda_without_arch_or_gpu(tmp_path):
-    copy = checkout_copy(tmp_path)
+    copy = copy_checkout(tmp_path)
     result = nox(copy, "-s", "build-cuda", PATH=path_without_gpu(), TORCH_CUDA_ARCH_LIST="")
     assert result.returncode != 0
     assert abort_line(result).startswith("no GPU here to take the arch from; pass one, e.g.")
@@ -156,7 +141,7 @@ def test_build_cuda_without_arch_or_gpu(tmp_path):
 
 
 def test_build_cuda_with_a_bad_arch_lists_the_good_ones(tmp_path):
-    copy = checkout_copy(tmp_path)
+    copy = copy_checkout(tmp_path)
     result = nox(copy, "-s", "build-cuda", "--", "--arch", "hopper;ampere")
     assert abort_line(result).startswith("build-cuda builds one arch, got 2")
     result = nox(copy, "-s", "build-cuda", "--", "--arch", "volta")
@@ -167,7 +152,7 @@ def test_build_cuda_with_a_bad_arch_lists_the_good_ones(tmp_path):
 def test_build_cuda_with_an_older_nvcc_first_on_path(tmp_path):
     from test_cuda import fake_toolkit
 
-    copy = checkout_copy(tmp_path / "copy")
+    copy = copy_checkout(tmp_path / "copy")
     fake_toolkit(tmp_path / "cuda-12.8", version="12.8")
     path = os.pathsep.join([str(tmp_path / "cuda-12.8" / "bin"), path_without_gpu()])
     result = nox(
@@ -181,7 +166,7 @@ def test_build_cuda_with_an_older_nvcc_first_on_path(tmp_path):
 
 
 def test_kernel_tests_without_gpu_say_so_and_pass(tmp_path):
-    copy = checkout_copy(tmp_path)
+    copy = copy_checkout(tmp_path)
     result = nox(copy, "-s", "test-kernels-cuda", PATH=path_without_gpu())
     assert result.returncode == 0
     assert (
@@ -198,7 +183,7 @@ def test_build_cuda_compiles_sm90_without_a_gpu(tmp_path):
         cuda.find_cuda_home()
     except Exception as exc:
         pytest.skip(f"needs the CUDA toolkit (nvcc 13): {exc}")
-    copy = checkout_copy(tmp_path)
+    copy = copy_checkout(tmp_path)
     result = nox(copy, "-s", "build-cuda", "--", "--arch", "9.0", timeout=3000)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "machine code: _C.abi3.so holds sm_90 only (cuobjdump --list-elf)" in result.stdout
@@ -207,7 +192,7 @@ def test_build_cuda_compiles_sm90_without_a_gpu(tmp_path):
 
 
 def test_doctor_reports_the_cuda_problem_with_its_fix(tmp_path):
-    copy = checkout_copy(tmp_path)
+    copy = copy_checkout(tmp_path)
     environ = {"PATH": path_without_gpu(), "TORCH_CUDA_ARCH_LIST": ""}
     result = nox(copy, "-s", "doctor", "--", "--target", "cuda", **environ)
     assert result.returncode != 0

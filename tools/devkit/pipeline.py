@@ -79,6 +79,23 @@ def show(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def copy_checkout(dest: Path) -> Path:
+    """Copies what a clone of this checkout would hold (tracked, and untracked
+    but not ignored, files) to dest: a clean place to run sessions in."""
+    names = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, names):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
 def venv_dir(target: str) -> Path:
     """The venv of a target, shared by its build and test sessions."""
     return ROOT / f".venv-{target}"
