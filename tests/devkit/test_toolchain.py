@@ -1,4 +1,7 @@
-"""The compiler cache: which launcher, and its hit counters."""
+"""The compiler cache, and what a built library links in."""
+
+import shutil
+import subprocess
 
 import pytest
 
@@ -48,3 +51,22 @@ def test_real_ccache_counters(tmp_path, monkeypatch):
         pytest.skip("ccache is not installed here (requirements/build.txt installs it)")
     monkeypatch.setenv("CCACHE_DIR", str(tmp_path))
     assert toolchain.cache_stats(ccache) == toolchain.CacheStats(0, 0)
+
+
+def build_library(tmp_path, *flags):
+    source = tmp_path / "lib.cpp"
+    source.write_text(
+        "#include <sstream>\n#include <string>\n"
+        'std::string describe(long n) { std::ostringstream s; s << "got " << n; return s.str(); }\n'
+    )
+    library = tmp_path / f"lib{len(flags)}.so"
+    subprocess.run(["g++", "-shared", "-fPIC", *flags, str(source), "-o", str(library)], check=True)
+    return library
+
+
+def test_private_libstdcxx_is_found(tmp_path):
+    if shutil.which("g++") is None or shutil.which("nm") is None:
+        pytest.skip("needs g++ and nm (binutils)")
+    assert toolchain.private_libstdcxx(build_library(tmp_path)) == []
+    private = toolchain.private_libstdcxx(build_library(tmp_path, "-static-libstdc++"))
+    assert private and any("locale" in name for name in private)

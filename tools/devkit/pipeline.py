@@ -360,6 +360,13 @@ def smoke_check(env: Env) -> None:
             f"the build imported but lacks ops {', '.join(smoke['missing'])}; "
             "check csrc/*/torch_bindings.cpp registers them"
         )
+    private = toolchain.private_libstdcxx(Path(smoke["so"]))
+    if private:
+        raise DevkitError(
+            f"{Path(smoke['so']).name} defines libstdc++ internals ({private[0]}, "
+            f"{len(private)} in all): a static library linked a private libstdc++ into it, "
+            "and its error messages will crash; see CONTRIBUTING.md's troubleshooting"
+        )
     count = sum(map(len, EXPECTED_OPS.values()))
     say(f"smoke check: {count} ops with {env.target.dispatch_key} kernels in {smoke['so']}")
     if env.cuda:

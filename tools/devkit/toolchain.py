@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,3 +81,28 @@ def cache_stats(launcher: str | None) -> CacheStats | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return parse_ccache_stats(out.stdout) if out.returncode == 0 else None
+
+
+# libstdc++'s own iostream/locale machinery. A shared library that defines
+# these carries a private copy of libstdc++ (linked in from some static
+# archive); it then formats through facets the process never initialised,
+# and a TORCH_CHECK message with a number in it crashes.
+_PRIVATE_LIBSTDCXX = re.compile(r" std::(locale|codecvt|basic_ios|ios_base|num_put)\b")
+
+
+def private_libstdcxx(library: Path) -> list[str] | None:
+    """libstdc++ internals defined (exported) by `library`; None when nm is missing."""
+    nm = shutil.which("nm")
+    if nm is None:
+        return None
+    out = subprocess.run(
+        [nm, "-D", "--defined-only", "--demangle", str(library)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return [
+        line.split(" ", 2)[-1]
+        for line in out.stdout.splitlines()
+        if _PRIVATE_LIBSTDCXX.search(line)
+    ]
