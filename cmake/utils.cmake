@@ -91,13 +91,16 @@ function(vllm_link_openmp target)
   target_link_libraries(${target} PRIVATE OpenMP::OpenMP_CXX)
 endfunction()
 
-# Defines a stable-ABI Python extension module linked against torch, and
-# installs it into the package directory DESTINATION.
+# Defines a stable-ABI Python extension module linked against torch, whose
+# ops register for DISPATCH_KEY, and installs it into the package directory
+# DESTINATION.
 function(vllm_define_extension name)
-  cmake_parse_arguments(ARG "" "DESTINATION" "SOURCES;COMPILE_FLAGS;CUDA_FLAGS" ${ARGN})
+  cmake_parse_arguments(ARG "" "DESTINATION;DISPATCH_KEY" "SOURCES;COMPILE_FLAGS;CUDA_FLAGS"
+                        ${ARGN})
   Python_add_library(${name} MODULE USE_SABI 3.9 WITH_SOABI ${ARG_SOURCES})
   target_compile_definitions(${name} PRIVATE
-    "-DTORCH_EXTENSION_NAME=${name}" "-DPy_LIMITED_API=0x03090000")
+    "-DTORCH_EXTENSION_NAME=${name}" "-DPy_LIMITED_API=0x03090000"
+    "-DVLLM_DISPATCH_KEY=${ARG_DISPATCH_KEY}")
   target_compile_options(${name} PRIVATE
     $<$<COMPILE_LANGUAGE:CXX>:${ARG_COMPILE_FLAGS}>
     $<$<COMPILE_LANGUAGE:CUDA>:${ARG_CUDA_FLAGS}>)

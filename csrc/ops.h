@@ -1,7 +1,7 @@
-// Every custom op, declared once. The schemas live in torch_bindings.cpp; each
-// device registers its implementations of these functions for its dispatch key
-// (csrc/cpu/torch_bindings.cpp for CPU). Signatures follow vLLM's so that
-// vLLM-style callers work unchanged.
+// Every custom op, declared once. Each target defines these functions (CPU in
+// csrc/cpu/, CUDA in csrc/*.cu); torch_bindings.cpp holds their schemas and
+// registers them for the build's dispatch key. Signatures follow vLLM's so
+// that vLLM-style callers work unchanged.
 #pragma once
 
 #include <optional>

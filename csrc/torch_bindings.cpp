@@ -1,9 +1,17 @@
-// The op schemas, declared once for every device. Implementations are
-// registered per dispatch key elsewhere (csrc/cpu/torch_bindings.cpp, ...), and
-// fake (meta) implementations in vllm/_custom_ops.py.
+// Every op's schema, declared once, and its implementation registered once.
+// A build compiles one target's kernels (csrc/cpu/ or csrc/*.cu), so the
+// functions of ops.h are registered for that target's dispatch key, which
+// CMake passes as VLLM_DISPATCH_KEY (CPU, CUDA). Fake (meta) implementations
+// live in vllm/_custom_ops.py.
 #include <Python.h>
 
 #include <torch/library.h>
+
+#include "ops.h"
+
+#ifndef VLLM_DISPATCH_KEY
+#error "VLLM_DISPATCH_KEY (CPU, CUDA) must be defined by the build"
+#endif
 
 TORCH_LIBRARY(_C, ops) {
   ops.def("silu_and_mul(Tensor! result, Tensor input) -> ()");
@@ -25,6 +33,19 @@ TORCH_LIBRARY(_C_cache_ops, cache_ops) {
       "reshape_and_cache(Tensor key, Tensor value, Tensor! key_cache, "
       "Tensor! value_cache, Tensor slot_mapping, str kv_cache_dtype, "
       "Tensor k_scale, Tensor v_scale) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(_C, VLLM_DISPATCH_KEY, ops) {
+  ops.impl("silu_and_mul", &silu_and_mul);
+  ops.impl("gelu_and_mul", &gelu_and_mul);
+  ops.impl("gelu_tanh_and_mul", &gelu_tanh_and_mul);
+  ops.impl("rms_norm", &rms_norm);
+  ops.impl("fused_add_rms_norm", &fused_add_rms_norm);
+  ops.impl("rotary_embedding", &rotary_embedding);
+}
+
+TORCH_LIBRARY_IMPL(_C_cache_ops, VLLM_DISPATCH_KEY, cache_ops) {
+  cache_ops.impl("reshape_and_cache", &reshape_and_cache);
 }
 
 // `import vllm._C` loads this library, which runs the registrations above.

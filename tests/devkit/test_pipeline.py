@@ -23,6 +23,15 @@ def test_ninja_outputs(tmp_path):
     }
 
 
+def test_ninja_objects_are_those_build_ninja_makes(tmp_path):
+    assert pipeline.ninja_objects(tmp_path) == set()
+    (tmp_path / "build.ninja").write_text(
+        "build CMakeFiles/_C.dir/csrc/torch_bindings.cpp.o: CXX_COMPILER__C_Release /x.cpp\n"
+        "build _C.abi3.so: CXX_SHARED_LIBRARY_LINKER__C_Release a.o\n"
+    )
+    assert pipeline.ninja_objects(tmp_path) == {"CMakeFiles/_C.dir/csrc/torch_bindings.cpp.o"}
+
+
 def test_version_and_dependencies_follow_the_target(monkeypatch):
     monkeypatch.setenv("VLLM_TARGET_DEVICE", "cpu")
     assert dynamic_metadata("version").endswith("+cpu")

@@ -128,6 +128,14 @@ def ninja_outputs(build_dir: Path, since_ns: int = 0) -> set[str]:
     return outputs
 
 
+def ninja_objects(build_dir: Path) -> set[str]:
+    """Object files the current build.ninja makes (the log also remembers removed ones)."""
+    build_file = build_dir / "build.ninja"
+    if not build_file.is_file():
+        return set()
+    return set(re.findall(r"^build (\S+\.o):", build_file.read_text(), re.M))
+
+
 @dataclass(frozen=True)
 class Options:
     """What a contributor can choose on a session's command line."""
@@ -316,8 +324,9 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
 
     smoke_check(env)
 
-    compiled = len(ninja_outputs(env.build_dir, started_ns))
-    total = len(ninja_outputs(env.build_dir))
+    objects = ninja_objects(env.build_dir)
+    compiled = len(ninja_outputs(env.build_dir, started_ns) & objects)
+    total = len(objects)
     after = toolchain.cache_stats(launcher)
     cache = (after - before).describe() if before and after else "cache hits unknown"
     return (
@@ -358,7 +367,7 @@ def smoke_check(env: Env) -> None:
     if smoke["missing"]:
         raise DevkitError(
             f"the build imported but lacks ops {', '.join(smoke['missing'])}; "
-            "check csrc/*/torch_bindings.cpp registers them"
+            "check csrc/torch_bindings.cpp registers them"
         )
     private = toolchain.private_libstdcxx(Path(smoke["so"]))
     if private:
