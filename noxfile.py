@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent / "tools"))
 from devkit import DevkitError, cuda, pipeline  # noqa: E402
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["tests", "build-cpu", "test-kernels-cpu"]
+nox.options.sessions = ["tests", "build-cpu", "test-kernels-cpu", "test-plugins"]
 nox.options.stop_on_first_error = True  # no kernel tests after a failed build
 nox.needs_version = ">=2024.4.15"
 
@@ -68,6 +68,16 @@ def test_kernels_cuda(session: nox.Session) -> None:
     if cuda.local_gpu_arch() is None:
         session.skip("no CUDA GPU here (nvidia-smi finds none): the CUDA kernel tests did not run")
     _test_kernels(session, _build(session, "cuda"), "cuda")
+
+
+@nox.session(name="test-plugins", venv_backend="none")
+def test_plugins(session: nox.Session) -> None:
+    """Test plugin loading with examples/vllm_plugin_example installed (posargs to pytest)."""
+    env = _step(session, pipeline.prepare_env, "cpu", pipeline.Options(), "plugins")
+    session.log(_step(session, pipeline.build, env))
+    _step(session, pipeline.install_test_requirements, env)
+    _step(session, pipeline.run, env.uv_pip("examples/vllm_plugin_example"), pipeline.uv_env())
+    session.run(str(env.python), "-m", "pytest", "tests/plugins", *session.posargs, external=True)
 
 
 @nox.session(venv_backend="none")

@@ -136,6 +136,13 @@ REGISTRY: dict[str, EnvVar] = {
             "Compiler launcher: auto (sccache if on PATH, else ccache), ccache, sccache, off.",
             ("auto", "ccache", "sccache", "off"),
         ),
+        # -- runtime -----------------------------------------------------------
+        EnvVar(
+            "VLLM_PLUGINS",
+            "str",
+            None,
+            "Comma-separated plugin names to load (both entry-point groups); unset: all.",
+        ),
         # -- where torch comes from -----------------------------------------
         EnvVar(
             "VLLM_TORCH_INDEX_URL",

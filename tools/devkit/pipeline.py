@@ -231,8 +231,11 @@ def _missing(python: Path, requirements: list[str]) -> list[str]:
     return [names[name] for name in json.loads(out.strip().splitlines()[-1])]
 
 
-def prepare_env(target_name: str, options: Options = Options()) -> Env:
+def prepare_env(target_name: str, options: Options = Options(), venv_name: str = "") -> Env:
     """Venv with the build requirements and the target's torch, checked.
+
+    The venv is .venv-<target>, or .venv-<venv_name> for a session that needs
+    its own (it still shares the target's build directory, so no recompile).
 
     Every check that can fail fast (variables, CUDA arch and nvcc, where
     torch comes from) runs before anything is created or downloaded.
@@ -261,7 +264,7 @@ def prepare_env(target_name: str, options: Options = Options()) -> Env:
         torch_sources = sources.choose_torch_sources(target, pip)
         say(torch_sources.note)
         source_args = torch_sources.uv_args()
-        path = venv_dir(target.name)
+        path = venv_dir(venv_name or target.name)
         python = path / "bin" / "python"
         if not python.exists():
             run([uv, "venv", "--python", sys.executable, str(path)], env=uv_env())

@@ -76,5 +76,9 @@ class Platform:
         """
         import vllm._custom_ops  # noqa: F401
 
+    @classmethod
+    def check_and_update_config(cls, config: dict) -> None:
+        """Validate (and adjust) a run's configuration for this platform; no-op by default."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
