@@ -62,6 +62,12 @@ def build_cuda(session: nox.Session) -> None:
     _build(session, "cuda", posargs_to_uv=True)
 
 
+@nox.session(name="build-rocm", venv_backend="none")
+def build_rocm(session: nox.Session) -> None:
+    """Build the ROCm extension for one arch (-- --arch gfx942 [--use-existing-torch])."""
+    _build(session, "rocm", posargs_to_uv=True)
+
+
 @nox.session(name="test-kernels-cuda", venv_backend="none")
 def test_kernels_cuda(session: nox.Session) -> None:
     """Run tests/kernels on the local GPU ([--use-existing-torch], other posargs to pytest)."""

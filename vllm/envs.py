@@ -111,6 +111,24 @@ REGISTRY: dict[str, EnvVar] = {
             "Same as CUDA_HOME, read when CUDA_HOME is unset.",
         ),
         EnvVar(
+            "PYTORCH_ROCM_ARCH",
+            "str",
+            None,
+            "The one GPU arch of a ROCm build (gfx90a, gfx942, ...); --arch wins.",
+        ),
+        EnvVar(
+            "ROCM_PATH",
+            "str",
+            None,
+            "ROCm prefix (holds bin/hipcc); default: hipcc's on PATH, else /opt/rocm.",
+        ),
+        EnvVar(
+            "ROCM_HOME",
+            "str",
+            None,
+            "Same as ROCM_PATH, read when ROCM_PATH is unset.",
+        ),
+        EnvVar(
             "VLLM_USE_EXISTING_TORCH",
             "bool",
             False,

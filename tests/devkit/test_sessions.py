@@ -201,3 +201,18 @@ def test_doctor_reports_the_cuda_problem_with_its_fix(tmp_path):
     result = nox(copy, "-s", "doctor", "--", "--target", "cpu", **environ)
     assert result.returncode == 0, result.stdout
     assert re.search(r"^  jobs +MAX_JOBS=\d+: ", result.stdout, re.M)
+
+
+def test_build_rocm_without_rocm_or_with_a_bad_arch(tmp_path):
+    copy = copy_checkout(tmp_path)
+    environ = {"ROCM_PATH": "", "ROCM_HOME": "", "PATH": path_without_gpu()}
+    if Path("/opt/rocm/bin/hipcc").is_file():
+        pytest.skip("a real ROCm is installed here")
+    result = nox(copy, "-s", "build-rocm", **environ)
+    assert abort_line(result).startswith("no ROCm toolchain: hipcc is not on PATH")
+    result = nox(copy, "-s", "build-rocm", "--", "--arch", "gfx1030", **environ)
+    assert abort_line(result) == (
+        "'gfx1030' is not a supported ROCm arch; supported: gfx90a, gfx942, gfx950, "
+        "gfx1100, gfx1101, gfx1200, gfx1201."
+    )
+    assert not (copy / ".venv-rocm").exists()

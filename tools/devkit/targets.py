@@ -29,6 +29,7 @@ class Target:
     dispatch_key: str  # where the kernels register: CPU, CUDA
     nvcc_threads: int | None = None  # default NVCC_THREADS; None: no nvcc
     cuda_version: str | None = None  # CUDA of the torch flavour, checked against nvcc
+    hip_version: str | None = None  # ROCm of the torch flavour
     build_tools: tuple[str, ...] = ()  # extra packages for the build venv
 
     @property
@@ -75,6 +76,19 @@ TARGETS: dict[str, Target] = {
             cuda_version="13.0",
             # cuobjdump, to check the machine code the build holds.
             build_tools=("nvidia-cuda-cuobjdump",),
+        ),
+        Target(
+            name="rocm",
+            requirements="requirements/rocm.txt",
+            torch_version="2.9.1",
+            torch_local="rocm6.4",
+            torch_index="https://download.pytorch.org/whl/rocm6.4",
+            index_strategy="unsafe-best-match",
+            job_memory=1 * GIB,  # hipcc's peak per job (the seed talk's figure)
+            version_suffix="rocm6.4",
+            # ROCm torch keeps CUDA's names: tensors are "cuda", kernels register for CUDA.
+            dispatch_key="CUDA",
+            hip_version="6.4",
         ),
     )
 }
