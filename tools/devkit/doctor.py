@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devkit import DevkitError, cuda, envs, pipeline, resources, sources, targets, toolchain
+from devkit import DevkitError, cuda, envs, pipeline, resources, rocm, sources, targets, toolchain
 from devkit.targets import GIB
 
 
@@ -117,6 +117,13 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
                 msg = f"arch {found.arch} won't run on the local GPU ({local}); use --arch {local}"
                 report.problems.append(msg)
                 print(f"! {'arch vs GPU':<22} {msg}")
+
+    if target.hip_version:
+        report.check(
+            "ROCm toolchain",
+            lambda: rocm.find_rocm(arch or envs.get("PYTORCH_ROCM_ARCH")),
+            lambda t: f"hipcc in {t.home}; arch {t.arch}",
+        )
 
     bin_dir = venv / "bin" if venv.exists() else None
     for tool in ("cmake", "ninja", "ccache", "sccache"):
