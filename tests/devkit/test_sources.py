@@ -24,7 +24,7 @@ def isolated(tmp_path, monkeypatch):
 
 @pytest.fixture
 def python311(monkeypatch):
-    monkeypatch.setattr(sources.sys, "version_info", (3, 11, 7))
+    monkeypatch.setattr(sources, "python_tag", lambda: "cp311")
 
 
 def write(path, text):

@@ -65,6 +65,8 @@ def test_read_torch_info_without_importing(tmp_path, monkeypatch):
     assert info.flavour == "cuda"
 
 
-def test_build_dir_is_per_target_torch_and_python():
-    path = targets.build_dir(ROOT / "build", "cpu", "2.13.0+cpu", "cp311")
-    assert path == ROOT / "build" / "cpu-torch2.13.0+cpu-cp311"
+def test_build_dir_is_per_target_torch_and_python(monkeypatch, tmp_path):
+    tag = targets.python_tag()
+    assert targets.build_dir("cpu", "2.13.0+cpu") == ROOT / "build" / f"cpu-torch2.13.0+cpu-{tag}"
+    monkeypatch.setenv("VLLM_BUILD_DIR", str(tmp_path))
+    assert targets.build_dir("cuda", "2.14.1") == tmp_path / f"cuda-torch2.14.1-{tag}"

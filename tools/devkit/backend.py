@@ -28,10 +28,6 @@ from devkit.envs import ROOT
 _Settings = dict[str, Any] | None
 
 
-def _python_tag() -> str:
-    return f"cp{sys.version_info.major}{sys.version_info.minor}"
-
-
 def _say(message: str) -> None:
     print(f"[vllm build] {message}", file=sys.stderr, flush=True)
 
@@ -56,9 +52,7 @@ def _settings(config_settings: _Settings) -> dict[str, Any]:
     if launcher and Path(launcher).name == "ccache":
         # Paths relative to the checkout: clones and worktrees share hits.
         os.environ.setdefault("CCACHE_BASEDIR", str(ROOT))
-    build_dir = targets.build_dir(
-        ROOT / envs.get("VLLM_BUILD_DIR"), name, info.version, _python_tag()
-    )
+    build_dir = targets.build_dir(name, info.version)
     _say(f"target {name}, torch {info.version}, build dir {build_dir}")
     _say(plan.reason)
     _say(f"compiler cache: {launcher or 'none'}")

@@ -192,12 +192,7 @@ class Env:
     @property
     def build_dir(self) -> Path:
         """The persistent CMake build directory the backend picks for this venv."""
-        return targets.build_dir(
-            ROOT / envs.get("VLLM_BUILD_DIR"),
-            self.target.name,
-            self.torch.version,
-            "cp{}{}".format(*sys.version_info[:2]),
-        )
+        return targets.build_dir(self.target.name, self.torch.version)
 
 
 def _check_cuda(target: targets.Target, options: Options, torch: targets.TorchInfo | None):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import configparser
 import os
 import re
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devkit import DevkitError, envs
-from devkit.targets import Target
+from devkit.targets import Target, python_tag
 
 REACH_TIMEOUT_S = 4.0
 SYSTEM_PIP_CONF = Path("/etc/pip.conf")
@@ -121,7 +120,7 @@ def wheel_pattern(target: Target) -> re.Pattern[str]:
     """Matches a wheel file name of the target's torch for this Python."""
     version = re.escape(target.torch_spec.removeprefix("torch=="))
     local = "" if target.torch_local else r"(?:\+[\w.]+)?"  # a bare pin admits any tag
-    tag = "cp{}{}".format(*sys.version_info[:2])
+    tag = python_tag()
     return re.compile(rf"torch-{version}{local}-{tag}-[^\s\"'<>/]*\.whl")
 
 

@@ -7,10 +7,11 @@ no other module branches on the target's name for these facts.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from devkit import DevkitError
+from devkit import DevkitError, envs
 from devkit.envs import ROOT
 
 GIB = 1024**3
@@ -147,9 +148,15 @@ def read_torch_info() -> TorchInfo | None:
     return TorchInfo(fields["__version__"], fields["cuda"], fields["hip"])
 
 
-def build_dir(root: Path, target: str, torch_version: str, python_tag: str) -> Path:
+def python_tag() -> str:
+    """This interpreter's CPython tag, e.g. cp311 (a target venv uses the same Python)."""
+    return "cp{}{}".format(*sys.version_info[:2])
+
+
+def build_dir(target: str, torch_version: str) -> Path:
     """The persistent CMake build directory of one target, torch and Python."""
-    return root / f"{target}-torch{torch_version}-{python_tag}"
+    root = ROOT / envs.get("VLLM_BUILD_DIR")  # an absolute VLLM_BUILD_DIR replaces ROOT
+    return root / f"{target}-torch{torch_version}-{python_tag()}"
 
 
 def check_torch(target: Target, info: TorchInfo) -> None:
