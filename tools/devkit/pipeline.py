@@ -185,6 +185,7 @@ class Env:
     uv_source_args: list[str]  # where uv may take packages from
     options: Options
     cuda: cuda.CudaToolchain | None = None
+    venv_name: str = ""  # set for a venv other than the target's own
 
     def uv_pip(self, *args: str) -> list[str]:
         return [find_uv(), "pip", "install", "-p", str(self.python), *self.uv_source_args, *args]
@@ -192,7 +193,7 @@ class Env:
     @property
     def build_dir(self) -> Path:
         """The persistent CMake build directory the backend picks for this venv."""
-        return targets.build_dir(self.target.name, self.torch.version)
+        return targets.build_dir(self.target.name, self.torch.version, self.venv_name)
 
 
 def _check_cuda(target: targets.Target, options: Options, torch: targets.TorchInfo | None):
@@ -240,7 +241,7 @@ def prepare_env(target_name: str, options: Options = Options(), venv_name: str =
     """Venv with the build requirements and the target's torch, checked.
 
     The venv is .venv-<target>, or .venv-<venv_name> for a session that needs
-    its own (it still shares the target's build directory, so no recompile).
+    its own (with a build directory of its own too: see targets.build_dir).
 
     Every check that can fail fast (variables, CUDA arch and nvcc, where
     torch comes from) runs before anything is created or downloaded.
@@ -308,7 +309,7 @@ def prepare_env(target_name: str, options: Options = Options(), venv_name: str =
     if not existing:
         targets.check_torch(target, info)
     say(f"torch {info.version} ({info.flavour}) in {show(path)}")
-    return Env(target, path, python, info, source_args, options, cuda_toolchain)
+    return Env(target, path, python, info, source_args, options, cuda_toolchain, venv_name)
 
 
 def build(env: Env, uv_args: Sequence[str] = ()) -> str:
@@ -335,6 +336,8 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
         build_env["VLLM_USE_EXISTING_TORCH"] = "1"
         extra.append("--no-deps")  # never touch the torch that was there
     # The same command a contributor can type in the activated venv.
+    if env.venv_name:
+        extra += ["-C", f"build-dir={env.build_dir}"]  # the backend honours the caller's
     run(env.uv_pip("--no-build-isolation", *extra, "-e", str(ROOT)), env=build_env)
 
     smoke_check(env)

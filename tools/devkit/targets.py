@@ -153,10 +153,16 @@ def python_tag() -> str:
     return "cp{}{}".format(*sys.version_info[:2])
 
 
-def build_dir(target: str, torch_version: str) -> Path:
-    """The persistent CMake build directory of one target, torch and Python."""
+def build_dir(target: str, torch_version: str, venv_name: str = "") -> Path:
+    """The persistent CMake build directory of one target, torch and Python.
+
+    A venv other than the target's own gets a directory of its own: its torch
+    headers live at another path, and sharing would recompile everything
+    each time the two alternate.
+    """
     root = ROOT / envs.get("VLLM_BUILD_DIR")  # an absolute VLLM_BUILD_DIR replaces ROOT
-    return root / f"{target}-torch{torch_version}-{python_tag()}"
+    suffix = f"-{venv_name}" if venv_name else ""
+    return root / f"{target}-torch{torch_version}-{python_tag()}{suffix}"
 
 
 def check_torch(target: Target, info: TorchInfo) -> None:
