@@ -5,6 +5,7 @@ and untracked, not ignored, files), so nothing here touches your own venvs or
 build directories.
 """
 
+import json
 import os
 import re
 import shutil
@@ -118,9 +119,17 @@ def test_build_cpu_is_incremental_and_makes_a_cpu_wheel(tmp_path):
     )
     (wheel,) = (copy / "dist").glob("*.whl")
     assert wheel.name.startswith("vllm-0.1.0+cpu-cp39-abi3-")
-    names = zipfile.ZipFile(wheel).namelist()
+    archive = zipfile.ZipFile(wheel)
+    names = archive.namelist()
     assert "vllm/_C.abi3.so" in names
     assert "vllm/_custom_ops.py" in names
+    info = json.loads(archive.read("vllm/_build_info.json"))
+    assert (info["target"], info["torch_version"], info["python_abi"]) == (
+        "cpu",
+        "2.13.0+cpu",
+        "abi3",
+    )
+    assert info["cpu_isa"] in ("avx512", "avx2", "default") and info["gpu_arch"] is None
 
 
 # -- the CUDA path: checks that fail fast, and a compile-only build ----------
@@ -188,6 +197,9 @@ def test_build_cuda_compiles_sm90_without_a_gpu(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "machine code: _C.abi3.so holds sm_90 only (cuobjdump --list-elf)" in result.stdout
     assert "smoke check: 7 ops with CUDA kernels" in result.stdout
+    (info_file,) = (copy / ".venv-cuda").glob("lib/python*/site-packages/vllm/_build_info.json")
+    info = json.loads(info_file.read_text())
+    assert (info["target"], info["gpu_arch"], info["cuda_version"]) == ("cuda", "sm_90", "13.0")
     assert re.search(r"built cuda in [\d.]+s: compiled \d+/\d+ translation units", result.stderr)
 
 

@@ -28,6 +28,23 @@ from devkit.envs import ROOT
 _Settings = dict[str, Any] | None
 
 
+def _git_commit() -> str:
+    """The checkout's commit, with -dirty for uncommitted changes; "" outside git."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=40", "--match=NONE"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
 def _say(message: str) -> None:
     print(f"[vllm build] {message}", file=sys.stderr, flush=True)
 
@@ -56,7 +73,7 @@ def _settings(config_settings: _Settings) -> dict[str, Any]:
     _say(f"target {name}, torch {info.version}, build dir {build_dir}")
     _say(plan.reason)
     _say(f"compiler cache: {launcher or 'none'}")
-    defines = {}
+    defines, gpu_arch = {}, ""
     if target.cuda_version:
         cuda_toolchain = cuda.resolve_toolchain(
             envs.get("TORCH_CUDA_ARCH_LIST"),
@@ -72,6 +89,7 @@ def _settings(config_settings: _Settings) -> dict[str, Any]:
         # from guessing (or emitting compute_50); the flags it derives are
         # replaced by VLLM_CUDA_GENCODE anyway.
         arch = cuda_toolchain.arch
+        gpu_arch = f"sm_{arch.number}" + ("+PTX" if arch.ptx else "")
         os.environ["TORCH_CUDA_ARCH_LIST"] = f"{arch.major}.{arch.minor}"
         os.environ["CUDA_HOME"] = str(cuda_toolchain.home)
 
@@ -82,6 +100,13 @@ def _settings(config_settings: _Settings) -> dict[str, Any]:
         "cmake.define.VLLM_COMPILER_LAUNCHER": launcher or "",
         "cmake.define.VLLM_CPU_ISA": envs.get("VLLM_CPU_ISA"),
         "cmake.define.Python_EXECUTABLE": sys.executable,
+        # Recorded in vllm/_build_info.json (cmake/utils.cmake).
+        "cmake.define.VLLM_BUILD_INFO_TORCH_VERSION": info.version,
+        "cmake.define.VLLM_BUILD_INFO_TORCH_GIT_VERSION": info.git_version or "",
+        "cmake.define.VLLM_BUILD_INFO_CUDA_VERSION": info.cuda or "",
+        "cmake.define.VLLM_BUILD_INFO_HIP_VERSION": info.hip or "",
+        "cmake.define.VLLM_BUILD_INFO_GPU_ARCH": gpu_arch,
+        "cmake.define.VLLM_BUILD_INFO_GIT_COMMIT": _git_commit(),
         **{f"cmake.define.{key}": value for key, value in defines.items()},
     }
     return {**ours, **(config_settings or {})}

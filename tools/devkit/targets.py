@@ -109,6 +109,7 @@ class TorchInfo:
     version: str  # full, with local tag: 2.13.0+cpu
     cuda: str | None  # torch.version.cuda
     hip: str | None  # torch.version.hip
+    git_version: str | None = None  # torch.version.git_version
 
     @property
     def flavour(self) -> str:
@@ -140,12 +141,12 @@ def read_torch_info() -> TorchInfo | None:
     except OSError:
         return None
     fields = {}
-    for key in ("__version__", "cuda", "hip"):
+    for key in ("__version__", "cuda", "hip", "git_version"):
         match = re.search(rf"^{key}\b[^=]*=\s*['\"]([^'\"]*)['\"]", text, re.M)
         fields[key] = match.group(1) if match else None  # None: `= None`
     if not fields["__version__"]:
         return None
-    return TorchInfo(fields["__version__"], fields["cuda"], fields["hip"])
+    return TorchInfo(fields["__version__"], fields["cuda"], fields["hip"], fields["git_version"])
 
 
 def python_tag() -> str:
