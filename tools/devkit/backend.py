@@ -16,6 +16,7 @@ Config settings given on the command line (-C build-dir=...) still win.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,6 @@ _Settings = dict[str, Any] | None
 
 def _git_commit() -> str:
     """The checkout's commit, with -dirty for uncommitted changes; "" outside git."""
-    import subprocess
-
     try:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=40", "--match=NONE"],

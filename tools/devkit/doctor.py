@@ -73,23 +73,20 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
 
     venv = pipeline.venv_dir(target.name)
     report.fact("venv", pipeline.show(venv) + ("" if venv.exists() else " (not made yet)"))
-    probe = (
-        subprocess.run(
-            [str(venv / "bin" / "python"), "-c", targets.PROBE_TORCH],
-            capture_output=True,
-            text=True,
+    info = (
+        report.check(
+            "torch in venv",
+            lambda: pipeline.probe_torch(venv / "bin" / "python"),
+            lambda i: i.version if i else "none",
         )
         if venv.exists()
         else None
     )
-    if probe and probe.returncode == 0 and probe.stdout.strip() != "null":
-        import json
-
-        info = targets.TorchInfo(**json.loads(probe.stdout.strip().splitlines()[-1]))
+    if info:
         report.check(
-            "torch in venv",
+            "torch flavour",
             lambda: targets.check_torch(target, info) or info,
-            lambda i: f"{i.version} ({i.flavour}{', CUDA ' + i.cuda if i.cuda else ''})",
+            lambda i: f"{i.flavour}{', CUDA ' + i.cuda if i.cuda else ''}: the pin",
         )
     pip = sources.read_pip_sources()
     report.fact("pip mirrors", " ".join(pip.mirrors()) or "none")

@@ -118,8 +118,19 @@ def uv_env() -> dict[str, str]:
     return env
 
 
+def probe_torch(python: Path) -> targets.TorchInfo | None:
+    """The torch of the environment of `python` (read, not imported); None if absent."""
+    out = run(
+        [str(python), "-c", targets.PROBE_TORCH],
+        capture=True,
+        label=f"{show(python)} -c <read torch's version>",
+    )
+    found = json.loads(out.strip().splitlines()[-1])
+    return targets.TorchInfo(**found) if found else None
+
+
 def find_uv() -> str:
-    uv = toolchain.find_tool("uv") or shutil.which("uv")
+    uv = toolchain.find_tool("uv")
     if not uv:
         raise DevkitError("uv is not installed; run `pip install uv` (README's Quickstart)")
     return uv
@@ -297,15 +308,9 @@ def prepare_env(target_name: str, options: Options = Options(), venv_name: str =
             env=uv_env(),
         )
 
-    out = run(
-        [str(python), "-c", targets.PROBE_TORCH],
-        capture=True,
-        label=f"{show(python)} -c <read torch's version>",
-    )
-    found = json.loads(out.strip().splitlines()[-1])
-    if found is None:
+    info = probe_torch(python)
+    if info is None:
         raise DevkitError(f"torch is not installed in {show(path)}; delete it and rerun")
-    info = targets.TorchInfo(**found)
     if not existing:
         targets.check_torch(target, info)
     say(f"torch {info.version} ({info.flavour}) in {show(path)}")
