@@ -11,7 +11,6 @@
 // stride and everything is 16-byte aligned; values (scattered by block_size
 // in the cache) move element by element.
 #include <algorithm>
-#include <climits>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -123,7 +122,7 @@ void launch_reshape_and_cache(const at::Tensor& key, const at::Tensor& value,
             k, v, kc, vc, slot_mapping.const_data_ptr<int64_t>(),
             slot_mapping.stride(0), l.num_tokens, static_cast<int>(l.num_heads),
             static_cast<int>(l.head_size), static_cast<int>(l.block_size),
-            static_cast<int>(l.x), l.num_blocks * l.block_size, s);
+            static_cast<int>(l.x), l.num_slots(), s);
   };
   if (chunks) {
     launch(std::true_type{});
@@ -149,19 +148,15 @@ void reshape_and_cache(at::Tensor& key, at::Tensor& value,
 
   // Every non-negative slot must lie inside the cache; check before writing.
   if (!vllm::gpu::current_stream_is_capturing()) {
-    const vllm::gpu::OutOfRange bad = vllm::gpu::first_outside(
-        slot_mapping, INT64_MIN, layout.num_blocks * layout.block_size);
+    const vllm::gpu::OutOfRange bad =
+        vllm::gpu::first_outside(slot_mapping, INT64_MIN, layout.num_slots());
     if (bad.index >= 0) vllm::check_slot_in_range(bad.index, bad.value, layout);
   }
   if (layout.num_tokens == 0 || layout.num_heads == 0 ||
       layout.head_size == 0) {
     return;
   }
-  TORCH_CHECK(layout.num_heads * layout.head_size <= INT_MAX &&
-                  layout.block_size <= INT_MAX,
-              "reshape_and_cache: num_heads * head_size (", layout.num_heads,
-              " * ", layout.head_size, ") and block_size (", layout.block_size,
-              ") must fit in int32");
+  vllm::check_reshape_and_cache_fits_int32(layout);
 
   // The copy moves raw words of the element size (2 or 4 bytes).
   if (key.element_size() == 2) {

@@ -1,7 +1,9 @@
 // Helpers shared by the CUDA kernels: the dtype dispatch, float conversions,
 // 16-byte vector accesses, warp and block sums, row addressing of tensors
 // whose leading dims are strided, and the range scan of index tensors.
-// Input validation, shared with the CPU kernels, is in op_checks.h.
+// Input validation, shared with the CPU kernels, is declared in op_checks.h
+// and compiled by the host compiler (op_checks.cpp); keep the messages of
+// failing checks there, out of the code nvcc compiles.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -10,7 +12,6 @@
 #include <climits>
 #include <cstdint>
 
-#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
@@ -19,17 +20,35 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/util/BFloat16.h>
-#include <c10/util/Exception.h>
 #include <c10/util/Half.h>
+
+#include "op_checks.h"
 
 // The dtypes every kernel supports: float32, bfloat16 and float16 (scalar_t
 // is float, c10::BFloat16 or c10::Half). Math is always done in float32.
-#define VLLM_CUDA_DISPATCH_FLOATING_TYPES(TYPE, NAME, ...)        \
-  AT_DISPATCH_SWITCH(                                             \
-      TYPE, NAME,                                                 \
-      AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__)        \
-          AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__) \
-              AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__))
+// ATen's AT_DISPATCH_SWITCH, except that the default case (another dtype,
+// which the validators have already rejected) throws from op_checks.cpp, so
+// nvcc compiles no message formatting.
+#define VLLM_CUDA_DISPATCH_FLOATING_TYPES(TYPE, NAME, ...)            \
+  [&] {                                                               \
+    const at::ScalarType vllm_dispatch_dtype_ = (TYPE);               \
+    switch (vllm_dispatch_dtype_) {                                   \
+      case at::ScalarType::Float: {                                   \
+        using scalar_t [[maybe_unused]] = float;                      \
+        return __VA_ARGS__();                                         \
+      }                                                               \
+      case at::ScalarType::BFloat16: {                                \
+        using scalar_t [[maybe_unused]] = c10::BFloat16;              \
+        return __VA_ARGS__();                                         \
+      }                                                               \
+      case at::ScalarType::Half: {                                    \
+        using scalar_t [[maybe_unused]] = c10::Half;                  \
+        return __VA_ARGS__();                                         \
+      }                                                               \
+      default:                                                        \
+        vllm::fail_dtype_not_implemented(NAME, vllm_dispatch_dtype_); \
+    }                                                                 \
+  }()
 
 namespace vllm::gpu {
 

@@ -13,7 +13,6 @@
 // One block per token (grid-stride); its threads cover the (head, pair)
 // units of the query's heads, then of the key's.
 #include <algorithm>
-#include <climits>
 #include <optional>
 #include <type_traits>
 
@@ -88,9 +87,7 @@ void launch_rotary_embedding(const at::Tensor& positions, at::Tensor& query,
   const int64_t k_heads = key.has_value() ? layout.key.num_heads : 0;
   const int64_t max_units = std::max(q_heads, k_heads) * half;
   if (max_units == 0) return;
-  TORCH_CHECK(max_units <= INT_MAX,
-              "rotary_embedding: too many heads per token (", q_heads, ", ",
-              k_heads, ") for rot_dim ", 2 * half);
+  vllm::check_rotary_embedding_units_fit_int32(q_heads, k_heads, 2 * half);
   const int threads = static_cast<int>(std::min<int64_t>(
       kMaxThreads,
       vllm::gpu::round_up<int64_t>(max_units, vllm::gpu::kWarpSize)));
