@@ -35,6 +35,8 @@ macro(vllm_find_python_and_torch)
   set(CMAKE_CXX_STANDARD_REQUIRED ON)
   set(CMAKE_CUDA_STANDARD 20)
   set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+  set(CMAKE_HIP_STANDARD 20)
+  set(CMAKE_HIP_STANDARD_REQUIRED ON)
   message(STATUS "Torch ${Torch_VERSION} from ${_torch_prefix}")
 endmacro()
 
@@ -83,6 +85,48 @@ function(vllm_cuda_flags out_var gencode threads)
   set(${out_var} ${gencode} --threads=${threads} --expt-relaxed-constexpr PARENT_SCOPE)
 endfunction()
 
+# Flags of a ROCm build for exactly one GPU arch (CMAKE_HIP_ARCHITECTURES,
+# which CMake turns into --offload-arch). `hip_out`: the HIP compiler's;
+# `cxx_out`: the host C++ files', which see the same torch headers. The
+# defines are torch.utils.cpp_extension's (COMMON_HIP_FLAGS and
+# COMMON_HIPCC_FLAGS) without its __HIP_NO_HALF_* ones: the CUDA build doesn't
+# set their __CUDA_NO_HALF_* twins either. Arch flags that torch's config may
+# leave in CMAKE_HIP_FLAGS are removed, as for CUDA.
+function(vllm_hip_flags hip_out cxx_out arch)
+  list(LENGTH arch _count)
+  if(NOT _count EQUAL 1)
+    message(FATAL_ERROR "CMAKE_HIP_ARCHITECTURES='${arch}' must be one arch; "
+      "build with nox -s build-rocm -- --arch gfx942")
+  endif()
+  string(REGEX REPLACE "--(offload-arch|amdgpu-target)=[^ ]+" "" _flags "${CMAKE_HIP_FLAGS}")
+  set(CMAKE_HIP_FLAGS "${_flags}" PARENT_SCOPE)
+  set(_defines -D__HIP_PLATFORM_AMD__=1 -DUSE_ROCM=1 -DHIPBLAS_V2)
+  message(STATUS "HIP arch: ${arch}")
+  set(${cxx_out} ${_defines} PARENT_SCOPE)
+  set(${hip_out} ${_defines} -DCUDA_HAS_FP16=1 -DHIP_ENABLE_WARP_SYNC_BUILTINS=1 -fno-gpu-rdc
+      PARENT_SCOPE)
+endfunction()
+
+# The hipified twins of CUDA sources: the build backend (devkit.rocm) runs
+# torch's hipify on csrc/ into `hipified_dir`, which names X.cu's twin X.hip.
+function(vllm_hipified_sources out_var hipified_dir)
+  if(NOT hipified_dir OR NOT IS_DIRECTORY "${hipified_dir}")
+    message(FATAL_ERROR
+      "VLLM_HIPIFIED_DIR='${hipified_dir}' is not a directory; build with nox -s build-rocm, "
+      "whose build backend hipifies csrc/ into the build directory")
+  endif()
+  set(_sources)
+  foreach(_cu IN LISTS ARGN)
+    get_filename_component(_name "${_cu}" NAME_WE)
+    set(_hip "${hipified_dir}/${_name}.hip")
+    if(NOT EXISTS "${_hip}")
+      message(FATAL_ERROR "${_hip} is missing: hipify did not translate ${_cu}")
+    endif()
+    list(APPEND _sources "${_hip}")
+  endforeach()
+  set(${out_var} ${_sources} PARENT_SCOPE)
+endfunction()
+
 # Makes at::parallel_for really parallel: it is header code that runs
 # serially unless the kernels are compiled with OpenMP. The libgomp.so.1
 # that torch loads (torch/lib) then serves the extension too.
@@ -95,15 +139,16 @@ endfunction()
 # ops register for DISPATCH_KEY, and installs it into the package directory
 # DESTINATION.
 function(vllm_define_extension name)
-  cmake_parse_arguments(ARG "" "DESTINATION;DISPATCH_KEY" "SOURCES;COMPILE_FLAGS;CUDA_FLAGS"
-                        ${ARGN})
+  cmake_parse_arguments(ARG "" "DESTINATION;DISPATCH_KEY"
+                        "SOURCES;COMPILE_FLAGS;CUDA_FLAGS;HIP_FLAGS" ${ARGN})
   Python_add_library(${name} MODULE USE_SABI 3.9 WITH_SOABI ${ARG_SOURCES})
   target_compile_definitions(${name} PRIVATE
     "-DTORCH_EXTENSION_NAME=${name}" "-DPy_LIMITED_API=0x03090000"
     "-DVLLM_DISPATCH_KEY=${ARG_DISPATCH_KEY}")
   target_compile_options(${name} PRIVATE
     $<$<COMPILE_LANGUAGE:CXX>:${ARG_COMPILE_FLAGS}>
-    $<$<COMPILE_LANGUAGE:CUDA>:${ARG_CUDA_FLAGS}>)
+    $<$<COMPILE_LANGUAGE:CUDA>:${ARG_CUDA_FLAGS}>
+    $<$<COMPILE_LANGUAGE:HIP>:${ARG_HIP_FLAGS}>)
   target_include_directories(${name} PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}/csrc")
   target_link_libraries(${name} PRIVATE torch)
   # One CUDA runtime per process: torch's shared libcudart, not a static
@@ -153,6 +198,9 @@ function(vllm_write_build_info destination)
   set(_compiler "${CMAKE_CXX_COMPILER_ID} ${CMAKE_CXX_COMPILER_VERSION}")
   if(CMAKE_CUDA_COMPILER_VERSION)
     string(APPEND _compiler ", nvcc ${CMAKE_CUDA_COMPILER_VERSION}")
+  endif()
+  if(CMAKE_HIP_COMPILER_VERSION)
+    string(APPEND _compiler ", HIP ${CMAKE_HIP_COMPILER_ID} ${CMAKE_HIP_COMPILER_VERSION}")
   endif()
   _put_string(compiler "${_compiler}")
   _put_string(build_type "${CMAKE_BUILD_TYPE}")

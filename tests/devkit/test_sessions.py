@@ -228,3 +228,20 @@ def test_build_rocm_without_rocm_or_with_a_bad_arch(tmp_path):
         "gfx1100, gfx1101, gfx1200, gfx1201."
     )
     assert not (copy / ".venv-rocm").exists()
+
+
+def test_build_rocm_with_rocm_goes_on_to_torch(tmp_path):
+    """With a toolchain and an arch, build-rocm proceeds like build-cuda (here it stops at
+    an unreachable torch index, before anything is downloaded)."""
+    copy = copy_checkout(tmp_path / "copy")
+    (tmp_path / "rocm" / "bin").mkdir(parents=True)
+    (tmp_path / "rocm" / "bin" / "hipcc").write_text("#!/bin/sh\n")
+    environ = {
+        "ROCM_PATH": str(tmp_path / "rocm"),
+        "VLLM_TORCH_INDEX_URL": "http://127.0.0.1:9/simple",
+        "PATH": path_without_gpu(),
+    }
+    result = nox(copy, "-s", "build-rocm", "--", "--arch", "gfx942", **environ)
+    assert f"hipcc in {tmp_path / 'rocm'}; arch gfx942" in result.stdout
+    assert abort_line(result).startswith("VLLM_TORCH_INDEX_URL=http://127.0.0.1:9/simple can't")
+    assert not (copy / ".venv-rocm").exists()

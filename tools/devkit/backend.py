@@ -23,7 +23,7 @@ from typing import Any
 
 from scikit_build_core import build as _skbuild
 
-from devkit import DevkitError, cuda, envs, resources, targets, toolchain
+from devkit import DevkitError, cuda, envs, resources, rocm, targets, toolchain
 from devkit.envs import ROOT
 
 _Settings = dict[str, Any] | None
@@ -68,7 +68,9 @@ def _settings(config_settings: _Settings) -> dict[str, Any]:
     if launcher and Path(launcher).name == "ccache":
         # Paths relative to the checkout: clones and worktrees share hits.
         os.environ.setdefault("CCACHE_BASEDIR", str(ROOT))
-    build_dir = targets.build_dir(name, info.version)
+    # The caller's -C build-dir wins (see the end), so the hipified sources go there too.
+    given = (config_settings or {}).get("build-dir")
+    build_dir = ROOT / given if given else targets.build_dir(name, info.version)
     _say(f"target {name}, torch {info.version}, build dir {build_dir}")
     _say(plan.reason)
     _say(f"compiler cache: {launcher or 'none'}")
@@ -91,6 +93,15 @@ def _settings(config_settings: _Settings) -> dict[str, Any]:
         gpu_arch = f"sm_{arch.number}" + ("+PTX" if arch.ptx else "")
         os.environ["TORCH_CUDA_ARCH_LIST"] = f"{arch.major}.{arch.minor}"
         os.environ["CUDA_HOME"] = str(cuda_toolchain.home)
+    elif target.hip_version:
+        rocm_toolchain = rocm.find_rocm(envs.get("PYTORCH_ROCM_ARCH"))
+        _say(rocm_toolchain.describe())
+        # csrc/ hipified into <build dir>/hipified; the defines name it, ROCm and
+        # the arch (VLLM_BUILD_INFO_GPU_ARCH too, over the empty one below).
+        defines = rocm.prepare_build(rocm_toolchain, ROOT / "csrc", build_dir)
+        # Torch's CMake config (LoadHIP.cmake) reads both from the environment.
+        os.environ["PYTORCH_ROCM_ARCH"] = rocm_toolchain.arch
+        os.environ["ROCM_PATH"] = str(rocm_toolchain.home)
 
     ours: dict[str, Any] = {
         "build-dir": str(build_dir),

@@ -197,6 +197,7 @@ class Env:
     options: Options
     cuda: cuda.CudaToolchain | None = None
     venv_name: str = ""  # set for a venv other than the target's own
+    rocm: rocm.RocmToolchain | None = None
 
     def uv_pip(self, *args: str) -> list[str]:
         return [find_uv(), "pip", "install", "-p", str(self.python), *self.uv_source_args, *args]
@@ -262,13 +263,10 @@ def prepare_env(target_name: str, options: Options = Options(), venv_name: str =
     uv = find_uv()
     existing = _existing_torch(target) if options.use_existing_torch else None
     cuda_toolchain = _check_cuda(target, options, existing)
+    rocm_toolchain = None
     if target.hip_version:
-        found = rocm.find_rocm(options.arch or envs.get("PYTORCH_ROCM_ARCH"))
-        say(f"hipcc in {found.home}; arch {found.arch}")
-        raise DevkitError(
-            f"ROCm found in {found.home}, but building the ROCm extension is not wired up "
-            "yet (hipify runs; the CMake HIP target does not exist); see CONTRIBUTING.md"
-        )
+        rocm_toolchain = rocm.find_rocm(options.arch or envs.get("PYTORCH_ROCM_ARCH"))
+        say(rocm_toolchain.describe())
     pip = sources.read_pip_sources()
     build_reqs = [
         *metadata.requirement_lines(ROOT / "requirements" / "build.txt"),
@@ -314,7 +312,9 @@ def prepare_env(target_name: str, options: Options = Options(), venv_name: str =
     if not existing:
         targets.check_torch(target, info)
     say(f"torch {info.version} ({info.flavour}) in {show(path)}")
-    return Env(target, path, python, info, source_args, options, cuda_toolchain, venv_name)
+    return Env(
+        target, path, python, info, source_args, options, cuda_toolchain, venv_name, rocm_toolchain
+    )
 
 
 def build(env: Env, uv_args: Sequence[str] = ()) -> str:
@@ -337,6 +337,8 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
     extra = list(uv_args)
     if env.cuda:
         build_env.update(TORCH_CUDA_ARCH_LIST=str(env.cuda.arch), CUDA_HOME=str(env.cuda.home))
+    if env.rocm:
+        build_env.update(PYTORCH_ROCM_ARCH=env.rocm.arch, ROCM_PATH=str(env.rocm.home))
     if env.options.use_existing_torch:
         build_env["VLLM_USE_EXISTING_TORCH"] = "1"
         extra.append("--no-deps")  # never touch the torch that was there
