@@ -14,7 +14,7 @@ import nox
 
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
 
-from devkit import DevkitError, cuda, pipeline  # noqa: E402
+from devkit import DevkitError, cuda, pipeline, precompiled  # noqa: E402
 
 nox.options.default_venv_backend = "uv"
 nox.options.sessions = ["tests", "build-cpu", "test-kernels-cpu", "test-plugins"]
@@ -54,6 +54,25 @@ def build_cpu(session: nox.Session) -> None:
 def test_kernels_cpu(session: nox.Session) -> None:
     """Run tests/kernels on the CPU build (rebuilds incrementally; posargs go to pytest)."""
     _test_kernels(session, _build(session, "cpu"), "cpu")
+
+
+@nox.session(venv_backend="none")
+def wheel(session: nox.Session) -> None:
+    """Build a wheel with build info into dist/ (-- --target cpu|cuda [--index DIR] [--arch X])."""
+    options = _step(session, pipeline.parse_options, session.posargs)
+    env = _step(session, pipeline.prepare_env, options.target or pipeline.default_target(), options)
+    wheel = _step(session, pipeline.build_wheel, env)
+    if options.index:
+        session.log(_step(session, precompiled.publish, wheel, Path(options.index).resolve()))
+
+
+@nox.session(name="dev-precompiled", venv_backend="none")
+def dev_precompiled(session: nox.Session) -> None:
+    """Editable install with a prebuilt wheel's binaries, no compiler (-- --target cpu|cuda)."""
+    options = _step(session, pipeline.parse_options, session.posargs)
+    target = options.target or pipeline.default_target()
+    env = _step(session, pipeline.prepare_env, target, options, "precompiled", True)
+    session.log(_step(session, pipeline.install_precompiled, env))
 
 
 @nox.session(name="build-cuda", venv_backend="none")

@@ -1,11 +1,16 @@
-"""Cold, no-op and one-file rebuild times of `nox -s build-cpu`, in a fresh copy.
+"""Cold, no-op and one-file rebuild times of `nox -s build-cpu`, in a fresh copy,
+and the precompiled path's time against the cold build.
 
     nox -s bench-build
 
 Copies the checkout (tracked and untracked, not ignored, files) to a temp
 folder, gives ccache an empty cache there, then runs build-cpu three times:
-cold, again with nothing changed, and after touching one .cpp. Prints wall
-times, the ratios to the cold run, and which objects ninja rebuilt.
+cold, again with nothing changed, and after touching one .cpp. Then it
+commits the copy, publishes its wheel into a wheel index in the temp folder
+(`nox -s wheel -- --index`) and times `nox -s dev-precompiled` from an empty
+venv against it. Prints wall times, the ratios to the cold run, and which
+objects ninja rebuilt. Both the cold build and dev-precompiled start from an
+empty venv with the uv cache as it is.
 """
 
 from __future__ import annotations
@@ -25,16 +30,23 @@ from devkit.pipeline import copy_checkout, ninja_outputs  # noqa: E402
 TOUCHED = "csrc/cpu/activation.cpp"
 
 
-def timed_build(copy: Path, env: dict[str, str]) -> tuple[float, set[str]]:
-    started, started_ns = time.monotonic(), time.time_ns()
+def nox(copy: Path, env: dict[str, str], *args: str) -> float:
+    """Runs a session in the copy; returns its wall time."""
+    started = time.monotonic()
     subprocess.run(
-        [sys.executable, "-m", "nox", "-s", "build-cpu"],
-        cwd=copy,
-        env=env,
-        check=True,
-        capture_output=True,
+        [sys.executable, "-m", "nox", *args], cwd=copy, env=env, check=True, capture_output=True
     )
-    wall = time.monotonic() - started
+    return time.monotonic() - started
+
+
+def git(copy: Path, *args: str) -> None:
+    identity = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    subprocess.run(["git", *identity, *args], cwd=copy, check=True, capture_output=True)
+
+
+def timed_build(copy: Path, env: dict[str, str]) -> tuple[float, set[str]]:
+    started_ns = time.time_ns()
+    wall = nox(copy, env, "-s", "build-cpu")
     (build_dir,) = (copy / "build").glob("cpu-*")
     return wall, ninja_outputs(build_dir, started_ns)
 
@@ -48,12 +60,28 @@ def main() -> None:
         noop, noop_objs = timed_build(copy, env)
         (copy / TOUCHED).touch()
         touched, touched_objs = timed_build(copy, env)
+
+        git(copy, "init", "-q", "-b", "main")
+        git(copy, "add", "-A")
+        git(copy, "commit", "-qm", "bench")
+        index = Path(tmp) / "index"
+        nox(copy, env, "-s", "wheel", "--", "--target", "cpu", "--index", str(index))
+        env.update(VLLM_PRECOMPILED_WHEEL_INDEX=str(index), VLLM_CACHE_ROOT=str(Path(tmp) / "c"))
+        precompiled = nox(copy, env, "-s", "dev-precompiled", "--", "--target", "cpu")
+        # Both sessions end with the smoke check, whose cost is importing torch.
+        started = time.monotonic()
+        python = copy / ".venv-precompiled" / "bin" / "python"
+        subprocess.run([python, "-c", "import torch"], check=True, capture_output=True)
+        torch_import = time.monotonic() - started
     print(f"cold (empty ccache, uv cache as is): {cold:6.1f} s, {len(cold_objs)} objects compiled")
     print(f"no change:   {noop:6.1f} s = {noop / cold:5.1%} of cold, {len(noop_objs)} compiled")
     print(
         f"touched {TOUCHED}: {touched:6.1f} s = {touched / cold:5.1%} of cold, "
         f"compiled {sorted(touched_objs)}"
     )
+    print(f"dev-precompiled, empty venv: {precompiled:6.1f} s = {precompiled / cold:5.1%} of cold")
+    rest = (precompiled - torch_import) / (cold - torch_import)
+    print(f"  of which importing torch (smoke check): {torch_import:.1f} s; without it {rest:.1%}")
 
 
 if __name__ == "__main__":

@@ -154,6 +154,37 @@ REGISTRY: dict[str, EnvVar] = {
             "Compiler launcher: auto (sccache if on PATH, else ccache), ccache, sccache, off.",
             ("auto", "ccache", "sccache", "off"),
         ),
+        # -- precompiled binaries (dev-precompiled) --------------------------
+        EnvVar(
+            "VLLM_USE_PRECOMPILED",
+            "bool",
+            False,
+            "Editable install that takes the compiled files from a prebuilt wheel: no compiler.",
+        ),
+        EnvVar(
+            "VLLM_PRECOMPILED_WHEEL_LOCATION",
+            "str",
+            None,
+            "Path or URL of the wheel to take the binaries from; wins over dist/ and the index.",
+        ),
+        EnvVar(
+            "VLLM_PRECOMPILED_WHEEL_INDEX",
+            "str",
+            None,
+            "URL or directory of a wheel index (nox -s wheel -- --index DIR) to look in.",
+        ),
+        EnvVar(
+            "VLLM_PRECOMPILED_WHEEL_COMMIT",
+            "str",
+            None,
+            "Commit to take from the index; default: the merge-base of HEAD with main.",
+        ),
+        EnvVar(
+            "VLLM_CACHE_ROOT",
+            "str",
+            "~/.cache/vllm",
+            "Where downloaded wheels are cached (precompiled/, by sha256).",
+        ),
         # -- runtime -----------------------------------------------------------
         EnvVar(
             "VLLM_PLUGINS",

@@ -23,7 +23,7 @@ from typing import Any
 
 from scikit_build_core import build as _skbuild
 
-from devkit import DevkitError, cuda, envs, resources, rocm, targets, toolchain
+from devkit import DevkitError, cuda, envs, precompiled, resources, rocm, targets, toolchain
 from devkit.envs import ROOT
 
 _Settings = dict[str, Any] | None
@@ -122,9 +122,43 @@ def _settings(config_settings: _Settings) -> dict[str, Any]:
     return {**ours, **(config_settings or {})}
 
 
+def _precompiled_settings(hook: str, config_settings: _Settings) -> dict[str, Any]:
+    """VLLM_USE_PRECOMPILED: no CMake; the binaries of a prebuilt wheel instead.
+
+    devkit.precompiled finds, checks and stages them under the build root; the
+    editable install points at the staged files (wheel.force-include).
+    """
+    envs.check_all()
+    if hook in ("build_wheel", "prepare_metadata_for_build_wheel"):
+        raise DevkitError(
+            "VLLM_USE_PRECOMPILED=1 is for editable installs (`uv pip install "
+            "--no-build-isolation -e .`); a wheel is built from source (nox -s wheel)"
+        )
+    info = targets.read_torch_info()
+    if info is None:
+        raise DevkitError(
+            f"torch is not importable by {sys.executable}; the precompiled binaries are checked "
+            "against it: install the target's torch first (nox -s dev-precompiled does it)"
+        )
+    name = targets.resolve_target_name(envs.get("VLLM_TARGET_DEVICE"), info)
+    os.environ["VLLM_TARGET_DEVICE"] = name  # for devkit.metadata
+    # platlib: the staged binaries make it a platform wheel, as a built one is.
+    ours: dict[str, Any] = {"wheel.cmake": "false", "wheel.platlib": "true"}
+    if hook == "build_editable":
+        staging_root = targets.build_dir(name, info.version).parent / "precompiled"
+        files = precompiled.install(targets.get_target(name), info, staging_root)
+        # A dict setting's keys follow its name: wheel.force-include.<source> = <dest>.
+        ours.update({f"wheel.force-include.{src}": dest for dest, src in files.items()})
+        _say(f"no compiler: took {', '.join(files)} from a prebuilt wheel")
+    return {**ours, **(config_settings or {})}
+
+
 def _run(hook: str, *args: Any, config_settings: _Settings = None, **kwargs: Any) -> Any:
     try:
-        settings = _settings(config_settings)
+        if envs.get("VLLM_USE_PRECOMPILED"):
+            settings = _precompiled_settings(hook, config_settings)
+        else:
+            settings = _settings(config_settings)
     except DevkitError as exc:
         # One line, no traceback: the frontend shows this output on failure.
         print(f"error: {exc}", file=sys.stderr)

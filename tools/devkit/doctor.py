@@ -145,12 +145,7 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
 
 def main(argv: list[str]) -> int:
     options = pipeline.parse_options(argv)
-    rest = list(options.rest)
-    target = "cuda" if cuda.local_gpu_arch() else "cpu"
-    if "--target" in rest:
-        index = rest.index("--target")
-        target = rest[index + 1] if index + 1 < len(rest) else ""
-    return diagnose(target, options.arch)
+    return diagnose(options.target or pipeline.default_target(), options.arch)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ def requirement_lines(path) -> list[str]:
 def dynamic_metadata(field: str, settings: dict[str, Any] | None = None) -> Any:
     target = _target()
     if field == "version":
-        return f"{base_version()}+{target.version_suffix}"
+        # 0.1.0+cpu; 0.1.0+cpu.precompiled when the binaries come from a wheel.
+        precompiled = ".precompiled" if envs.get("VLLM_USE_PRECOMPILED") else ""
+        return f"{base_version()}+{target.version_suffix}{precompiled}"
     if field == "dependencies":
         lines = requirement_lines(target.requirements_file)
         if envs.get("VLLM_USE_EXISTING_TORCH"):  # whatever torch is there stays

@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from devkit import (
     cuda,
     envs,
     metadata,
+    precompiled,
     resources,
     rocm,
     sources,
@@ -46,6 +48,9 @@ EXPECTED_OPS = {
     ],
     "_C_cache_ops": ["reshape_and_cache"],
 }
+
+# What the build backend itself imports: all a precompiled install needs.
+BACKEND_PACKAGES = ("scikit-build-core", "packaging")
 
 # Run in the venv with the dispatch key as argv[1]; prints JSON.
 SMOKE_CHECK = f"""
@@ -161,28 +166,35 @@ def ninja_objects(build_dir: Path) -> set[str]:
 class Options:
     """What a contributor can choose on a session's command line."""
 
-    arch: str | None = None  # CUDA: --arch, else TORCH_CUDA_ARCH_LIST, else the local GPU
+    arch: str | None = None  # GPU arch: --arch, else TORCH_CUDA_ARCH_LIST, else the local GPU
     use_existing_torch: bool = False  # build against the interpreter's torch
+    target: str | None = None  # wheel, dev-precompiled: --target cpu|cuda|rocm
+    index: str | None = None  # wheel: --index DIR publishes into a wheel index
     rest: tuple[str, ...] = ()  # passed through (to uv or pytest)
 
 
+_VALUE_OPTIONS = {"--arch": "9.0", "--target": "cpu", "--index": "DIR"}  # name: an example
+
+
 def parse_options(posargs: Sequence[str]) -> Options:
-    """`--arch X`, `--use-existing-torch`, and the rest, in any order."""
-    arch, existing, rest = None, False, []
+    """`--arch X`, `--target T`, `--index DIR`, `--use-existing-torch`, and the rest."""
+    values: dict[str, str] = {}
+    existing, rest = False, []
     args = list(posargs)
     while args:
         arg = args.pop(0)
+        name, eq, value = arg.partition("=")
         if arg == "--use-existing-torch":
             existing = True
-        elif arg == "--arch":
-            if not args:
-                raise DevkitError("--arch needs a value, e.g. --arch 9.0")
-            arch = args.pop(0)
-        elif arg.startswith("--arch="):
-            arch = arg.split("=", 1)[1]
+        elif name in _VALUE_OPTIONS:
+            if not eq:
+                if not args:
+                    raise DevkitError(f"{name} needs a value, e.g. {name} {_VALUE_OPTIONS[name]}")
+                value = args.pop(0)
+            values[name.removeprefix("--")] = value
         else:
             rest.append(arg)
-    return Options(arch, existing, tuple(rest))
+    return Options(use_existing_torch=existing, rest=tuple(rest), **values)
 
 
 @dataclass
@@ -249,11 +261,15 @@ def _missing(python: Path, requirements: list[str]) -> list[str]:
     return [names[name] for name in json.loads(out.strip().splitlines()[-1])]
 
 
-def prepare_env(target_name: str, options: Options = Options(), venv_name: str = "") -> Env:
+def prepare_env(
+    target_name: str, options: Options = Options(), venv_name: str = "", precompiled: bool = False
+) -> Env:
     """Venv with the build requirements and the target's torch, checked.
 
     The venv is .venv-<target>, or .venv-<venv_name> for a session that needs
     its own (with a build directory of its own too: see targets.build_dir).
+    A `precompiled` env compiles nothing: no toolchain is checked, and of the
+    build tools only the backend's own packages are installed.
 
     Every check that can fail fast (variables, CUDA arch and nvcc, where
     torch comes from) runs before anything is created or downloaded.
@@ -262,9 +278,9 @@ def prepare_env(target_name: str, options: Options = Options(), venv_name: str =
     target = targets.get_target(target_name)
     uv = find_uv()
     existing = _existing_torch(target) if options.use_existing_torch else None
-    cuda_toolchain = _check_cuda(target, options, existing)
+    cuda_toolchain = None if precompiled else _check_cuda(target, options, existing)
     rocm_toolchain = None
-    if target.hip_version:
+    if target.hip_version and not precompiled:
         rocm_toolchain = rocm.find_rocm(options.arch or envs.get("PYTORCH_ROCM_ARCH"))
         say(rocm_toolchain.describe())
     pip = sources.read_pip_sources()
@@ -272,6 +288,8 @@ def prepare_env(target_name: str, options: Options = Options(), venv_name: str =
         *metadata.requirement_lines(ROOT / "requirements" / "build.txt"),
         *target.build_tools,
     ]
+    if precompiled:
+        build_reqs = [r for r in build_reqs if r.startswith(BACKEND_PACKAGES)]
 
     if existing:
         # The interpreter's own environment (an NGC container's, a GPU image's
@@ -317,6 +335,21 @@ def prepare_env(target_name: str, options: Options = Options(), venv_name: str =
     )
 
 
+def backend_env(env: Env, plan: resources.JobPlan) -> dict[str, str]:
+    """The environment the build backend runs in: what this session decided."""
+    build_env = uv_env()
+    build_env.update(VLLM_TARGET_DEVICE=env.target.name, MAX_JOBS=str(plan.jobs))
+    if plan.nvcc_threads is not None:
+        build_env["NVCC_THREADS"] = str(plan.nvcc_threads)
+    if env.cuda:
+        build_env.update(TORCH_CUDA_ARCH_LIST=str(env.cuda.arch), CUDA_HOME=str(env.cuda.home))
+    if env.rocm:
+        build_env.update(PYTORCH_ROCM_ARCH=env.rocm.arch, ROCM_PATH=str(env.rocm.home))
+    if env.options.use_existing_torch:
+        build_env["VLLM_USE_EXISTING_TORCH"] = "1"
+    return build_env
+
+
 def build(env: Env, uv_args: Sequence[str] = ()) -> str:
     """Editable, no-isolation install of the package (incremental); returns the summary.
 
@@ -330,22 +363,13 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
     say(f"compiler cache: {launcher or 'none (set VLLM_COMPILER_CACHE=auto)'}")
     before = toolchain.cache_stats(launcher)
 
-    build_env = uv_env()
-    build_env.update(VLLM_TARGET_DEVICE=env.target.name, MAX_JOBS=str(plan.jobs))
-    if plan.nvcc_threads is not None:
-        build_env["NVCC_THREADS"] = str(plan.nvcc_threads)
     extra = list(uv_args)
-    if env.cuda:
-        build_env.update(TORCH_CUDA_ARCH_LIST=str(env.cuda.arch), CUDA_HOME=str(env.cuda.home))
-    if env.rocm:
-        build_env.update(PYTORCH_ROCM_ARCH=env.rocm.arch, ROCM_PATH=str(env.rocm.home))
     if env.options.use_existing_torch:
-        build_env["VLLM_USE_EXISTING_TORCH"] = "1"
         extra.append("--no-deps")  # never touch the torch that was there
     # The same command a contributor can type in the activated venv.
     if env.venv_name:
         extra += ["-C", f"build-dir={env.build_dir}"]  # the backend honours the caller's
-    run(env.uv_pip("--no-build-isolation", *extra, "-e", str(ROOT)), env=build_env)
+    run(env.uv_pip("--no-build-isolation", *extra, "-e", str(ROOT)), env=backend_env(env, plan))
 
     smoke_check(env)
 
@@ -379,6 +403,7 @@ def smoke_check(env: Env) -> None:
     path and bytes, recorded in the venv) is not checked again.
     """
     stamp_file = env.build_dir / "smoke-checked"
+    stamp_file.parent.mkdir(parents=True, exist_ok=True)
     stamp = _extension_stamp(env)
     if stamp and stamp_file.is_file() and stamp_file.read_text() == stamp:
         say("smoke check: passed before, and the extension is unchanged")
@@ -421,3 +446,68 @@ def install_test_requirements(env: Env) -> None:
             run(env.uv_pip(*missing), env=uv_env())
     else:
         run(env.uv_pip("-r", str(test_txt)), env=uv_env())
+
+
+def default_target() -> str:
+    """The target of this machine: cuda with an NVIDIA GPU, else cpu."""
+    return "cuda" if cuda.local_gpu_arch() else "cpu"
+
+
+def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:
+    """A wheel of the package, built in the target's build directory; returns its path.
+
+    `uv build` through the same backend as the editable install, so build
+    info is recorded in it and the build directory stays incremental.
+    """
+    started = time.monotonic()
+    plan = resources.plan_for_this_machine(env.target)
+    say(plan.reason)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".wheel-", dir=out_dir))
+    try:
+        cmd = [find_uv(), "build", "--wheel", "--no-build-isolation", "--python", str(env.python)]
+        if env.venv_name:
+            cmd += ["-C", f"build-dir={env.build_dir}"]
+        run([*cmd, "--out-dir", str(staging), str(ROOT)], env=backend_env(env, plan))
+        (built,) = staging.glob("*.whl")
+        info = precompiled.read_build_info(built)  # a wheel without it can't be installed
+        wheel = out_dir / built.name
+        os.replace(built, wheel)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    say(
+        f"built {show(wheel)} in {time.monotonic() - started:.1f}s: torch {info['torch_version']}, "
+        f"commit {(info.get('git_commit') or 'unknown')[:12]}"
+    )
+    return wheel
+
+
+def install_precompiled(env: Env) -> str:
+    """Editable install whose binaries come from a prebuilt wheel; returns the summary.
+
+    The wheel is located, fetched and checked here, where its progress and
+    problems show; the backend (VLLM_USE_PRECOMPILED=1) then stages the
+    binaries from the local copy. No compiler runs.
+    """
+    started = time.monotonic()
+    wheel = precompiled.locate(env.target)
+    say(f"precompiled wheel: {wheel.name}, from {wheel.origin}")
+    path = precompiled.fetch(wheel)
+    info = precompiled.read_build_info(path)
+    precompiled.ensure_fits(info, env.target, env.torch, wheel.name)
+    drift = precompiled.source_drift(info)
+    if drift:
+        say(f"warning: {drift}")
+    install_env = {
+        **uv_env(),
+        "VLLM_TARGET_DEVICE": env.target.name,
+        "VLLM_USE_PRECOMPILED": "1",
+        "VLLM_PRECOMPILED_WHEEL_LOCATION": str(path),
+    }
+    run(env.uv_pip("--no-build-isolation", "-e", str(ROOT)), env=install_env)
+    smoke_check(env)
+    return (
+        f"installed {env.target.name} from {wheel.origin} in {time.monotonic() - started:.1f}s, "
+        f"compiling nothing (torch {info['torch_version']}, commit "
+        f"{(info.get('git_commit') or 'unknown')[:12]}); venv {show(env.path)}"
+    )

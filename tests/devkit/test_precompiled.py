@@ -1,0 +1,467 @@
+"""The precompiled path: a wheel index, and installs that compile nothing.
+
+The unit tests use small wheels made here and a real HTTP server on
+127.0.0.1; the end-to-end test builds a real CPU wheel, publishes and serves
+it, and runs `nox -s dev-precompiled` in a fresh clone with compilers that
+fail if anything calls them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from test_sessions import abort_line, nox
+
+from devkit import DevkitError, precompiled, targets
+from devkit.pipeline import copy_checkout
+
+CPU = targets.get_target("cpu")
+TORCH = targets.TorchInfo("2.13.0+cpu", None, None, "abc")
+INFO = {
+    "target": "cpu",
+    "torch_version": "2.13.0+cpu",
+    "cuda_version": None,
+    "hip_version": None,
+    "cpu_isa": "avx2",
+    "python_abi": "abi3",
+    "git_commit": "0123456789abcdef0123456789abcdef01234567",
+}
+WHEEL_NAME = "vllm-0.1.0+cpu-cp39-abi3-linux_x86_64.whl"
+
+
+def make_wheel(path: Path, info: dict | None = None, extra: dict[str, bytes] | None = None):
+    """A wheel with an extension, build info and a Python file (what the project builds)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("vllm/_C.abi3.so", b"\x7fELF not really")
+        zf.writestr("vllm/_build_info.json", json.dumps(info or INFO))
+        zf.writestr("vllm/__init__.py", "")
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return path
+
+
+def forge(wheel: Path, dest: Path, **changes) -> Path:
+    """A copy of `wheel` whose build info has `changes`; everything else byte-equal."""
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(dest, "w") as out:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == precompiled.BUILD_INFO:
+                data = json.dumps({**json.loads(data), **changes}).encode()
+            out.writestr(item, data)
+    return dest
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Server:
+    """A static file server on 127.0.0.1 that remembers what was asked of it."""
+
+    def __init__(self, root: Path) -> None:
+        self.requests: list[str] = []
+        requests = self.requests
+
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                requests.append(self.path)
+
+        handler = functools.partial(Handler, directory=str(root))
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(tmp_path) -> Iterator[Server]:
+    root = tmp_path / "served"
+    root.mkdir()
+    served = Server(root)
+    yield served
+    served.close()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def publish_fake(index: Path, wheel: Path, commit: str, sha: str | None = None) -> None:
+    entry = index / commit / "cpu"
+    entry.mkdir(parents=True, exist_ok=True)
+    shutil.copy(wheel, entry / wheel.name)
+    meta = {"wheel": wheel.name, "sha256": sha or sha256(wheel), "commit": commit}
+    (entry / "metadata.json").write_text(json.dumps(meta))
+
+
+# -- compatibility ------------------------------------------------------------
+
+AVX512 = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"}
+
+
+def test_a_matching_wheel_has_no_problems():
+    assert precompiled.check_compat(INFO, CPU, TORCH, AVX512) == []
+
+
+def test_every_mismatch_is_listed_with_its_fix():
+    info = {**INFO, "torch_version": "2.12.0+cpu", "cpu_isa": "avx512", "python_abi": "cp310"}
+    problems = precompiled.check_compat(info, CPU, TORCH, {"avx2", "fma"}, python=(3, 11))
+    assert problems == [
+        "built against torch 2.12.0+cpu, the venv has torch 2.13.0+cpu: install "
+        "torch==2.12.0+cpu, or take a wheel built against 2.13.0+cpu",
+        "built for avx512, which this CPU lacks (avx512bw, avx512dq, avx512f, avx512vl): take "
+        "a wheel built with VLLM_CPU_ISA=avx2 or default, or build it here (nox -s build-cpu)",
+        "built for Python ABI cp310, this venv is cp311: take an abi3 wheel",
+    ]
+
+
+def test_target_cuda_version_and_unknown_isa():
+    cuda = targets.get_target("cuda")
+    torch = targets.TorchInfo("2.14.1", "12.8", None)
+    info = {**INFO, "target": "cuda", "torch_version": "2.14.1", "cuda_version": "13.0"}
+    info["cpu_isa"] = "avx10"
+    problems = precompiled.check_compat(info, cuda, torch, AVX512)
+    assert problems == [
+        "built for CUDA 13.0, the venv's torch has CUDA 12.8: install a torch for CUDA 13.0",
+        "built for an unknown CPU ISA 'avx10': take a wheel built by this repo",
+    ]
+    assert precompiled.check_compat(INFO, cuda, torch, AVX512)[0].startswith(
+        "built for target cpu, not cuda: take a cu130 wheel"
+    )
+
+
+def test_ensure_fits_is_one_line_naming_the_wheel():
+    info = {**INFO, "torch_version": "2.12.0+cpu"}
+    with pytest.raises(DevkitError, match=r"^w.whl does not fit this venv: \(1\) built against"):
+        precompiled.ensure_fits(info, CPU, TORCH, "w.whl")
+
+
+# -- reading wheels -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entry", ["../evil.so", "vllm/../../evil.so", "/etc/evil", "C:/evil", "vllm\\..\\evil"]
+)
+def test_a_zip_slip_entry_refuses_the_whole_wheel(tmp_path, entry):
+    wheel = make_wheel(tmp_path / WHEEL_NAME, extra={entry: b"x"})
+    with pytest.raises(DevkitError, match="has an entry that escapes the package"):
+        precompiled.read_build_info(wheel)
+
+
+def test_corrupt_and_info_less_wheels(tmp_path):
+    corrupt = tmp_path / "corrupt.whl"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a zip")
+    with pytest.raises(DevkitError, match=r"is not a valid wheel \(a corrupt zip\)"):
+        precompiled.read_build_info(corrupt)
+    bare = tmp_path / "bare.whl"
+    with zipfile.ZipFile(bare, "w") as zf:
+        zf.writestr("vllm/_C.abi3.so", b"x")
+    with pytest.raises(DevkitError, match="has no vllm/_build_info.json"):
+        precompiled.read_build_info(bare)
+
+
+def test_stage_takes_only_the_binaries_and_is_complete_or_absent(tmp_path):
+    wheel = make_wheel(tmp_path / WHEEL_NAME)
+    files = precompiled.stage(wheel, INFO, tmp_path / "staged")
+    assert sorted(files) == ["vllm/_C.abi3.so", "vllm/_build_info.json"]
+    assert files["vllm/_C.abi3.so"].read_bytes() == b"\x7fELF not really"
+    (staged,) = (tmp_path / "staged").iterdir()  # no temporary directory left
+    assert staged.name == f"cpu-{sha256(wheel)[:16]}"
+    assert not (staged / "vllm" / "__init__.py").exists()
+    assert precompiled.stage(wheel, INFO, tmp_path / "staged") == files  # reused
+
+
+# -- locating and fetching --------------------------------------------------------
+
+
+def test_locate_order_location_then_dist_then_index(tmp_path, monkeypatch):
+    for name in ("LOCATION", "INDEX", "COMMIT"):
+        monkeypatch.delenv(f"VLLM_PRECOMPILED_WHEEL_{name}", raising=False)
+    index = tmp_path / "index"
+    publish_fake(index, make_wheel(tmp_path / "w" / WHEEL_NAME), "c0ffee")
+    environ = {
+        "VLLM_PRECOMPILED_WHEEL_INDEX": str(index),
+        "VLLM_PRECOMPILED_WHEEL_COMMIT": "c0ffee",
+    }
+    found = precompiled.locate(CPU, environ, root=tmp_path)
+    assert (found.origin, found.sha256) == (
+        f"index {index} at c0ffee",
+        sha256(index / "c0ffee/cpu" / WHEEL_NAME),
+    )
+
+    in_dist = make_wheel(tmp_path / "dist" / WHEEL_NAME)
+    assert precompiled.locate(CPU, environ, root=tmp_path).location == str(in_dist)
+
+    environ["VLLM_PRECOMPILED_WHEEL_LOCATION"] = "https://example.invalid/x.whl"
+    assert (
+        precompiled.locate(CPU, environ, root=tmp_path).origin == "VLLM_PRECOMPILED_WHEEL_LOCATION"
+    )
+
+
+def test_locate_falls_back_to_nightly_with_a_warning(tmp_path, capsys):
+    index = tmp_path / "index"
+    publish_fake(index, make_wheel(tmp_path / "w" / WHEEL_NAME), "nightly")
+    environ = {"VLLM_PRECOMPILED_WHEEL_INDEX": str(index), "VLLM_PRECOMPILED_WHEEL_COMMIT": "beef"}
+    assert precompiled.locate(CPU, environ, root=tmp_path).origin == f"index {index}, nightly"
+    assert f"warning: {index} has no cpu wheel for beef; taking nightly" in capsys.readouterr().err
+    shutil.rmtree(index / "nightly")
+    with pytest.raises(DevkitError, match="has no cpu wheel for beef nor in nightly/"):
+        precompiled.locate(CPU, environ, root=tmp_path)
+
+
+def test_locate_without_any_source_says_how_to_set_one(tmp_path):
+    with pytest.raises(
+        DevkitError, match="^no precompiled wheel to use: set VLLM_PRECOMPILED_WHEEL_INDEX"
+    ):
+        precompiled.locate(CPU, {}, root=tmp_path)
+
+
+def test_fetch_downloads_once_then_hits_the_cache(tmp_path, server):
+    wheel = make_wheel(tmp_path / "served" / WHEEL_NAME)
+    url = f"{server.url}/{WHEEL_NAME.replace('+', '%2B')}"
+    found = precompiled.Wheel(url, sha256(wheel), "test")
+    first = precompiled.fetch(found, tmp_path / "cache")
+    assert first.read_bytes() == wheel.read_bytes() and first.name == WHEEL_NAME
+    assert precompiled.fetch(found, tmp_path / "cache") == first
+    assert len(server.requests) == 1  # the second fetch downloaded nothing
+
+
+def test_fetch_failures_leave_nothing_in_the_cache(tmp_path, server):
+    wheel = make_wheel(tmp_path / "served" / WHEEL_NAME)
+    cache = tmp_path / "cache"
+    wrong = precompiled.Wheel(f"{server.url}/{WHEEL_NAME}", "0" * 64, "the index")
+    with pytest.raises(
+        DevkitError, match=r"has sha256 [0-9a-f]{16}\.\.\., but the index says 0{16}"
+    ):
+        precompiled.fetch(wrong, cache)
+    missing = precompiled.Wheel(f"{server.url}/gone.whl", sha256(wheel), "the index")
+    with pytest.raises(DevkitError, match=r"gone.whl is not there \(HTTP 404"):
+        precompiled.fetch(missing, cache)
+    down = precompiled.Wheel(f"{closed_port_url()}/{WHEEL_NAME}", sha256(wheel), "x")
+    with pytest.raises(
+        DevkitError, match=r"^can't reach 127.0.0.1:\d+ for vllm-.*start the server"
+    ):
+        precompiled.fetch(down, cache)
+    assert [p for p in cache.rglob("*") if p.is_file()] == []
+
+
+# -- publishing -----------------------------------------------------------------
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def test_publish_writes_the_entry_and_keeps_nightly_newest(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    commits = []
+    for n, when in enumerate(("2026-01-02T00:00:00", "2026-01-01T00:00:00")):
+        (repo / "f").write_text(str(n))
+        git(repo, "add", "f")
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", str(n)],
+            cwd=repo,
+            check=True,
+            env={**os.environ, "GIT_COMMITTER_DATE": when},
+        )
+        commits.append(git(repo, "rev-parse", "HEAD"))
+    index = tmp_path / "index"
+    newer = make_wheel(tmp_path / "a" / WHEEL_NAME, {**INFO, "git_commit": commits[0]})
+    older = make_wheel(tmp_path / "b" / WHEEL_NAME, {**INFO, "git_commit": commits[1]})
+
+    assert precompiled.publish(newer, index, repo).endswith("and to nightly/")
+    meta = json.loads((index / commits[0] / "cpu" / "metadata.json").read_text())
+    assert (meta["wheel"], meta["sha256"], meta["build_info"]["git_commit"]) == (
+        WHEEL_NAME,
+        sha256(newer),
+        commits[0],
+    )
+    assert precompiled.publish(older, index, repo).endswith(
+        f"nightly/ keeps the newer {commits[0][:12]}"
+    )
+    assert json.loads((index / "nightly/cpu/metadata.json").read_text())["commit"] == commits[0]
+
+    dirty = make_wheel(tmp_path / "c" / WHEEL_NAME, {**INFO, "git_commit": commits[0] + "-dirty"})
+    with pytest.raises(DevkitError, match="built from uncommitted changes"):
+        precompiled.publish(dirty, index, repo)
+
+
+# -- end to end: a real wheel, a real server, a fresh clone, no compiler ------------
+
+COMPILERS = (
+    "cc",
+    "c++",
+    "gcc",
+    "g++",
+    "clang",
+    "clang++",
+    "nvcc",
+    "hipcc",
+    "cmake",
+    "ninja",
+    "ccache",
+    "sccache",
+    "ld",
+)
+
+
+def failing_compilers(directory: Path, mark: Path) -> str:
+    """Shims that record their call in `mark` and fail; returns a PATH with them first."""
+    directory.mkdir()
+    for name in COMPILERS:
+        shim = directory / name
+        shim.write_text(f'#!/bin/sh\necho "{name} $*" >> "{mark}"\nexit 1\n')
+        shim.chmod(0o755)
+    return os.pathsep.join([str(directory), str(Path(sys.executable).parent), os.environ["PATH"]])
+
+
+def snapshot(tree: Path) -> dict[str, str]:
+    """Every file of a checkout but its venvs, by content: what a failure must not change."""
+    return {
+        str(p.relative_to(tree)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(tree.rglob("*"))
+        if p.is_file() and not p.relative_to(tree).parts[0].startswith((".venv", ".nox"))
+    }
+
+
+def test_dev_precompiled_end_to_end(tmp_path, server):
+    # A fresh repository with this checkout's files, one commit on main.
+    repo = copy_checkout(tmp_path / "repo")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "snapshot")
+    commit = git(repo, "rev-parse", "HEAD")
+
+    served = tmp_path / "served"
+    good = served / "good"
+    result = nox(repo, "-s", "wheel", "--", "--target", "cpu", "--index", str(good), timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (wheel,) = (good / commit / "cpu").glob("*.whl")
+    assert (good / "nightly" / "cpu" / wheel.name).is_file()
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    mark = tmp_path / "compilers-called"
+    environ = {
+        "PATH": failing_compilers(tmp_path / "shims", mark),
+        "VLLM_CACHE_ROOT": str(tmp_path / "cache"),
+        "VLLM_PRECOMPILED_WHEEL_INDEX": f"{server.url}/good",
+    }
+    result = nox(clone, "-s", "dev-precompiled", timeout=900, **environ)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert not mark.exists(), mark.read_text()
+    assert f"from index {server.url}/good at {commit[:12]}" in result.stderr
+    assert "smoke check: 7 ops with CPU kernels" in result.stdout
+
+    python = clone / ".venv-precompiled" / "bin" / "python"
+    probe = (
+        "import importlib.metadata as m, torch, vllm.build_info, vllm._custom_ops as ops\n"
+        "x = torch.randn(4, 16); out = torch.empty(4, 8); ops.silu_and_mul(out, x)\n"
+        "ref = torch.nn.functional.silu(x[:, :8]) * x[:, 8:]\n"
+        "print(m.version('vllm'), vllm.build_info.get()['git_commit'], torch.allclose(out, ref))"
+    )
+    out = subprocess.run([python, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    assert out.stdout.split() == ["0.1.0+cpu.precompiled", commit, "True"], out.stderr
+
+    # Again: the wheel comes from the cache, the server serves metadata only.
+    asked = len(server.requests)
+    result = nox(clone, "-s", "dev-precompiled", timeout=600, **environ)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "nothing to download" in result.stderr
+    assert all(r.endswith("metadata.json") for r in server.requests[asked:])
+
+    # A contributor's csrc/ change is not in the binaries: said, not fatal.
+    (clone / "csrc" / "ops.h").write_text((clone / "csrc" / "ops.h").read_text() + "\n")
+    result = nox(clone, "-s", "dev-precompiled", timeout=600, **environ)
+    assert result.returncode == 0
+    assert f"warning: csrc/ has changed since {commit[:12]}" in result.stdout
+    git(clone, "checkout", "csrc/ops.h")
+
+    # Broken indexes: each ends in one line, and nothing in the clone changes.
+    def bad_index(name: str, wheel_file: Path, sha: str | None = None) -> str:
+        publish_fake(served / name, wheel_file, commit, sha)
+        return f"{server.url}/{name}"
+
+    corrupt = tmp_path / "corrupt" / wheel.name
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(wheel.read_bytes()[: wheel.stat().st_size // 2])
+    slip = tmp_path / "slip" / wheel.name
+    slip.parent.mkdir()
+    shutil.copy(wheel, slip)
+    with zipfile.ZipFile(slip, "a") as zf:
+        zf.writestr("vllm/../../evil.so", b"x")
+    cases = {
+        "missing": (f"{server.url}/nowhere", f"{server.url}/nowhere has no cpu wheel for"),
+        "corrupt": (bad_index("corrupt", corrupt), f"{wheel.name} is not a valid wheel"),
+        "sha": (bad_index("sha", wheel, "f" * 64), f"{wheel.name} has sha256 "),
+        "torch": (
+            bad_index("torch", forge(wheel, tmp_path / wheel.name, torch_version="2.12.0+cpu")),
+            f"{wheel.name} does not fit this venv: (1) built against torch 2.12.0+cpu",
+        ),
+        "slip": (bad_index("slip", slip), f"{wheel.name} has an entry that escapes the package"),
+        "down": (closed_port_url(), "can't reach 127.0.0.1:"),
+    }
+    before = snapshot(clone)
+    for case, (index, expected) in cases.items():
+        result = nox(
+            clone,
+            "-s",
+            "dev-precompiled",
+            timeout=600,
+            **{**environ, "VLLM_PRECOMPILED_WHEEL_INDEX": index},
+        )
+        assert result.returncode != 0, case
+        assert abort_line(result).startswith(expected), (case, abort_line(result))
+        assert snapshot(clone) == before, case
+    assert not mark.exists()
+
+    # The by-hand command goes through the same backend, from the index.
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+    subprocess.run(
+        [
+            uv,
+            "pip",
+            "install",
+            "-p",
+            str(python),
+            "--offline",
+            "--no-deps",
+            "--no-build-isolation",
+            "-e",
+            str(clone),
+        ],
+        cwd=clone,
+        check=True,
+        capture_output=True,
+        env={**os.environ, **environ, "VLLM_USE_PRECOMPILED": "1"},
+    )
+    out = subprocess.run([python, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    assert out.stdout.split()[-1] == "True", out.stderr
+    assert not mark.exists()
