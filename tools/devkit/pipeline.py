@@ -504,7 +504,8 @@ def install_precompiled(env: Env) -> str:
         "VLLM_USE_PRECOMPILED": "1",
         "VLLM_PRECOMPILED_WHEEL_LOCATION": str(path),
     }
-    run(env.uv_pip("--no-build-isolation", "-e", str(ROOT)), env=install_env)
+    # --no-deps: prepare_env has just installed them, torch checked; no resolve.
+    run(env.uv_pip("--no-build-isolation", "--no-deps", "-e", str(ROOT)), env=install_env)
     smoke_check(env)
     return (
         f"installed {env.target.name} from {wheel.origin} in {time.monotonic() - started:.1f}s, "
