@@ -146,43 +146,41 @@ void check_norm_epsilon(const char* op, double epsilon) {
               ": epsilon must be a finite non-negative number, got ", epsilon);
 }
 
+// Both norms take `input`, a second tensor of its shape and dtype (rms_norm's
+// result, fused_add_rms_norm's residual), a weight and epsilon.
+void check_norm_args(const char* op, const char* other_name,
+                     const at::Tensor& other, const at::Tensor& input,
+                     const at::Tensor& weight, double epsilon,
+                     c10::DeviceType device_type) {
+  check_device(op, "input", input, device_type);
+  check_device(op, other_name, other, device_type, "input", input);
+  check_float_dtype(op, "input", input);
+  check_same_dtype(op, other_name, other, "input", input);
+  check_min_dim(op, "input", input, 1);
+  TORCH_CHECK(other.sizes() == input.sizes(), op, ": ", other_name,
+              " shape must equal input shape ", input.sizes(), ", got ",
+              other.sizes());
+  check_last_dim_contiguous(op, "input", input);
+  check_last_dim_contiguous(op, other_name, other);
+  check_norm_weight(op, weight, input, input.size(-1), device_type);
+  check_norm_epsilon(op, epsilon);
+}
+
 }  // namespace
 
 void check_rms_norm_args(const at::Tensor& out, const at::Tensor& input,
                          const at::Tensor& weight, double epsilon,
                          c10::DeviceType device_type) {
-  constexpr const char* op = "rms_norm";
-  check_device(op, "input", input, device_type);
-  check_device(op, "result", out, device_type, "input", input);
-  check_float_dtype(op, "input", input);
-  check_same_dtype(op, "result", out, "input", input);
-  check_min_dim(op, "input", input, 1);
-  TORCH_CHECK(out.sizes() == input.sizes(), op,
-              ": result (out) shape must equal input shape ", input.sizes(),
-              ", got ", out.sizes());
-  check_last_dim_contiguous(op, "input", input);
-  check_last_dim_contiguous(op, "result", out);
-  check_norm_weight(op, weight, input, input.size(-1), device_type);
-  check_norm_epsilon(op, epsilon);
+  check_norm_args("rms_norm", "result", out, input, weight, epsilon,
+                  device_type);
 }
 
 void check_fused_add_rms_norm_args(const at::Tensor& input,
                                    const at::Tensor& residual,
                                    const at::Tensor& weight, double epsilon,
                                    c10::DeviceType device_type) {
-  constexpr const char* op = "fused_add_rms_norm";
-  check_device(op, "input", input, device_type);
-  check_device(op, "residual", residual, device_type, "input", input);
-  check_float_dtype(op, "input", input);
-  check_same_dtype(op, "residual", residual, "input", input);
-  check_min_dim(op, "input", input, 1);
-  TORCH_CHECK(residual.sizes() == input.sizes(), op,
-              ": residual shape must equal input shape ", input.sizes(),
-              ", got ", residual.sizes());
-  check_last_dim_contiguous(op, "input", input);
-  check_last_dim_contiguous(op, "residual", residual);
-  check_norm_weight(op, weight, input, input.size(-1), device_type);
-  check_norm_epsilon(op, epsilon);
+  check_norm_args("fused_add_rms_norm", "residual", residual, input, weight,
+                  epsilon, device_type);
 }
 
 // ---------------------------------------------------------------------------

@@ -48,19 +48,28 @@ def _say(message: str) -> None:
     print(f"[vllm build] {message}", file=sys.stderr, flush=True)
 
 
-def _settings(config_settings: _Settings) -> dict[str, Any]:
-    """Our config settings, under those the caller gave."""
+def _torch_and_target(why: str, session: str) -> tuple[targets.TorchInfo, str]:
+    """The venv's torch, and the target: VLLM_TARGET_DEVICE, or torch's flavour for auto.
+
+    Checks every variable first. The resolved name is exported: the version
+    and dependency providers (devkit.metadata) read it.
+    """
     envs.check_all()
     info = targets.read_torch_info()
     if info is None:
         raise DevkitError(
-            f"torch is not importable by {sys.executable}; install the target's torch "
-            "first (nox -s build-cpu does it) and build with --no-build-isolation"
+            f"torch is not importable by {sys.executable} and {why}; install the target's "
+            f"torch first (nox -s {session} does it) and use --no-build-isolation"
         )
     name = targets.resolve_target_name(envs.get("VLLM_TARGET_DEVICE"), info)
-    target = targets.get_target(name)
-    # The version and dependency providers (devkit.metadata) read the resolved name.
     os.environ["VLLM_TARGET_DEVICE"] = name
+    return info, name
+
+
+def _settings(config_settings: _Settings) -> dict[str, Any]:
+    """Our config settings, under those the caller gave."""
+    info, name = _torch_and_target("the extension is compiled against it", "build-cpu")
+    target = targets.get_target(name)
 
     plan = resources.plan_for_this_machine(target)
     os.environ["CMAKE_BUILD_PARALLEL_LEVEL"] = str(plan.jobs)
@@ -128,20 +137,12 @@ def _precompiled_settings(hook: str, config_settings: _Settings) -> dict[str, An
     devkit.precompiled finds, checks and stages them under the build root; the
     editable install points at the staged files (wheel.force-include).
     """
-    envs.check_all()
     if hook in ("build_wheel", "prepare_metadata_for_build_wheel"):
         raise DevkitError(
             "VLLM_USE_PRECOMPILED=1 is for editable installs (`uv pip install "
             "--no-build-isolation -e .`); a wheel is built from source (nox -s wheel)"
         )
-    info = targets.read_torch_info()
-    if info is None:
-        raise DevkitError(
-            f"torch is not importable by {sys.executable}; the precompiled binaries are checked "
-            "against it: install the target's torch first (nox -s dev-precompiled does it)"
-        )
-    name = targets.resolve_target_name(envs.get("VLLM_TARGET_DEVICE"), info)
-    os.environ["VLLM_TARGET_DEVICE"] = name  # for devkit.metadata
+    info, name = _torch_and_target("the binaries are checked against it", "dev-precompiled")
     # platlib: the staged binaries make it a platform wheel, as a built one is.
     ours: dict[str, Any] = {"wheel.cmake": "false", "wheel.platlib": "true"}
     if hook == "build_editable":
