@@ -71,7 +71,7 @@ def dev_precompiled(session: nox.Session) -> None:
     """Editable install with a prebuilt wheel's binaries, no compiler (-- --target cpu|cuda)."""
     options = _step(session, pipeline.parse_options, session.posargs)
     target = options.target or pipeline.default_target()
-    env = _step(session, pipeline.prepare_env, target, options, "precompiled", True)
+    env = _step(session, pipeline.prepare_env, target, options, f"precompiled-{target}", True)
     session.log(_step(session, pipeline.install_precompiled, env))
 
 

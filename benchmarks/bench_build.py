@@ -70,7 +70,7 @@ def main() -> None:
         precompiled = nox(copy, env, "-s", "dev-precompiled", "--", "--target", "cpu")
         # Both sessions end with the smoke check, whose cost is importing torch.
         started = time.monotonic()
-        python = copy / ".venv-precompiled" / "bin" / "python"
+        python = copy / ".venv-precompiled-cpu" / "bin" / "python"
         subprocess.run([python, "-c", "import torch"], check=True, capture_output=True)
         torch_import = time.monotonic() - started
     print(f"cold (empty ccache, uv cache as is): {cold:6.1f} s, {len(cold_objs)} objects compiled")

@@ -380,7 +380,7 @@ def test_dev_precompiled_end_to_end(tmp_path, server):
     assert f"from index {server.url}/good at {commit[:12]}" in result.stderr
     assert "smoke check: 7 ops with CPU kernels" in result.stdout
 
-    python = clone / ".venv-precompiled" / "bin" / "python"
+    python = clone / ".venv-precompiled-cpu" / "bin" / "python"
     probe = (
         "import importlib.metadata as m, torch, vllm.build_info, vllm._custom_ops as ops\n"
         "x = torch.randn(4, 16); out = torch.empty(4, 8); ops.silu_and_mul(out, x)\n"
