@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from test_sessions import abort_line, nox
 
-from devkit import DevkitError, precompiled, targets
+from devkit import DevkitError, cuda, precompiled, targets
 from devkit.pipeline import copy_checkout
 
 CPU = targets.get_target("cpu")
@@ -147,6 +147,34 @@ def test_target_cuda_version_and_unknown_isa():
     assert precompiled.check_compat(INFO, cuda, torch, AVX512)[0].startswith(
         "built for target cpu, not cuda: take a cu130 wheel"
     )
+
+
+@pytest.mark.parametrize(
+    "built, gpu, runs",
+    [
+        ("sm_90", "9.0", True),
+        ("sm_80", "8.6", True),
+        ("sm_86", "8.0", False),
+        ("sm_80", "9.0", False),
+        ("sm_80+PTX", "9.0", True),
+        ("sm_90a", "9.0", True),
+        ("sm_90a", "10.0", False),
+        ("sm_100", "10.0", True),
+        ("sm_120", "12.0", True),
+    ],
+)
+def test_which_gpus_a_cuda_build_runs_on(built, gpu, runs):
+    assert precompiled.runs_on(built, cuda.parse_arch(gpu)) is runs
+
+
+def test_a_wheel_for_another_gpu_is_refused():
+    info = {**INFO, "gpu_arch": "sm_90"}
+    (problem,) = precompiled.check_compat(info, CPU, TORCH, AVX512, gpu=cuda.parse_arch("8.0"))
+    assert problem == (
+        "built for sm_90, which this GPU (compute capability 8.0) can't run: take a wheel "
+        "built for it, or build it here (nox -s build-cpu -- --arch 8.0)"
+    )
+    assert precompiled.check_compat(info, CPU, TORCH, AVX512, gpu=None) == []
 
 
 def test_ensure_fits_is_one_line_naming_the_wheel():

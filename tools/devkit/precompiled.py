@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from devkit import DevkitError, envs, targets
+from devkit import DevkitError, cuda, envs, targets
 from devkit.envs import ROOT
 
 METADATA = "metadata.json"
@@ -355,14 +355,37 @@ def _major_minor(version: str | None) -> str | None:
     return ".".join(version.split(".")[:2]) if version else None
 
 
+def runs_on(built: str, gpu: cuda.CudaArch) -> bool | None:
+    """Whether machine code built for `built` (sm_90, sm_90a, sm_80+PTX) runs on `gpu`.
+
+    A cubin runs on its major version at an equal or higher minor; an
+    arch-specific one (a, f) on its own arch (f: its major); PTX on anything
+    newer. None when `built` is not a CUDA arch this knows.
+    """
+    match = re.fullmatch(r"sm_(\d+)(\d)([af]?)(\+PTX)?", built)
+    if not match:
+        return None
+    major, minor, suffix, ptx = int(match[1]), int(match[2]), match[3], bool(match[4])
+    if ptx and (gpu.major, gpu.minor) >= (major, minor):
+        return True
+    if suffix == "a":
+        return (gpu.major, gpu.minor) == (major, minor)
+    return gpu.major == major and gpu.minor >= minor
+
+
 def check_compat(
     info: Mapping[str, Any],
     target: targets.Target,
     torch: targets.TorchInfo,
     cpu: set[str] | None,
     python: tuple[int, int] = sys.version_info[:2],
+    gpu: cuda.CudaArch | None = None,
 ) -> list[str]:
-    """Every way the wheel's binaries don't fit this venv, each with its fix."""
+    """Every way the wheel's binaries don't fit this venv and machine, each with its fix.
+
+    `cpu`: this CPU's feature flags; `gpu`: the local NVIDIA GPU's arch. None
+    for either means unknown (no GPU: nothing to check the kernels against).
+    """
     problems = []
     if info.get("target") != target.name:
         problems.append(
@@ -397,6 +420,12 @@ def check_compat(
                 f"built for {isa}, which this CPU lacks ({lacking}): take a wheel built with "
                 f"VLLM_CPU_ISA=avx2 or default, or build it here (nox -s build-{target.name})"
             )
+    built_arch = info.get("gpu_arch") or ""
+    if gpu is not None and runs_on(built_arch, gpu) is False:
+        problems.append(
+            f"built for {built_arch}, which this GPU (compute capability {gpu}) can't run: take "
+            f"a wheel built for it, or build it here (nox -s build-{target.name} -- --arch {gpu})"
+        )
     abi = info.get("python_abi")
     here = "cp{}{}".format(*python)
     if abi != "abi3" and abi != here:
@@ -408,7 +437,8 @@ def ensure_fits(
     info: Mapping[str, Any], target: targets.Target, torch: targets.TorchInfo, wheel_name: str
 ) -> None:
     """check_compat for this machine: one line listing every problem, if any."""
-    problems = check_compat(info, target, torch, cpu_flags())
+    gpu = cuda.local_gpu_arch() if str(info.get("gpu_arch")).startswith("sm_") else None
+    problems = check_compat(info, target, torch, cpu_flags(), gpu=gpu)
     if problems:
         numbered = "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
         raise DevkitError(f"{wheel_name} does not fit this venv: {numbered}")
