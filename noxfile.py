@@ -14,7 +14,7 @@ import nox
 
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
 
-from devkit import DevkitError, cuda, pipeline, precompiled  # noqa: E402
+from devkit import DevkitError, pipeline, precompiled  # noqa: E402
 
 nox.options.default_venv_backend = "uv"
 nox.options.sessions = ["tests", "build-cpu", "test-kernels-cpu", "test-plugins"]
@@ -89,10 +89,14 @@ def build_rocm(session: nox.Session) -> None:
 
 @nox.session(name="test-kernels-cuda", venv_backend="none")
 def test_kernels_cuda(session: nox.Session) -> None:
-    """Run tests/kernels on the local GPU ([--use-existing-torch], other posargs to pytest)."""
-    if cuda.local_gpu_arch() is None:
-        session.skip("no CUDA GPU here (nvidia-smi finds none): the CUDA kernel tests did not run")
-    _test_kernels(session, _build(session, "cuda"), "cuda")
+    """Run tests/kernels on the local GPU, CUDA or ROCm (--use-existing-torch; posargs: pytest)."""
+    target = pipeline.gpu_target()
+    if target is None:
+        session.skip(
+            "no GPU here (nvidia-smi and rocminfo find none): the GPU kernel tests did not run"
+        )
+    # ROCm's torch names its device "cuda" too.
+    _test_kernels(session, _build(session, target), "cuda")
 
 
 @nox.session(name="test-plugins", venv_backend="none")
@@ -117,10 +121,10 @@ def doctor(session: nox.Session) -> None:
 @nox.session(name="bench-kernels", venv_backend="none")
 def bench_kernels(session: nox.Session) -> None:
     """Time the kernels against forward_native and a copy (on the GPU if any; posargs to it)."""
-    target = "cuda" if cuda.local_gpu_arch() else "cpu"
-    env = _build(session, target)
+    env = _build(session, pipeline.default_target())
+    device = "cpu" if env.target.name == "cpu" else "cuda"  # ROCm's torch says cuda too
     script = "benchmarks/bench_kernels.py"
-    session.run(str(env.python), script, "--device", target, *env.options.rest, external=True)
+    session.run(str(env.python), script, "--device", device, *env.options.rest, external=True)
 
 
 @nox.session(name="bench-build", venv_backend="none")

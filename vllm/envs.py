@@ -114,7 +114,7 @@ REGISTRY: dict[str, EnvVar] = {
             "PYTORCH_ROCM_ARCH",
             "str",
             None,
-            "The one GPU arch of a ROCm build (gfx90a, gfx942, ...); --arch wins.",
+            "GPU arch of a ROCm build (gfx90a, gfx942, ...); --arch wins; default: the local GPU.",
         ),
         EnvVar(
             "ROCM_PATH",

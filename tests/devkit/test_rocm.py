@@ -56,6 +56,30 @@ def test_found_toolchain(tmp_path):
         rocm.find_rocm("gfx942", {"ROCM_PATH": "/nowhere"})
 
 
+ROCMINFO = """*******
+Agent 1
+*******
+  Name:                    AMD EPYC 9654 96-Core Processor
+  Device Type:             CPU
+*******
+Agent 2
+*******
+  Name:                    gfx942
+  Marketing Name:          AMD Instinct MI300X
+  Device Type:             GPU
+"""
+
+
+def test_without_an_arch_the_local_gpu_decides(tmp_path):
+    home = fake_rocm(tmp_path / "rocm")
+    rocminfo = home / "bin" / "rocminfo"
+    rocminfo.write_text(f"#!/bin/sh\ncat <<'EOF'\n{ROCMINFO}EOF\n")
+    rocminfo.chmod(0o755)
+    assert rocm.local_gpu_arch(home) == "gfx942"
+    assert rocm.find_rocm(None, {"ROCM_PATH": str(home)}).arch == "gfx942"
+    assert rocm.find_rocm("gfx90a", {"ROCM_PATH": str(home)}).arch == "gfx90a"  # --arch wins
+
+
 def test_cmake_defines_name_the_hipified_tree_rocm_and_one_arch(tmp_path):
     home = fake_rocm(tmp_path / "rocm")
     found = rocm.find_rocm("gfx942", {"ROCM_PATH": str(home)})

@@ -448,9 +448,16 @@ def install_test_requirements(env: Env) -> None:
         run(env.uv_pip("-r", str(test_txt)), env=uv_env())
 
 
+def gpu_target() -> str | None:
+    """The target of this machine's GPU: cuda (nvidia-smi), rocm (rocminfo), or None."""
+    if cuda.local_gpu_arch():
+        return "cuda"
+    return "rocm" if rocm.local_gpu_arch() else None
+
+
 def default_target() -> str:
-    """The target of this machine: cuda with an NVIDIA GPU, else cpu."""
-    return "cuda" if cuda.local_gpu_arch() else "cpu"
+    """The target of this machine: its GPU's, else cpu."""
+    return gpu_target() or "cpu"
 
 
 def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:

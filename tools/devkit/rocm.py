@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -86,7 +87,27 @@ def find_rocm(arch_text: str | None, environ: Mapping[str, str] | None = None) -
     environ = os.environ if environ is None else environ
     arch = parse_arch(arch_text) if (arch_text or "").strip() else None
     home = _rocm_home(environ)
-    return RocmToolchain(home, home / "bin" / "hipcc", arch or parse_arch(None))
+    if arch is None:
+        local = local_gpu_arch(home)
+        arch = parse_arch(local)  # with no GPU: the one line asking for --arch
+    return RocmToolchain(home, home / "bin" / "hipcc", arch)
+
+
+def local_gpu_arch(home: Path | None = None) -> str | None:
+    """The first local AMD GPU's arch (rocminfo's first gfx agent); None without one."""
+    candidates = [home / "bin" / "rocminfo"] if home else []
+    found = shutil.which("rocminfo")
+    candidates += [Path(found)] if found else []
+    candidates.append(Path("/opt/rocm/bin/rocminfo"))
+    for tool in candidates:
+        if tool.is_file():
+            try:
+                out = subprocess.run([tool], capture_output=True, text=True, timeout=60).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                return None
+            match = re.search(r"^\s*Name:\s*(gfx[0-9a-f]+)\s*$", out, re.M)
+            return match.group(1) if match else None
+    return None
 
 
 def _rocm_home(environ: Mapping[str, str]) -> Path:
