@@ -292,6 +292,23 @@ def test_fetch_failures_leave_nothing_in_the_cache(tmp_path, server):
     assert [p for p in cache.rglob("*") if p.is_file()] == []
 
 
+def test_a_dropped_download_is_one_line_and_leaves_no_file(tmp_path):
+    """The server promises 1000 bytes, sends 10 and hangs up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+
+    threading.Thread(target=serve_once, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/{WHEEL_NAME}"
+    with listener, pytest.raises(DevkitError, match=r": the download (failed|stopped)"):
+        precompiled.fetch(precompiled.Wheel(url, "0" * 64, "x"), tmp_path / "cache")
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
 # -- publishing -----------------------------------------------------------------
 
 

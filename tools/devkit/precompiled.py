@@ -24,6 +24,7 @@ points at the staged files. The source tree is never written to.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -127,8 +128,11 @@ def _read(location: str, what: str) -> bytes | None:
     response = _open_url(location, what)
     if response is None:
         return None
-    with response:
-        return response.read()
+    try:
+        with response:
+            return response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise DevkitError(f"{location}: reading {what} failed ({exc}); try again") from None
 
 
 # ---------------------------------------------------------------------------
@@ -282,16 +286,19 @@ def _download(wheel: Wheel, out) -> None:
             "point VLLM_PRECOMPILED_WHEEL_* elsewhere"
         )
     started = time.monotonic()
-    with response:
-        total = int(response.headers.get("Content-Length") or 0)
-        done, shown = 0, -1
-        for block in iter(lambda: response.read(1 << 20), b""):
-            out.write(block)
-            done += len(block)
-            step = done * 10 // total if total else shown
-            if step != shown:  # every 10%
-                shown = step
-                say(f"downloading {wheel.name}: {done / 2**20:.1f}/{total / 2**20:.1f} MiB")
+    total = int(response.headers.get("Content-Length") or 0)
+    done, shown = 0, -1
+    try:
+        with response:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+                done += len(block)
+                step = done * 10 // total if total else shown
+                if step != shown:  # every 10%
+                    shown = step
+                    say(f"downloading {wheel.name}: {done / 2**20:.1f}/{total / 2**20:.1f} MiB")
+    except (OSError, http.client.HTTPException) as exc:  # the connection dropped, timed out
+        raise DevkitError(f"{wheel.location}: the download failed ({exc}); try again") from None
     if total and done != total:
         raise DevkitError(
             f"{wheel.location}: the download stopped at {done} of {total} bytes; try again"
