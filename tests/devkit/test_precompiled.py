@@ -221,7 +221,7 @@ def test_stage_takes_only_the_binaries_and_is_complete_or_absent(tmp_path):
 # -- locating and fetching --------------------------------------------------------
 
 
-def test_locate_order_location_then_dist_then_index(tmp_path, monkeypatch):
+def test_locate_order_location_then_dist_then_index(tmp_path, monkeypatch, capsys):
     for name in ("LOCATION", "INDEX", "COMMIT"):
         monkeypatch.delenv(f"VLLM_PRECOMPILED_WHEEL_{name}", raising=False)
     index = tmp_path / "index"
@@ -230,18 +230,30 @@ def test_locate_order_location_then_dist_then_index(tmp_path, monkeypatch):
         "VLLM_PRECOMPILED_WHEEL_INDEX": str(index),
         "VLLM_PRECOMPILED_WHEEL_COMMIT": "c0ffee",
     }
-    found = precompiled.locate(CPU, environ, root=tmp_path)
+    found = precompiled.locate(CPU, TORCH, environ, root=tmp_path)
     assert (found.origin, found.sha256) == (
         f"index {index} at c0ffee",
         sha256(index / "c0ffee/cpu" / WHEEL_NAME),
     )
 
     in_dist = make_wheel(tmp_path / "dist" / WHEEL_NAME)
-    assert precompiled.locate(CPU, environ, root=tmp_path).location == str(in_dist)
+    assert precompiled.locate(CPU, TORCH, environ, root=tmp_path).location == str(in_dist)
+
+    # A newer wheel in dist/ built against another torch is passed over, with a word.
+    other = make_wheel(
+        tmp_path / "dist" / "vllm-0.2.0+cpu-cp39-abi3-linux_x86_64.whl",
+        {**INFO, "torch_version": "2.12.0+cpu"},
+    )
+    os.utime(other, (other.stat().st_mtime + 10,) * 2)
+    assert precompiled.locate(CPU, TORCH, environ, root=tmp_path).location == str(in_dist)
+    in_dist.unlink()
+    assert precompiled.locate(CPU, TORCH, environ, root=tmp_path).origin.startswith("index")
+    assert "dist/ has 1 cpu wheel(s), none for this venv" in capsys.readouterr().err
 
     environ["VLLM_PRECOMPILED_WHEEL_LOCATION"] = "https://example.invalid/x.whl"
     assert (
-        precompiled.locate(CPU, environ, root=tmp_path).origin == "VLLM_PRECOMPILED_WHEEL_LOCATION"
+        precompiled.locate(CPU, TORCH, environ, root=tmp_path).origin
+        == "VLLM_PRECOMPILED_WHEEL_LOCATION"
     )
 
 
@@ -249,18 +261,20 @@ def test_locate_falls_back_to_nightly_with_a_warning(tmp_path, capsys):
     index = tmp_path / "index"
     publish_fake(index, make_wheel(tmp_path / "w" / WHEEL_NAME), "nightly")
     environ = {"VLLM_PRECOMPILED_WHEEL_INDEX": str(index), "VLLM_PRECOMPILED_WHEEL_COMMIT": "beef"}
-    assert precompiled.locate(CPU, environ, root=tmp_path).origin == f"index {index}, nightly"
+    assert (
+        precompiled.locate(CPU, TORCH, environ, root=tmp_path).origin == f"index {index}, nightly"
+    )
     assert f"warning: {index} has no cpu wheel for beef; taking nightly" in capsys.readouterr().err
     shutil.rmtree(index / "nightly")
     with pytest.raises(DevkitError, match="has no cpu wheel for beef nor in nightly/"):
-        precompiled.locate(CPU, environ, root=tmp_path)
+        precompiled.locate(CPU, TORCH, environ, root=tmp_path)
 
 
 def test_locate_without_any_source_says_how_to_set_one(tmp_path):
     with pytest.raises(
         DevkitError, match="^no precompiled wheel to use: set VLLM_PRECOMPILED_WHEEL_INDEX"
     ):
-        precompiled.locate(CPU, {}, root=tmp_path)
+        precompiled.locate(CPU, TORCH, {}, root=tmp_path)
 
 
 def test_fetch_downloads_once_then_hits_the_cache(tmp_path, server):

@@ -497,7 +497,7 @@ def install_precompiled(env: Env) -> str:
     binaries from the local copy. No compiler runs.
     """
     started = time.monotonic()
-    wheel = precompiled.locate(env.target)
+    wheel = precompiled.locate(env.target, env.torch)
     say(f"precompiled wheel: {wheel.name}, from {wheel.origin}")
     path = precompiled.fetch(wheel)
     info = precompiled.read_build_info(path)

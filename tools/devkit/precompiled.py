@@ -173,10 +173,24 @@ def _from_index(index: str, commit: str, variant: str) -> Wheel | None:
     return Wheel(location, meta["sha256"], f"index {index} at {commit[:12]}")
 
 
+def _fits(wheel: Path, target: targets.Target, torch: targets.TorchInfo) -> bool:
+    try:
+        return not problems_here(read_build_info(wheel), target, torch)
+    except DevkitError:
+        return False
+
+
 def locate(
-    target: targets.Target, environ: Mapping[str, str] | None = None, root: Path = ROOT
+    target: targets.Target,
+    torch: targets.TorchInfo | None = None,
+    environ: Mapping[str, str] | None = None,
+    root: Path = ROOT,
 ) -> Wheel:
-    """The wheel to take binaries from, in the order CONTRIBUTING.md documents."""
+    """The wheel to take binaries from, in the order CONTRIBUTING.md documents.
+
+    With `torch`, a wheel in dist/ counts only if it fits that torch (and this
+    machine); otherwise the newest of the target's wheels there is taken.
+    """
     variant = target.version_suffix
     location = envs.get("VLLM_PRECOMPILED_WHEEL_LOCATION", environ)
     if location:
@@ -185,8 +199,11 @@ def locate(
     in_dist = sorted(
         (root / "dist").glob(f"vllm-*+{variant}-*.whl"), key=lambda p: p.stat().st_mtime
     )
+    for wheel in reversed(in_dist):
+        if torch is None or _fits(wheel, target, torch):
+            return Wheel(str(wheel), None, "dist/ (the newest wheel that fits)")
     if in_dist:
-        return Wheel(str(in_dist[-1]), None, "dist/ (the newest wheel of this target)")
+        say(f"dist/ has {len(in_dist)} {variant} wheel(s), none for this venv; looking further")
 
     index = envs.get("VLLM_PRECOMPILED_WHEEL_INDEX", environ)
     if index:
@@ -440,12 +457,19 @@ def check_compat(
     return problems
 
 
+def problems_here(
+    info: Mapping[str, Any], target: targets.Target, torch: targets.TorchInfo
+) -> list[str]:
+    """check_compat against this machine's CPU and (for a CUDA build) its GPU."""
+    gpu = cuda.local_gpu_arch() if str(info.get("gpu_arch")).startswith("sm_") else None
+    return check_compat(info, target, torch, cpu_flags(), gpu=gpu)
+
+
 def ensure_fits(
     info: Mapping[str, Any], target: targets.Target, torch: targets.TorchInfo, wheel_name: str
 ) -> None:
-    """check_compat for this machine: one line listing every problem, if any."""
-    gpu = cuda.local_gpu_arch() if str(info.get("gpu_arch")).startswith("sm_") else None
-    problems = check_compat(info, target, torch, cpu_flags(), gpu=gpu)
+    """problems_here, as one line listing every problem, if any."""
+    problems = problems_here(info, target, torch)
     if problems:
         numbered = "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
         raise DevkitError(f"{wheel_name} does not fit this venv: {numbered}")
@@ -519,7 +543,7 @@ def install(
     target: targets.Target, torch: targets.TorchInfo, staging_root: Path
 ) -> dict[str, Path]:
     """Locate, fetch, check and stage: what the backend's editable install needs."""
-    wheel = locate(target)
+    wheel = locate(target, torch)
     say(f"wheel: {wheel.name}, from {wheel.origin}")
     path = fetch(wheel)
     info = read_build_info(path)
