@@ -40,6 +40,7 @@ INFO = {
     "git_commit": "0123456789abcdef0123456789abcdef01234567",
 }
 WHEEL_NAME = "vllm-0.1.0+cpu-cp39-abi3-linux_x86_64.whl"
+TORCH_HERE = targets.TorchInfo(CPU.torch_spec.removeprefix("torch=="), None, None)
 
 
 def make_wheel(path: Path, info: dict | None = None, extra: dict[str, bytes] | None = None):
@@ -487,6 +488,12 @@ def test_dev_precompiled_end_to_end(tmp_path, server):
         "slip": (bad_index("slip", slip), f"{wheel.name} has an entry that escapes the package"),
         "down": (closed_port_url(), "can't reach 127.0.0.1:"),
     }
+    # This CPU has AVX-512, so an ISA mismatch is checked against a CPU without it.
+    avx512 = forge(wheel, tmp_path / "isa.whl", cpu_isa="avx512")
+    info = precompiled.read_build_info(avx512)
+    with pytest.raises(DevkitError, match=r"does not fit this venv: \(1\) built for avx512, "):
+        precompiled.ensure_fits(info, CPU, TORCH_HERE, avx512.name, cpu={"avx2", "fma"})
+
     before = snapshot(clone)
     for case, (index, expected) in cases.items():
         result = nox(

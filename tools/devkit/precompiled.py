@@ -458,18 +458,25 @@ def check_compat(
 
 
 def problems_here(
-    info: Mapping[str, Any], target: targets.Target, torch: targets.TorchInfo
+    info: Mapping[str, Any],
+    target: targets.Target,
+    torch: targets.TorchInfo,
+    cpu: set[str] | None = None,
 ) -> list[str]:
-    """check_compat against this machine's CPU and (for a CUDA build) its GPU."""
+    """check_compat against this machine's CPU (or `cpu`'s flags) and its NVIDIA GPU."""
     gpu = cuda.local_gpu_arch() if str(info.get("gpu_arch")).startswith("sm_") else None
-    return check_compat(info, target, torch, cpu_flags(), gpu=gpu)
+    return check_compat(info, target, torch, cpu if cpu is not None else cpu_flags(), gpu=gpu)
 
 
 def ensure_fits(
-    info: Mapping[str, Any], target: targets.Target, torch: targets.TorchInfo, wheel_name: str
+    info: Mapping[str, Any],
+    target: targets.Target,
+    torch: targets.TorchInfo,
+    wheel_name: str,
+    cpu: set[str] | None = None,
 ) -> None:
     """problems_here, as one line listing every problem, if any."""
-    problems = problems_here(info, target, torch)
+    problems = problems_here(info, target, torch, cpu)
     if problems:
         numbered = "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
         raise DevkitError(f"{wheel_name} does not fit this venv: {numbered}")
