@@ -219,6 +219,16 @@ def test_stage_takes_only_the_binaries_and_is_complete_or_absent(tmp_path):
     assert precompiled.stage(wheel, INFO, tmp_path / "staged") == files  # reused
 
 
+def test_a_member_failing_its_crc_stages_nothing(tmp_path):
+    wheel = make_wheel(tmp_path / WHEEL_NAME)
+    data = wheel.read_bytes()
+    wheel.write_bytes(data.replace(b"ELF not really", b"ELF not REALLY"))  # stored, not deflated
+    info = precompiled.read_build_info(wheel)  # the build info itself is intact
+    with pytest.raises(DevkitError, match=r"vllm/_C.abi3.so: .*CRC.*; fetch it again"):
+        precompiled.stage(wheel, info, tmp_path / "staged")
+    assert list((tmp_path / "staged").iterdir()) == []
+
+
 # -- locating and fetching --------------------------------------------------------
 
 

@@ -146,7 +146,7 @@ def _precompiled_settings(hook: str, config_settings: _Settings) -> dict[str, An
     # platlib: the staged binaries make it a platform wheel, as a built one is.
     ours: dict[str, Any] = {"wheel.cmake": "false", "wheel.platlib": "true"}
     if hook == "build_editable":
-        staging_root = targets.build_dir(name, info.version).parent / "precompiled"
+        staging_root = targets.build_root() / "precompiled"
         files = precompiled.install(targets.get_target(name), info, staging_root)
         # A dict setting's keys follow its name: wheel.force-include.<source> = <dest>.
         ours.update({f"wheel.force-include.{src}": dest for dest, src in files.items()})

@@ -497,14 +497,7 @@ def install_precompiled(env: Env) -> str:
     binaries from the local copy. No compiler runs.
     """
     started = time.monotonic()
-    wheel = precompiled.locate(env.target, env.torch)
-    say(f"precompiled wheel: {wheel.name}, from {wheel.origin}")
-    path = precompiled.fetch(wheel)
-    info = precompiled.read_build_info(path)
-    precompiled.ensure_fits(info, env.target, env.torch, wheel.name)
-    drift = precompiled.source_drift(info)
-    if drift:
-        say(f"warning: {drift}")
+    wheel, path, info = precompiled.prepare(env.target, env.torch, log=say)
     install_env = {
         **uv_env(),
         "VLLM_TARGET_DEVICE": env.target.name,

@@ -37,7 +37,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -99,7 +99,7 @@ def _local_path(location: str) -> Path | None:
 
 
 def _join(base: str, *parts: str) -> str:
-    if _local_path(base) is not None and not base.startswith("file://"):
+    if not _is_url(base):
         return str(Path(base).expanduser().joinpath(*parts))
     return base.rstrip("/") + "/" + "/".join(urllib.parse.quote(p) for p in parts)
 
@@ -340,13 +340,13 @@ def _check_entries(wheel_name: str, names: list[str]) -> None:
 
 
 def read_build_info(path: Path) -> dict[str, Any]:
-    """The wheel's vllm/_build_info.json, after checking every entry name and CRC."""
+    """The wheel's vllm/_build_info.json, after checking every entry name.
+
+    The CRCs of what is used are checked as it is read (here, and in stage).
+    """
     try:
         with zipfile.ZipFile(path) as zf:
             _check_entries(path.name, zf.namelist())
-            bad = zf.testzip()
-            if bad:
-                raise DevkitError(f"{path.name}: {bad} fails its CRC check; fetch it again")
             raw = zf.read(BUILD_INFO)
     except zipfile.BadZipFile:
         raise DevkitError(
@@ -495,7 +495,9 @@ def source_drift(info: Mapping[str, Any], root: Path = ROOT) -> str | None:
         capture_output=True,
     )
     if out.returncode == 0:
-        return f"the wheel's commit {commit[:12]}{dirty} has the csrc/ you have" if dirty else None
+        if dirty:
+            return f"the wheel was built from {commit[:12]}{dirty}: it may not match that csrc/"
+        return None
     if out.returncode == 1:
         return (
             f"csrc/ has changed since {commit[:12]}, the wheel's commit{dirty}: those changes are "
@@ -511,14 +513,16 @@ def source_drift(info: Mapping[str, Any], root: Path = ROOT) -> str | None:
 # ---------------------------------------------------------------------------
 
 
-def stage(path: Path, info: Mapping[str, Any], staging_root: Path) -> dict[str, Path]:
+def stage(
+    path: Path, info: Mapping[str, Any], staging_root: Path, digest: str | None = None
+) -> dict[str, Path]:
     """Extracts the wheel's binaries; returns {path in the package: staged file}.
 
     The directory is named by the wheel's sha256, extracted into a temporary
     directory beside it and renamed into place, so it is either complete or
     absent. Only top-level vllm/*.so files and the build info are taken.
     """
-    digest = sha256_of(path)
+    digest = digest or sha256_of(path)  # known when fetch has just checked it
     final = staging_root / f"{info.get('target')}-{digest[:16]}"
     with zipfile.ZipFile(path) as zf:
         names = [n for n in zf.namelist() if _BINARY.match(n)]
@@ -532,8 +536,11 @@ def stage(path: Path, info: Mapping[str, Any], staging_root: Path) -> dict[str, 
                 for name in names:
                     dest = tmp / name
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(name) as src, dest.open("wb") as out:
-                        shutil.copyfileobj(src, out)
+                    try:
+                        with zf.open(name) as src, dest.open("wb") as out:
+                            shutil.copyfileobj(src, out)  # checks the CRC at the end
+                    except zipfile.BadZipFile as exc:
+                        raise DevkitError(f"{path.name}: {name}: {exc}; fetch it again") from None
                     if name.endswith(".so"):
                         dest.chmod(0o755)
                 try:
@@ -546,20 +553,30 @@ def stage(path: Path, info: Mapping[str, Any], staging_root: Path) -> dict[str, 
     return {name: final / name for name in names}
 
 
-def install(
-    target: targets.Target, torch: targets.TorchInfo, staging_root: Path
-) -> dict[str, Path]:
-    """Locate, fetch, check and stage: what the backend's editable install needs."""
+def prepare(
+    target: targets.Target, torch: targets.TorchInfo, log: Callable[[str], None] = say
+) -> tuple[Wheel, Path, dict[str, Any]]:
+    """Locate, fetch and check a wheel for this venv: (the wheel, its local copy, its info).
+
+    `log` tells the contributor where it came from, and the csrc/ drift.
+    """
     wheel = locate(target, torch)
-    say(f"wheel: {wheel.name}, from {wheel.origin}")
+    log(f"precompiled wheel: {wheel.name}, from {wheel.origin}")
     path = fetch(wheel)
     info = read_build_info(path)
     ensure_fits(info, target, torch, wheel.name)
-    files = stage(path, info, staging_root)
     drift = source_drift(info)
     if drift:
-        say(f"warning: {drift}")
-    return files
+        log(f"warning: {drift}")
+    return wheel, path, info
+
+
+def install(
+    target: targets.Target, torch: targets.TorchInfo, staging_root: Path
+) -> dict[str, Path]:
+    """prepare, then stage: what the backend's editable install needs."""
+    wheel, path, info = prepare(target, torch)
+    return stage(path, info, staging_root, wheel.sha256)
 
 
 # ---------------------------------------------------------------------------

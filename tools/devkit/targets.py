@@ -161,9 +161,13 @@ def build_dir(target: str, torch_version: str, venv_name: str = "") -> Path:
     headers live at another path, and sharing would recompile everything
     each time the two alternate.
     """
-    root = ROOT / envs.get("VLLM_BUILD_DIR")  # an absolute VLLM_BUILD_DIR replaces ROOT
     suffix = f"-{venv_name}" if venv_name else ""
-    return root / f"{target}-torch{torch_version}-{python_tag()}{suffix}"
+    return build_root() / f"{target}-torch{torch_version}-{python_tag()}{suffix}"
+
+
+def build_root() -> Path:
+    """VLLM_BUILD_DIR: where the build directories (and staged precompiled binaries) live."""
+    return ROOT / envs.get("VLLM_BUILD_DIR")  # an absolute VLLM_BUILD_DIR replaces ROOT
 
 
 def check_torch(target: Target, info: TorchInfo) -> None:
