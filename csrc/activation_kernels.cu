@@ -9,8 +9,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include <ATen/ops/empty_like.h>
-
 #include "cuda_utils.cuh"
 #include "op_checks.h"
 #include "ops.h"
@@ -130,12 +128,10 @@ void act_and_mul_impl(at::Tensor& out, const at::Tensor& input) {
   const RowIndexer out_rows(out, nd);
   if (!in_rows.fits || !out_rows.fits) {
     // Leading dims too scattered to address: work on contiguous copies.
-    const at::Tensor in_dense = input.contiguous();
-    at::Tensor out_dense =
-        out.is_contiguous() ? out
-                            : at::empty_like(out, at::MemoryFormat::Contiguous);
-    act_and_mul_impl<Act>(out_dense, in_dense);
-    if (!out_dense.is_same(out)) out.copy_(out_dense);
+    vllm::gpu::on_contiguous_copies(out, input,
+                                    [](at::Tensor& o, const at::Tensor& i) {
+                                      act_and_mul_impl<Act>(o, i);
+                                    });
     return;
   }
   const int64_t d = out.size(-1);

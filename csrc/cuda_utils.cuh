@@ -14,6 +14,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGraphsC10Utils.h>
@@ -240,6 +241,19 @@ struct RowIndexer {
     return off + row * strides[0];
   }
 };
+
+// Runs fn(out, input) on contiguous copies, for tensors whose leading dims a
+// RowIndexer can't address: input.contiguous(), and out itself when it is
+// contiguous, else a contiguous buffer whose result is copied back into out.
+template <typename Fn>
+void on_contiguous_copies(at::Tensor& out, const at::Tensor& input, Fn&& fn) {
+  const at::Tensor in_dense = input.contiguous();
+  at::Tensor out_dense =
+      out.is_contiguous() ? out
+                          : at::empty_like(out, at::MemoryFormat::Contiguous);
+  fn(out_dense, in_dense);
+  if (!out_dense.is_same(out)) out.copy_(out_dense);
+}
 
 // Grid size for `rows` blocks of a grid-stride loop over rows.
 inline unsigned int row_grid(int64_t rows) {

@@ -19,8 +19,6 @@
 #include <initializer_list>
 #include <type_traits>
 
-#include <ATen/ops/empty_like.h>
-
 #include "cuda_utils.cuh"
 #include "op_checks.h"
 #include "ops.h"
@@ -329,12 +327,10 @@ void rms_norm_impl(at::Tensor& out, const at::Tensor& input,
   const RowIndexer out_rows(out, nd);
   if (!in_rows.fits || !out_rows.fits) {
     // Leading dims too scattered to address: work on contiguous copies.
-    const at::Tensor in_dense = input.contiguous();
-    at::Tensor out_dense =
-        out.is_contiguous() ? out
-                            : at::empty_like(out, at::MemoryFormat::Contiguous);
-    rms_norm_impl(out_dense, in_dense, weight, eps);
-    if (!out_dense.is_same(out)) out.copy_(out_dense);
+    vllm::gpu::on_contiguous_copies(out, input,
+                                    [&](at::Tensor& o, const at::Tensor& i) {
+                                      rms_norm_impl(o, i, weight, eps);
+                                    });
     return;
   }
   const int64_t hidden = input.size(-1);
