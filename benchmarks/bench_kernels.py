@@ -87,21 +87,17 @@ def cases(tokens: int, hidden: int, dtype: torch.dtype, device: torch.device):
         lambda: norm.forward_native(x, residual),
     )
     gate = torch.randn(tokens, 2 * hidden, dtype=dtype, device=device)
-    silu, gelu = SiluAndMul(), GeluAndMul()
-    yield (
-        "silu_and_mul",
-        f"{tokens}x{2 * hidden}",
-        3 * tokens * hidden * es,
-        lambda: ops.silu_and_mul(out, gate),
-        lambda: silu.forward_native(gate),
-    )
-    yield (
-        "gelu_and_mul",
-        f"{tokens}x{2 * hidden}",
-        3 * tokens * hidden * es,
-        lambda: ops.gelu_and_mul(out, gate),
-        lambda: gelu.forward_native(gate),
-    )
+    for name, op, layer in (
+        ("silu_and_mul", ops.silu_and_mul, SiluAndMul()),
+        ("gelu_and_mul", ops.gelu_and_mul, GeluAndMul()),
+    ):
+        yield (
+            name,
+            f"{tokens}x{2 * hidden}",
+            3 * tokens * hidden * es,
+            lambda op=op: op(out, gate),
+            lambda layer=layer: layer.forward_native(gate),
+        )
 
 
 def rotary_and_cache(tokens: int, dtype: torch.dtype, device: torch.device):
