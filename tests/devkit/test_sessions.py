@@ -212,7 +212,7 @@ def test_doctor_reports_the_cuda_problem_with_its_fix(tmp_path):
     assert "  - no GPU here to take the arch from; pass one" in result.stdout
     result = nox(copy, "-s", "doctor", "--", "--target", "cpu", **environ)
     assert result.returncode == 0, result.stdout
-    assert re.search(r"^  jobs +MAX_JOBS=\d+: ", result.stdout, re.M)
+    assert re.search(r"^  build plan +target cpu, torch .*\n +MAX_JOBS=\d+: ", result.stdout, re.M)
 
 
 def test_build_rocm_without_rocm_or_with_a_bad_arch(tmp_path):

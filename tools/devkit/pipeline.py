@@ -8,6 +8,7 @@ line that says what to do. noxfile.py calls these with a target name.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,19 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devkit import (
-    DevkitError,
-    cuda,
-    envs,
-    metadata,
-    precompiled,
-    resources,
-    rocm,
-    sources,
-    targets,
-    toolchain,
-)
+from devkit import DevkitError, cuda, envs, metadata, precompiled, rocm, sources, targets, toolchain
+from devkit import plan as plan_module
 from devkit.envs import ROOT
+from devkit.plan import BuildPlan
 
 # The ops every build must register, by library.
 EXPECTED_OPS = {
@@ -199,7 +191,7 @@ def parse_options(posargs: Sequence[str]) -> Options:
 
 @dataclass
 class Env:
-    """A target's venv, set up: what later steps need to know about it."""
+    """A target's venv, set up, and the build plan resolved for it."""
 
     target: targets.Target
     path: Path
@@ -207,33 +199,14 @@ class Env:
     torch: targets.TorchInfo
     uv_source_args: list[str]  # where uv may take packages from
     options: Options
-    cuda: cuda.CudaToolchain | None = None
-    venv_name: str = ""  # set for a venv other than the target's own
-    rocm: rocm.RocmToolchain | None = None
+    plan: BuildPlan
 
     def uv_pip(self, *args: str) -> list[str]:
         return [find_uv(), "pip", "install", "-p", str(self.python), *self.uv_source_args, *args]
 
     @property
     def build_dir(self) -> Path:
-        """The persistent CMake build directory the backend picks for this venv."""
-        return targets.build_dir(self.target.name, self.torch.version, self.venv_name)
-
-
-def _check_cuda(target: targets.Target, options: Options, torch: targets.TorchInfo | None):
-    """The CUDA toolchain for the target's (or the existing) torch; None for other targets."""
-    if not target.cuda_version:
-        return None
-    arch_text, source = options.arch, "--arch"
-    if not arch_text:
-        arch_text, source = envs.get("TORCH_CUDA_ARCH_LIST"), "TORCH_CUDA_ARCH_LIST"
-    torch_cuda = torch.cuda if torch else target.cuda_version
-    torch_version = torch.version if torch else target.torch_spec.removeprefix("torch==")
-    found = cuda.resolve_toolchain(arch_text, source, torch_cuda or "none", torch_version)
-    say(found.describe())
-    if found.warning:
-        say(found.warning)
-    return found
+        return self.plan.build_dir
 
 
 def _existing_torch(target: targets.Target) -> targets.TorchInfo:
@@ -264,7 +237,7 @@ def _missing(python: Path, requirements: list[str]) -> list[str]:
 def prepare_env(
     target_name: str, options: Options = Options(), venv_name: str = "", precompiled: bool = False
 ) -> Env:
-    """Venv with the build requirements and the target's torch, checked.
+    """Venv with the build requirements and the target's torch, checked, and its build plan.
 
     The venv is .venv-<target>, or .venv-<venv_name> for a session that needs
     its own (with a build directory of its own too: see targets.build_dir).
@@ -272,17 +245,23 @@ def prepare_env(
     build tools only the backend's own packages are installed.
 
     Every check that can fail fast (variables, CUDA arch and nvcc, where
-    torch comes from) runs before anything is created or downloaded.
+    torch comes from) runs before anything is created or downloaded: the plan
+    is resolved first against the target's pin, then again against the venv.
     """
     envs.check_all()
     target = targets.get_target(target_name)
     uv = find_uv()
     existing = _existing_torch(target) if options.use_existing_torch else None
-    cuda_toolchain = None if precompiled else _check_cuda(target, options, existing)
-    rocm_toolchain = None
-    if target.hip_version and not precompiled:
-        rocm_toolchain = rocm.find_rocm(options.arch or envs.get("PYTORCH_ROCM_ARCH"))
-        say(rocm_toolchain.describe())
+    request = plan_module.Request(
+        target=target.name,
+        arch=options.arch,
+        venv_name=venv_name,
+        use_existing_torch=options.use_existing_torch,
+        precompiled=precompiled,
+    )
+    preflight = plan_module.resolve(request, existing or plan_module.expected_torch(target))
+    for line in preflight.toolchain_lines():
+        say(line)
     pip = sources.read_pip_sources()
     build_reqs = [
         *metadata.requirement_lines(ROOT / "requirements" / "build.txt"),
@@ -330,24 +309,16 @@ def prepare_env(
     if not existing:
         targets.check_torch(target, info)
     say(f"torch {info.version} ({info.flavour}) in {show(path)}")
-    return Env(
-        target, path, python, info, source_args, options, cuda_toolchain, venv_name, rocm_toolchain
-    )
+    # Again, now with the venv's torch (its version names the build dir) and tools.
+    request = dataclasses.replace(request, python=str(python), bin_dir=str(python.parent))
+    build_plan = plan_module.resolve(request, info)
+    return Env(target, path, python, info, source_args, options, build_plan)
 
 
-def backend_env(env: Env, plan: resources.JobPlan) -> dict[str, str]:
-    """The environment the build backend runs in: what this session decided."""
-    build_env = uv_env()
-    build_env.update(VLLM_TARGET_DEVICE=env.target.name, MAX_JOBS=str(plan.jobs))
-    if plan.nvcc_threads is not None:
-        build_env["NVCC_THREADS"] = str(plan.nvcc_threads)
-    if env.cuda:
-        build_env.update(TORCH_CUDA_ARCH_LIST=str(env.cuda.arch), CUDA_HOME=str(env.cuda.home))
-    if env.rocm:
-        build_env.update(PYTORCH_ROCM_ARCH=env.rocm.arch, ROCM_PATH=str(env.rocm.home))
-    if env.options.use_existing_torch:
-        build_env["VLLM_USE_EXISTING_TORCH"] = "1"
-    return build_env
+def backend_env(env: Env) -> tuple[dict[str, str], list[str]]:
+    """The environment and the config settings that hand the plan to the build backend."""
+    plan_file = env.plan.write()
+    return uv_env(), ["-C", f"{plan_module.CONFIG_KEY}={plan_file}"]
 
 
 def build(env: Env, uv_args: Sequence[str] = ()) -> str:
@@ -357,30 +328,28 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
     """
     started = time.monotonic()
     started_ns = time.time_ns()
-    plan = resources.plan_for_this_machine(env.target)
-    say(plan.reason)
-    launcher = toolchain.compiler_launcher(bin_dir=env.python.parent)
-    say(f"compiler cache: {launcher or 'none (set VLLM_COMPILER_CACHE=auto)'}")
-    before = toolchain.cache_stats(launcher)
+    plan = env.plan
+    say(plan.jobs.reason)
+    say(f"compiler cache: {plan.compiler_cache or 'none (set VLLM_COMPILER_CACHE=auto)'}")
+    before = toolchain.cache_stats(plan.compiler_cache)
 
     extra = list(uv_args)
     if env.options.use_existing_torch:
         extra.append("--no-deps")  # never touch the torch that was there
-    # The same command a contributor can type in the activated venv.
-    if env.venv_name:
-        extra += ["-C", f"build-dir={env.build_dir}"]  # the backend honours the caller's
-    run(env.uv_pip("--no-build-isolation", *extra, "-e", str(ROOT)), env=backend_env(env, plan))
+    environ, settings = backend_env(env)
+    # The command a contributor can type in the activated venv, plus the plan.
+    run(env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT)), env=environ)
 
     smoke_check(env)
 
     objects = ninja_objects(env.build_dir)
     compiled = len(ninja_outputs(env.build_dir, started_ns) & objects)
     total = len(objects)
-    after = toolchain.cache_stats(launcher)
+    after = toolchain.cache_stats(plan.compiler_cache)
     cache = (after - before).describe() if before and after else "cache hits unknown"
     return (
         f"built {env.target.name} in {time.monotonic() - started:.1f}s: "
-        f"compiled {compiled}/{total} translation units ({cache}); {plan.reason}; "
+        f"compiled {compiled}/{total} translation units ({cache}); {plan.jobs.reason}; "
         f"venv {show(env.path)}"
     )
 
@@ -428,12 +397,12 @@ def smoke_check(env: Env) -> None:
         )
     count = sum(map(len, EXPECTED_OPS.values()))
     say(f"smoke check: {count} ops with {env.target.dispatch_key} kernels in {smoke['so']}")
-    if env.cuda:
-        cuobjdump = cuda.find_cuobjdump(env.path, env.cuda.home)
+    if env.plan.cuda:
+        cuobjdump = cuda.find_cuobjdump(env.path, env.plan.cuda.home)
         if cuobjdump is None:
             say("cuobjdump not found (pip install nvidia-cuda-cuobjdump): machine code unchecked")
         else:
-            say(cuda.check_machine_code(cuobjdump, Path(smoke["so"]), env.cuda.arch))
+            say(cuda.check_machine_code(cuobjdump, Path(smoke["so"]), env.plan.cuda.arch))
     stamp_file.write_text(_extension_stamp(env) or "")
 
 
@@ -467,15 +436,13 @@ def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:
     info is recorded in it and the build directory stays incremental.
     """
     started = time.monotonic()
-    plan = resources.plan_for_this_machine(env.target)
-    say(plan.reason)
+    say(env.plan.jobs.reason)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".wheel-", dir=out_dir))
     try:
+        environ, settings = backend_env(env)
         cmd = [find_uv(), "build", "--wheel", "--no-build-isolation", "--python", str(env.python)]
-        if env.venv_name:
-            cmd += ["-C", f"build-dir={env.build_dir}"]
-        run([*cmd, "--out-dir", str(staging), str(ROOT)], env=backend_env(env, plan))
+        run([*cmd, *settings, "--out-dir", str(staging), str(ROOT)], env=environ)
         (built,) = staging.glob("*.whl")
         info = precompiled.read_build_info(built)  # a wheel without it can't be installed
         wheel = out_dir / built.name
@@ -498,14 +465,10 @@ def install_precompiled(env: Env) -> str:
     """
     started = time.monotonic()
     wheel, path, info = precompiled.prepare(env.target, env.torch, log=say)
-    install_env = {
-        **uv_env(),
-        "VLLM_TARGET_DEVICE": env.target.name,
-        "VLLM_USE_PRECOMPILED": "1",
-        "VLLM_PRECOMPILED_WHEEL_LOCATION": str(path),
-    }
+    environ, settings = backend_env(env)
+    environ["VLLM_PRECOMPILED_WHEEL_LOCATION"] = str(path)  # the copy just checked
     # --no-deps: prepare_env has just installed them, torch checked; no resolve.
-    run(env.uv_pip("--no-build-isolation", "--no-deps", "-e", str(ROOT)), env=install_env)
+    run(env.uv_pip("--no-build-isolation", *settings, "--no-deps", "-e", str(ROOT)), env=environ)
     smoke_check(env)
     return (
         f"installed {env.target.name} from {wheel.origin} in {time.monotonic() - started:.1f}s, "
