@@ -8,6 +8,8 @@ the PEP 517 backend in backend.py) can both import it. One module per concern:
     sources     where torch comes from: the target's index, the user's pip mirrors
     resources   how many compile jobs, and why
     toolchain   compiler cache
+    cuda, rocm  GPU toolchains and archs
+    plan        the build plan: one resolve of all of the above, for every build
     pipeline    the steps of a build session, and its summary line
     backend     the PEP 517 backend (scikit-build-core plus target resolution)
 """
