@@ -17,7 +17,10 @@
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
+#include <optional>
 #include <type_traits>
+
+#include <ATen/ops/ones.h>
 
 #include "cuda_utils.cuh"
 #include "op_checks.h"
@@ -382,21 +385,29 @@ void fused_add_rms_norm_impl(at::Tensor& input, at::Tensor& residual,
       });
 }
 
+// Without a weight the norms scale by ones: x * scale * 1 is x * scale
+// exactly, so one kernel serves both.
+at::Tensor weight_or_ones(const std::optional<at::Tensor>& weight,
+                          const at::Tensor& input) {
+  return weight.has_value() ? weight->contiguous()
+                            : at::ones({input.size(-1)}, input.options());
+}
+
 }  // namespace
 
-void rms_norm(at::Tensor& out, at::Tensor& input, at::Tensor& weight,
-              double epsilon) {
+void rms_norm(at::Tensor& out, at::Tensor& input,
+              std::optional<at::Tensor> weight, double epsilon) {
   vllm::check_rms_norm_args(out, input, weight, epsilon, c10::DeviceType::CUDA);
   const c10::cuda::OptionalCUDAGuard device_guard(input.device());
-  const at::Tensor w = weight.contiguous();
+  const at::Tensor w = weight_or_ones(weight, input);
   rms_norm_impl(out, input, w, static_cast<float>(epsilon));
 }
 
 void fused_add_rms_norm(at::Tensor& input, at::Tensor& residual,
-                        at::Tensor& weight, double epsilon) {
+                        std::optional<at::Tensor> weight, double epsilon) {
   vllm::check_fused_add_rms_norm_args(input, residual, weight, epsilon,
                                       c10::DeviceType::CUDA);
   const c10::cuda::OptionalCUDAGuard device_guard(input.device());
-  const at::Tensor w = weight.contiguous();
+  const at::Tensor w = weight_or_ones(weight, input);
   fused_add_rms_norm_impl(input, residual, w, static_cast<float>(epsilon));
 }

@@ -124,6 +124,30 @@ void check_act_and_mul_args(const char* op, const at::Tensor& out,
   check_last_dim_contiguous(op, "result", out);
 }
 
+void check_swigluoai_and_mul_args(const at::Tensor& out,
+                                  const at::Tensor& input, double alpha,
+                                  double limit, c10::DeviceType device_type) {
+  constexpr const char* op = "swigluoai_and_mul";
+  check_act_and_mul_args(op, out, input, device_type);
+  TORCH_CHECK(!std::isnan(alpha), op, ": alpha must be a number, got ", alpha);
+  TORCH_CHECK(!std::isnan(limit), op, ": limit must be a number, got ", limit);
+}
+
+void check_activation_args(const char* op, const at::Tensor& out,
+                           const at::Tensor& input,
+                           c10::DeviceType device_type) {
+  check_device(op, "input", input, device_type);
+  check_device(op, "result", out, device_type, "input", input);
+  check_float_dtype(op, "input", input);
+  check_same_dtype(op, "result", out, "input", input);
+  check_min_dim(op, "input", input, 1);
+  TORCH_CHECK(out.sizes() == input.sizes(), op,
+              ": result shape must equal input shape ", input.sizes(), ", got ",
+              out.sizes());
+  check_last_dim_contiguous(op, "input", input);
+  check_last_dim_contiguous(op, "result", out);
+}
+
 // ---------------------------------------------------------------------------
 // RMS norms.
 // ---------------------------------------------------------------------------
@@ -150,7 +174,7 @@ void check_norm_epsilon(const char* op, double epsilon) {
 // result, fused_add_rms_norm's residual), a weight and epsilon.
 void check_norm_args(const char* op, const char* other_name,
                      const at::Tensor& other, const at::Tensor& input,
-                     const at::Tensor& weight, double epsilon,
+                     const std::optional<at::Tensor>& weight, double epsilon,
                      c10::DeviceType device_type) {
   check_device(op, "input", input, device_type);
   check_device(op, other_name, other, device_type, "input", input);
@@ -162,22 +186,25 @@ void check_norm_args(const char* op, const char* other_name,
               other.sizes());
   check_last_dim_contiguous(op, "input", input);
   check_last_dim_contiguous(op, other_name, other);
-  check_norm_weight(op, weight, input, input.size(-1), device_type);
+  if (weight.has_value()) {
+    check_norm_weight(op, *weight, input, input.size(-1), device_type);
+  }
   check_norm_epsilon(op, epsilon);
 }
 
 }  // namespace
 
 void check_rms_norm_args(const at::Tensor& out, const at::Tensor& input,
-                         const at::Tensor& weight, double epsilon,
-                         c10::DeviceType device_type) {
+                         const std::optional<at::Tensor>& weight,
+                         double epsilon, c10::DeviceType device_type) {
   check_norm_args("rms_norm", "result", out, input, weight, epsilon,
                   device_type);
 }
 
 void check_fused_add_rms_norm_args(const at::Tensor& input,
                                    const at::Tensor& residual,
-                                   const at::Tensor& weight, double epsilon,
+                                   const std::optional<at::Tensor>& weight,
+                                   double epsilon,
                                    c10::DeviceType device_type) {
   check_norm_args("fused_add_rms_norm", "residual", residual, input, weight,
                   epsilon, device_type);

@@ -81,19 +81,31 @@ void check_act_and_mul_args(const char* op, const at::Tensor& out,
                             const at::Tensor& input,
                             c10::DeviceType device_type);
 
+// swigluoai_and_mul: check_act_and_mul_args, and alpha and limit are numbers
+// (not NaN).
+void check_swigluoai_and_mul_args(const at::Tensor& out,
+                                  const at::Tensor& input, double alpha,
+                                  double limit, c10::DeviceType device_type);
+
+// Elementwise activations (gelu_new, gelu_fast, gelu_quick): result has
+// input's shape and dtype.
+void check_activation_args(const char* op, const at::Tensor& out,
+                           const at::Tensor& input,
+                           c10::DeviceType device_type);
+
 // ---------------------------------------------------------------------------
-// RMS norms: rms_norm, fused_add_rms_norm. weight: 1-D, input's last dim
-// elements, same dtype and device as input; epsilon finite and >= 0.
+// RMS norms: rms_norm, fused_add_rms_norm. weight (optional): 1-D, input's
+// last dim elements, same dtype and device as input; epsilon finite and >= 0.
 // ---------------------------------------------------------------------------
 
 void check_rms_norm_args(const at::Tensor& out, const at::Tensor& input,
-                         const at::Tensor& weight, double epsilon,
-                         c10::DeviceType device_type);
+                         const std::optional<at::Tensor>& weight,
+                         double epsilon, c10::DeviceType device_type);
 
 void check_fused_add_rms_norm_args(const at::Tensor& input,
                                    const at::Tensor& residual,
-                                   const at::Tensor& weight, double epsilon,
-                                   c10::DeviceType device_type);
+                                   const std::optional<at::Tensor>& weight,
+                                   double epsilon, c10::DeviceType device_type);
 
 // ---------------------------------------------------------------------------
 // rotary_embedding.

@@ -15,13 +15,27 @@
 void silu_and_mul(at::Tensor& out, at::Tensor& input);
 void gelu_and_mul(at::Tensor& out, at::Tensor& input);
 void gelu_tanh_and_mul(at::Tensor& out, at::Tensor& input);
+// out[..., d] = input[..., :d] * silu(input[..., d:]).
+void mul_and_silu(at::Tensor& out, at::Tensor& input);
+// act(x) = x > threshold ? x : 0.
+void fatrelu_and_mul(at::Tensor& out, at::Tensor& input, double threshold);
+// Interleaved halves: gate = input[..., 0::2], up = input[..., 1::2];
+// out = (clamp(up, -limit, limit) + 1) * g * sigmoid(alpha * g) with
+// g = min(gate, limit).
+void swigluoai_and_mul(at::Tensor& out, at::Tensor& input, double alpha,
+                       double limit);
 
-// Layer norms over the last dimension.
-void rms_norm(at::Tensor& out, at::Tensor& input, at::Tensor& weight,
-              double epsilon);
+// Elementwise activations, out ("result") shaped like input.
+void gelu_new(at::Tensor& out, at::Tensor& input);
+void gelu_fast(at::Tensor& out, at::Tensor& input);
+void gelu_quick(at::Tensor& out, at::Tensor& input);
+
+// Layer norms over the last dimension; without a weight, no scaling.
+void rms_norm(at::Tensor& out, at::Tensor& input,
+              std::optional<at::Tensor> weight, double epsilon);
 // residual += input; input = rms_norm(residual) * weight (both in place).
 void fused_add_rms_norm(at::Tensor& input, at::Tensor& residual,
-                        at::Tensor& weight, double epsilon);
+                        std::optional<at::Tensor> weight, double epsilon);
 
 // Rotary position embedding, in place on query (and key when given).
 void rotary_embedding(at::Tensor& positions, at::Tensor& query,

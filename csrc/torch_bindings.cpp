@@ -17,11 +17,20 @@ TORCH_LIBRARY(_C, ops) {
   ops.def("silu_and_mul(Tensor! result, Tensor input) -> ()");
   ops.def("gelu_and_mul(Tensor! result, Tensor input) -> ()");
   ops.def("gelu_tanh_and_mul(Tensor! result, Tensor input) -> ()");
+  ops.def("mul_and_silu(Tensor! result, Tensor input) -> ()");
   ops.def(
-      "rms_norm(Tensor! result, Tensor input, Tensor weight, float epsilon) "
+      "fatrelu_and_mul(Tensor! result, Tensor input, float threshold) -> ()");
+  ops.def(
+      "swigluoai_and_mul(Tensor! result, Tensor input, float alpha=1.702, "
+      "float limit=7.0) -> ()");
+  ops.def("gelu_new(Tensor! result, Tensor input) -> ()");
+  ops.def("gelu_fast(Tensor! result, Tensor input) -> ()");
+  ops.def("gelu_quick(Tensor! result, Tensor input) -> ()");
+  ops.def(
+      "rms_norm(Tensor! result, Tensor input, Tensor? weight, float epsilon) "
       "-> ()");
   ops.def(
-      "fused_add_rms_norm(Tensor! input, Tensor! residual, Tensor weight, "
+      "fused_add_rms_norm(Tensor! input, Tensor! residual, Tensor? weight, "
       "float epsilon) -> ()");
   ops.def(
       "rotary_embedding(Tensor positions, Tensor! query, Tensor!? key, "
@@ -39,6 +48,12 @@ TORCH_LIBRARY_IMPL(_C, VLLM_DISPATCH_KEY, ops) {
   ops.impl("silu_and_mul", &silu_and_mul);
   ops.impl("gelu_and_mul", &gelu_and_mul);
   ops.impl("gelu_tanh_and_mul", &gelu_tanh_and_mul);
+  ops.impl("mul_and_silu", &mul_and_silu);
+  ops.impl("fatrelu_and_mul", &fatrelu_and_mul);
+  ops.impl("swigluoai_and_mul", &swigluoai_and_mul);
+  ops.impl("gelu_new", &gelu_new);
+  ops.impl("gelu_fast", &gelu_fast);
+  ops.impl("gelu_quick", &gelu_quick);
   ops.impl("rms_norm", &rms_norm);
   ops.impl("fused_add_rms_norm", &fused_add_rms_norm);
   ops.impl("rotary_embedding", &rotary_embedding);

@@ -37,18 +37,58 @@ def gelu_tanh_and_mul(out: torch.Tensor, x: torch.Tensor) -> None:
     torch.ops._C.gelu_tanh_and_mul(out, x)
 
 
+def mul_and_silu(out: torch.Tensor, x: torch.Tensor) -> None:
+    """The gate on the second half: out = x[..., :d] * silu(x[..., d:])."""
+    torch.ops._C.mul_and_silu(out, x)
+
+
+def fatrelu_and_mul(out: torch.Tensor, x: torch.Tensor, threshold: float = 0.0) -> None:
+    """FATReLU gate: x[..., :d] where it is above threshold (else 0), times x[..., d:]."""
+    torch.ops._C.fatrelu_and_mul(out, x, threshold)
+
+
+def swigluoai_and_mul(
+    out: torch.Tensor, x: torch.Tensor, alpha: float = 1.702, limit: float = 7.0
+) -> None:
+    """gpt-oss SwiGLU on interleaved halves (gate = x[..., ::2], up = x[..., 1::2]).
+
+    out = (clamp(up, -limit, limit) + 1) * g * sigmoid(alpha * g), g = min(gate, limit).
+    """
+    torch.ops._C.swigluoai_and_mul(out, x, alpha, limit)
+
+
+# Elementwise activations: out has x's shape.
+
+
+def gelu_new(out: torch.Tensor, x: torch.Tensor) -> None:
+    """0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))."""
+    torch.ops._C.gelu_new(out, x)
+
+
+def gelu_fast(out: torch.Tensor, x: torch.Tensor) -> None:
+    """0.5 * x * (1 + tanh(0.7978845608 * x * (1 + 0.044715 * x * x)))."""
+    torch.ops._C.gelu_fast(out, x)
+
+
+def gelu_quick(out: torch.Tensor, x: torch.Tensor) -> None:
+    """x * sigmoid(1.702 * x)."""
+    torch.ops._C.gelu_quick(out, x)
+
+
 # Normalization over the last dimension.
 
 
-def rms_norm(out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, epsilon: float) -> None:
-    """out = input / sqrt(mean(input**2) + epsilon) * weight."""
+def rms_norm(
+    out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor | None, epsilon: float
+) -> None:
+    """out = input / sqrt(mean(input**2) + epsilon) * weight (no scaling when weight is None)."""
     torch.ops._C.rms_norm(out, input, weight, epsilon)
 
 
 def fused_add_rms_norm(
-    input: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, epsilon: float
+    input: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, epsilon: float
 ) -> None:
-    """In place: residual += input, then input = rms_norm(residual) * weight."""
+    """In place: residual += input, then input = rms_norm(residual) * weight (or unscaled)."""
     torch.ops._C.fused_add_rms_norm(input, residual, weight, epsilon)
 
 
@@ -116,6 +156,12 @@ for _op in (
     "_C::silu_and_mul",
     "_C::gelu_and_mul",
     "_C::gelu_tanh_and_mul",
+    "_C::mul_and_silu",
+    "_C::fatrelu_and_mul",
+    "_C::swigluoai_and_mul",
+    "_C::gelu_new",
+    "_C::gelu_fast",
+    "_C::gelu_quick",
     "_C::rms_norm",
     "_C::fused_add_rms_norm",
     "_C::rotary_embedding",

@@ -1,6 +1,18 @@
-// Gated activations: out[..., i] = act(input[..., i]) * input[..., d + i],
-// with d = input.size(-1) / 2, computed in float32. Error messages call `out`
-// "result", its name in the op schema.
+// Activations, equal bit for bit to the layers' forward_native run by eager
+// torch on the CPU (the contract in CONTRIBUTING.md, "Adding a kernel"):
+//
+//   gated:       out[..., i] = act(x[..., i]) * x[..., d + i]  (mul_and_silu:
+//                x[..., i] * silu(x[..., d + i])), d = x.size(-1) / 2
+//   swigluoai:   gate = x[..., 0::2], up = x[..., 1::2]
+//   elementwise: gelu_new, gelu_fast, gelu_quick, out shaped like x
+//
+// forward_native is a chain of torch ops, each rounding its result to the
+// tensor's dtype T, so these kernels round to T after every step too. The
+// transcendental steps use torch's own CPU formulas: the at::vec formula on
+// float32 lanes, and, for the elements after a row's last full chunk of
+// 2 * Vectorized<T>::size() (where torch's loops switch to scalar code), the
+// scalar formula with std::exp / std::erf / std::tanh. Error messages call
+// `out` "result", its name in the op schema.
 #include <cmath>
 
 #include "../ops.h"
@@ -10,45 +22,307 @@ namespace {
 
 using vllm_cpu::FloatIO;
 using vllm_cpu::fvec;
+using vllm_cpu::round_to;
 
-// silu(x) = x / (1 + exp(-x))
+// The chunk of torch's vectorized elementwise loops: two Vectorized<T>.
+template <typename T>
+constexpr int64_t kTorchChunk = 2 * at::vec::Vectorized<T>::size();
+
+// ---------------------------------------------------------------------------
+// Gated activations. vec() is torch's vectorized formula, scalar() its scalar
+// one; both in float32.
+// ---------------------------------------------------------------------------
+
+// F.silu: x / (1 + exp(-x))
 struct SiluOp {
-  fvec one{1.0f};
-  fvec operator()(const fvec& x) const { return x / (one + x.neg().exp()); }
+  fvec vec(const fvec& x) const { return x / (fvec(1.0f) + x.neg().exp()); }
+  float scalar(float x) const { return x / (1.0f + std::exp(-x)); }
 };
 
-// gelu(x) = 0.5 * x * (1 + erf(x / sqrt(2)))
+// F.gelu(approximate="none"): x * 0.5 * (1 + erf(x / sqrt(2)))
 struct GeluOp {
-  fvec half{0.5f};
-  fvec one{1.0f};
-  fvec inv_sqrt2{static_cast<float>(M_SQRT1_2)};
-  fvec operator()(const fvec& x) const {
-    return half * x * (one + (x * inv_sqrt2).erf());
+  static constexpr float kAlpha = static_cast<float>(M_SQRT1_2);
+  fvec vec(const fvec& x) const {
+    return x * fvec(0.5f) * (fvec(1.0f) + (x * fvec(kAlpha)).erf());
+  }
+  float scalar(float x) const {
+    return x * 0.5f * (1.0f + std::erf(x * kAlpha));
   }
 };
 
-// gelu_tanh(x) = 0.5 * x * (1 + tanh(y)), y = sqrt(2 / pi) * (x + 0.044715 x^3)
-// Since 1 + tanh(y) = 2 / (1 + exp(-2y)), this is x / (1 + exp(-2y)): one
-// exp instead of a tanh, and no cancellation anywhere.
+// F.gelu(approximate="tanh"):
+//   0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))
 struct GeluTanhOp {
-  fvec one{1.0f};
-  fvec neg_two_beta{static_cast<float>(-2.0 * M_SQRT2 * M_2_SQRTPI * 0.5)};
-  fvec kappa{0.044715f};
-  fvec operator()(const fvec& x) const {
-    const fvec t = neg_two_beta * (x + kappa * x * x * x);
-    return x / (one + t.exp());
+  static constexpr float kBeta = static_cast<float>(M_SQRT2 * M_2_SQRTPI * 0.5);
+  static constexpr float kKappa = 0.044715f;
+  fvec vec(const fvec& x) const {
+    const fvec cube = x * x * x;
+    const fvec inner = fvec(kBeta) * (x + fvec(kKappa) * cube);
+    return fvec(0.5f) * x * (fvec(1.0f) + inner.tanh());
+  }
+  float scalar(float x) const {
+    const float cube = x * x * x;
+    const float inner = kBeta * (x + kKappa * cube);
+    return 0.5f * x * (1.0f + std::tanh(inner));
   }
 };
 
-template <typename scalar_t, typename Act>
-void act_and_mul_kernel(at::Tensor& out, const at::Tensor& input,
-                        const Act& act) {
+// F.threshold(x, threshold, 0): x <= threshold ? 0 : x, compared in float32
+// (a NaN stays NaN).
+struct FatreluOp {
+  float threshold;
+  fvec vec(const fvec& x) const {
+    return fvec::blendv(x, fvec(0.0f), x <= fvec(threshold));
+  }
+  float scalar(float x) const { return x <= threshold ? 0.0f : x; }
+};
+
+// kActOnSecond: out = x * act(y) (mul_and_silu), else act(x) * y. act's
+// result is rounded to scalar_t before the product, as F.silu's tensor is.
+template <typename scalar_t, bool kActOnSecond, typename Act>
+void gated_kernel(at::Tensor& out, const at::Tensor& input, const Act& act) {
   using IO = FloatIO<scalar_t>;
   constexpr int64_t kStep = IO::kStep;
-  // Columns are split into blocks so a few long rows still use every thread.
-  constexpr int64_t kBlock = 128 * kStep;
+  constexpr int64_t kChunk = kTorchChunk<scalar_t>;
+  static_assert(kChunk % kStep == 0);
+  // Columns are split into blocks (a multiple of kChunk) so that a few long
+  // rows still use every thread.
+  constexpr int64_t kBlock = 64 * kChunk;
 
   const int64_t d = out.size(-1);
+  const vllm_cpu::RowIndexer in_rows(input, input.dim() - 1);
+  const vllm_cpu::RowIndexer out_rows(out, out.dim() - 1);
+  const int64_t num_rows = in_rows.num_rows();
+  if (num_rows == 0 || d == 0) return;
+
+  const scalar_t* in_base = input.const_data_ptr<scalar_t>();
+  scalar_t* out_base = out.data_ptr<scalar_t>();
+  const int64_t blocks_per_row = vllm_cpu::ceil_div(d, kBlock);
+  const int64_t units = num_rows * blocks_per_row;
+  const int64_t grain =
+      vllm_cpu::grain_for(std::min(d, kBlock), /*min_elems=*/32768);
+  // Where torch's loop over a row leaves its vectorized chunks.
+  const int64_t vec_end = d / kChunk * kChunk;
+
+  at::parallel_for(0, units, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t row = u / blocks_per_row;
+      const int64_t col_begin = (u % blocks_per_row) * kBlock;
+      const int64_t col_end = std::min(d, col_begin + kBlock);
+      const scalar_t* x = in_base + in_rows.offset(row);
+      const scalar_t* y = x + d;
+      scalar_t* o = out_base + out_rows.offset(row);
+
+      int64_t i = col_begin;
+      for (; i < std::min(col_end, vec_end); i += kStep) {
+        fvec x0, x1, y0, y1;
+        IO::load(x + i, x0, x1);
+        IO::load(y + i, y0, y1);
+        if constexpr (kActOnSecond) {
+          fvec a0 = act.vec(y0), a1 = act.vec(y1);
+          round_to<scalar_t>(a0, a1);
+          IO::store(o + i, x0 * a0, x1 * a1);
+        } else {
+          fvec a0 = act.vec(x0), a1 = act.vec(x1);
+          round_to<scalar_t>(a0, a1);
+          IO::store(o + i, a0 * y0, a1 * y1);
+        }
+      }
+      for (; i < col_end; ++i) {
+        const float a = static_cast<float>(x[i]);
+        const float b = static_cast<float>(y[i]);
+        const float r = kActOnSecond ? a * round_to<scalar_t>(act.scalar(b))
+                                     : round_to<scalar_t>(act.scalar(a)) * b;
+        o[i] = static_cast<scalar_t>(r);
+      }
+    }
+  });
+}
+
+template <bool kActOnSecond, typename Act>
+void gated(const char* op, at::Tensor& out, at::Tensor& input, const Act& act) {
+  vllm::check_act_and_mul_args(op, out, input, c10::DeviceType::CPU);
+  // dtype already checked; the dispatch name must be a literal.
+  VLLM_CPU_DISPATCH_FLOATING_TYPES(input.scalar_type(), "act_and_mul", [&] {
+    gated_kernel<scalar_t, kActOnSecond>(out, input, act);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// swigluoai_and_mul, step by step as SwigluOAIAndMul.forward_native:
+//   g = gate.clamp(max=limit); u = up.clamp(-limit, limit)
+//   out = (u + 1) * (g * sigmoid(g * alpha))
+// torch.sigmoid's formula is 1 / (1 + exp(-x)).
+// ---------------------------------------------------------------------------
+
+template <typename scalar_t>
+struct SwigluOai {
+  fvec alpha, limit, neg_limit, one;
+
+  // gate, up: float32 lanes; returns the result lanes (lo, hi).
+  void operator()(fvec& g0, fvec& g1, fvec& u0, fvec& u1) const {
+    g0 = at::vec::minimum(g0, limit);
+    g1 = at::vec::minimum(g1, limit);
+    round_to<scalar_t>(g0, g1);
+    u0 = at::vec::minimum(at::vec::maximum(u0, neg_limit), limit);
+    u1 = at::vec::minimum(at::vec::maximum(u1, neg_limit), limit);
+    round_to<scalar_t>(u0, u1);
+    fvec s0 = g0 * alpha, s1 = g1 * alpha;
+    round_to<scalar_t>(s0, s1);
+    s0 = (one + s0.neg().exp()).reciprocal();
+    s1 = (one + s1.neg().exp()).reciprocal();
+    round_to<scalar_t>(s0, s1);
+    g0 = g0 * s0;
+    g1 = g1 * s1;
+    round_to<scalar_t>(g0, g1);
+    u0 = u0 + one;
+    u1 = u1 + one;
+    round_to<scalar_t>(u0, u1);
+    g0 = u0 * g0;
+    g1 = u1 * g1;
+  }
+};
+
+template <typename scalar_t>
+void swigluoai_kernel(at::Tensor& out, const at::Tensor& input, float alpha,
+                      float limit) {
+  using IO = FloatIO<scalar_t>;
+  constexpr int64_t kStep = IO::kStep;  // outputs per step
+  const SwigluOai<scalar_t> op{fvec(alpha), fvec(limit), fvec(-limit),
+                               fvec(1.0f)};
+
+  const int64_t d = out.size(-1);
+  const vllm_cpu::RowIndexer in_rows(input, input.dim() - 1);
+  const vllm_cpu::RowIndexer out_rows(out, out.dim() - 1);
+  const int64_t num_rows = in_rows.num_rows();
+  if (num_rows == 0 || d == 0) return;
+
+  const scalar_t* in_base = input.const_data_ptr<scalar_t>();
+  scalar_t* out_base = out.data_ptr<scalar_t>();
+  at::parallel_for(0, num_rows, vllm_cpu::grain_for(2 * d),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t row = begin; row < end; ++row) {
+                       const scalar_t* x = in_base + in_rows.offset(row);
+                       scalar_t* o = out_base + out_rows.offset(row);
+                       for (int64_t i = 0; i < d; i += kStep) {
+                         // n outputs from 2n interleaved inputs, in two loads.
+                         const int64_t n = std::min(kStep, d - i);
+                         const int64_t first = std::min(2 * n, kStep);
+                         fvec a, b, c(0.0f), e(0.0f);
+                         IO::load(x + 2 * i, a, b, first);
+                         if (2 * n > kStep)
+                           IO::load(x + 2 * i + kStep, c, e, 2 * n - kStep);
+                         auto [g0, u0] = at::vec::deinterleave2(a, b);
+                         auto [g1, u1] = at::vec::deinterleave2(c, e);
+                         op(g0, g1, u0, u1);
+                         IO::store(o + i, g0, g1, n);
+                       }
+                     }
+                   });
+}
+
+// ---------------------------------------------------------------------------
+// Elementwise activations: each torch op of forward_native is one step,
+// rounded to T. Python float constants are float32 (torch's opmath for
+// float, bfloat16 and float16 tensors).
+// ---------------------------------------------------------------------------
+
+// torch.pow(x, 3.0): bfloat16 rounds after each multiply; float16 and
+// float32 round once.
+template <typename T>
+inline void cube(fvec& a, fvec& b) {
+  fvec x0 = a, x1 = b;
+  if constexpr (std::is_same_v<T, at::BFloat16>) {
+    a = x0 * x0;
+    b = x1 * x1;
+    round_to<T>(a, b);
+    a = a * x0;
+    b = b * x1;
+  } else {
+    a = x0 * x0 * x0;
+    b = x1 * x1 * x1;
+  }
+  round_to<T>(a, b);
+}
+
+// NewGELU: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))
+struct GeluNewOp {
+  template <typename T>
+  void apply(fvec& x0, fvec& x1) const {
+    const fvec c(static_cast<float>(std::sqrt(2.0 / M_PI)));
+    fvec a = x0, b = x1;
+    cube<T>(a, b);
+    a = fvec(0.044715f) * a;
+    b = fvec(0.044715f) * b;
+    round_to<T>(a, b);
+    a = x0 + a;
+    b = x1 + b;
+    round_to<T>(a, b);
+    a = c * a;
+    b = c * b;
+    round_to<T>(a, b);
+    finish<T>(x0, x1, a, b);
+  }
+  // 0.5 * x * (1 + tanh(inner)), each step rounded.
+  template <typename T>
+  static void finish(fvec& x0, fvec& x1, fvec a, fvec b) {
+    a = a.tanh();
+    b = b.tanh();
+    round_to<T>(a, b);
+    a = fvec(1.0f) + a;
+    b = fvec(1.0f) + b;
+    round_to<T>(a, b);
+    fvec h0 = fvec(0.5f) * x0, h1 = fvec(0.5f) * x1;
+    round_to<T>(h0, h1);
+    x0 = h0 * a;
+    x1 = h1 * b;
+  }
+};
+
+// FastGELU: 0.5 * x * (1 + tanh(x * 0.7978845608 * (1 + 0.044715 * x * x)))
+struct GeluFastOp {
+  template <typename T>
+  void apply(fvec& x0, fvec& x1) const {
+    fvec p0 = x0 * fvec(0.7978845608f), p1 = x1 * fvec(0.7978845608f);
+    round_to<T>(p0, p1);
+    fvec q0 = fvec(0.044715f) * x0, q1 = fvec(0.044715f) * x1;
+    round_to<T>(q0, q1);
+    q0 = q0 * x0;
+    q1 = q1 * x1;
+    round_to<T>(q0, q1);
+    q0 = fvec(1.0f) + q0;
+    q1 = fvec(1.0f) + q1;
+    round_to<T>(q0, q1);
+    p0 = p0 * q0;
+    p1 = p1 * q1;
+    round_to<T>(p0, p1);
+    GeluNewOp::finish<T>(x0, x1, p0, p1);
+  }
+};
+
+// QuickGELU: x * sigmoid(1.702 * x), sigmoid(s) = 1 / (1 + exp(-s)).
+struct GeluQuickOp {
+  template <typename T>
+  void apply(fvec& x0, fvec& x1) const {
+    const fvec one(1.0f);
+    fvec s0 = fvec(1.702f) * x0, s1 = fvec(1.702f) * x1;
+    round_to<T>(s0, s1);
+    s0 = (one + s0.neg().exp()).reciprocal();
+    s1 = (one + s1.neg().exp()).reciprocal();
+    round_to<T>(s0, s1);
+    x0 = x0 * s0;
+    x1 = x1 * s1;
+  }
+};
+
+template <typename scalar_t, typename Op>
+void elementwise_kernel(at::Tensor& out, const at::Tensor& input,
+                        const Op& op) {
+  using IO = FloatIO<scalar_t>;
+  constexpr int64_t kStep = IO::kStep;
+  constexpr int64_t kBlock = 128 * kStep;
+
+  const int64_t d = input.size(-1);
   const vllm_cpu::RowIndexer in_rows(input, input.dim() - 1);
   const vllm_cpu::RowIndexer out_rows(out, out.dim() - 1);
   const int64_t num_rows = in_rows.num_rows();
@@ -67,46 +341,68 @@ void act_and_mul_kernel(at::Tensor& out, const at::Tensor& input,
       const int64_t col_begin = (u % blocks_per_row) * kBlock;
       const int64_t col_end = std::min(d, col_begin + kBlock);
       const scalar_t* x = in_base + in_rows.offset(row);
-      const scalar_t* y = x + d;
       scalar_t* o = out_base + out_rows.offset(row);
-
-      int64_t i = col_begin;
-      for (; i + kStep <= col_end; i += kStep) {
-        fvec x0, x1, y0, y1;
-        IO::load(x + i, x0, x1);
-        IO::load(y + i, y0, y1);
-        IO::store(o + i, act(x0) * y0, act(x1) * y1);
-      }
-      if (i < col_end) {
-        const int64_t n = col_end - i;
-        fvec x0, x1, y0, y1;
+      for (int64_t i = col_begin; i < col_end; i += kStep) {
+        const int64_t n = std::min(kStep, col_end - i);
+        fvec x0, x1;
         IO::load(x + i, x0, x1, n);
-        IO::load(y + i, y0, y1, n);
-        IO::store(o + i, act(x0) * y0, act(x1) * y1, n);
+        op.template apply<scalar_t>(x0, x1);
+        IO::store(o + i, x0, x1, n);
       }
     }
   });
 }
 
-template <typename Act>
-void act_and_mul(const char* op, at::Tensor& out, at::Tensor& input) {
-  vllm::check_act_and_mul_args(op, out, input, c10::DeviceType::CPU);
-  // dtype already checked; the dispatch name must be a literal.
-  VLLM_CPU_DISPATCH_FLOATING_TYPES(input.scalar_type(), "act_and_mul", [&] {
-    act_and_mul_kernel<scalar_t>(out, input, Act{});
+template <typename Op>
+void elementwise(const char* op, at::Tensor& out, at::Tensor& input) {
+  vllm::check_activation_args(op, out, input, c10::DeviceType::CPU);
+  VLLM_CPU_DISPATCH_FLOATING_TYPES(input.scalar_type(), "activation", [&] {
+    elementwise_kernel<scalar_t>(out, input, Op{});
   });
 }
 
 }  // namespace
 
 void silu_and_mul(at::Tensor& out, at::Tensor& input) {
-  act_and_mul<SiluOp>("silu_and_mul", out, input);
+  gated<false>("silu_and_mul", out, input, SiluOp{});
+}
+
+void mul_and_silu(at::Tensor& out, at::Tensor& input) {
+  gated<true>("mul_and_silu", out, input, SiluOp{});
 }
 
 void gelu_and_mul(at::Tensor& out, at::Tensor& input) {
-  act_and_mul<GeluOp>("gelu_and_mul", out, input);
+  gated<false>("gelu_and_mul", out, input, GeluOp{});
 }
 
 void gelu_tanh_and_mul(at::Tensor& out, at::Tensor& input) {
-  act_and_mul<GeluTanhOp>("gelu_tanh_and_mul", out, input);
+  gated<false>("gelu_tanh_and_mul", out, input, GeluTanhOp{});
+}
+
+void fatrelu_and_mul(at::Tensor& out, at::Tensor& input, double threshold) {
+  gated<false>("fatrelu_and_mul", out, input,
+               FatreluOp{static_cast<float>(threshold)});
+}
+
+void swigluoai_and_mul(at::Tensor& out, at::Tensor& input, double alpha,
+                       double limit) {
+  vllm::check_swigluoai_and_mul_args(out, input, alpha, limit,
+                                     c10::DeviceType::CPU);
+  VLLM_CPU_DISPATCH_FLOATING_TYPES(
+      input.scalar_type(), "swigluoai_and_mul", [&] {
+        swigluoai_kernel<scalar_t>(out, input, static_cast<float>(alpha),
+                                   static_cast<float>(limit));
+      });
+}
+
+void gelu_new(at::Tensor& out, at::Tensor& input) {
+  elementwise<GeluNewOp>("gelu_new", out, input);
+}
+
+void gelu_fast(at::Tensor& out, at::Tensor& input) {
+  elementwise<GeluFastOp>("gelu_fast", out, input);
+}
+
+void gelu_quick(at::Tensor& out, at::Tensor& input) {
+  elementwise<GeluQuickOp>("gelu_quick", out, input);
 }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <tuple>
+#include <type_traits>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -152,6 +153,23 @@ struct FloatIO<float> {
     return fvec::loadu(p, count);
   }
 };
+
+// Rounds float32 values to T and widens them back: what storing an
+// intermediate result in a T tensor does. A no-op for float. Kernels that
+// must equal a chain of torch ops in T round after every step, as eager
+// torch does.
+template <typename T>
+inline void round_to(fvec& lo, fvec& hi) {
+  if constexpr (!std::is_same_v<T, float>) {
+    std::tie(lo, hi) =
+        at::vec::convert_to_float<T>(at::vec::convert_from_float<T>(lo, hi));
+  }
+}
+
+template <typename T>
+inline float round_to(float v) {
+  return static_cast<float>(static_cast<T>(v));
+}
 
 // Grain size (in work units) for at::parallel_for so that one chunk holds at
 // least ~min_elems elements of work.

@@ -3,6 +3,9 @@
 //   fused_add_rms_norm: residual = x + residual; x = rms_norm(residual)
 #include <cmath>
 #include <memory>
+#include <optional>
+
+#include <ATen/ops/ones.h>
 
 #include "../ops.h"
 #include "cpu_utils.h"
@@ -137,26 +140,34 @@ void fused_add_rms_norm_kernel(at::Tensor& input, at::Tensor& residual,
   });
 }
 
+// Without a weight the norms scale by ones: x * scale * 1 is x * scale
+// exactly, so one kernel serves both.
+at::Tensor weight_or_ones(const std::optional<at::Tensor>& weight,
+                          const at::Tensor& input) {
+  return weight.has_value() ? weight->contiguous()
+                            : at::ones({input.size(-1)}, input.options());
+}
+
 }  // namespace
 
-void rms_norm(at::Tensor& out, at::Tensor& input, at::Tensor& weight,
-              double epsilon) {
+void rms_norm(at::Tensor& out, at::Tensor& input,
+              std::optional<at::Tensor> weight, double epsilon) {
   constexpr const char* op = "rms_norm";
   vllm::check_rms_norm_args(out, input, weight, epsilon, c10::DeviceType::CPU);
 
-  const at::Tensor w = weight.contiguous();
+  const at::Tensor w = weight_or_ones(weight, input);
   VLLM_CPU_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
     rms_norm_kernel<scalar_t>(out, input, w, static_cast<float>(epsilon));
   });
 }
 
 void fused_add_rms_norm(at::Tensor& input, at::Tensor& residual,
-                        at::Tensor& weight, double epsilon) {
+                        std::optional<at::Tensor> weight, double epsilon) {
   constexpr const char* op = "fused_add_rms_norm";
   vllm::check_fused_add_rms_norm_args(input, residual, weight, epsilon,
                                       c10::DeviceType::CPU);
 
-  const at::Tensor w = weight.contiguous();
+  const at::Tensor w = weight_or_ones(weight, input);
   VLLM_CPU_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
     fused_add_rms_norm_kernel<scalar_t>(input, residual, w,
                                         static_cast<float>(epsilon));

@@ -1,4 +1,8 @@
-// Rotary position embedding, in place on query and (optionally) key.
+// Rotary position embedding, in place on query and (optionally) key, equal
+// to RotaryEmbedding.forward_native in bfloat16 and float16: the cache is
+// rounded to the query's dtype, and each product and sum to it too, as the
+// reference's torch ops do (float32 within an ulp: the compiler may fuse a
+// product and a sum).
 //
 // cos_sin_cache[pos] = [cos_0 .. cos_{r/2-1}, sin_0 .. sin_{r/2-1}] with
 // r = rot_dim <= head_size; only the first rot_dim elements of a head rotate.
@@ -17,6 +21,27 @@ using vllm_cpu::FloatIO;
 using vllm_cpu::fvec;
 
 using vllm::HeadLayout;
+using vllm_cpu::round_to;
+
+// (x, y) rotated by (c, s), as forward_native computes it in T:
+//   x' = x * c - y * s, y' = y * c + x * s
+// with every product and sum rounded to T (c and s already in T).
+template <typename T>
+inline void rotate(const fvec& x0, const fvec& x1, const fvec& y0,
+                   const fvec& y1, const fvec& c0, const fvec& c1,
+                   const fvec& s0, const fvec& s1, fvec& xo0, fvec& xo1,
+                   fvec& yo0, fvec& yo1) {
+  fvec xc0 = x0 * c0, xc1 = x1 * c1, ys0 = y0 * s0, ys1 = y1 * s1;
+  fvec yc0 = y0 * c0, yc1 = y1 * c1, xs0 = x0 * s0, xs1 = x1 * s1;
+  round_to<T>(xc0, xc1);
+  round_to<T>(ys0, ys1);
+  round_to<T>(yc0, yc1);
+  round_to<T>(xs0, xs1);
+  xo0 = xc0 - ys0;
+  xo1 = xc1 - ys1;
+  yo0 = yc0 + xs0;
+  yo1 = yc1 + xs1;
+}
 
 template <typename scalar_t, typename cache_t>
 void rotary_kernel(const at::Tensor& positions, at::Tensor& query,
@@ -70,8 +95,12 @@ void rotary_kernel(const at::Tensor& positions, at::Tensor& query,
               IO::load(y + i, y0, y1, n);
               CIO::load(cos + i, c0, c1, n);
               CIO::load(sin + i, s0, s1, n);
-              IO::store(x + i, x0 * c0 - y0 * s0, x1 * c1 - y1 * s1, n);
-              IO::store(y + i, y0 * c0 + x0 * s0, y1 * c1 + x1 * s1, n);
+              round_to<scalar_t>(c0, c1);
+              round_to<scalar_t>(s0, s1);
+              fvec o0, o1, p0, p1;
+              rotate<scalar_t>(x0, x1, y0, y1, c0, c1, s0, s1, o0, o1, p0, p1);
+              IO::store(x + i, o0, o1, n);
+              IO::store(y + i, p0, p1, n);
             }
           } else {
             // kF pairs (2 * kF elements) per step.
@@ -79,11 +108,18 @@ void rotary_kernel(const at::Tensor& positions, at::Tensor& query,
               const int64_t np = std::min(kF, half - i);
               fvec a, b;
               IO::load(x + 2 * i, a, b, 2 * np);
-              const fvec c = CIO::load_one(cos + i, np);
-              const fvec s = CIO::load_one(sin + i, np);
+              fvec c = CIO::load_one(cos + i, np);
+              fvec s = CIO::load_one(sin + i, np);
+              fvec unused_c(0.0f), unused_s(0.0f);
+              round_to<scalar_t>(c, unused_c);
+              round_to<scalar_t>(s, unused_s);
               const auto [ev, od] = at::vec::deinterleave2(a, b);
-              const auto [oa, ob] =
-                  at::vec::interleave2(ev * c - od * s, od * c + ev * s);
+              // One float vector of pairs: the second lanes are padding.
+              const fvec zero(0.0f);
+              fvec e0, e1, o0, o1;
+              rotate<scalar_t>(ev, zero, od, zero, c, zero, s, zero, e0, e1, o0,
+                               o1);
+              const auto [oa, ob] = at::vec::interleave2(e0, o0);
               IO::store(x + 2 * i, oa, ob, 2 * np);
             }
           }

@@ -1,4 +1,10 @@
-"""silu_and_mul, gelu_and_mul, gelu_tanh_and_mul against the layers' references."""
+"""The activation kernels against their layers' forward_native.
+
+The contract (CONTRIBUTING.md, "Adding a kernel"): the gated kernels equal
+forward_native bit for bit in every dtype, as vLLM's tests assert
+(atol=0, rtol=0); swigluoai_and_mul and the elementwise GELUs do in bfloat16
+and float16, and in float32 are within vLLM's default tolerance.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +14,57 @@ import pytest
 import torch
 
 from vllm import _custom_ops as ops
-from vllm.model_executor.layers.activation import GeluAndMul, SiluAndMul
+from vllm.model_executor.layers.activation import (
+    FastGELU,
+    FatreluAndMul,
+    GeluAndMul,
+    MulAndSilu,
+    NewGELU,
+    QuickGELU,
+    SiluAndMul,
+    SwigluOAIAndMul,
+)
 from vllm.model_executor.layers.custom_op import CustomOp
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 NUM_TOKENS = [7, 83, 2048]
 D = [512, 13824]
-ACTIVATIONS = ["silu", "gelu", "gelu_tanh"]
+ACTIVATIONS = ["silu", "mul_and_silu", "gelu", "gelu_tanh", "fatrelu", "swigluoai"]
+EXACT_IN_FLOAT32 = {"silu", "mul_and_silu", "gelu", "gelu_tanh", "fatrelu"}
+FATRELU_THRESHOLD = 0.37
 # vLLM's defaults (tests/kernels/allclose_default.py), from PyTorch's own tests.
 ATOL = {torch.float16: 1e-3, torch.bfloat16: 1e-3, torch.float32: 1e-5}
 RTOL = {torch.float16: 1e-3, torch.bfloat16: 1.6e-2, torch.float32: 1.3e-6}
 
 
 def make_layer(activation: str) -> CustomOp:
-    if activation == "silu":
-        return SiluAndMul()
-    return GeluAndMul(approximate="tanh" if activation == "gelu_tanh" else "none")
+    return {
+        "silu": lambda: SiluAndMul(compile_native=False),
+        "mul_and_silu": MulAndSilu,
+        "gelu": lambda: GeluAndMul(approximate="none"),
+        "gelu_tanh": lambda: GeluAndMul(approximate="tanh"),
+        "fatrelu": lambda: FatreluAndMul(FATRELU_THRESHOLD),
+        "swigluoai": SwigluOAIAndMul,
+    }[activation]()
 
 
 OPS = {
     "silu": ops.silu_and_mul,
+    "mul_and_silu": ops.mul_and_silu,
     "gelu": ops.gelu_and_mul,
     "gelu_tanh": ops.gelu_tanh_and_mul,
+    "fatrelu": lambda out, x: ops.fatrelu_and_mul(out, x, FATRELU_THRESHOLD),
+    "swigluoai": ops.swigluoai_and_mul,
 }
+
+
+def assert_matches_native(activation: str, out: torch.Tensor, ref: torch.Tensor) -> None:
+    """Bit-exact, except swigluoai in float32 (an ulp where torch.sigmoid's
+    loop falls back to scalar code)."""
+    if out.dtype == torch.float32 and activation not in EXACT_IN_FLOAT32:
+        torch.testing.assert_close(out, ref, atol=ATOL[out.dtype], rtol=RTOL[out.dtype])
+    else:
+        torch.testing.assert_close(out, ref, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -46,7 +80,7 @@ def test_act_and_mul(
     out = layer(x)
     ref = layer.forward_native(x)
     assert out.shape == (num_tokens, d) and out.dtype == dtype
-    torch.testing.assert_close(out, ref, atol=ATOL[dtype], rtol=RTOL[dtype])
+    assert_matches_native(activation, out, ref)
     assert torch.equal(x, x_before), "the input must not be modified"
 
 
@@ -60,22 +94,101 @@ def test_act_and_mul_leading_dims(
     x = torch.randn(3, 5, 2 * 96, dtype=dtype, device=device)
     out = layer(x)
     assert out.shape == (3, 5, 96)
-    torch.testing.assert_close(out, layer.forward_native(x), atol=ATOL[dtype], rtol=RTOL[dtype])
+    assert_matches_native(activation, out, layer.forward_native(x))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_act_and_mul_ragged_rows(activation: str, dtype: torch.dtype, device: torch.device) -> None:
+    """Rows whose length is no multiple of the vector width, strided rows,
+    and values at the clamps and thresholds: still bit-exact where promised."""
+    layer = make_layer(activation)
+    base = torch.randn(37, 2 * 2 * 45, dtype=dtype, device=device) * 4
+    x = base[:, : 2 * 45]
+    x[0, :8] = torch.tensor([FATRELU_THRESHOLD, 7.0, -7.0, 0.0, 8.0, -8.0, 1e-3, -1e-3])
+    assert_matches_native(activation, layer(x), layer.forward_native(x))
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_native_matches_formula(activation: str) -> None:
     """The reference itself, in float64 against the textbook formulas."""
-    x = torch.randn(64, 2 * 40, dtype=torch.float64)
+    x = torch.randn(64, 2 * 40, dtype=torch.float64) * 4
     a, b = x[:, :40], x[:, 40:]
     if activation == "silu":
-        act = a / (1 + torch.exp(-a))
+        expected = a / (1 + torch.exp(-a)) * b
+    elif activation == "mul_and_silu":
+        expected = a * (b / (1 + torch.exp(-b)))
     elif activation == "gelu":
-        act = 0.5 * a * (1 + torch.erf(a / math.sqrt(2)))
-    else:
+        expected = 0.5 * a * (1 + torch.erf(a / math.sqrt(2))) * b
+    elif activation == "gelu_tanh":
         inner = math.sqrt(2 / math.pi) * (a + 0.044715 * a**3)
-        act = 0.5 * a * (1 + torch.tanh(inner))
-    torch.testing.assert_close(make_layer(activation).forward_native(x), act * b)
+        expected = 0.5 * a * (1 + torch.tanh(inner)) * b
+    elif activation == "fatrelu":
+        expected = torch.where(a > FATRELU_THRESHOLD, a, 0) * b
+    else:
+        gate = x[:, ::2].clamp(max=7.0)
+        up = x[:, 1::2].clamp(-7.0, 7.0)
+        expected = (up + 1) * gate / (1 + torch.exp(-1.702 * gate))
+    torch.testing.assert_close(make_layer(activation).forward_native(x), expected)
+
+
+ELEMENTWISE = {"gelu_new": NewGELU, "gelu_fast": FastGELU, "gelu_quick": QuickGELU}
+
+
+@pytest.mark.parametrize("activation", list(ELEMENTWISE))
+@pytest.mark.parametrize("num_tokens", NUM_TOKENS)
+@pytest.mark.parametrize("d", D)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activation(
+    activation: str, num_tokens: int, d: int, dtype: torch.dtype, device: torch.device
+) -> None:
+    """Bit-exact in bfloat16 and float16; float32 within vLLM's tolerance
+    (torch's float32 tanh is MKL's, not at::vec's)."""
+    layer = ELEMENTWISE[activation]()
+    x = torch.randn(num_tokens, d, dtype=dtype, device=device)
+    out = layer(x)
+    ref = layer.forward_native(x)
+    assert out.shape == x.shape and out.dtype == dtype
+    if dtype == torch.float32:
+        torch.testing.assert_close(out, ref, atol=ATOL[dtype], rtol=RTOL[dtype])
+    else:
+        torch.testing.assert_close(out, ref, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("activation", list(ELEMENTWISE))
+def test_elementwise_native_matches_formula(activation: str) -> None:
+    x = torch.randn(64, 40, dtype=torch.float64) * 4
+    if activation == "gelu_new":
+        expected = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    elif activation == "gelu_fast":
+        expected = 0.5 * x * (1 + torch.tanh(0.7978845608 * x * (1 + 0.044715 * x * x)))
+    else:
+        expected = x / (1 + torch.exp(-1.702 * x))
+    torch.testing.assert_close(ELEMENTWISE[activation]().forward_native(x), expected)
+
+
+@pytest.mark.parametrize("activation", list(ELEMENTWISE))
+class TestElementwiseBadInputs:
+    def test_shape_mismatch(self, activation: str, device: torch.device) -> None:
+        x = torch.randn(4, 16, device=device)
+        with pytest.raises(RuntimeError, match="result"):
+            getattr(ops, activation)(torch.empty(4, 8, device=device), x)
+
+    def test_dtype(self, activation: str, device: torch.device) -> None:
+        x = torch.randn(4, 16, device=device)
+        with pytest.raises(RuntimeError, match="result"):
+            getattr(ops, activation)(x.half(), x)
+        with pytest.raises(RuntimeError, match="input"):
+            getattr(ops, activation)(x.double(), x.double())
+
+
+def test_swigluoai_rejects_nan_parameters(device: torch.device) -> None:
+    x = torch.randn(4, 16, device=device)
+    out = torch.empty(4, 8, device=device)
+    with pytest.raises(RuntimeError, match="alpha"):
+        ops.swigluoai_and_mul(out, x, float("nan"), 7.0)
+    with pytest.raises(RuntimeError, match="limit"):
+        ops.swigluoai_and_mul(out, x, 1.702, float("nan"))
 
 
 def test_gelu_rejects_unknown_approximation() -> None:

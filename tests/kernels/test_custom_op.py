@@ -65,3 +65,42 @@ def test_builtin_detection_on_this_machine() -> None:
         assert platform.is_cpu() and platform.get_device_capability() is None
     else:
         assert platform.is_cuda_alike() and platform.get_device_capability() is not None
+
+
+def test_vllm_constructor_switches_are_accepted() -> None:
+    """vLLM constructs layers with compile_native / enforce_enable."""
+    layer = SiluAndMul(compile_native=False)
+    assert layer.compile_native is False
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(layer(x), layer.forward_native(x), atol=0, rtol=0)
+
+
+def test_importing_a_layer_module_loads_the_kernels() -> None:
+    """torch.ops._C.<op> exists right after a layer import, as vLLM's tests expect."""
+    code = (
+        "import torch\n"
+        "from vllm.model_executor.layers.activation import FastGELU\n"
+        "print(torch.ops._C.gelu_fast, torch.ops._C_cache_ops.reshape_and_cache)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "_C.gelu_fast" in out.stdout
+
+
+def test_platform_helpers() -> None:
+    """seed_everything, set_random_seed, fp8_dtype, get_cpu_architecture."""
+    import platform
+    import random
+
+    from vllm.platforms import CpuArchEnum, current_platform
+    from vllm.utils.torch_utils import set_random_seed
+
+    set_random_seed(7)
+    first = (random.random(), torch.randn(4))
+    current_platform.seed_everything(7)
+    second = (random.random(), torch.randn(4))
+    assert first[0] == second[0] and torch.equal(first[1], second[1])
+    assert current_platform.fp8_dtype() in (torch.float8_e4m3fn, torch.float8_e4m3fnuz)
+    arch = current_platform.get_cpu_architecture()
+    assert isinstance(arch, CpuArchEnum)
+    if platform.machine() == "x86_64":
+        assert arch is CpuArchEnum.X86

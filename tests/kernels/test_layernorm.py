@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vllm import _custom_ops as ops
-from vllm.model_executor.layers.layernorm import RMSNorm
+from vllm.model_executor.layers.layernorm import GemmaRMSNorm, RMSNorm
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 NUM_TOKENS = [7, 83, 4096]
@@ -109,6 +109,100 @@ def test_native_matches_formula(add_residual: bool) -> None:
     if residual is not None:
         assert new_residual is not None
         torch.testing.assert_close(new_residual.double(), summed, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_tokens", NUM_TOKENS)
+@pytest.mark.parametrize("hidden_size", HIDDEN_SIZES)
+@pytest.mark.parametrize("add_residual", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@torch.inference_mode()
+def test_rms_norm_weightless(
+    num_tokens: int, hidden_size: int, add_residual: bool, dtype: torch.dtype, device: torch.device
+) -> None:
+    """has_weight=False: no weight at all, the ops get None and do not scale."""
+    layer = RMSNorm(hidden_size, has_weight=False).to(dtype=dtype, device=device)
+    assert layer.weight is None and not list(layer.parameters())
+    x = torch.randn(num_tokens, hidden_size, dtype=dtype, device=device)
+    residual = torch.randn_like(x) if add_residual else None
+    ref = layer.forward_native(x, residual)
+    out = layer(x, residual)
+    if add_residual:
+        assert isinstance(out, tuple) and isinstance(ref, tuple)
+        assert_close(out[0], ref[0])
+        assert_close(out[1], ref[1])
+    else:
+        assert isinstance(out, torch.Tensor) and isinstance(ref, torch.Tensor)
+        assert_close(out, ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@torch.no_grad()
+def test_none_weight_equals_ones(dtype: torch.dtype, device: torch.device) -> None:
+    """Without a weight the kernels compute exactly what a weight of ones gives."""
+    x = torch.randn(9, 200, dtype=dtype, device=device)
+    ones = torch.ones(200, dtype=dtype, device=device)
+    with_ones, without = torch.empty_like(x), torch.empty_like(x)
+    ops.rms_norm(with_ones, x, ones, 1e-6)
+    ops.rms_norm(without, x, None, 1e-6)
+    torch.testing.assert_close(without, with_ones, atol=0, rtol=0)
+    x1, r1, x2, r2 = x.clone(), x.flip(0).clone(), x.clone(), x.flip(0).clone()
+    ops.fused_add_rms_norm(x1, r1, ones, 1e-6)
+    ops.fused_add_rms_norm(x2, r2, None, 1e-6)
+    torch.testing.assert_close(x2, x1, atol=0, rtol=0)
+    torch.testing.assert_close(r2, r1, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("num_tokens", NUM_TOKENS)
+@pytest.mark.parametrize("hidden_size", HIDDEN_SIZES)
+@pytest.mark.parametrize("add_residual", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("strided_input", [False, True])
+@torch.inference_mode()
+def test_gemma_rms_norm(
+    num_tokens: int,
+    hidden_size: int,
+    add_residual: bool,
+    dtype: torch.dtype,
+    strided_input: bool,
+    device: torch.device,
+) -> None:
+    """vLLM's GemmaRMSNorm test: the layer against its forward_native."""
+    layer = GemmaRMSNorm(hidden_size, eps=1e-6).to(dtype=dtype, device=device)
+    layer.weight.data.normal_(mean=0.0, std=0.1)
+    std = 1 / (2 * hidden_size)
+    width = 2 * hidden_size if strided_input else hidden_size
+    x, _ = padded_randn(num_tokens, hidden_size, width, std, dtype, device)
+    if add_residual:
+        residual, _ = padded_randn(num_tokens, hidden_size, width, std, dtype, device)
+        ref = layer.forward_native(x, residual.clone())
+        out = layer(x, residual)
+        assert isinstance(out, tuple) and isinstance(ref, tuple)
+        assert_close(out[0], ref[0])
+        assert_close(out[1], ref[1])
+    else:
+        ref, out = layer.forward_native(x), layer(x)
+        assert isinstance(out, torch.Tensor) and isinstance(ref, torch.Tensor)
+        assert_close(out, ref)
+
+
+@torch.no_grad()
+def test_gemma_native_matches_formula(device: torch.device) -> None:
+    """float32 weight, bfloat16 activations: x * rsqrt(mean(x^2) + eps) * (1 + w)
+    in float32, rounded once."""
+    layer = GemmaRMSNorm(64, eps=1e-6).to(device)
+    layer.weight.data.normal_(mean=0.0, std=0.1)
+    assert layer.weight.dtype == torch.float32
+    x = torch.randn(8, 64, dtype=torch.bfloat16, device=device)
+    x32 = x.float()
+    expected = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-6) * (1 + layer.weight)
+    out = layer(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected.to(torch.bfloat16), atol=0, rtol=0)
+
+
+def test_rms_norm_var_hidden_size_is_refused() -> None:
+    with pytest.raises(ValueError, match="var_hidden_size"):
+        RMSNorm(64, var_hidden_size=32)
 
 
 class TestBadInputs:

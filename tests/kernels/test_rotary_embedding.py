@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
 
 from vllm import _custom_ops as ops
-from vllm.model_executor.layers.rotary_embedding import RotaryEmbedding
+from vllm.model_executor.layers.rotary_embedding import (
+    DynamicNTKScalingRotaryEmbedding,
+    LinearScalingRotaryEmbedding,
+    RotaryEmbedding,
+    get_rope,
+)
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 HEAD_SIZES = [64, 80, 112, 120, 256]
@@ -24,23 +28,17 @@ ATOL = {torch.float16: 1e-3, torch.bfloat16: 1e-3, torch.float32: 1e-5}
 RTOL = {torch.float16: 1e-3, torch.bfloat16: 1.6e-2, torch.float32: 1.3e-6}
 
 
-def reference(
-    rope: RotaryEmbedding,
-    positions: torch.Tensor,
-    query: torch.Tensor,
-    key: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """forward_native evaluated in float32, rounded to the input dtype once.
-
-    The CPU kernel computes in float32 from the same (rounded) inputs and
-    cache, and rounds once. forward_native run in bfloat16 or float16 rounds
-    after every multiply and add instead, which can move a near-zero output by
-    an ulp of the *inputs* (about 1e-2 in bfloat16): far beyond vLLM's
-    tolerances, though neither result is wrong.
-    """
-    rope32 = copy.deepcopy(rope).float()  # the cache's rounded values, as float32
-    q, k = rope32.forward_native(positions, query.float(), None if key is None else key.float())
-    return q.to(query.dtype), None if k is None else k.to(query.dtype)
+def assert_matches_native(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """The contract: bit-exact with forward_native in bfloat16 and float16 (the
+    kernel rounds after every product and sum, as the reference's torch ops
+    do); float32 within vLLM's tolerance (the compiler may fuse a product and
+    a sum into one rounding)."""
+    if actual.dtype == torch.float32:
+        torch.testing.assert_close(
+            actual, expected, atol=ATOL[actual.dtype], rtol=RTOL[actual.dtype]
+        )
+    else:
+        torch.testing.assert_close(actual, expected, atol=0, rtol=0)
 
 
 def make_heads(
@@ -92,13 +90,14 @@ def test_rotary_embedding(
     bases_before = [query_base.clone(), key_base.clone()]
 
     # The reference first: the kernel rotates query and key in place.
-    ref_query, ref_key = reference(rope, positions, query, key)
+    ref_query, ref_key = rope.forward_native(positions, query, key)
     out_query, out_key = rope(positions, query, key)
 
     assert out_query is query and out_key is key
-    torch.testing.assert_close(out_query, ref_query, atol=ATOL[dtype], rtol=RTOL[dtype])
+    assert_matches_native(out_query, ref_query)
     if key is not None:
-        torch.testing.assert_close(out_key, ref_key, atol=ATOL[dtype], rtol=RTOL[dtype])
+        assert ref_key is not None
+        assert_matches_native(out_key, ref_key)
     else:
         assert ref_key is None
     if layout == "padded":
@@ -119,10 +118,129 @@ def test_rotary_embedding_same_head_count(
     positions = torch.randint(0, MAX_POSITION, (num_tokens,), device=device)
     query = torch.randn(num_tokens, 4 * head_size, dtype=dtype, device=device)
     key = torch.randn(num_tokens, 4 * head_size, dtype=dtype, device=device)
-    ref_query, ref_key = reference(rope, positions, query, key)
+    ref_query, ref_key = rope.forward_native(positions, query, key)
     out_query, out_key = rope(positions, query, key)
-    torch.testing.assert_close(out_query, ref_query, atol=ATOL[dtype], rtol=RTOL[dtype])
-    torch.testing.assert_close(out_key, ref_key, atol=ATOL[dtype], rtol=RTOL[dtype])
+    assert ref_key is not None
+    assert_matches_native(out_query, ref_query)
+    assert_matches_native(out_key, ref_key)
+
+
+# vLLM's tests/kernels/core/test_pos_encoding.py matrix: get_rope, a float32
+# cache cast with the module to the dtype, [batch, seq] positions.
+VLLM_HEAD_SIZES = [64, 80, 120, 256]
+VLLM_SHAPES = ["batch", "flat", "padded"]
+
+
+@pytest.mark.parametrize("is_neox_style", [True, False])
+@pytest.mark.parametrize("shape", VLLM_SHAPES)
+@pytest.mark.parametrize("seq_len", [11, 512])  # vLLM: [11, 8192]; 512 keeps CPU runs short
+@pytest.mark.parametrize("head_size", VLLM_HEAD_SIZES)
+@pytest.mark.parametrize("rotary_dim", [None, 32])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("use_key", [True, False])
+@torch.inference_mode()
+def test_get_rope_matches_native(
+    is_neox_style: bool,
+    shape: str,
+    seq_len: int,
+    head_size: int,
+    rotary_dim: int | None,
+    dtype: torch.dtype,
+    use_key: bool,
+    device: torch.device,
+) -> None:
+    batch, num_heads, max_position = 5, 17, 8192
+    rotary_dim = rotary_dim or head_size
+    params = {
+        "rope_type": "default",
+        "rope_theta": 10000,
+        "partial_rotary_factor": rotary_dim / head_size,
+    }
+    rope = get_rope(head_size, max_position, is_neox_style, params).to(dtype=dtype, device=device)
+    positions = torch.randint(0, max_position, (batch, seq_len), device=device)
+    dims = {
+        "batch": (batch, seq_len, num_heads, head_size),
+        "flat": (batch, seq_len, num_heads * head_size),
+        "padded": (batch, seq_len, num_heads, head_size + 64),
+    }[shape]
+    query = torch.randn(dims, dtype=dtype, device=device)[
+        ..., : dims[-1] if shape == "flat" else head_size
+    ]
+    key = torch.randn_like(query) if use_key else None
+    ref_query, ref_key = rope.forward_native(positions, query, key)
+    out_query, out_key = rope.forward(positions, query, key)
+    assert_matches_native(out_query, ref_query)
+    if use_key:
+        assert out_key is not None and ref_key is not None
+        assert_matches_native(out_key, ref_key)
+    else:
+        assert out_key is None and ref_key is None
+
+
+def test_get_rope_module_cache() -> None:
+    """Equal arguments give the same module, different ones a different one;
+    the cache's dtype is the one asked for."""
+    built: list[tuple[tuple, int]] = []
+    for head_size in (64, 80):
+        for max_position in (123, 1234):
+            for theta in (10000, 1000000):
+                for params in (
+                    {"rope_type": "default"},
+                    {"rope_type": "linear", "factor": (1,)},
+                    {"rope_type": "linear", "factor": [1, 2]},
+                    {"rope_type": "dynamic", "factor": 1},
+                ):
+                    for dtype in (torch.bfloat16, torch.float32):
+                        args = (
+                            head_size,
+                            max_position,
+                            True,
+                            {**params, "rope_theta": theta},
+                            dtype,
+                        )
+                        rope = get_rope(*args)
+                        assert all(b.dtype == dtype for b in rope.buffers())
+                        assert all(id(rope) != ident for _, ident in built)
+                        built.append((args, id(rope)))
+    for (head_size, max_position, neox, params, dtype), ident in built:
+        # An equal (not the same) dict gives the cached module.
+        assert id(get_rope(head_size, max_position, neox, dict(params), dtype)) == ident
+
+
+def test_get_rope_types() -> None:
+    """partial_rotary_factor sets rotary_dim; linear and dynamic with factor 1
+    are the default rope; unknown types and factors are refused."""
+    params = {"rope_theta": 10000.0, "partial_rotary_factor": 0.5}
+    default = get_rope(64, 256, True, params, torch.float32)
+    assert type(default) is RotaryEmbedding and default.rotary_dim == 32
+    linear = get_rope(
+        64, 256, True, {**params, "rope_type": "linear", "factor": 1.0}, torch.float32
+    )
+    dynamic = get_rope(
+        64, 256, True, {**params, "rope_type": "dynamic", "factor": 1}, torch.float32
+    )
+    assert isinstance(linear, LinearScalingRotaryEmbedding)
+    assert isinstance(dynamic, DynamicNTKScalingRotaryEmbedding)
+    torch.testing.assert_close(linear.cos_sin_cache, default.cos_sin_cache, atol=0, rtol=0)
+    torch.testing.assert_close(dynamic.cos_sin_cache, default.cos_sin_cache, atol=0, rtol=0)
+    # Two linear factors: the second's cache (positions / 2) follows the first's.
+    two = get_rope(
+        64, 256, True, {**params, "rope_type": "linear", "factor": [1, 2]}, torch.float32
+    )
+    assert two.cos_sin_cache.shape == (256 + 512, 32)
+    assert two.scaling_factor_to_offset == {1.0: 0, 2.0: 256}
+    torch.testing.assert_close(two.cos_sin_cache[256 + 2 * 7], default.cos_sin_cache[7])
+    # Dynamic NTK: a larger base, for factor * max_position rows.
+    stretched = get_rope(
+        64, 256, True, {**params, "rope_type": "dynamic", "factor": 4}, torch.float32
+    )
+    assert stretched.cos_sin_cache.shape == (1024, 32)
+    with pytest.raises(ValueError, match="rope_type"):
+        get_rope(64, 256, True, {"rope_type": "nope"})
+    with pytest.raises(ValueError, match="partial_rotary_factor"):
+        get_rope(64, 256, True, {"partial_rotary_factor": 0})
+    with pytest.raises(ValueError, match="factor"):
+        get_rope(64, 256, True, {"rope_type": "dynamic"})
 
 
 @pytest.mark.parametrize("rotary_dim", [32, 64])

@@ -13,12 +13,13 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from vllm.platforms.interface import DeviceCapability, Platform, PlatformEnum
+from vllm.platforms.interface import CpuArchEnum, DeviceCapability, Platform, PlatformEnum
 
 if TYPE_CHECKING:
     current_platform: Platform
 
 __all__ = [
+    "CpuArchEnum",
     "DeviceCapability",
     "Platform",
     "PlatformEnum",

@@ -8,7 +8,11 @@ to load the compiled kernels.
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
+import platform
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import torch
 
 
 class PlatformEnum(enum.Enum):
@@ -19,6 +23,32 @@ class PlatformEnum(enum.Enum):
     CPU = enum.auto()
     OOT = enum.auto()
     UNSPECIFIED = enum.auto()
+
+
+class CpuArchEnum(enum.Enum):
+    """The host CPU's architecture family."""
+
+    X86 = enum.auto()
+    ARM = enum.auto()
+    POWERPC = enum.auto()
+    S390X = enum.auto()
+    RISCV = enum.auto()
+    OTHER = enum.auto()
+    UNKNOWN = enum.auto()
+
+
+_MACHINE_TO_ARCH = {
+    "x86_64": CpuArchEnum.X86,
+    "amd64": CpuArchEnum.X86,
+    "i386": CpuArchEnum.X86,
+    "i686": CpuArchEnum.X86,
+    "aarch64": CpuArchEnum.ARM,
+    "arm64": CpuArchEnum.ARM,
+    "ppc64le": CpuArchEnum.POWERPC,
+    "ppc64": CpuArchEnum.POWERPC,
+    "s390x": CpuArchEnum.S390X,
+    "riscv64": CpuArchEnum.RISCV,
+}
 
 
 class DeviceCapability(NamedTuple):
@@ -67,6 +97,29 @@ class Platform:
     def get_device_capability(cls, device_id: int = 0) -> DeviceCapability | None:
         """The device's compute capability; None where the notion does not apply."""
         return None
+
+    @classmethod
+    def get_cpu_architecture(cls) -> CpuArchEnum:
+        """The host CPU's architecture, from platform.machine()."""
+        machine = platform.machine().lower()
+        if not machine:
+            return CpuArchEnum.UNKNOWN
+        return _MACHINE_TO_ARCH.get(machine, CpuArchEnum.OTHER)
+
+    @classmethod
+    def seed_everything(cls, seed: int | None = None) -> None:
+        """Seed Python's, NumPy's (when installed) and torch's generators (all devices)."""
+        from vllm.utils.torch_utils import set_random_seed
+
+        if seed is not None:
+            set_random_seed(seed)
+
+    @classmethod
+    def fp8_dtype(cls) -> torch.dtype:
+        """The float8 dtype of this platform's fp8 tensors (OCP e4m3)."""
+        import torch
+
+        return torch.float8_e4m3fn
 
     @classmethod
     def import_kernels(cls) -> None:

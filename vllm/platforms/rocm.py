@@ -20,3 +20,9 @@ class RocmPlatform(Platform):
         """The gfx version torch reports, e.g. (9, 4) for gfx942."""
         major, minor = torch.cuda.get_device_capability(device_id)
         return DeviceCapability(major, minor)
+
+    @classmethod
+    def fp8_dtype(cls) -> torch.dtype:
+        """MI300-class GPUs (gfx94x) use the FNUZ variant of e4m3; later ones OCP e4m3."""
+        arch = torch.cuda.get_device_properties(0).gcnArchName
+        return torch.float8_e4m3fnuz if "gfx94" in arch else torch.float8_e4m3fn

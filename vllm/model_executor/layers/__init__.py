@@ -1,8 +1,34 @@
-"""Layers with a pure-torch reference and a compiled-kernel fast path."""
+"""Layers with a pure-torch reference and a compiled-kernel fast path.
 
-from vllm.model_executor.layers.activation import GeluAndMul, SiluAndMul
+Importing any of them loads the current platform's kernels (custom_op).
+"""
+
+from vllm.model_executor.layers.activation import (
+    FastGELU,
+    FatreluAndMul,
+    GeluAndMul,
+    MulAndSilu,
+    NewGELU,
+    QuickGELU,
+    SiluAndMul,
+    SwigluOAIAndMul,
+)
 from vllm.model_executor.layers.custom_op import CustomOp
-from vllm.model_executor.layers.layernorm import RMSNorm
-from vllm.model_executor.layers.rotary_embedding import RotaryEmbedding
+from vllm.model_executor.layers.layernorm import GemmaRMSNorm, RMSNorm
+from vllm.model_executor.layers.rotary_embedding import RotaryEmbedding, get_rope
 
-__all__ = ["CustomOp", "GeluAndMul", "RMSNorm", "RotaryEmbedding", "SiluAndMul"]
+__all__ = [
+    "CustomOp",
+    "FastGELU",
+    "FatreluAndMul",
+    "GeluAndMul",
+    "GemmaRMSNorm",
+    "MulAndSilu",
+    "NewGELU",
+    "QuickGELU",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "SiluAndMul",
+    "SwigluOAIAndMul",
+    "get_rope",
+]

@@ -1,0 +1,1 @@
+"""Small helpers shared across vllm (torch-dependent ones in `torch_utils`)."""
