@@ -167,10 +167,16 @@ class TestBadInputs:
         args[4] = args[4].int()
         self.check(args, "slot_mapping")
 
-    def test_kv_cache_dtype_not_auto(self, device: torch.device) -> None:
+    def test_kv_cache_dtype_unknown(self, device: torch.device) -> None:
+        args = self.args(device)
+        args[5] = "int8"
+        self.check(args, "kv_cache_dtype")
+
+    def test_fp8_with_float_caches(self, device: torch.device) -> None:
+        """An fp8 kv_cache_dtype needs uint8 (or float8) caches."""
         args = self.args(device)
         args[5] = "fp8"
-        self.check(args, "kv_cache_dtype")
+        self.check(args, "key_cache must be uint8")
 
     def test_slot_mapping_longer_than_key(self, device: torch.device) -> None:
         """Fewer slots than tokens is fine (padded batches); more is not."""
