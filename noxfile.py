@@ -14,7 +14,7 @@ import nox
 
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
 
-from devkit import DevkitError, pipeline, precompiled  # noqa: E402
+from devkit import DevkitError, bench, pipeline, precompiled  # noqa: E402
 
 nox.options.default_venv_backend = "uv"
 nox.options.sessions = ["tests", "build-cpu", "test-kernels-cpu", "test-plugins"]
@@ -120,11 +120,21 @@ def doctor(session: nox.Session) -> None:
 
 @nox.session(name="bench-kernels", venv_backend="none")
 def bench_kernels(session: nox.Session) -> None:
-    """Time the kernels against forward_native and a copy (on the GPU if any; posargs to it)."""
-    env = _build(session, pipeline.default_target())
+    """Time the kernels against forward_native and a copy, or -- --against REF (A/B)."""
+    against, posargs = bench.split_against(session.posargs)
+    options = _step(session, pipeline.parse_options, posargs)
+    env = _step(session, pipeline.prepare_env, pipeline.default_target(), options)
+    session.log(_step(session, pipeline.build, env))
     device = "cpu" if env.target.name == "cpu" else "cuda"  # ROCm's torch says cuda too
+    args = ["--device", device, *options.rest]
+    if against is not None:
+        bench_txt = str(Path("requirements") / "bench.txt")
+        _step(session, pipeline.run, env.uv_pip("-r", bench_txt), pipeline.uv_env())
+        ref = _step(session, bench.build_ref, env, against)
+        args += ["--against-lib", str(ref.lib), "--against-name", f"{ref.name} ({ref.sha[:12]})"]
+        args += ["--out", str(ref.out_dir)]
     script = "benchmarks/bench_kernels.py"
-    session.run(str(env.python), script, "--device", device, *env.options.rest, external=True)
+    session.run(str(env.python), script, *args, external=True)
 
 
 @nox.session(name="bench-build", venv_backend="none")

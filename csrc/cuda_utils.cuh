@@ -9,8 +9,11 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdint>
+#include <cstring>
+#include <mutex>
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -325,6 +328,113 @@ inline OutOfRange first_outside(const at::Tensor& t, int64_t lo, int64_t hi) {
       dense.const_data_ptr<int64_t>() + rows.offset(result.index),
       sizeof(result.value), cudaMemcpyDeviceToHost, stream);
   return result;
+}
+
+// ---------------------------------------------------------------------------
+// Range errors without a synchronization. A kernel that meets an
+// out-of-range index skips it and records it in a RangeError that lives in
+// pinned host memory mapped into the device; the host reads the record at
+// the op's next call on that device, without waiting for the GPU, and
+// throws then. This works under CUDA graph capture too (the record's address
+// never changes).
+// ---------------------------------------------------------------------------
+struct RangeError {
+  unsigned int claimed;  // 0: free; 1: a thread is filling the record
+  unsigned int ready;    // 1: index, value and bound are written
+  long long index;       // flat index into the index tensor
+  long long value;
+  long long bound;  // valid values lie in [lo, bound)
+};
+
+enum class RangeErrorSlot : int { kCache = 0, kRotary = 1, kCount = 2 };
+
+// The record of `slot` for the current device (allocated on first use).
+inline RangeError* range_error_record(RangeErrorSlot slot) {
+  constexpr int kMaxDevices = 64;
+  constexpr int kSlots = static_cast<int>(RangeErrorSlot::kCount);
+  static RangeError* records[kMaxDevices] = {};
+  static std::mutex mutex;
+  const int device = c10::cuda::current_device();
+  if (device < 0 || device >= kMaxDevices) return nullptr;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (records[device] == nullptr) {
+    void* p = nullptr;
+    C10_CUDA_CHECK(cudaHostAlloc(&p, sizeof(RangeError) * kSlots,
+                                 cudaHostAllocMapped | cudaHostAllocPortable));
+    std::memset(p, 0, sizeof(RangeError) * kSlots);
+    records[device] = static_cast<RangeError*>(p);
+  }
+  return records[device] + static_cast<int>(slot);
+}
+
+// The device address of a record (its host address under unified addressing).
+inline RangeError* device_address(RangeError* record) {
+  if (record == nullptr) return nullptr;
+  void* d = nullptr;
+  C10_CUDA_CHECK(cudaHostGetDevicePointer(&d, record, 0));
+  return static_cast<RangeError*>(d);
+}
+
+// Host side: the error recorded since the last call, cleared; false if none.
+inline bool take_range_error(RangeError* record, RangeError& out) {
+  if (record == nullptr) return false;
+  volatile RangeError* r = record;
+  if (r->ready == 0) return false;
+  out.index = r->index;
+  out.value = r->value;
+  out.bound = r->bound;
+  r->ready = 0;
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  r->claimed = 0;
+  return true;
+}
+
+// Device side: the first thread to report fills the record.
+__device__ __forceinline__ void report_range_error(RangeError* record,
+                                                   int64_t index, int64_t value,
+                                                   int64_t bound) {
+  if (record == nullptr) return;
+  if (atomicCAS(&record->claimed, 0u, 1u) == 0u) {
+    volatile RangeError* r = record;
+    r->index = index;
+    r->value = value;
+    r->bound = bound;
+    __threadfence_system();
+    r->ready = 1;
+  }
+}
+
+template <typename Unused = void>
+__global__ void check_range_kernel(const int64_t* __restrict__ values,
+                                   RowIndexer rows, int64_t lo, int64_t hi,
+                                   RangeError* record) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < rows.num_rows; i += step) {
+    const int64_t v = values[rows.offset(i)];
+    if (v < lo || v >= hi) {
+      report_range_error(record, i, v, hi);
+      return;
+    }
+  }
+}
+
+// Launches a scan of the int64 CUDA tensor `t` for values outside [lo, hi)
+// on the current stream, recording the first one found in `record`; nothing
+// waits for it. The caller holds a device guard for t's device.
+inline void check_range_async(const at::Tensor& t, int64_t lo, int64_t hi,
+                              RangeError* record) {
+  RowIndexer rows(t, t.dim());
+  const at::Tensor dense = rows.fits ? t : t.contiguous();
+  if (!rows.fits) rows = RowIndexer(dense, dense.dim());
+  if (rows.num_rows == 0 || record == nullptr) return;
+  constexpr int kThreads = 256;
+  const int64_t blocks =
+      std::min<int64_t>(ceil_div<int64_t>(rows.num_rows, kThreads), 1024);
+  check_range_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0,
+                       at::cuda::getCurrentCUDAStream()>>>(
+      dense.const_data_ptr<int64_t>(), rows, lo, hi, device_address(record));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace vllm::gpu

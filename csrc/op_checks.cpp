@@ -306,6 +306,15 @@ void fail_position_out_of_range(int64_t index, int64_t position,
               " rows");
 }
 
+void fail_earlier_position_out_of_range(int64_t index, int64_t position,
+                                        int64_t max_position) {
+  TORCH_CHECK(false, kRotaryOp, ": an earlier call on this GPU had positions[",
+              index, "] = ", position, " out of range for cos_sin_cache with ",
+              max_position,
+              " rows and left that token unrotated; pass "
+              "positions in [0, cos_sin_cache.size(0))");
+}
+
 void check_rotary_embedding_units_fit_int32(int64_t query_heads,
                                             int64_t key_heads,
                                             int64_t rot_dim) {
@@ -318,16 +327,56 @@ void check_rotary_embedding_units_fit_int32(int64_t query_heads,
 // reshape_and_cache.
 // ---------------------------------------------------------------------------
 
+KvCacheDtype parse_kv_cache_dtype(const char* op,
+                                  const std::string& kv_cache_dtype) {
+  if (kv_cache_dtype == "auto") return KvCacheDtype::kAuto;
+  if (kv_cache_dtype == "fp8" || kv_cache_dtype == "fp8_e4m3") {
+    return KvCacheDtype::kFp8E4M3;
+  }
+  if (kv_cache_dtype == "fp8_e5m2") return KvCacheDtype::kFp8E5M2;
+  TORCH_CHECK(false, op, ": kv_cache_dtype \"", kv_cache_dtype,
+              "\" is not supported; pass \"auto\", \"fp8\", \"fp8_e4m3\" or "
+              "\"fp8_e5m2\"");
+}
+
+namespace {
+
+const char* fp8_name(KvCacheDtype d) {
+  return d == KvCacheDtype::kFp8E5M2 ? "fp8_e5m2" : "fp8_e4m3";
+}
+
+at::ScalarType fp8_scalar_type(KvCacheDtype d) {
+  return d == KvCacheDtype::kFp8E5M2 ? at::kFloat8_e5m2 : at::kFloat8_e4m3fn;
+}
+
+// An fp8 tensor: uint8 holding the bits, or torch's float8 dtype of the format.
+void check_fp8_dtype(const char* op, const char* name, const at::Tensor& t,
+                     KvCacheDtype d) {
+  const at::ScalarType f8 = fp8_scalar_type(d);
+  TORCH_CHECK(t.scalar_type() == at::kByte || t.scalar_type() == f8, op, ": ",
+              name, " must be uint8 (fp8 bits) or ", f8,
+              " for kv_cache_dtype \"", fp8_name(d), "\", got ",
+              t.scalar_type());
+}
+
+void check_scale(const char* op, const char* name, const at::Tensor& t,
+                 c10::DeviceType device_type, const at::Tensor& key) {
+  check_device(op, name, t, device_type, "key", key);
+  check_dtype(op, name, t, at::kFloat);
+  TORCH_CHECK(t.numel() == 1, op, ": ", name,
+              " must hold one element (a per-tensor scale), got shape ",
+              t.sizes());
+}
+
+}  // namespace
+
 CacheLayout check_reshape_and_cache_args(
     const at::Tensor& key, const at::Tensor& value, const at::Tensor& key_cache,
     const at::Tensor& value_cache, const at::Tensor& slot_mapping,
-    const std::string& kv_cache_dtype, c10::DeviceType device_type) {
+    const std::string& kv_cache_dtype, const at::Tensor& k_scale,
+    const at::Tensor& v_scale, c10::DeviceType device_type) {
   constexpr const char* op = kCacheOp;
-  TORCH_CHECK(kv_cache_dtype == "auto", op, ": kv_cache_dtype \"",
-              kv_cache_dtype, "\" is not supported on ",
-              c10::DeviceTypeName(device_type),
-              "; only \"auto\" is supported (the caches hold key/value in "
-              "their own dtype)");
+  const KvCacheDtype kv_dtype = parse_kv_cache_dtype(op, kv_cache_dtype);
 
   check_device(op, "key", key, device_type);
   check_device(op, "value", value, device_type, "key", key);
@@ -337,8 +386,15 @@ CacheLayout check_reshape_and_cache_args(
 
   check_float_dtype(op, "key", key);
   check_same_dtype(op, "value", value, "key", key);
-  check_same_dtype(op, "key_cache", key_cache, "key", key);
-  check_same_dtype(op, "value_cache", value_cache, "key", key);
+  if (kv_dtype == KvCacheDtype::kAuto) {
+    check_same_dtype(op, "key_cache", key_cache, "key", key);
+    check_same_dtype(op, "value_cache", value_cache, "key", key);
+  } else {
+    check_fp8_dtype(op, "key_cache", key_cache, kv_dtype);
+    check_same_dtype(op, "value_cache", value_cache, "key_cache", key_cache);
+    check_scale(op, "k_scale", k_scale, device_type, key);
+    check_scale(op, "v_scale", v_scale, device_type, key);
+  }
   check_dtype(op, "slot_mapping", slot_mapping, at::kLong);
 
   check_dim(op, "key", key, 3);
@@ -355,11 +411,13 @@ CacheLayout check_reshape_and_cache_args(
   l.num_blocks = key_cache.size(0);
   l.block_size = key_cache.size(3);
   l.x = key_cache.size(4);
-  const int64_t expected_x = 16 / static_cast<int64_t>(key.element_size());
+  l.kv_dtype = kv_dtype;
+  const int64_t expected_x =
+      16 / static_cast<int64_t>(key_cache.element_size());
 
   TORCH_CHECK(l.x == expected_x, op, ": key_cache's last dim (x) must be ",
-              expected_x, " (16 bytes of ", key.scalar_type(), "), got ", l.x,
-              " (key_cache shape ", key_cache.sizes(), ")");
+              expected_x, " (16 bytes of ", key_cache.scalar_type(), "), got ",
+              l.x, " (key_cache shape ", key_cache.sizes(), ")");
   TORCH_CHECK(key_cache.size(1) == l.num_heads, op, ": key_cache must have ",
               l.num_heads, " heads (key.size(1)) in dim 1, got ",
               key_cache.size(1));
@@ -391,11 +449,58 @@ void fail_slot_out_of_range(int64_t index, int64_t slot, const CacheLayout& l) {
               l.block_size, " slots");
 }
 
+void fail_earlier_slot_out_of_range(int64_t index, int64_t slot,
+                                    int64_t num_slots) {
+  TORCH_CHECK(false, kCacheOp,
+              ": an earlier call on this GPU had slot_mapping[", index,
+              "] = ", slot, " out of range for a cache of ", num_slots,
+              " slots and skipped that token; pass slots below the cache's "
+              "num_blocks * block_size (or -1 for padding)");
+}
+
 void check_reshape_and_cache_fits_int32(const CacheLayout& l) {
   TORCH_CHECK(l.num_heads * l.head_size <= INT_MAX && l.block_size <= INT_MAX,
               kCacheOp, ": num_heads * head_size (", l.num_heads, " * ",
               l.head_size, ") and block_size (", l.block_size,
               ") must fit in int32");
+}
+
+// ---------------------------------------------------------------------------
+// convert_fp8.
+// ---------------------------------------------------------------------------
+
+Fp8Conversion check_convert_fp8_args(const at::Tensor& dst,
+                                     const at::Tensor& src, double scale,
+                                     const std::string& kv_cache_dtype,
+                                     c10::DeviceType device_type) {
+  constexpr const char* op = "convert_fp8";
+  const KvCacheDtype d = parse_kv_cache_dtype(op, kv_cache_dtype);
+  TORCH_CHECK(d != KvCacheDtype::kAuto, op,
+              ": kv_cache_dtype must name an fp8 format (\"fp8\", "
+              "\"fp8_e4m3\" or \"fp8_e5m2\"), got \"auto\"");
+  check_device(op, "src_cache", src, device_type);
+  check_device(op, "dst_cache", dst, device_type, "src_cache", src);
+  Fp8Conversion c;
+  c.fp8 = d;
+  c.quantize = is_supported_float(src.scalar_type());
+  if (c.quantize) {
+    check_fp8_dtype(op, "dst_cache", dst, d);
+  } else {
+    check_fp8_dtype(op, "src_cache", src, d);
+    check_float_dtype(op, "dst_cache", dst);
+  }
+  TORCH_CHECK(dst.sizes() == src.sizes(), op,
+              ": dst_cache shape must equal src_cache shape ", src.sizes(),
+              ", got ", dst.sizes());
+  TORCH_CHECK(src.is_contiguous(), op,
+              ": src_cache must be contiguous; pass src_cache.contiguous()");
+  TORCH_CHECK(dst.is_contiguous(), op,
+              ": dst_cache must be contiguous; convert into a contiguous "
+              "tensor and copy_ it");
+  TORCH_CHECK(std::isfinite(scale) && scale > 0.0, op,
+              ": scale must be a finite positive number, got ", scale);
+  c.numel = src.numel();
+  return c;
 }
 
 }  // namespace vllm

@@ -150,6 +150,12 @@ inline void check_position_in_range(int64_t index, int64_t position,
   }
 }
 
+// Throws: an earlier call, on the GPU, found positions[index] = position out
+// of range for a cos_sin_cache of max_position rows and skipped that token.
+[[noreturn]] void fail_earlier_position_out_of_range(int64_t index,
+                                                     int64_t position,
+                                                     int64_t max_position);
+
 // The CUDA kernel's int32 limit: the (head, pair) units of a token's query
 // and key heads (rot_dim / 2 pairs per head) must fit in int32.
 void check_rotary_embedding_units_fit_int32(int64_t query_heads,
@@ -159,6 +165,15 @@ void check_rotary_embedding_units_fit_int32(int64_t query_heads,
 // reshape_and_cache.
 // ---------------------------------------------------------------------------
 
+// What the caches hold: key/value's own dtype ("auto"), or fp8 bits (in
+// uint8 or torch's matching float8 dtype) of key / k_scale, value / v_scale,
+// saturated to the format's largest finite value.
+enum class KvCacheDtype { kAuto, kFp8E4M3, kFp8E5M2 };
+
+// "auto", "fp8" (= "fp8_e4m3"), "fp8_e4m3", "fp8_e5m2"; anything else throws.
+KvCacheDtype parse_kv_cache_dtype(const char* op,
+                                  const std::string& kv_cache_dtype);
+
 struct CacheLayout {
   int64_t num_tokens = 0;  // slot_mapping.size(0) <= key.size(0)
   int64_t num_heads = 0;
@@ -166,15 +181,19 @@ struct CacheLayout {
   int64_t num_blocks = 0;
   int64_t block_size = 0;
   int64_t x = 0;  // elements per 16-byte chunk of key_cache
+  KvCacheDtype kv_dtype = KvCacheDtype::kAuto;
 
   int64_t num_slots() const { return num_blocks * block_size; }
 };
 
-// Everything but the range of the slot values (check_slot_in_range).
+// Everything but the range of the slot values (check_slot_in_range). With
+// an fp8 kv_cache_dtype, k_scale and v_scale must be float32 tensors of one
+// element on key's device; "auto" ignores them.
 CacheLayout check_reshape_and_cache_args(
     const at::Tensor& key, const at::Tensor& value, const at::Tensor& key_cache,
     const at::Tensor& value_cache, const at::Tensor& slot_mapping,
-    const std::string& kv_cache_dtype, c10::DeviceType device_type);
+    const std::string& kv_cache_dtype, const at::Tensor& k_scale,
+    const at::Tensor& v_scale, c10::DeviceType device_type);
 
 // A slot must be negative (a padding token, skipped) or a slot of the cache.
 inline bool slot_in_range(int64_t slot, int64_t num_slots) {
@@ -197,5 +216,27 @@ inline void check_slot_in_range(int64_t index, int64_t slot,
 // The CUDA kernel's int32 limits: a token's num_heads * head_size elements
 // and block_size must fit in int32.
 void check_reshape_and_cache_fits_int32(const CacheLayout& l);
+
+// Throws: an earlier call, on the GPU, found slot_mapping[index] = slot out
+// of range for a cache of num_slots slots and skipped that token.
+[[noreturn]] void fail_earlier_slot_out_of_range(int64_t index, int64_t slot,
+                                                 int64_t num_slots);
+
+// ---------------------------------------------------------------------------
+// convert_fp8: dst = fp8(src / scale) (src float, dst uint8 or float8) or
+// dst = float(src) * scale (src uint8 or float8, dst float).
+// ---------------------------------------------------------------------------
+
+struct Fp8Conversion {
+  KvCacheDtype fp8 = KvCacheDtype::kFp8E4M3;  // never kAuto
+  bool quantize = true;                       // float -> fp8; else fp8 -> float
+  int64_t numel = 0;
+};
+
+// Both contiguous, of one shape, on one device; scale finite and positive.
+Fp8Conversion check_convert_fp8_args(const at::Tensor& dst,
+                                     const at::Tensor& src, double scale,
+                                     const std::string& kv_cache_dtype,
+                                     c10::DeviceType device_type);
 
 }  // namespace vllm

@@ -48,3 +48,9 @@ void reshape_and_cache(at::Tensor& key, at::Tensor& value,
                        at::Tensor& slot_mapping,
                        const std::string& kv_cache_dtype, at::Tensor& k_scale,
                        at::Tensor& v_scale);
+
+// Converts a whole cache between float and fp8 ("fp8", "fp8_e4m3",
+// "fp8_e5m2"): dst = fp8(src / scale), or dst = float(src) * scale when src
+// holds the fp8 bits (uint8 or float8).
+void convert_fp8(at::Tensor& dst_cache, at::Tensor& src_cache, double scale,
+                 const std::string& kv_cache_dtype);

@@ -176,14 +176,17 @@ void rotary_embedding(at::Tensor& positions, at::Tensor& query,
       positions, query, key, head_size, cos_sin_cache, c10::DeviceType::CUDA);
   const c10::cuda::OptionalCUDAGuard device_guard(query.device());
 
-  // Every position must index a row of the cache; check before writing.
+  // Every position must index a row of the cache. The kernel skips a token
+  // whose position is out of range; a scan launched beside it records such a
+  // position, without a synchronization, and the next call throws.
   const int64_t max_position = cos_sin_cache.size(0);
-  if (!vllm::gpu::current_stream_is_capturing()) {
-    const vllm::gpu::OutOfRange bad =
-        vllm::gpu::first_outside(positions, 0, max_position);
-    if (bad.index >= 0) {
-      vllm::check_position_in_range(bad.index, bad.value, max_position);
-    }
+  vllm::gpu::RangeError* record =
+      vllm::gpu::range_error_record(vllm::gpu::RangeErrorSlot::kRotary);
+  vllm::gpu::RangeError earlier;
+  if (vllm::gpu::take_range_error(record, earlier)) {
+    vllm::fail_earlier_position_out_of_range(earlier.index, earlier.value,
+                                             earlier.bound);
   }
+  vllm::gpu::check_range_async(positions, 0, max_position, record);
   rotary_embedding_impl(positions, query, key, layout, cos_sin_cache, is_neox);
 }

@@ -42,6 +42,9 @@ TORCH_LIBRARY(_C_cache_ops, cache_ops) {
       "reshape_and_cache(Tensor key, Tensor value, Tensor! key_cache, "
       "Tensor! value_cache, Tensor slot_mapping, str kv_cache_dtype, "
       "Tensor k_scale, Tensor v_scale) -> ()");
+  cache_ops.def(
+      "convert_fp8(Tensor! dst_cache, Tensor src_cache, float scale, "
+      "str kv_cache_dtype) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(_C, VLLM_DISPATCH_KEY, ops) {
@@ -61,6 +64,7 @@ TORCH_LIBRARY_IMPL(_C, VLLM_DISPATCH_KEY, ops) {
 
 TORCH_LIBRARY_IMPL(_C_cache_ops, VLLM_DISPATCH_KEY, cache_ops) {
   cache_ops.impl("reshape_and_cache", &reshape_and_cache);
+  cache_ops.impl("convert_fp8", &convert_fp8);
 }
 
 // `import vllm._C` loads this library, which runs the registrations above.

@@ -143,6 +143,18 @@ def reshape_and_cache(
     )
 
 
+def convert_fp8(
+    output: torch.Tensor, input: torch.Tensor, scale: float = 1.0, kv_dtype: str = "fp8"
+) -> None:
+    """Convert a cache between float and fp8 (`kv_dtype` "fp8", "fp8_e4m3", "fp8_e5m2").
+
+    A float `input` is quantized into `output` (uint8 holding fp8 bits, or the
+    float8 dtype) as fp8(input / scale), saturating; an fp8 `input` is
+    dequantized into a float `output` as input * scale.
+    """
+    torch.ops._C_cache_ops.convert_fp8(output, input, scale, kv_dtype)
+
+
 def _mutates_only(*args: object, **kwargs: object) -> None:
     """Fake implementation shared by all the ops.
 
@@ -166,5 +178,9 @@ for _op in (
     "_C::fused_add_rms_norm",
     "_C::rotary_embedding",
     "_C_cache_ops::reshape_and_cache",
+    "_C_cache_ops::convert_fp8",
 ):
-    torch.library.register_fake(_op, _mutates_only)
+    _lib, _name = _op.split("::")
+    # An older build (an A/B benchmark's base) may lack a newer op.
+    if hasattr(getattr(torch.ops, _lib), _name):
+        torch.library.register_fake(_op, _mutates_only)

@@ -1,33 +1,171 @@
 // Writes each token's key/value heads into the paged KV caches.
 //   key_cache:   [num_blocks, num_heads, head_size / x, block_size, x]
 //   value_cache: [num_blocks, num_heads, head_size, block_size]
-// with x = 16 / element_size. Token t goes to slot slot_mapping[t] =
-// block * block_size + offset; a negative slot (padding) is skipped.
+// with x = 16 / the cache's element size. Token t goes to slot
+// slot_mapping[t] = block * block_size + offset; a negative slot (padding) is
+// skipped. With an fp8 kv_cache_dtype the caches hold fp8 bits of
+// key / k_scale and value / v_scale (saturated to the largest finite value).
+//
+// The work is organized by destination block, not by token: in the value
+// cache a token's head is a column of a [head_size, block_size] tile, so
+// writing token by token scatters every element to its own cache line.
+// Instead the tokens are grouped by block (their slots sorted, which is free
+// when they come in order), and each (block, head) tile is written once,
+// row by row, from the group's source rows gathered into a small buffer.
+// The key tile [head_size / x, block_size, x] is written chunk row by chunk
+// row the same way.
+//
+// Also convert_fp8: fp8 caches to float and back.
+#include <algorithm>
 #include <cstring>
 #include <string>
+#include <vector>
+
+#include <c10/util/Float8_e4m3fn.h>
+#include <c10/util/Float8_e5m2.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "../ops.h"
 #include "cpu_utils.h"
 
 namespace {
 
+using vllm::KvCacheDtype;
+
+// ---------------------------------------------------------------------------
+// fp8 <-> float. Quantizing saturates to the largest finite value (as the
+// CUDA kernels' __NV_SATFINITE does) and keeps NaN; both round to nearest
+// even.
+// ---------------------------------------------------------------------------
+template <typename Fp8>
+constexpr float kFp8Max = 448.0f;  // float8_e4m3fn
+template <>
+constexpr float kFp8Max<c10::Float8_e5m2> = 57344.0f;
+
+template <typename Fp8>
+inline uint8_t fp8_bits(float v) {
+  // std::max/min pass a NaN first argument through.
+  v = std::min(std::max(v, -kFp8Max<Fp8>), kFp8Max<Fp8>);
+  return Fp8(v).x;
+}
+
+template <typename Fp8>
+inline float fp8_value(uint8_t bits) {
+  return static_cast<float>(Fp8(bits, Fp8::from_bits()));
+}
+
+// Element conversions from key/value (scalar_t) into the cache (cache_t).
 template <typename scalar_t>
+struct Identity {
+  using cache_t = scalar_t;
+  static constexpr bool kIdentity = true;
+  cache_t operator()(scalar_t v) const { return v; }
+};
+
+template <typename scalar_t, typename Fp8>
+struct ToFp8 {
+  using cache_t = uint8_t;
+  static constexpr bool kIdentity = false;
+  float scale;
+  cache_t operator()(scalar_t v) const {
+    return fp8_bits<Fp8>(static_cast<float>(v) / scale);
+  }
+};
+
+// Copies `bytes` (a multiple of 16) to a 16-byte aligned dst with
+// non-temporal stores where the CPU has them: a fully written tile then goes
+// to memory without first being read in (as a plain store's cache line is).
+// The caller ends its stores with stream_fence().
+inline void stream_copy(void* dst, const void* src, int64_t bytes) {
+#if defined(__SSE2__)
+  auto* d = static_cast<__m128i*>(dst);
+  const auto* s = static_cast<const __m128i*>(src);
+  for (int64_t i = 0; i < bytes / 16; ++i) {
+    _mm_stream_si128(d + i, _mm_loadu_si128(s + i));
+  }
+#else
+  std::memcpy(dst, src, bytes);
+#endif
+}
+
+inline void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
+// One token bound for a slot.
+struct Entry {
+  int64_t slot;
+  int64_t token;
+};
+
+// The tokens to write, grouped by destination block: entries sorted by slot
+// (one per slot: of tokens sharing a slot, the last one wins, as in a
+// token-by-token loop), and runs[i]..runs[i + 1] the entries of one block.
+struct Plan {
+  std::vector<Entry> entries;
+  std::vector<int64_t> runs;
+};
+
+// Also the range check: every slot is read, before anything is written.
+Plan make_plan(const at::Tensor& slot_mapping, const vllm::CacheLayout& l) {
+  const int64_t* slots = slot_mapping.const_data_ptr<int64_t>();
+  const int64_t stride = slot_mapping.stride(0);
+  Plan plan;
+  plan.entries.reserve(l.num_tokens);
+  bool sorted = true;
+  int64_t prev = -1;
+  for (int64_t t = 0; t < l.num_tokens; ++t) {
+    const int64_t slot = slots[t * stride];
+    vllm::check_slot_in_range(t, slot, l);
+    if (slot < 0) continue;
+    sorted = sorted && slot > prev;
+    prev = slot;
+    plan.entries.push_back({slot, t});
+  }
+  std::vector<Entry>& e = plan.entries;
+  if (!sorted) {
+    std::sort(e.begin(), e.end(), [](const Entry& a, const Entry& b) {
+      return a.slot < b.slot || (a.slot == b.slot && a.token < b.token);
+    });
+    // Of the entries of one slot keep the last (the latest token).
+    size_t kept = 0;
+    for (size_t i = 0; i < e.size(); ++i) {
+      if (i + 1 < e.size() && e[i + 1].slot == e[i].slot) continue;
+      e[kept++] = e[i];
+    }
+    e.resize(kept);
+  }
+  const int64_t n = static_cast<int64_t>(e.size());
+  for (int64_t i = 0; i < n; ++i) {
+    if (i == 0 || e[i].slot / l.block_size != e[i - 1].slot / l.block_size) {
+      plan.runs.push_back(i);
+    }
+  }
+  plan.runs.push_back(n);
+  return plan;
+}
+
+template <typename scalar_t, typename Conv>
 void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
                               at::Tensor& key_cache, at::Tensor& value_cache,
-                              const at::Tensor& slot_mapping,
-                              int64_t num_tokens) {
-  const int64_t num_heads = key.size(1);
-  const int64_t head_size = key.size(2);
-  const int64_t block_size = key_cache.size(3);
-  const int64_t x = key_cache.size(4);
+                              const Plan& plan, const vllm::CacheLayout& l,
+                              const Conv key_conv, const Conv value_conv) {
+  using cache_t = typename Conv::cache_t;
+  const int64_t num_heads = l.num_heads;
+  const int64_t head_size = l.head_size;
+  const int64_t block_size = l.block_size;
+  const int64_t x = l.x;
   const int64_t x_chunks = head_size / x;
 
   const scalar_t* k_src = key.const_data_ptr<scalar_t>();
   const scalar_t* v_src = value.const_data_ptr<scalar_t>();
-  scalar_t* kc = key_cache.data_ptr<scalar_t>();
-  scalar_t* vc = value_cache.data_ptr<scalar_t>();
-  const int64_t* slots = slot_mapping.const_data_ptr<int64_t>();
-  const int64_t slot_stride = slot_mapping.stride(0);
+  cache_t* kc = static_cast<cache_t*>(key_cache.data_ptr());
+  cache_t* vc = static_cast<cache_t*>(value_cache.data_ptr());
 
   const int64_t ks0 = key.stride(0), ks1 = key.stride(1), ks2 = key.stride(2);
   const int64_t vs0 = value.stride(0), vs1 = value.stride(1),
@@ -37,61 +175,166 @@ void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
                 kc4 = key_cache.stride(4);
   const int64_t vc0 = value_cache.stride(0), vc1 = value_cache.stride(1),
                 vc2 = value_cache.stride(2), vc3 = value_cache.stride(3);
-  // A key chunk of x elements is exactly 16 bytes (x = 16 / element_size is
-  // checked), so with unit strides it is one fixed-size copy.
-  const bool key_fast = ks2 == 1 && kc4 == 1;
-  static_assert(16 % sizeof(scalar_t) == 0);
+  // A key chunk of x elements is 16 bytes in the cache; unconverted and with
+  // unit strides it is one fixed-size copy.
+  const bool key_memcpy = Conv::kIdentity && ks2 == 1 && kc4 == 1;
+  const bool value_rows_dense = Conv::kIdentity && vs2 == 1;
 
-  // Work unit: a group of kGroup consecutive tokens. Within a group the loops
-  // run head-major, keys first, then values, so that consecutive slots (the
-  // usual case: a sequence fills a block in order) land in the cache lines
-  // just written, and the two caches are not written in alternation.
-  constexpr int64_t kGroup = 16;
-  const int64_t groups = vllm_cpu::ceil_div(num_tokens, kGroup);
-  const int64_t group_elems = kGroup * num_heads * head_size;
+  // The value tile is written kRow elements (one 64-byte line) of a row at a
+  // time, from up to kBatch tokens' rows gathered into `rows`. A block's
+  // entries are taken kBatch at a time, all at once when it has at most
+  // kBatch slots: a full block (every slot written) then has each tile
+  // written whole, which, laid out densely, goes out with streaming stores.
+  constexpr int64_t kBatch = 64;
+  constexpr int64_t kRow = 64 / static_cast<int64_t>(sizeof(cache_t));
+  constexpr int64_t es = static_cast<int64_t>(sizeof(cache_t));
+  const bool tiles_dense =
+      Conv::kIdentity && block_size <= kBatch && ks2 == 1 && vs2 == 1 &&
+      kc4 == 1 && kc3 == x && kc2 == block_size * x && vc3 == 1 &&
+      vc2 == block_size && (block_size * es) % 16 == 0 &&
+      kc0 % (16 / es) == 0 && kc1 % (16 / es) == 0 && vc0 % (16 / es) == 0 &&
+      vc1 % (16 / es) == 0 && key_cache.data_ptr() != nullptr &&
+      reinterpret_cast<uintptr_t>(key_cache.data_ptr()) % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(value_cache.data_ptr()) % 16 == 0;
+
+  const int64_t num_runs = static_cast<int64_t>(plan.runs.size()) - 1;
+  const Entry* entries = plan.entries.data();
+  const int64_t* runs = plan.runs.data();
 
   at::parallel_for(
-      0, groups, vllm_cpu::grain_for(group_elems, 8192),
+      0, num_runs, vllm_cpu::grain_for(block_size * num_heads * head_size),
       [&](int64_t begin, int64_t end) {
-        for (int64_t g = begin; g < end; ++g) {
-          const int64_t t_begin = g * kGroup;
-          const int64_t t_end = std::min(num_tokens, t_begin + kGroup);
-          for (int64_t h = 0; h < num_heads; ++h) {
-            for (int64_t t = t_begin; t < t_end; ++t) {
-              const int64_t slot = slots[t * slot_stride];
-              if (slot < 0) continue;
-              const int64_t block = slot / block_size;
-              const int64_t off = slot % block_size;
-              const scalar_t* src = k_src + t * ks0 + h * ks1;
-              scalar_t* dst = kc + block * kc0 + h * kc1 + off * kc3;
-              if (key_fast) {
-                for (int64_t j = 0; j < x_chunks; ++j) {
-                  std::memcpy(dst + j * kc2, src + j * x, 16);
+        alignas(64) cache_t rows[kBatch][kRow];
+        alignas(64) cache_t tile[kRow * kBatch];
+        int64_t offs[kBatch];
+        int64_t toks[kBatch];
+        bool streamed = false;
+        for (int64_t r = begin; r < end; ++r) {
+          const int64_t block = entries[runs[r]].slot / block_size;
+          for (int64_t e0 = runs[r]; e0 < runs[r + 1]; e0 += kBatch) {
+            const int64_t n = std::min(kBatch, runs[r + 1] - e0);
+            for (int64_t i = 0; i < n; ++i) {
+              offs[i] = entries[e0 + i].slot - block * block_size;
+              toks[i] = entries[e0 + i].token;
+            }
+            // Every slot of the block, in order (the entries are sorted).
+            const bool whole = tiles_dense && n == block_size;
+            streamed = streamed || whole;
+            for (int64_t h = 0; h < num_heads; ++h) {
+              // Key tile [x_chunks, block_size, x] of (block, h).
+              cache_t* kdst = kc + block * kc0 + h * kc1;
+              for (int64_t j = 0; j < x_chunks; ++j) {
+                cache_t* krow = kdst + j * kc2;
+                for (int64_t i = 0; i < n; ++i) {
+                  const scalar_t* src = k_src + toks[i] * ks0 + h * ks1;
+                  cache_t* dst = krow + offs[i] * kc3;
+                  if (whole) {
+                    stream_copy(dst, src + j * x, 16);
+                  } else if (key_memcpy) {
+                    std::memcpy(dst, src + j * x, 16);
+                  } else {
+                    for (int64_t q = 0; q < x; ++q) {
+                      dst[q * kc4] = key_conv(src[(j * x + q) * ks2]);
+                    }
+                  }
                 }
-              } else {
-                for (int64_t j = 0; j < x_chunks; ++j) {
-                  for (int64_t l = 0; l < x; ++l) {
-                    dst[j * kc2 + l * kc4] = src[(j * x + l) * ks2];
+              }
+              // Value tile [head_size, block_size] of (block, h).
+              cache_t* vdst = vc + block * vc0 + h * vc1;
+              for (int64_t d0 = 0; d0 < head_size; d0 += kRow) {
+                const int64_t dn = std::min(kRow, head_size - d0);
+                for (int64_t i = 0; i < n; ++i) {
+                  const scalar_t* src = v_src + toks[i] * vs0 + h * vs1;
+                  if (value_rows_dense) {
+                    std::memcpy(rows[i], src + d0, dn * sizeof(cache_t));
+                  } else {
+                    for (int64_t q = 0; q < dn; ++q) {
+                      rows[i][q] = value_conv(src[(d0 + q) * vs2]);
+                    }
+                  }
+                }
+                if (whole) {
+                  // Rows d0 .. d0 + dn of the tile are contiguous.
+                  for (int64_t q = 0; q < dn; ++q) {
+                    for (int64_t i = 0; i < n; ++i) {
+                      tile[q * n + i] = rows[i][q];
+                    }
+                  }
+                  stream_copy(vdst + d0 * block_size, tile, dn * n * es);
+                  continue;
+                }
+                for (int64_t q = 0; q < dn; ++q) {
+                  cache_t* vrow = vdst + (d0 + q) * vc2;
+                  for (int64_t i = 0; i < n; ++i) {
+                    vrow[offs[i] * vc3] = rows[i][q];
                   }
                 }
               }
             }
           }
-          for (int64_t h = 0; h < num_heads; ++h) {
-            for (int64_t t = t_begin; t < t_end; ++t) {
-              const int64_t slot = slots[t * slot_stride];
-              if (slot < 0) continue;
-              const int64_t block = slot / block_size;
-              const int64_t off = slot % block_size;
-              const scalar_t* src = v_src + t * vs0 + h * vs1;
-              scalar_t* dst = vc + block * vc0 + h * vc1 + off * vc3;
-              for (int64_t d = 0; d < head_size; ++d) {
-                dst[d * vc2] = src[d * vs2];
-              }
-            }
-          }
+        }
+        if (streamed) stream_fence();
+      });
+}
+
+float scale_value(const at::Tensor& scale) {
+  return scale.to(at::kFloat).item<float>();
+}
+
+template <typename scalar_t>
+void dispatch_cache_dtype(const at::Tensor& key, const at::Tensor& value,
+                          at::Tensor& key_cache, at::Tensor& value_cache,
+                          const Plan& plan, const vllm::CacheLayout& l,
+                          const at::Tensor& k_scale,
+                          const at::Tensor& v_scale) {
+  switch (l.kv_dtype) {
+    case KvCacheDtype::kAuto:
+      reshape_and_cache_kernel<scalar_t>(key, value, key_cache, value_cache,
+                                         plan, l, Identity<scalar_t>{},
+                                         Identity<scalar_t>{});
+      return;
+    case KvCacheDtype::kFp8E4M3: {
+      using Conv = ToFp8<scalar_t, c10::Float8_e4m3fn>;
+      reshape_and_cache_kernel<scalar_t>(key, value, key_cache, value_cache,
+                                         plan, l, Conv{scale_value(k_scale)},
+                                         Conv{scale_value(v_scale)});
+      return;
+    }
+    case KvCacheDtype::kFp8E5M2: {
+      using Conv = ToFp8<scalar_t, c10::Float8_e5m2>;
+      reshape_and_cache_kernel<scalar_t>(key, value, key_cache, value_cache,
+                                         plan, l, Conv{scale_value(k_scale)},
+                                         Conv{scale_value(v_scale)});
+      return;
+    }
+  }
+}
+
+template <typename Fp8>
+void convert_fp8_kernel(at::Tensor& dst, const at::Tensor& src, float scale,
+                        const vllm::Fp8Conversion& c) {
+  constexpr int64_t kGrain = 32768;
+  if (c.quantize) {
+    uint8_t* out = static_cast<uint8_t*>(dst.data_ptr());
+    VLLM_CPU_DISPATCH_FLOATING_TYPES(src.scalar_type(), "convert_fp8", [&] {
+      const scalar_t* in = src.const_data_ptr<scalar_t>();
+      at::parallel_for(0, c.numel, kGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          out[i] = fp8_bits<Fp8>(static_cast<float>(in[i]) / scale);
         }
       });
+    });
+  } else {
+    const uint8_t* in = static_cast<const uint8_t*>(src.const_data_ptr());
+    VLLM_CPU_DISPATCH_FLOATING_TYPES(dst.scalar_type(), "convert_fp8", [&] {
+      scalar_t* out = dst.data_ptr<scalar_t>();
+      at::parallel_for(0, c.numel, kGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          out[i] = static_cast<scalar_t>(fp8_value<Fp8>(in[i]) * scale);
+        }
+      });
+    });
+  }
 }
 
 }  // namespace
@@ -101,27 +344,29 @@ void reshape_and_cache(at::Tensor& key, at::Tensor& value,
                        at::Tensor& slot_mapping,
                        const std::string& kv_cache_dtype, at::Tensor& k_scale,
                        at::Tensor& v_scale) {
-  (void)k_scale;  // scales only apply to quantized (fp8) caches
-  (void)v_scale;
   const vllm::CacheLayout layout = vllm::check_reshape_and_cache_args(
-      key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype,
-      c10::DeviceType::CPU);
-  const int64_t num_tokens = layout.num_tokens;
-
-  // Every non-negative slot must lie inside the cache; check before writing.
-  {
-    const int64_t* s = slot_mapping.const_data_ptr<int64_t>();
-    const int64_t stride = slot_mapping.stride(0);
-    for (int64_t t = 0; t < num_tokens; ++t) {
-      vllm::check_slot_in_range(t, s[t * stride], layout);
-    }
-  }
-  if (num_tokens == 0 || layout.num_heads == 0 || layout.head_size == 0) {
+      key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale,
+      v_scale, c10::DeviceType::CPU);
+  // Every non-negative slot must lie inside the cache; checked before writing.
+  const Plan plan = make_plan(slot_mapping, layout);
+  if (plan.entries.empty() || layout.num_heads == 0 || layout.head_size == 0) {
     return;
   }
-
   VLLM_CPU_DISPATCH_FLOATING_TYPES(key.scalar_type(), "reshape_and_cache", [&] {
-    reshape_and_cache_kernel<scalar_t>(key, value, key_cache, value_cache,
-                                       slot_mapping, num_tokens);
+    dispatch_cache_dtype<scalar_t>(key, value, key_cache, value_cache, plan,
+                                   layout, k_scale, v_scale);
   });
+}
+
+void convert_fp8(at::Tensor& dst_cache, at::Tensor& src_cache, double scale,
+                 const std::string& kv_cache_dtype) {
+  const vllm::Fp8Conversion c = vllm::check_convert_fp8_args(
+      dst_cache, src_cache, scale, kv_cache_dtype, c10::DeviceType::CPU);
+  if (c.numel == 0) return;
+  const float s = static_cast<float>(scale);
+  if (c.fp8 == KvCacheDtype::kFp8E5M2) {
+    convert_fp8_kernel<c10::Float8_e5m2>(dst_cache, src_cache, s, c);
+  } else {
+    convert_fp8_kernel<c10::Float8_e4m3fn>(dst_cache, src_cache, s, c);
+  }
 }

@@ -167,10 +167,16 @@ class TestBadInputs:
         args[4] = args[4].int()
         self.check(args, "slot_mapping")
 
-    def test_kv_cache_dtype_not_auto(self, device: torch.device) -> None:
+    def test_kv_cache_dtype_unknown(self, device: torch.device) -> None:
+        args = self.args(device)
+        args[5] = "int8"
+        self.check(args, "kv_cache_dtype")
+
+    def test_fp8_with_float_caches(self, device: torch.device) -> None:
+        """An fp8 kv_cache_dtype needs uint8 (or float8) caches."""
         args = self.args(device)
         args[5] = "fp8"
-        self.check(args, "kv_cache_dtype")
+        self.check(args, "key_cache must be uint8")
 
     def test_slot_mapping_longer_than_key(self, device: torch.device) -> None:
         """Fewer slots than tokens is fine (padded batches); more is not."""
@@ -181,6 +187,11 @@ class TestBadInputs:
     def test_slot_out_of_range(self, device: torch.device) -> None:
         args = self.args(device)
         args[4][1] = 8 * self.block_size
+        if device.type == "cuda":
+            # The GPU reports it without a sync: the kernel skips the token,
+            # and the next call throws.
+            ops.reshape_and_cache(*args)
+            torch.cuda.synchronize()
         self.check(args, "slot_mapping")
 
     def test_value_shape(self, device: torch.device) -> None:
@@ -210,3 +221,195 @@ class TestBadInputs:
         args = self.args(device)
         args[4] = args[4].cpu()
         self.check(args, "slot_mapping")
+
+
+# fp8 caches: kv_cache_dtype "fp8" (= "fp8_e4m3") and "fp8_e5m2". The caches
+# are uint8 holding the fp8 bits, as vLLM allocates them, or torch's float8
+# dtype; each element is fp8(x / scale), saturated to the largest finite value.
+
+FP8_DTYPES = {
+    "fp8": torch.float8_e4m3fn,
+    "fp8_e4m3": torch.float8_e4m3fn,
+    "fp8_e5m2": torch.float8_e5m2,
+}
+FP8_HEAD_SIZES = [64, 80, 128]
+
+
+def fp8_bits(x: torch.Tensor, scale: torch.Tensor, kv_cache_dtype: str) -> torch.Tensor:
+    """What the kernels store: fp8(x / scale), saturating, as uint8 bits."""
+    fp8 = FP8_DTYPES[kv_cache_dtype]
+    big = torch.finfo(fp8).max
+    return (x.float() / scale.float()).clamp(-big, big).to(fp8).view(torch.uint8)
+
+
+def make_fp8_caches(
+    num_blocks: int,
+    head_size: int,
+    block_size: int,
+    cache_dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random fp8 caches (x = 16 one-byte elements) in the paged layouts."""
+    key_cache = torch.randint(
+        0, 120, (num_blocks, NUM_HEADS, head_size // 16, block_size, 16), dtype=torch.uint8
+    )
+    value_cache = torch.randint(
+        0, 120, (num_blocks, NUM_HEADS, head_size, block_size), dtype=torch.uint8
+    )
+    return key_cache.to(device).view(cache_dtype), value_cache.to(device).view(cache_dtype)
+
+
+@pytest.mark.parametrize("kv_cache_dtype", list(FP8_DTYPES))
+@pytest.mark.parametrize("head_size", FP8_HEAD_SIZES)
+@pytest.mark.parametrize("block_size", BLOCK_SIZES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("float8_caches", [False, True])
+def test_reshape_and_cache_fp8(
+    kv_cache_dtype: str,
+    head_size: int,
+    block_size: int,
+    dtype: torch.dtype,
+    float8_caches: bool,
+    device: torch.device,
+) -> None:
+    num_tokens = NUM_TOKENS[0]
+    slots = random.sample(range(NUM_BLOCKS * block_size), num_tokens)
+    slot_mapping = torch.tensor(slots, dtype=torch.long, device=device)
+    slot_mapping[::7] = -1
+    qkv = torch.randn(num_tokens, 3, NUM_HEADS, head_size, dtype=dtype, device=device)
+    _, key, value = qkv.unbind(dim=1)
+    # Scales that put the largest values past the format's range: saturation.
+    k_scale = (key.abs().amax().float() / 64.0).reshape(())
+    v_scale = (value.abs().amax().float() / 64.0).reshape(1)
+    cache_dtype = FP8_DTYPES[kv_cache_dtype] if float8_caches else torch.uint8
+    key_cache, value_cache = make_fp8_caches(NUM_BLOCKS, head_size, block_size, cache_dtype, device)
+    ref_key_cache = key_cache.view(torch.uint8).clone()
+    ref_value_cache = value_cache.view(torch.uint8).clone()
+
+    args = (key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale, v_scale)
+    # (opcheck itself does arithmetic on its arguments, which float8 lacks on CPU.)
+    if head_size == FP8_HEAD_SIZES[0] and block_size == BLOCK_SIZES[0] and not float8_caches:
+        torch.library.opcheck(torch.ops._C_cache_ops.reshape_and_cache, args)
+    ops.reshape_and_cache(*args)
+
+    n = len(slot_mapping)
+    reference_reshape_and_cache(
+        fp8_bits(key, k_scale, kv_cache_dtype).view(n, NUM_HEADS, head_size),
+        fp8_bits(value, v_scale, kv_cache_dtype).view(n, NUM_HEADS, head_size),
+        ref_key_cache,
+        ref_value_cache,
+        slot_mapping,
+    )
+    assert torch.equal(key_cache.view(torch.uint8), ref_key_cache)
+    assert torch.equal(value_cache.view(torch.uint8), ref_value_cache)
+
+    # And back, as vLLM's test reads an fp8 cache: close to the inputs.
+    written = slot_mapping >= 0
+    blocks, offsets = slot_mapping[written] // block_size, slot_mapping[written] % block_size
+    dequantized = torch.empty(value_cache.shape, dtype=dtype, device=device)
+    ops.convert_fp8(dequantized, value_cache, v_scale.item(), kv_cache_dtype)
+    got = dequantized[blocks, :, :, offsets]
+    expected = value[written].clamp(
+        *(v_scale.item() * torch.finfo(FP8_DTYPES[kv_cache_dtype]).max * t for t in (-1, 1))
+    )
+    rtol = 0.07 if FP8_DTYPES[kv_cache_dtype] == torch.float8_e4m3fn else 0.13
+    torch.testing.assert_close(got, expected, atol=v_scale.item() * 0.02, rtol=rtol)
+
+
+@pytest.mark.parametrize("head_size", FP8_HEAD_SIZES)
+@pytest.mark.parametrize("block_size", BLOCK_SIZES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fp8_e4m3_conversion(
+    head_size: int, block_size: int, dtype: torch.dtype, device: torch.device
+) -> None:
+    """A cache to fp8 and back stays within fp8's precision (vLLM's test)."""
+    cache = torch.empty(8, NUM_HEADS, head_size, block_size, dtype=dtype, device=device)
+    cache.uniform_(-224.0, 224.0)
+    cache_fp8 = torch.empty_like(cache, dtype=torch.uint8)
+    ops.convert_fp8(cache_fp8, cache)
+    assert torch.equal(cache_fp8, fp8_bits(cache, torch.tensor(1.0), "fp8").to(device))
+    converted = torch.empty_like(cache)
+    ops.convert_fp8(converted, cache_fp8)
+    torch.testing.assert_close(cache, converted, atol=0.001, rtol=0.1)
+
+
+@pytest.mark.parametrize("kv_cache_dtype", ["fp8_e4m3", "fp8_e5m2"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_convert_fp8_scale_and_saturation(
+    kv_cache_dtype: str, dtype: torch.dtype, device: torch.device
+) -> None:
+    """dst = fp8(src / scale) bit for bit, saturating; back: fp8 * scale."""
+    fp8 = FP8_DTYPES[kv_cache_dtype]
+    scale = 0.5
+    src = torch.randn(4, 2, 32, 16, dtype=dtype, device=device) * 64
+    src[0, 0, 0, :2] = torch.tensor([1e30, -1e30]).clamp(
+        torch.finfo(dtype).min, torch.finfo(dtype).max
+    )
+    bits = torch.empty(src.shape, dtype=fp8, device=device)
+    # opcheck does arithmetic on its arguments, which float8 lacks on CPU: uint8 bits there.
+    as_bits = bits.view(torch.uint8)
+    torch.library.opcheck(torch.ops._C_cache_ops.convert_fp8, (as_bits, src, scale, kv_cache_dtype))
+    ops.convert_fp8(bits, src, scale, kv_cache_dtype)
+    expected = fp8_bits(src, torch.tensor(scale), kv_cache_dtype)
+    assert torch.equal(bits.view(torch.uint8), expected)
+    assert bits[0, 0, 0, 0].float().item() == torch.finfo(fp8).max
+    back = torch.empty_like(src)
+    ops.convert_fp8(back, bits.view(torch.uint8), scale, kv_cache_dtype)
+    assert torch.equal(back, (expected.view(fp8).float() * scale).to(dtype))
+
+
+class TestFp8BadInputs:
+    """fp8 arguments the ops refuse, each with the argument named."""
+
+    def cache_args(self, device: torch.device) -> list[Any]:
+        key = torch.randn(4, NUM_HEADS, 64, device=device)
+        key_cache, value_cache = make_fp8_caches(8, 64, 16, torch.uint8, device)
+        slot_mapping = torch.tensor([0, 17, -1, 40], device=device)
+        scale = unit_scale(device)
+        return [key, key.clone(), key_cache, value_cache, slot_mapping, "fp8", scale, scale]
+
+    def test_scale_dtype(self, device: torch.device) -> None:
+        args = self.cache_args(device)
+        args[6] = args[6].double()
+        with pytest.raises(RuntimeError, match="k_scale must be Float"):
+            ops.reshape_and_cache(*args)
+
+    def test_scale_numel(self, device: torch.device) -> None:
+        args = self.cache_args(device)
+        args[7] = torch.ones(2, device=device)
+        with pytest.raises(RuntimeError, match="v_scale must hold one element"):
+            ops.reshape_and_cache(*args)
+
+    def test_e5m2_with_e4m3_cache(self, device: torch.device) -> None:
+        args = self.cache_args(device)
+        args[2], args[3] = args[2].view(torch.float8_e4m3fn), args[3].view(torch.float8_e4m3fn)
+        args[5] = "fp8_e5m2"
+        with pytest.raises(RuntimeError, match="key_cache must be uint8"):
+            ops.reshape_and_cache(*args)
+
+    def test_fp8_key_cache_x(self, device: torch.device) -> None:
+        """x is 16 one-byte elements in an fp8 cache, not the key's 4."""
+        args = self.cache_args(device)
+        args[2] = args[2].reshape(8, NUM_HEADS, 16, 16, 4)
+        with pytest.raises(RuntimeError, match=r"key_cache's last dim \(x\) must be 16"):
+            ops.reshape_and_cache(*args)
+
+    def test_convert_auto(self, device: torch.device) -> None:
+        src = torch.randn(4, 16, device=device)
+        with pytest.raises(RuntimeError, match="kv_cache_dtype must name an fp8 format"):
+            ops.convert_fp8(torch.empty_like(src, dtype=torch.uint8), src, 1.0, "auto")
+
+    def test_convert_shape(self, device: torch.device) -> None:
+        src = torch.randn(4, 16, device=device)
+        with pytest.raises(RuntimeError, match="dst_cache shape"):
+            ops.convert_fp8(torch.empty(4, 8, dtype=torch.uint8, device=device), src)
+
+    def test_convert_not_contiguous(self, device: torch.device) -> None:
+        src = torch.randn(16, 4, device=device).t()
+        with pytest.raises(RuntimeError, match="src_cache must be contiguous"):
+            ops.convert_fp8(torch.empty(4, 16, dtype=torch.uint8, device=device), src)
+
+    def test_convert_scale(self, device: torch.device) -> None:
+        src = torch.randn(4, 16, device=device)
+        with pytest.raises(RuntimeError, match="scale must be a finite positive"):
+            ops.convert_fp8(torch.empty_like(src, dtype=torch.uint8), src, 0.0)

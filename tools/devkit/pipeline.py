@@ -44,7 +44,7 @@ EXPECTED_OPS = {
         "fused_add_rms_norm",
         "rotary_embedding",
     ],
-    "_C_cache_ops": ["reshape_and_cache"],
+    "_C_cache_ops": ["reshape_and_cache", "convert_fp8"],
 }
 
 # What the build backend itself imports: all a precompiled install needs.

@@ -1,0 +1,161 @@
+"""A/B kernel benchmarks: the working tree's extension against another commit's.
+
+`nox -s bench-kernels -- --against REF` times both builds in one run. This
+module does the git and build half (stdlib only); the timing half is
+benchmarks/bench_kernels.py.
+
+- **REF** (default: the merge-base of HEAD with `main`, else `origin/main`)
+  is resolved to a commit and checked out with `git worktree add --detach`
+  at `<build root>/bench-against/<sha12>/src`, inside the checkout (build/ is
+  ignored by git), never outside it.
+- **Its extension** is built from that worktree as a wheel, through REF's own
+  build backend, but with the working tree's venv: the same torch and build
+  tools, so the two builds differ only in their sources. Its build directory
+  is `<build root>/bench-against/<sha12>/build`, its own (venv-independent);
+  the shared compiler cache (CCACHE_BASEDIR is each checkout's root) makes
+  unchanged files cache hits. Only `vllm/_C.abi3.so` is kept from the wheel,
+  in `.../lib/`, and reused while the venv's torch stays the same.
+- **Timing**: both builds register the same op names, so one process can't
+  hold both. bench_kernels.py starts one worker process per build, each
+  loading its own `_C.abi3.so` as `vllm._C`, and alternates rounds (A B A B
+  ...), one worker timing while the other waits, so the noise of a shared
+  machine falls on both alike; it reports per op and dtype the speed ratio
+  new/old with its min-max over rounds, and writes JSON and a PNG chart.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from devkit import DevkitError, pipeline, resources, targets
+from devkit.envs import ROOT
+
+AGAINST = "--against"
+MAIN_BRANCHES = ("main", "origin/main")
+
+
+@dataclass(frozen=True)
+class RefBuild:
+    """REF's extension, built: what the benchmark needs to load and label it."""
+
+    sha: str
+    name: str  # as the user wrote it (or "merge-base with main")
+    lib: Path  # REF's _C.abi3.so
+    out_dir: Path  # where the A/B results go
+
+
+def split_against(posargs: Sequence[str]) -> tuple[str | None, list[str]]:
+    """Takes `--against [REF]` / `--against=REF` out of posargs.
+
+    Returns (REF, "" for the default, None without --against; the rest).
+    """
+    ref: str | None = None
+    rest: list[str] = []
+    args = list(posargs)
+    while args:
+        arg = args.pop(0)
+        if arg == AGAINST:
+            ref = args.pop(0) if args and not args[0].startswith("-") else ""
+        elif arg.startswith(AGAINST + "="):
+            ref = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return ref, rest
+
+
+def _git(*args: str, cwd: Path = ROOT) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise DevkitError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def resolve_ref(ref: str) -> tuple[str, str]:
+    """(commit sha, label) of REF; "" is the merge-base of HEAD with main."""
+    if ref:
+        try:
+            return _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"), ref
+        except DevkitError:
+            raise DevkitError(
+                f"--against {ref}: not a commit here; pass a branch, tag or sha "
+                "(e.g. --against HEAD~1)"
+            ) from None
+    for branch in MAIN_BRANCHES:
+        try:
+            return _git("merge-base", "HEAD", branch), f"merge-base with {branch}"
+        except DevkitError:
+            continue
+    raise DevkitError(
+        "--against without REF needs a main (or origin/main) branch for the merge-base; "
+        "pass one, e.g. --against HEAD~1"
+    )
+
+
+def _worktree(sha: str, src: Path) -> None:
+    """REF checked out, detached, at src (reused when it is there at sha)."""
+    if src.exists():
+        try:
+            if _git("rev-parse", "HEAD", cwd=src) == sha:
+                return
+        except DevkitError:
+            pass
+        _git("worktree", "remove", "--force", str(src))
+    _git("worktree", "prune")
+    src.parent.mkdir(parents=True, exist_ok=True)
+    _git("worktree", "add", "--detach", str(src), sha)
+
+
+def build_ref(env: pipeline.Env, ref: str) -> RefBuild:
+    """REF's extension, built in its worktree with env's venv (cached per sha and torch)."""
+    sha, name = resolve_ref(ref)
+    root = targets.build_root() / "bench-against" / sha[:12]
+    lib = root / "lib" / "_C.abi3.so"
+    stamp = root / "lib" / "stamp.json"
+    expected = {"sha": sha, "torch": env.torch.version, "python": str(env.python)}
+    if lib.exists() and stamp.exists() and json.loads(stamp.read_text()) == expected:
+        pipeline.say(f"--against {name}: {sha[:12]}'s extension is built ({pipeline.show(lib)})")
+        return RefBuild(sha, name, lib, root)
+
+    src = root / "src"
+    pipeline.say(f"--against {name}: {sha[:12]} in a worktree at {pipeline.show(src)}")
+    _worktree(sha, src)
+    plan = resources.plan_for_this_machine(env.target)
+    staging = Path(tempfile.mkdtemp(prefix=".wheel-", dir=root))
+    try:
+        cmd = [
+            pipeline.find_uv(),
+            "build",
+            "--wheel",
+            "--no-build-isolation",
+            "--python",
+            str(env.python),
+            "-C",
+            f"build-dir={root / 'build'}",
+            "--out-dir",
+            str(staging),
+            str(src),
+        ]
+        pipeline.run(cmd, env=pipeline.backend_env(env, plan))
+        wheels = list(staging.glob("*.whl"))
+        if len(wheels) != 1:
+            raise DevkitError(f"building {sha[:12]} made {len(wheels)} wheels, expected one")
+        with zipfile.ZipFile(wheels[0]) as whl:
+            members = [n for n in whl.namelist() if n.startswith("vllm/_C") and n.endswith(".so")]
+            if not members:
+                raise DevkitError(f"{sha[:12]}'s wheel holds no vllm/_C*.so")
+            lib.parent.mkdir(parents=True, exist_ok=True)
+            tmp = lib.with_suffix(".tmp")
+            tmp.write_bytes(whl.read(members[0]))
+            tmp.replace(lib)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    stamp.write_text(json.dumps(expected))
+    pipeline.say(f"--against {name}: built {pipeline.show(lib)}")
+    return RefBuild(sha, name, lib, root)
