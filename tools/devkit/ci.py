@@ -331,10 +331,9 @@ def summary(outcomes: Sequence[Outcome], seconds: float) -> str:
     rows = [("session", "result", "time", "")]
     for o in outcomes:
         rows.append((o.step.command, o.result, f"{o.seconds:.1f}s" if o.seconds else "-", o.note))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)).rstrip()
-        + (f"  {row[3]}" if row[3] else "")
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
     failed = sum(o.result == "failed" for o in outcomes)
