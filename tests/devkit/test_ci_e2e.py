@@ -49,7 +49,7 @@ def pull_request(index, tmp_path: Path, change: str) -> Path:
     subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
     git(clone, "checkout", "-qb", "pr")
     with (clone / change).open("a") as f:
-        f.write("\n" if change.endswith((".cpp", ".md")) else "# a change\n")
+        f.write("\n" if change.endswith((".cpp", ".md")) else "\n\n# a change\n")
     git(clone, "commit", "-qam", f"change {change}")
     return clone
 
