@@ -283,7 +283,7 @@ def test_locate_falls_back_to_nightly_with_a_warning(tmp_path, capsys):
 
 def test_locate_without_any_source_says_how_to_set_one(tmp_path):
     with pytest.raises(
-        DevkitError, match="^no precompiled wheel to use: set VLLM_PRECOMPILED_WHEEL_INDEX"
+        DevkitError, match="^no precompiled wheel to use: no index is configured .*; set VLLM_"
     ):
         precompiled.locate(CPU, TORCH, {}, root=tmp_path)
 

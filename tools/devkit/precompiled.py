@@ -167,8 +167,11 @@ def default_index(environ: Mapping[str, str] | None = None, root: Path = ROOT) -
         import tomllib
     except ImportError:  # Python 3.10: nox and scikit-build-core both bring tomli
         import tomli as tomllib
+    path = root / "pyproject.toml"
+    if not path.is_file():
+        return None
     try:
-        project = tomllib.loads((root / "pyproject.toml").read_text())
+        project = tomllib.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise DevkitError(f"can't read {root / 'pyproject.toml'} ({exc}); fix it") from None
     index = project.get("tool", {}).get("vllm", {}).get("precompiled", {}).get("index") or None
