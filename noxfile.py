@@ -50,7 +50,10 @@ def _precompiled(session: nox.Session, options: pipeline.Options, venv_name: str
 def _test_kernels(session: nox.Session, env: pipeline.Env, device: str) -> None:
     _step(session, pipeline.install_test_requirements, env)
     args = env.options.rest or ("-n", "auto", "tests/kernels")
-    session.run(str(env.python), "-m", "pytest", "--device", device, *args, external=True)
+    # On prebuilt binaries the tests know no compiler is meant to run.
+    environ = {"VLLM_USE_PRECOMPILED": "1"} if env.plan.precompiled else None
+    cmd = [str(env.python), "-m", "pytest", "--device", device, *args]
+    session.run(*cmd, external=True, env=environ)
 
 
 @nox.session(name="build-cpu", venv_backend="none")
