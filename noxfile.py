@@ -8,13 +8,15 @@ pick a target and call its steps. Build sessions manage their own uv venv
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import nox
 
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
 
-from devkit import DevkitError, bench, pipeline, precompiled  # noqa: E402
+from devkit import DevkitError, bench, pipeline, precompiled, workflows  # noqa: E402
+from devkit import ci as ci_module  # noqa: E402
 
 nox.options.default_venv_backend = "uv"
 nox.options.sessions = ["tests", "build-cpu", "test-kernels-cpu", "test-plugins"]
@@ -38,10 +40,20 @@ def _build(session: nox.Session, target: str, posargs_to_uv: bool = False) -> pi
     return env
 
 
+def _precompiled(session: nox.Session, options: pipeline.Options, venv_name: str) -> pipeline.Env:
+    """The CPU venv with a prebuilt wheel's binaries (--precompiled): no compiler runs."""
+    env, installed = _step(session, pipeline.precompiled_env, "cpu", options, venv_name)
+    session.log(installed)
+    return env
+
+
 def _test_kernels(session: nox.Session, env: pipeline.Env, device: str) -> None:
     _step(session, pipeline.install_test_requirements, env)
     args = env.options.rest or ("-n", "auto", "tests/kernels")
-    session.run(str(env.python), "-m", "pytest", "--device", device, *args, external=True)
+    # On prebuilt binaries the tests know no compiler is meant to run.
+    environ = {"VLLM_USE_PRECOMPILED": "1"} if env.plan.precompiled else None
+    cmd = [str(env.python), "-m", "pytest", "--device", device, *args]
+    session.run(*cmd, external=True, env=environ)
 
 
 @nox.session(name="build-cpu", venv_backend="none")
@@ -52,8 +64,13 @@ def build_cpu(session: nox.Session) -> None:
 
 @nox.session(name="test-kernels-cpu", venv_backend="none")
 def test_kernels_cpu(session: nox.Session) -> None:
-    """Run tests/kernels on the CPU build (rebuilds incrementally; posargs go to pytest)."""
-    _test_kernels(session, _build(session, "cpu"), "cpu")
+    """Run tests/kernels on the CPU build (incremental, or -- --precompiled; posargs: pytest)."""
+    options = _step(session, pipeline.parse_options, session.posargs)
+    if options.precompiled:
+        env = _precompiled(session, options, "precompiled-cpu")
+    else:
+        env = _build(session, "cpu")
+    _test_kernels(session, env, "cpu")
 
 
 @nox.session(venv_backend="none")
@@ -71,8 +88,10 @@ def dev_precompiled(session: nox.Session) -> None:
     """Editable install with a prebuilt wheel's binaries, no compiler (-- --target cpu|cuda)."""
     options = _step(session, pipeline.parse_options, session.posargs)
     target = options.target or pipeline.default_target()
-    env = _step(session, pipeline.prepare_env, target, options, f"precompiled-{target}", True)
-    session.log(_step(session, pipeline.install_precompiled, env))
+    _, installed = _step(
+        session, pipeline.precompiled_env, target, options, f"precompiled-{target}"
+    )
+    session.log(installed)
 
 
 @nox.session(name="build-cuda", venv_backend="none")
@@ -101,12 +120,30 @@ def test_kernels_cuda(session: nox.Session) -> None:
 
 @nox.session(name="test-plugins", venv_backend="none")
 def test_plugins(session: nox.Session) -> None:
-    """Test plugin loading with examples/vllm_plugin_example installed (posargs to pytest)."""
-    env = _step(session, pipeline.prepare_env, "cpu", pipeline.Options(), "plugins")
-    session.log(_step(session, pipeline.build, env))
+    """Test plugin loading with examples/vllm_plugin_example installed (--precompiled; pytest)."""
+    options = _step(session, pipeline.parse_options, session.posargs)
+    if options.precompiled:
+        env = _precompiled(session, options, "precompiled-plugins")
+    else:
+        env = _step(session, pipeline.prepare_env, "cpu", pipeline.Options(), "plugins")
+        session.log(_step(session, pipeline.build, env))
     _step(session, pipeline.install_test_requirements, env)
     _step(session, pipeline.run, env.uv_pip("examples/vllm_plugin_example"), pipeline.uv_env())
-    session.run(str(env.python), "-m", "pytest", "tests/plugins", *session.posargs, external=True)
+    session.run(str(env.python), "-m", "pytest", "tests/plugins", *options.rest, external=True)
+
+
+@nox.session(venv_backend="none")
+def ci(session: nox.Session) -> None:
+    """The PR pipeline: the sessions your changes need (-- [--base REF] [--all] [--dry-run])."""
+    options = _step(session, ci_module.parse_args, session.posargs)
+    plan, environ = _step(session, ci_module.make_plan, options)
+    if options.dry_run:
+        return
+    started = time.monotonic()
+    outcomes = ci_module.run_steps(plan, environ)
+    session.log(ci_module.summary(outcomes, time.monotonic() - started))
+    if any(o.result == "failed" for o in outcomes):
+        session.error("a step failed; its output is above, and the table says which")
 
 
 @nox.session(venv_backend="none")
@@ -153,9 +190,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (Python) and clang-format (C++), checking only."""
+    """ruff (Python), clang-format (C++), actionlint and zizmor (workflows), checking only."""
     session.install("-r", "requirements/lint.txt")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     sources = [str(p) for p in Path("csrc").rglob("*") if p.suffix in {".cpp", ".h", ".cu", ".cuh"}]
     session.run("clang-format", "--dry-run", "--Werror", *sources)
+    files = [str(p) for p in workflows.workflow_files()]
+    session.run("zizmor", "--offline", *files)
+    session.run(*_step(session, workflows.actionlint_command, files), external=True)

@@ -171,7 +171,8 @@ REGISTRY: dict[str, EnvVar] = {
             "VLLM_PRECOMPILED_WHEEL_INDEX",
             "str",
             None,
-            "URL or directory of a wheel index (nox -s wheel -- --index DIR) to look in.",
+            "URL or directory of a wheel index (nox -s wheel -- --index DIR) to look in; "
+            "default: pyproject.toml's [tool.vllm.precompiled] index.",
         ),
         EnvVar(
             "VLLM_PRECOMPILED_WHEEL_COMMIT",

@@ -283,7 +283,7 @@ def test_locate_falls_back_to_nightly_with_a_warning(tmp_path, capsys):
 
 def test_locate_without_any_source_says_how_to_set_one(tmp_path):
     with pytest.raises(
-        DevkitError, match="^no precompiled wheel to use: set VLLM_PRECOMPILED_WHEEL_INDEX"
+        DevkitError, match="^no precompiled wheel to use: no index is configured .*; set VLLM_"
     ):
         precompiled.locate(CPU, TORCH, {}, root=tmp_path)
 
@@ -459,7 +459,9 @@ def test_dev_precompiled_end_to_end(tmp_path, server):
         "print(m.version('vllm'), vllm.build_info.get()['git_commit'], torch.allclose(out, ref))"
     )
     out = subprocess.run([python, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
-    assert out.stdout.split() == ["0.1.0+cpu.precompiled", commit, "True"], out.stderr
+    # The version is git's (setuptools-scm): one commit, no tag.
+    expected = f"0.1.0.dev1+g{commit[:12]}.cpu.precompiled"
+    assert out.stdout.split() == [expected, commit, "True"], out.stderr
 
     # Again: the wheel comes from the cache, the server serves metadata only.
     asked = len(server.requests)

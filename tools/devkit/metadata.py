@@ -1,16 +1,29 @@
 """scikit-build-core metadata provider: the version and the dependencies.
 
-The version is vllm/version.py's plus the target's local tag (0.1.0+cpu);
-the dependencies are the target's requirements file (its torch pin). Both
-follow the build plan, which the backend hands over (`use`) before these run.
+The version comes from git, by setuptools-scm's rules, with the target as
+the last part of the local version:
+
+    on a release tag v0.1.0           0.1.0+cpu
+    N commits after it (or untagged)  0.1.1.devN+g<sha12>.cpu (0.1.0.devN+g<sha12>.cpu:
+                                      the next release is vllm/version.py's
+                                      __base_version__ when that is newer, and N
+                                      counts commits since the root when untagged)
+    uncommitted changes               ... +g<sha12>.d<YYYYMMDD>.cpu
+    outside git (a copied tree)       0.1.0+cpu
+
+and `.precompiled` after the target when the binaries come from a wheel. The
+dependencies are the target's requirements file (its torch pin). Both follow
+the build plan, which the backend hands over (`use`) before these run.
+setuptools-scm is imported only here, in the project venv (requirements/build.txt).
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
-from devkit import envs, targets
+from devkit import DevkitError, envs, targets
 from devkit.envs import ROOT
 
 _plan = None  # the backend's devkit.plan.BuildPlan, set by use()
@@ -29,11 +42,57 @@ def _target() -> targets.Target:
     return targets.get_target("cpu" if name == "auto" else name)
 
 
+# Release tags are v0.1.0 (git tag -a v0.1.0); git describe looks at no others.
+_DESCRIBE = ["git", "describe", "--dirty", "--tags", "--long", "--abbrev=40", "--match", "v[0-9]*"]
+
+
 def base_version() -> str:
+    """The next release, vllm/version.py's __base_version__."""
     text = (ROOT / "vllm" / "version.py").read_text()
-    match = re.search(r'^__version__ = "([^"]+)"', text, re.M)
-    assert match, "vllm/version.py must define __version__"
+    match = re.search(r'^__base_version__ = "([^"]+)"', text, re.M)
+    assert match, "vllm/version.py must define __base_version__"
     return match.group(1)
+
+
+def scm_version(suffix: str, root=ROOT, base: str | None = None) -> str:
+    """The version of the checkout at `root` with `suffix` (cpu, cu130.precompiled)."""
+    base = base or base_version()
+    try:
+        import setuptools_scm
+        from packaging.version import Version
+        from setuptools_scm.version import guess_next_dev_version
+    except ImportError:
+        raise DevkitError(
+            "setuptools-scm is not installed in this venv (it makes the version from git); "
+            "rerun the session, or uv pip install -r requirements/build.txt"
+        ) from None
+
+    def version_scheme(version) -> str:
+        if version.exact:
+            return str(version.tag)
+        if version.tag == Version("0.0") or Version(base) > version.tag:  # untagged, or older
+            return f"{base}.dev{version.distance}"
+        return guess_next_dev_version(version)
+
+    def local_scheme(version) -> str:
+        if version.exact:
+            return f"+{suffix}"
+        dirty = f".d{version.time:%Y%m%d}" if version.dirty else ""
+        return f"+{version.node[:13]}{dirty}.{suffix}"
+
+    if not (Path(root) / ".git").exists():
+        return f"{base}+{suffix}"  # a copied tree: no history to count
+    try:
+        return setuptools_scm.get_version(
+            root=str(root),
+            version_scheme=version_scheme,
+            local_scheme=local_scheme,
+            scm={"git": {"describe_command": _DESCRIBE}},
+        )
+    except LookupError as exc:
+        raise DevkitError(
+            f"git can't tell the version of {root} ({exc}); check git works"
+        ) from None
 
 
 def requirement_lines(path) -> list[str]:
@@ -51,7 +110,7 @@ def dynamic_metadata(field: str, settings: dict[str, Any] | None = None) -> Any:
     if field == "version":
         # 0.1.0+cpu; 0.1.0+cpu.precompiled when the binaries come from a wheel.
         precompiled = ".precompiled" if _plan and _plan.precompiled else ""
-        return f"{base_version()}+{target.version_suffix}{precompiled}"
+        return scm_version(f"{target.version_suffix}{precompiled}")
     if field == "dependencies":
         lines = requirement_lines(target.requirements_file)
         if _plan and _plan.use_existing_torch:  # whatever torch is there stays

@@ -48,7 +48,7 @@ EXPECTED_OPS = {
 }
 
 # What the build backend itself imports: all a precompiled install needs.
-BACKEND_PACKAGES = ("scikit-build-core", "packaging")
+BACKEND_PACKAGES = ("scikit-build-core", "packaging", "setuptools-scm")
 
 # Run in the venv with the dispatch key as argv[1]; prints JSON.
 SMOKE_CHECK = f"""
@@ -168,6 +168,7 @@ class Options:
     use_existing_torch: bool = False  # build against the interpreter's torch
     target: str | None = None  # wheel, dev-precompiled: --target cpu|cuda|rocm
     index: str | None = None  # wheel: --index DIR publishes into a wheel index
+    precompiled: bool = False  # test sessions: a prebuilt wheel's binaries, no compiler
     rest: tuple[str, ...] = ()  # passed through (to uv or pytest)
 
 
@@ -175,15 +176,18 @@ _VALUE_OPTIONS = {"--arch": "9.0", "--target": "cpu", "--index": "DIR"}  # name:
 
 
 def parse_options(posargs: Sequence[str]) -> Options:
-    """`--arch X`, `--target T`, `--index DIR`, `--use-existing-torch`, and the rest."""
+    """`--arch X`, `--target T`, `--index DIR`, `--use-existing-torch`, `--precompiled`,
+    and the rest."""
     values: dict[str, str] = {}
-    existing, rest = False, []
+    existing, prebuilt, rest = False, False, []
     args = list(posargs)
     while args:
         arg = args.pop(0)
         name, eq, value = arg.partition("=")
         if arg == "--use-existing-torch":
             existing = True
+        elif arg == "--precompiled":
+            prebuilt = True
         elif name in _VALUE_OPTIONS:
             if not eq:
                 if not args:
@@ -192,7 +196,7 @@ def parse_options(posargs: Sequence[str]) -> Options:
             values[name.removeprefix("--")] = value
         else:
             rest.append(arg)
-    return Options(use_existing_torch=existing, rest=tuple(rest), **values)
+    return Options(use_existing_torch=existing, precompiled=prebuilt, rest=tuple(rest), **values)
 
 
 @dataclass
@@ -481,3 +485,15 @@ def install_precompiled(env: Env) -> str:
         f"compiling nothing (torch {info['torch_version']}, commit "
         f"{(info.get('git_commit') or 'unknown')[:12]}); venv {show(env.path)}"
     )
+
+
+def precompiled_env(target_name: str, options: Options, venv_name: str) -> tuple[Env, str]:
+    """A venv whose binaries come from a prebuilt wheel, and the install's summary.
+
+    Where no source can serve a wheel, this fails in one line before any venv
+    is made or torch downloaded.
+    """
+    wheel = precompiled.locate(targets.get_target(target_name))
+    say(f"precompiled wheel: {wheel.name}, from {wheel.origin}")
+    env = prepare_env(target_name, options, venv_name, precompiled=True)
+    return env, install_precompiled(env)

@@ -6,9 +6,13 @@ that any HTTP server or bucket can serve:
     DIR/<commit>/<variant>/vllm-<version>-<tags>.whl
     DIR/<commit>/<variant>/metadata.json    wheel, sha256, size, commit,
                                             commit_time, build_info
-    DIR/nightly/<variant>/...               the same two, of the newest commit
+    DIR/<commit>/<variant>/simple/vllm/     a PEP 503 simple index of that wheel
+    DIR/nightly/<variant>/...               the same, of the newest commit
 
-<variant> is the target's version suffix (cpu, cu130, rocm6.4).
+<variant> is the target's version suffix (cpu, cu130, rocm6.4), so
+`uv pip install --index-url <base>/nightly/cpu/simple vllm` installs a nightly.
+The project's own index is one setting, pyproject.toml's
+[tool.vllm.precompiled] index, which VLLM_PRECOMPILED_WHEEL_INDEX overrides.
 
 An editable install with VLLM_USE_PRECOMPILED=1 takes the compiled files of
 such a wheel instead of running CMake:
@@ -61,6 +65,8 @@ ISA_CPU_FLAGS: dict[str, tuple[str, ...]] = {
 # Directories of the checkout whose changes the binaries would miss.
 _COMPILED_SOURCES = ("csrc", "cmake", "CMakeLists.txt")
 _TIMEOUT_S = 15
+SIMPLE = "simple"  # the PEP 503 index beside each entry's wheel
+INDEX_HINT = "set VLLM_PRECOMPILED_WHEEL_INDEX, or pyproject.toml's [tool.vllm.precompiled] index"
 
 
 def say(message: str) -> None:
@@ -151,6 +157,29 @@ def merge_base(root: Path = ROOT) -> str | None:
     return None
 
 
+def default_index(environ: Mapping[str, str] | None = None, root: Path = ROOT) -> str | None:
+    """VLLM_PRECOMPILED_WHEEL_INDEX, else pyproject.toml's [tool.vllm.precompiled] index
+    (a directory there is relative to the checkout); None when neither is set."""
+    index = envs.get("VLLM_PRECOMPILED_WHEEL_INDEX", environ)
+    if index:
+        return index
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: nox and scikit-build-core both bring tomli
+        import tomli as tomllib
+    path = root / "pyproject.toml"
+    if not path.is_file():
+        return None
+    try:
+        project = tomllib.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DevkitError(f"can't read {root / 'pyproject.toml'} ({exc}); fix it") from None
+    index = project.get("tool", {}).get("vllm", {}).get("precompiled", {}).get("index") or None
+    if index and not _is_url(index):
+        index = str(root / index)
+    return index
+
+
 def read_metadata(index: str, commit: str, variant: str) -> dict[str, Any] | None:
     """An index entry's metadata; None when the index has no such entry."""
     url = _join(index, commit, variant, METADATA)
@@ -197,7 +226,8 @@ def locate(
         return Wheel(location, None, "VLLM_PRECOMPILED_WHEEL_LOCATION")
 
     in_dist = sorted(
-        (root / "dist").glob(f"vllm-*+{variant}-*.whl"), key=lambda p: p.stat().st_mtime
+        (p for p in (root / "dist").glob("vllm-*-*.whl") if is_variant(p.name, variant)),
+        key=lambda p: p.stat().st_mtime,
     )
     for wheel in reversed(in_dist):
         if torch is None or _fits(wheel, target, torch):
@@ -205,7 +235,7 @@ def locate(
     if in_dist:
         say(f"dist/ has {len(in_dist)} {variant} wheel(s), none for this venv; looking further")
 
-    index = envs.get("VLLM_PRECOMPILED_WHEEL_INDEX", environ)
+    index = default_index(environ, root)
     if index:
         commit = envs.get("VLLM_PRECOMPILED_WHEEL_COMMIT", environ) or merge_base(root)
         if commit:
@@ -226,10 +256,19 @@ def locate(
             "publish one (nox -s wheel -- --index DIR) or set VLLM_PRECOMPILED_WHEEL_LOCATION"
         )
     raise DevkitError(
-        "no precompiled wheel to use: set VLLM_PRECOMPILED_WHEEL_INDEX (a wheel index's URL "
-        "or directory) or VLLM_PRECOMPILED_WHEEL_LOCATION (a wheel's path or URL), or build "
-        f"one into dist/ with `nox -s wheel -- --target {target.name}`"
+        "no precompiled wheel to use: no index is configured (pyproject.toml's "
+        "[tool.vllm.precompiled] index is empty); set VLLM_PRECOMPILED_WHEEL_INDEX (a wheel "
+        "index's URL or directory) or VLLM_PRECOMPILED_WHEEL_LOCATION (a wheel's path or URL), "
+        f"or build one into dist/ with `nox -s wheel -- --target {target.name}`"
     )
+
+
+def is_variant(name: str, variant: str) -> bool:
+    """Whether a wheel's file name carries `variant` as its version's last local part:
+    vllm-0.1.0+cpu-... and vllm-0.1.0.dev3+g0123456789ab.cpu-... are cpu wheels."""
+    version = name.split("-")[1] if name.count("-") >= 4 else ""
+    local = version.partition("+")[2]
+    return local == variant or local.endswith(f".{variant}")
 
 
 # ---------------------------------------------------------------------------
@@ -606,10 +645,36 @@ def _write_atomically(dest: Path, data: bytes | Path) -> None:
         Path(tmp_name).unlink(missing_ok=True)
 
 
+def simple_pages(wheel_name: str, sha256: str) -> dict[str, bytes]:
+    """The PEP 503 pages of an entry holding one wheel, by path under the entry.
+
+    `simple/` lists the project, `simple/vllm/` links the wheel (two levels
+    up, with its sha256), so `--index-url <entry>/simple` serves it from any
+    static file server.
+    """
+    href = "../../" + urllib.parse.quote(wheel_name) + f"#sha256={sha256}"
+    page = (
+        '<!DOCTYPE html>\n<html><head><meta name="pypi:repository-version" content="1.0">'
+        "<title>{title}</title></head>\n<body>\n{links}\n</body></html>\n"
+    )
+    return {
+        f"{SIMPLE}/index.html": page.format(
+            title="Simple index", links='<a href="vllm/">vllm</a>'
+        ).encode(),
+        f"{SIMPLE}/vllm/index.html": page.format(
+            title="Links for vllm", links=f'<a href="{href}">{wheel_name}</a>'
+        ).encode(),
+    }
+
+
 def _write_entry(entry: Path, wheel: Path, meta: Mapping[str, Any]) -> None:
-    """The wheel first, then metadata.json, which readers go by; then old wheels go."""
+    """The wheel first, then its simple index and metadata.json, which readers go by;
+    then old wheels go."""
     entry.mkdir(parents=True, exist_ok=True)
     _write_atomically(entry / wheel.name, wheel)
+    for name, page in simple_pages(wheel.name, meta["sha256"]).items():
+        (entry / name).parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(entry / name, page)
     _write_atomically(entry / METADATA, (json.dumps(meta, indent=2) + "\n").encode())
     for old in entry.glob("*.whl"):
         if old.name != wheel.name:
