@@ -86,12 +86,15 @@ def test_backend_follows_the_sessions_plan_over_the_environment(tmp_path, monkey
     monkeypatch.setenv("VLLM_USE_PRECOMPILED", "1")
     monkeypatch.setenv("MAX_JOBS", "7")
     monkeypatch.setenv("CMAKE_BUILD_PARALLEL_LEVEL", "")
-    settings = backend._settings("build_editable", {plan.CONFIG_KEY: str(found.write())})
+    _, settings = backend._settings("build_editable", {plan.CONFIG_KEY: str(found.write())})
     assert settings["build-dir"] == str(tmp_path / "build")
     assert "wheel.cmake" not in settings  # it compiles
     assert settings["cmake.define.VLLM_TARGET_DEVICE"] == "cpu"
     assert backend.os.environ["CMAKE_BUILD_PARALLEL_LEVEL"] == "1"
     assert plan.CONFIG_KEY not in settings  # scikit-build-core never sees our key
+    # The editable install's compiled files go to a tree the cmake presets install into.
+    assert settings["editable.rebuild-dir"] == str(tmp_path / "build" / "editable")
+    assert settings["cmake.define.CMAKE_EXPORT_COMPILE_COMMANDS"] == "ON"
 
 
 def test_backend_refuses_a_plan_for_another_torch(tmp_path, monkeypatch):

@@ -360,7 +360,8 @@ def _extension_stamp(env: Env) -> str | None:
     Every editable install rewrites the file, so its mtime changes even when
     ninja rebuilt nothing; its bytes don't.
     """
-    for so in sorted(env.path.glob("lib/python*/site-packages/vllm/_C*.so")):
+    installed = env.plan.install_dir.glob("vllm/_C*.so") if env.plan.install_dir else []
+    for so in [*sorted(installed), *sorted(env.path.glob("lib/python*/site-packages/vllm/_C*.so"))]:
         return f"{so} {hashlib.sha256(so.read_bytes()).hexdigest()}"
     return None
 
