@@ -23,7 +23,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devkit import DevkitError, cuda, envs, metadata, precompiled, rocm, sources, targets, toolchain
+from devkit import (
+    DevkitError,
+    cuda,
+    envs,
+    metadata,
+    precompiled,
+    progress,
+    rocm,
+    sources,
+    targets,
+    toolchain,
+)
 from devkit import plan as plan_module
 from devkit.envs import ROOT
 from devkit.plan import BuildPlan
@@ -338,7 +349,10 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
         extra.append("--no-deps")  # never touch the torch that was there
     environ, settings = backend_env(env)
     # The command a contributor can type in the activated venv, plus the plan.
-    run(env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT)), env=environ)
+    cmd = env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT))
+    followed = progress.run(cmd, environ, plan.build_dir, plan.jobs.jobs)
+    if followed.summary():
+        say(followed.summary())
 
     smoke_check(env)
 
@@ -443,7 +457,10 @@ def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:
     try:
         environ, settings = backend_env(env)
         cmd = [find_uv(), "build", "--wheel", "--no-build-isolation", "--python", str(env.python)]
-        run([*cmd, *settings, "--out-dir", str(staging), str(ROOT)], env=environ)
+        cmd = [*cmd, *settings, "--out-dir", str(staging), str(ROOT)]
+        followed = progress.run(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs)
+        if followed.summary():
+            say(followed.summary())
         (built,) = staging.glob("*.whl")
         info = precompiled.read_build_info(built)  # a wheel without it can't be installed
         wheel = out_dir / built.name
