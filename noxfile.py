@@ -14,7 +14,7 @@ import nox
 
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
 
-from devkit import DevkitError, pipeline, precompiled  # noqa: E402
+from devkit import DevkitError, options, pipeline, precompiled  # noqa: E402
 
 nox.options.default_venv_backend = "uv"
 nox.options.sessions = ["tests", "build-cpu", "test-kernels-cpu", "test-plugins"]
@@ -30,11 +30,20 @@ def _step(session: nox.Session, fn, *args):
         session.error(str(exc))
 
 
+def _options(session: nox.Session) -> options.Options:
+    """The session's own options (`-- --help` lists them and stops); the rest passed on."""
+    try:
+        return _step(session, options.parse, session.name, session.posargs)
+    except options.HelpShown as shown:
+        print(shown, end="")
+        session.skip("--help: nothing was run")
+
+
 def _build(session: nox.Session, target: str, posargs_to_uv: bool = False) -> pipeline.Env:
     """The target's venv, built; --arch and --use-existing-torch are taken from posargs."""
-    options = _step(session, pipeline.parse_options, session.posargs)
-    env = _step(session, pipeline.prepare_env, target, options)
-    session.log(_step(session, pipeline.build, env, options.rest if posargs_to_uv else ()))
+    found = _options(session)
+    env = _step(session, pipeline.prepare_env, target, found)
+    session.log(_step(session, pipeline.build, env, found.rest if posargs_to_uv else ()))
     return env
 
 
@@ -59,19 +68,19 @@ def test_kernels_cpu(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def wheel(session: nox.Session) -> None:
     """Build a wheel with build info into dist/ (-- --target cpu|cuda [--index DIR] [--arch X])."""
-    options = _step(session, pipeline.parse_options, session.posargs)
-    env = _step(session, pipeline.prepare_env, options.target or pipeline.default_target(), options)
+    found = _options(session)
+    env = _step(session, pipeline.prepare_env, found.target or pipeline.default_target(), found)
     wheel = _step(session, pipeline.build_wheel, env)
-    if options.index:
-        session.log(_step(session, precompiled.publish, wheel, Path(options.index).resolve()))
+    if found.index:
+        session.log(_step(session, precompiled.publish, wheel, Path(found.index).resolve()))
 
 
 @nox.session(name="dev-precompiled", venv_backend="none")
 def dev_precompiled(session: nox.Session) -> None:
     """Editable install with a prebuilt wheel's binaries, no compiler (-- --target cpu|cuda)."""
-    options = _step(session, pipeline.parse_options, session.posargs)
-    target = options.target or pipeline.default_target()
-    env = _step(session, pipeline.prepare_env, target, options, f"precompiled-{target}", True)
+    found = _options(session)
+    target = found.target or pipeline.default_target()
+    env = _step(session, pipeline.prepare_env, target, found, f"precompiled-{target}", True)
     session.log(_step(session, pipeline.install_precompiled, env))
 
 
@@ -90,6 +99,7 @@ def build_rocm(session: nox.Session) -> None:
 @nox.session(name="test-kernels-cuda", venv_backend="none")
 def test_kernels_cuda(session: nox.Session) -> None:
     """Run tests/kernels on the local GPU, CUDA or ROCm (--use-existing-torch; posargs: pytest)."""
+    _options(session)  # --help, and a bad option, even without a GPU
     target = pipeline.gpu_target()
     if target is None:
         session.skip(
@@ -102,11 +112,12 @@ def test_kernels_cuda(session: nox.Session) -> None:
 @nox.session(name="test-plugins", venv_backend="none")
 def test_plugins(session: nox.Session) -> None:
     """Test plugin loading with examples/vllm_plugin_example installed (posargs to pytest)."""
+    found = _options(session)
     env = _step(session, pipeline.prepare_env, "cpu", pipeline.Options(), "plugins")
     session.log(_step(session, pipeline.build, env))
     _step(session, pipeline.install_test_requirements, env)
     _step(session, pipeline.run, env.uv_pip("examples/vllm_plugin_example"), pipeline.uv_env())
-    session.run(str(env.python), "-m", "pytest", "tests/plugins", *session.posargs, external=True)
+    session.run(str(env.python), "-m", "pytest", "tests/plugins", *found.rest, external=True)
 
 
 @nox.session(venv_backend="none")
@@ -114,7 +125,8 @@ def doctor(session: nox.Session) -> None:
     """Report what a build would use and what is wrong (-- --target cpu|cuda [--arch X])."""
     from devkit import doctor as doctor_module
 
-    if doctor_module.main(session.posargs) != 0:
+    found = _options(session)
+    if doctor_module.diagnose(found.target or pipeline.default_target(), found.arch) != 0:
         session.error("doctor found problems; each is listed above with its fix")
 
 
@@ -125,6 +137,25 @@ def bench_kernels(session: nox.Session) -> None:
     device = "cpu" if env.target.name == "cpu" else "cuda"  # ROCm's torch says cuda too
     script = "benchmarks/bench_kernels.py"
     session.run(str(env.python), script, "--device", device, *env.options.rest, external=True)
+
+
+@nox.session(name="build-profile")
+def build_profile(session: nox.Session) -> None:
+    """Slowest files of the last build: table, Chrome trace, PNG chart (-- --target cuda)."""
+    _options(session)  # --help, and a bad option, before installing anything
+    session.install("matplotlib")
+    tools = str(Path(__file__).parent / "tools")
+    session.run("python", "-m", "devkit.profile", *session.posargs, env={"PYTHONPATH": tools})
+
+
+@nox.session(venv_backend="none")
+def clean(session: nox.Session) -> None:
+    """Remove this checkout's build dirs, venvs, staged binaries (-- --target cuda, --all)."""
+    from devkit import clean as clean_module
+
+    found = _options(session)
+    for line in _step(session, clean_module.clean, found.target, found.all):
+        session.log(line)
 
 
 @nox.session(name="bench-build", venv_backend="none")

@@ -35,8 +35,10 @@ from devkit import (
     targets,
     toolchain,
 )
+from devkit import options as session_options
 from devkit import plan as plan_module
 from devkit.envs import ROOT
+from devkit.options import Options
 from devkit.plan import BuildPlan
 
 # The ops every build must register, by library.
@@ -165,39 +167,9 @@ def ninja_objects(build_dir: Path) -> set[str]:
     return set(re.findall(r"^build (\S+\.o):", build_file.read_text(), re.M))
 
 
-@dataclass(frozen=True)
-class Options:
-    """What a contributor can choose on a session's command line."""
-
-    arch: str | None = None  # GPU arch: --arch, else TORCH_CUDA_ARCH_LIST, else the local GPU
-    use_existing_torch: bool = False  # build against the interpreter's torch
-    target: str | None = None  # wheel, dev-precompiled: --target cpu|cuda|rocm
-    index: str | None = None  # wheel: --index DIR publishes into a wheel index
-    rest: tuple[str, ...] = ()  # passed through (to uv or pytest)
-
-
-_VALUE_OPTIONS = {"--arch": "9.0", "--target": "cpu", "--index": "DIR"}  # name: an example
-
-
 def parse_options(posargs: Sequence[str]) -> Options:
-    """`--arch X`, `--target T`, `--index DIR`, `--use-existing-torch`, and the rest."""
-    values: dict[str, str] = {}
-    existing, rest = False, []
-    args = list(posargs)
-    while args:
-        arg = args.pop(0)
-        name, eq, value = arg.partition("=")
-        if arg == "--use-existing-torch":
-            existing = True
-        elif name in _VALUE_OPTIONS:
-            if not eq:
-                if not args:
-                    raise DevkitError(f"{name} needs a value, e.g. {name} {_VALUE_OPTIONS[name]}")
-                value = args.pop(0)
-            values[name.removeprefix("--")] = value
-        else:
-            rest.append(arg)
-    return Options(use_existing_torch=existing, rest=tuple(rest), **values)
+    """Every session option (devkit.options), and the rest: for callers without a session."""
+    return session_options.parse(None, posargs)
 
 
 @dataclass
@@ -246,7 +218,10 @@ def _missing(python: Path, requirements: list[str]) -> list[str]:
 
 
 def prepare_env(
-    target_name: str, options: Options = Options(), venv_name: str = "", precompiled: bool = False
+    target_name: str,
+    options: Options = Options(),  # noqa: B008 (frozen)
+    venv_name: str = "",
+    precompiled: bool = False,
 ) -> Env:
     """Venv with the build requirements and the target's torch, checked, and its build plan.
 

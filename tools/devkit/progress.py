@@ -50,18 +50,23 @@ class Step:
         return (self.end_ms - self.start_ms) / 1000
 
 
-def read_log(path: Path) -> dict[str, Step]:
-    """The newest entry per output of a .ninja_log (v5 and later); {} if there is none."""
-    steps: dict[str, Step] = {}
+def read_steps(path: Path) -> list[Step]:
+    """Every entry of a .ninja_log (v5 and later), in file order; [] if there is none."""
     try:
         lines = path.read_text().splitlines()
     except OSError:
-        return steps
+        return []
+    steps = []
     for line in lines[1:]:
         parts = line.split("\t")
         if len(parts) == 5 and all(p.isdigit() for p in parts[:3]):
-            steps[parts[3]] = Step(parts[3], int(parts[0]), int(parts[1]), int(parts[2]))
+            steps.append(Step(parts[3], int(parts[0]), int(parts[1]), int(parts[2])))
     return steps
+
+
+def read_log(path: Path) -> dict[str, Step]:
+    """The newest entry per output of a .ninja_log."""
+    return {step.output: step for step in read_steps(path)}
 
 
 def source_of(output: str) -> str:
