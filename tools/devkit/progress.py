@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from devkit import DevkitError
+from devkit import DevkitError, toolchain
 
 POLL_S = 0.25
+# File times come from a coarse clock (a tick behind time.time_ns()).
+MTIME_SLACK_NS = 100_000_000
 _OBJECT = re.compile(r"^\[\d+/\d+\] Building \w+ object (\S+)$", re.M)
 _LINK = re.compile(r"^\[\d+/\d+\] Linking \w+ [\w ]+? (\S+)$", re.M)
 
@@ -88,13 +90,16 @@ def _mtime_ns(path: Path) -> int:
 
 
 def _ninja(build_dir: Path) -> str | None:
-    """The ninja CMake configured the build dir with (its CMakeCache.txt), else PATH's."""
+    """The ninja CMake configured the build dir with (its CMakeCache.txt), else this
+    interpreter's venv's, else PATH's: another version may read the log differently."""
     try:
         cache = (build_dir / "CMakeCache.txt").read_text()
     except OSError:
         cache = ""
     match = re.search(r"^CMAKE_MAKE_PROGRAM:\w+=(.+)$", cache, re.M)
-    return match[1].strip() if match and Path(match[1].strip()).is_file() else shutil.which("ninja")
+    if match and Path(match[1].strip()).is_file():
+        return match[1].strip()
+    return toolchain.find_tool("ninja")
 
 
 def dry_run(build_dir: Path) -> str:
@@ -151,14 +156,12 @@ class Follower:
 
     def poll(self) -> list[str]:
         lines: list[str] = []
-        if (
-            self.phase == "waiting"
-            and _mtime_ns(self.build_dir / "CMakeInit.txt") >= self.started_ns
-        ):
+        init = _mtime_ns(self.build_dir / "CMakeInit.txt")
+        if self.phase == "waiting" and init >= self.started_ns - MTIME_SLACK_NS:
             self._enter("configuring")
             lines.append("configuring with cmake")
         build_ninja = _mtime_ns(self.build_dir / "build.ninja")
-        if build_ninja >= self.started_ns and build_ninja != self._build_ninja:
+        if build_ninja >= self.started_ns - MTIME_SLACK_NS and build_ninja != self._build_ninja:
             # Configured (or regenerated): what is left to build. Read the log after
             # the dry run, so a step that finished meanwhile is in one or the other.
             self._build_ninja = build_ninja
@@ -183,7 +186,7 @@ class Follower:
         fresh = [
             step
             for output, step in read_log(self.build_dir / ".ninja_log").items()
-            if step.mtime_ns >= self.started_ns and output not in self.done
+            if step.mtime_ns >= self.started_ns - MTIME_SLACK_NS and output not in self.done
         ]
         for step in sorted(fresh, key=lambda s: s.end_ms):
             self.done[step.output] = step
