@@ -33,6 +33,10 @@ def test_a_venv_of_its_own_gets_a_build_dir_of_its_own():
     assert own.build_dir.name.endswith("-plugins")
     given = plan.resolve(plan.Request("cpu", build_dir="elsewhere"), CPU_TORCH, {})
     assert given.build_dir == targets.ROOT / "elsewhere"
+    # Presets are named after it; the plan file keeps the name.
+    assert (own.name, given.name) == ("cpu-plugins", "cpu")
+    assert plan.BuildPlan.from_json(own.to_json()).name == "cpu-plugins"
+    assert own.install_dir == own.build_dir / "editable"
 
 
 def test_cuda_plan_resolves_the_toolchain_once(tmp_path):
