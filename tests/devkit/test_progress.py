@@ -66,7 +66,12 @@ def test_plain_output_has_one_line_per_translation_unit(tmp_path):
     assert [u.split()[1] for u in units] == ["[1/3]", "[2/3]", "[3/3]"]
     assert sorted(u.split()[2] for u in units) == ["csrc/a.cpp", "csrc/b.cpp", "csrc/c.cpp"]
     assert all(re.search(r"\(0\.\d s\)$", u) for u in units)
-    assert any(re.fullmatch(r"\[vllm\] linked _C\.abi3\.so \([\d.]+ s\)", line) for line in lines)
+    linked = [
+        i
+        for i, line in enumerate(lines)
+        if re.fullmatch(r"\[vllm\] linked _C\.abi3\.so \([\d.]+ s\)", line)
+    ]
+    assert len(linked) == 1 and lines[linked[0] + 1] == "[vllm] installing into the venv"
     assert follower.summary().startswith("compiled 3 file(s); slowest: csrc/")
 
     # One source changed: the plan is that one file, and the estimate comes

@@ -144,6 +144,7 @@ class Follower:
     _last_finish: float = 0.0
     _configured: bool = False
     _reported: int = 0
+    _install_said: bool = False
     _unreported: list[Step] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -213,6 +214,9 @@ class Follower:
             self._enter("linking" if any(o not in self.done for o in self.links) else "installing")
         if self.phase == "linking" and all(o in self.done for o in self.links):
             self._enter("installing")
+        if self.phase == "installing" and not self._install_said:
+            self._install_said = True
+            lines.append("installing into the venv")
         return lines
 
     def left(self) -> float | None:
@@ -230,7 +234,11 @@ class Follower:
             n = len(self.planned) - len(todo) + 1
             left = self.left()
             estimate = f", about {_seconds(left)} left" if left is not None else ""
-            now = source_of(todo[0]) if todo else ""
+            # Ninja starts them in its order, `jobs` at a time: the first is the oldest.
+            running = todo[: max(1, self.jobs)]
+            now = source_of(running[0]) if running else ""
+            if len(running) > 1:
+                now += f" and {len(running) - 1} more"
             return f"compiling [{n}/{len(self.planned)}] {now}, {elapsed}{estimate}"
         if self.phase == "linking":
             return f"linking {', '.join(self.links)}, {elapsed}"
