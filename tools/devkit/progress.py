@@ -248,12 +248,14 @@ class Follower:
             return f"configuring with cmake, {elapsed}"
         return f"preparing the build (uv), {elapsed}"
 
+    def compiled(self) -> list[Step]:
+        return [s for s in self.done.values() if s.output.endswith((".o", ".obj"))]
+
     def slowest(self, count: int = 3) -> list[Step]:
-        objects = [s for s in self.done.values() if s.output not in self.links]
-        return sorted(objects, key=lambda s: s.seconds, reverse=True)[:count]
+        return sorted(self.compiled(), key=lambda s: s.seconds, reverse=True)[:count]
 
     def summary(self) -> str | None:
-        compiled = [s for s in self.done.values() if s.output not in self.links]
+        compiled = self.compiled()
         if not compiled:
             return None
         names = ", ".join(f"{source_of(s.output)} {_seconds(s.seconds)}" for s in self.slowest())
