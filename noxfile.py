@@ -15,7 +15,7 @@ import nox
 
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
 
-from devkit import DevkitError, bench, pipeline, precompiled, workflows  # noqa: E402
+from devkit import DevkitError, bench, options, pipeline, precompiled, workflows  # noqa: E402
 from devkit import ci as ci_module  # noqa: E402
 
 nox.options.default_venv_backend = "uv"
@@ -32,11 +32,20 @@ def _step(session: nox.Session, fn, *args):
         session.error(str(exc))
 
 
+def _options(session: nox.Session) -> options.Options:
+    """The session's own options (`-- --help` lists them and stops); the rest passed on."""
+    try:
+        return _step(session, options.parse, session.name, session.posargs)
+    except options.HelpShown as shown:
+        print(shown, end="")
+        session.skip("--help: nothing was run")
+
+
 def _build(session: nox.Session, target: str, posargs_to_uv: bool = False) -> pipeline.Env:
     """The target's venv, built; --arch and --use-existing-torch are taken from posargs."""
-    options = _step(session, pipeline.parse_options, session.posargs)
-    env = _step(session, pipeline.prepare_env, target, options)
-    session.log(_step(session, pipeline.build, env, options.rest if posargs_to_uv else ()))
+    found = _options(session)
+    env = _step(session, pipeline.prepare_env, target, found)
+    session.log(_step(session, pipeline.build, env, found.rest if posargs_to_uv else ()))
     return env
 
 
@@ -65,9 +74,9 @@ def build_cpu(session: nox.Session) -> None:
 @nox.session(name="test-kernels-cpu", venv_backend="none")
 def test_kernels_cpu(session: nox.Session) -> None:
     """Run tests/kernels on the CPU build (incremental, or -- --precompiled; posargs: pytest)."""
-    options = _step(session, pipeline.parse_options, session.posargs)
-    if options.precompiled:
-        env = _precompiled(session, options, "precompiled-cpu")
+    found = _options(session)
+    if found.precompiled:
+        env = _precompiled(session, found, "precompiled-cpu")
     else:
         env = _build(session, "cpu")
     _test_kernels(session, env, "cpu")
@@ -76,21 +85,19 @@ def test_kernels_cpu(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def wheel(session: nox.Session) -> None:
     """Build a wheel with build info into dist/ (-- --target cpu|cuda [--index DIR] [--arch X])."""
-    options = _step(session, pipeline.parse_options, session.posargs)
-    env = _step(session, pipeline.prepare_env, options.target or pipeline.default_target(), options)
+    found = _options(session)
+    env = _step(session, pipeline.prepare_env, found.target or pipeline.default_target(), found)
     wheel = _step(session, pipeline.build_wheel, env)
-    if options.index:
-        session.log(_step(session, precompiled.publish, wheel, Path(options.index).resolve()))
+    if found.index:
+        session.log(_step(session, precompiled.publish, wheel, Path(found.index).resolve()))
 
 
 @nox.session(name="dev-precompiled", venv_backend="none")
 def dev_precompiled(session: nox.Session) -> None:
     """Editable install with a prebuilt wheel's binaries, no compiler (-- --target cpu|cuda)."""
-    options = _step(session, pipeline.parse_options, session.posargs)
-    target = options.target or pipeline.default_target()
-    _, installed = _step(
-        session, pipeline.precompiled_env, target, options, f"precompiled-{target}"
-    )
+    found = _options(session)
+    target = found.target or pipeline.default_target()
+    _, installed = _step(session, pipeline.precompiled_env, target, found, f"precompiled-{target}")
     session.log(installed)
 
 
@@ -109,6 +116,7 @@ def build_rocm(session: nox.Session) -> None:
 @nox.session(name="test-kernels-cuda", venv_backend="none")
 def test_kernels_cuda(session: nox.Session) -> None:
     """Run tests/kernels on the local GPU, CUDA or ROCm (--use-existing-torch; posargs: pytest)."""
+    _options(session)  # --help, and a bad option, even without a GPU
     target = pipeline.gpu_target()
     if target is None:
         session.skip(
@@ -121,23 +129,23 @@ def test_kernels_cuda(session: nox.Session) -> None:
 @nox.session(name="test-plugins", venv_backend="none")
 def test_plugins(session: nox.Session) -> None:
     """Test plugin loading with examples/vllm_plugin_example installed (--precompiled; pytest)."""
-    options = _step(session, pipeline.parse_options, session.posargs)
-    if options.precompiled:
-        env = _precompiled(session, options, "precompiled-plugins")
+    found = _options(session)
+    if found.precompiled:
+        env = _precompiled(session, found, "precompiled-plugins")
     else:
         env = _step(session, pipeline.prepare_env, "cpu", pipeline.Options(), "plugins")
         session.log(_step(session, pipeline.build, env))
     _step(session, pipeline.install_test_requirements, env)
     _step(session, pipeline.run, env.uv_pip("examples/vllm_plugin_example"), pipeline.uv_env())
-    session.run(str(env.python), "-m", "pytest", "tests/plugins", *options.rest, external=True)
+    session.run(str(env.python), "-m", "pytest", "tests/plugins", *found.rest, external=True)
 
 
 @nox.session(venv_backend="none")
 def ci(session: nox.Session) -> None:
     """The PR pipeline: the sessions your changes need (-- [--base REF] [--all] [--dry-run])."""
-    options = _step(session, ci_module.parse_args, session.posargs)
-    plan, environ = _step(session, ci_module.make_plan, options)
-    if options.dry_run:
+    found = _step(session, ci_module.parse_args, session.posargs)
+    plan, environ = _step(session, ci_module.make_plan, found)
+    if found.dry_run:
         return
     started = time.monotonic()
     outcomes = ci_module.run_steps(plan, environ)
@@ -151,7 +159,8 @@ def doctor(session: nox.Session) -> None:
     """Report what a build would use and what is wrong (-- --target cpu|cuda [--arch X])."""
     from devkit import doctor as doctor_module
 
-    if doctor_module.main(session.posargs) != 0:
+    found = _options(session)
+    if doctor_module.diagnose(found.target or pipeline.default_target(), found.arch) != 0:
         session.error("doctor found problems; each is listed above with its fix")
 
 
@@ -159,11 +168,11 @@ def doctor(session: nox.Session) -> None:
 def bench_kernels(session: nox.Session) -> None:
     """Time the kernels against forward_native and a copy, or -- --against REF (A/B)."""
     against, posargs = bench.split_against(session.posargs)
-    options = _step(session, pipeline.parse_options, posargs)
-    env = _step(session, pipeline.prepare_env, pipeline.default_target(), options)
+    found = _step(session, pipeline.parse_options, posargs)
+    env = _step(session, pipeline.prepare_env, pipeline.default_target(), found)
     session.log(_step(session, pipeline.build, env))
     device = "cpu" if env.target.name == "cpu" else "cuda"  # ROCm's torch says cuda too
-    args = ["--device", device, *options.rest]
+    args = ["--device", device, *found.rest]
     if against is not None:
         bench_txt = str(Path("requirements") / "bench.txt")
         _step(session, pipeline.run, env.uv_pip("-r", bench_txt), pipeline.uv_env())
@@ -172,6 +181,25 @@ def bench_kernels(session: nox.Session) -> None:
         args += ["--out", str(ref.out_dir)]
     script = "benchmarks/bench_kernels.py"
     session.run(str(env.python), script, *args, external=True)
+
+
+@nox.session(name="build-profile")
+def build_profile(session: nox.Session) -> None:
+    """Slowest files of the last build: table, Chrome trace, PNG chart (-- --target cuda)."""
+    _options(session)  # --help, and a bad option, before installing anything
+    session.install("matplotlib")
+    tools = str(Path(__file__).parent / "tools")
+    session.run("python", "-m", "devkit.profile", *session.posargs, env={"PYTHONPATH": tools})
+
+
+@nox.session(venv_backend="none")
+def clean(session: nox.Session) -> None:
+    """Remove this checkout's build dirs, venvs, staged binaries (-- --target cuda, --all)."""
+    from devkit import clean as clean_module
+
+    found = _options(session)
+    for line in _step(session, clean_module.clean, found.target, found.all):
+        session.log(line)
 
 
 @nox.session(name="bench-build", venv_backend="none")

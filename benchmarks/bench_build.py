@@ -11,11 +11,16 @@ commits the copy, publishes its wheel into a wheel index in the temp folder
 venv against it. Prints wall times, the ratios to the cold run, and which
 objects ninja rebuilt. Both the cold build and dev-precompiled start from an
 empty venv with the uv cache as it is.
+
+The edit loop: the same kind of edit of one .cpp (a new declaration), rebuilt with
+`cmake --build --preset cpu --target install` and with `nox -s build-cpu`,
+alternating, three times each; the medians and their ratio.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +33,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from devkit.pipeline import copy_checkout, ninja_outputs  # noqa: E402
 
 TOUCHED = "csrc/cpu/activation.cpp"
+EDITED = "csrc/op_checks.cpp"
 
 
 def nox(copy: Path, env: dict[str, str], *args: str) -> float:
@@ -51,6 +57,28 @@ def timed_build(copy: Path, env: dict[str, str]) -> tuple[float, set[str]]:
     return wall, ninja_outputs(build_dir, started_ns)
 
 
+def edit_loop(copy: Path, env: dict[str, str], runs: int = 3) -> tuple[list[float], list[float]]:
+    """Seconds of the preset rebuild and of build-cpu, each after the same kind of edit
+    (a new declaration in EDITED, so the compiler cache can't answer), alternating."""
+    source = copy / EDITED
+    cmake = copy / ".venv-cpu" / "bin" / "cmake"
+    preset: list[float] = []
+    session: list[float] = []
+    for run in range(runs):
+        for times, how in ((preset, "preset"), (session, "nox")):
+            with source.open("a") as out:
+                # Code, not a comment: ccache would find a comment-only change.
+                out.write(f"namespace {{ [[maybe_unused]] int bench_edit_{run}_{how}; }}\n")
+            started = time.monotonic()
+            if how == "preset":
+                cmd = [cmake, "--build", "--preset", "cpu", "--target", "install"]
+                subprocess.run(cmd, cwd=copy, env=env, check=True, capture_output=True)
+                times.append(time.monotonic() - started)
+            else:
+                times.append(nox(copy, env, "-s", "build-cpu"))
+    return preset, session
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "checkout"
@@ -60,6 +88,8 @@ def main() -> None:
         noop, noop_objs = timed_build(copy, env)
         (copy / TOUCHED).touch()
         touched, touched_objs = timed_build(copy, env)
+        presets, sessions = edit_loop(copy, env)
+        preset, session = statistics.median(presets), statistics.median(sessions)
 
         git(copy, "init", "-q", "-b", "main")
         git(copy, "add", "-A")
@@ -78,6 +108,10 @@ def main() -> None:
     print(
         f"touched {TOUCHED}: {touched:6.1f} s = {touched / cold:5.1%} of cold, "
         f"compiled {sorted(touched_objs)}"
+    )
+    print(
+        f"edit {EDITED}, median of 3: cmake --build --preset cpu --target install {preset:.1f} s, "
+        f"nox -s build-cpu {session:.1f} s: the preset takes {preset / session:.0%}"
     )
     print(f"dev-precompiled, empty venv: {precompiled:6.1f} s = {precompiled / cold:5.1%} of cold")
     rest = (precompiled - torch_import) / (cold - torch_import)

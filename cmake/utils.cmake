@@ -156,7 +156,13 @@ function(vllm_define_extension name)
   set_target_properties(${name} PROPERTIES CUDA_RUNTIME_LIBRARY Shared)
   # torch/lib sits beside the package in site-packages: `import vllm._C`
   # then works without importing torch first.
-  set_target_properties(${name} PROPERTIES INSTALL_RPATH "$ORIGIN/../torch/lib")
+  # An editable install keeps it in <build dir>/editable (tools/devkit/presets.py),
+  # away from site-packages: there torch's own lib dir is named too.
+  set(rpath "$ORIGIN/../torch/lib")
+  if(SKBUILD_STATE STREQUAL "editable")
+    list(APPEND rpath "${TORCH_INSTALL_PREFIX}/lib")
+  endif()
+  set_target_properties(${name} PROPERTIES INSTALL_RPATH "${rpath}")
   install(TARGETS ${name} LIBRARY DESTINATION ${ARG_DESTINATION} COMPONENT ${name})
 endfunction()
 

@@ -33,6 +33,10 @@ def test_a_venv_of_its_own_gets_a_build_dir_of_its_own():
     assert own.build_dir.name.endswith("-plugins")
     given = plan.resolve(plan.Request("cpu", build_dir="elsewhere"), CPU_TORCH, {})
     assert given.build_dir == targets.ROOT / "elsewhere"
+    # Presets are named after it; the plan file keeps the name.
+    assert (own.name, given.name) == ("cpu-plugins", "cpu")
+    assert plan.BuildPlan.from_json(own.to_json()).name == "cpu-plugins"
+    assert own.install_dir == own.build_dir / "editable"
 
 
 def test_cuda_plan_resolves_the_toolchain_once(tmp_path):
@@ -86,12 +90,15 @@ def test_backend_follows_the_sessions_plan_over_the_environment(tmp_path, monkey
     monkeypatch.setenv("VLLM_USE_PRECOMPILED", "1")
     monkeypatch.setenv("MAX_JOBS", "7")
     monkeypatch.setenv("CMAKE_BUILD_PARALLEL_LEVEL", "")
-    settings = backend._settings("build_editable", {plan.CONFIG_KEY: str(found.write())})
+    _, settings = backend._settings("build_editable", {plan.CONFIG_KEY: str(found.write())})
     assert settings["build-dir"] == str(tmp_path / "build")
     assert "wheel.cmake" not in settings  # it compiles
     assert settings["cmake.define.VLLM_TARGET_DEVICE"] == "cpu"
     assert backend.os.environ["CMAKE_BUILD_PARALLEL_LEVEL"] == "1"
     assert plan.CONFIG_KEY not in settings  # scikit-build-core never sees our key
+    # The editable install's compiled files go to a tree the cmake presets install into.
+    assert settings["editable.rebuild-dir"] == str(tmp_path / "build" / "editable")
+    assert settings["cmake.define.CMAKE_EXPORT_COMPILE_COMMANDS"] == "ON"
 
 
 def test_backend_refuses_a_plan_for_another_torch(tmp_path, monkeypatch):

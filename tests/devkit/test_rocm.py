@@ -206,7 +206,7 @@ def test_backend_passes_the_rocm_build_to_cmake(tmp_path, monkeypatch):
     hipified = []
     monkeypatch.setattr(rocm, "hipify", lambda src, out: hipified.append((src, out)) or [])
 
-    settings = backend._settings("build_editable", {})
+    _, settings = backend._settings("build_editable", {})
     build_dir = tmp_path / "build" / f"rocm-torch2.9.1+rocm6.4-{targets.python_tag()}"
     assert settings["build-dir"] == str(build_dir)
     assert hipified == [(ROOT / "csrc", build_dir.resolve() / "hipified")]
@@ -222,5 +222,5 @@ def test_backend_passes_the_rocm_build_to_cmake(tmp_path, monkeypatch):
         str(home),
     )
     # A caller's -C build-dir (test-plugins' venvs) gets the hipified tree too.
-    settings = backend._settings("build_editable", {"build-dir": str(tmp_path / "other")})
+    _, settings = backend._settings("build_editable", {"build-dir": str(tmp_path / "other")})
     assert settings["cmake.define.VLLM_HIPIFIED_DIR"] == str(tmp_path / "other" / "hipified")

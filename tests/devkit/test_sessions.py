@@ -83,8 +83,15 @@ def summary(result: subprocess.CompletedProcess) -> tuple[int, int]:
 
 def test_build_cpu_is_incremental_and_makes_a_cpu_wheel(tmp_path):
     copy = copy_checkout(tmp_path)
-    compiled, total = summary(nox(copy, "-s", "build-cpu", timeout=1800))
+    cold = nox(copy, "-s", "build-cpu", timeout=1800)
+    compiled, total = summary(cold)
     assert compiled == total >= 5
+    # Without a terminal: one plain progress line per translation unit, in order.
+    units = re.findall(r"^\[vllm\] \[(\d+)/(\d+)\] (\S+) \([\d.]+ s\)$", cold.stdout, re.M)
+    assert [(int(n), int(of)) for n, of, _ in units] == [(n, total) for n in range(1, total + 1)]
+    assert {"csrc/cpu/activation.cpp", "csrc/torch_bindings.cpp"} <= {s for *_, s in units}
+    assert "[vllm] configuring with cmake" in cold.stdout
+    assert re.search(r"^\[vllm\] compiled \d+ file\(s\); slowest: csrc/", cold.stdout, re.M)
     build_dirs = list((copy / "build").glob("cpu-torch2.13.0+cpu-cp3*"))
     assert len(build_dirs) == 1
 
@@ -94,7 +101,11 @@ def test_build_cpu_is_incremental_and_makes_a_cpu_wheel(tmp_path):
     # One source touched: exactly that one recompiles.
     touched = time.time_ns()
     (copy / "csrc/cpu/activation.cpp").touch()
-    assert summary(nox(copy, "-s", "build-cpu", timeout=600)) == (1, total)
+    touched_build = nox(copy, "-s", "build-cpu", timeout=600)
+    assert summary(touched_build) == (1, total)
+    assert re.findall(r"^\[vllm\] \[\d+/\d+\] .*$", touched_build.stdout, re.M)[0].startswith(
+        "[vllm] [1/1] csrc/cpu/activation.cpp ("
+    )
     assert ninja_outputs(build_dirs[0], touched) == {"CMakeFiles/_C.dir/csrc/cpu/activation.cpp.o"}
 
     # The by-hand wheel path, through the same backend and build directory.
@@ -198,7 +209,10 @@ def test_build_cuda_compiles_sm90_without_a_gpu(tmp_path):
     assert "machine code: _C.abi3.so holds sm_90 only (cuobjdump --list-elf)" in result.stdout
     num_ops = sum(len(ops) for ops in EXPECTED_OPS.values())
     assert f"smoke check: {num_ops} ops with CUDA kernels" in result.stdout
-    (info_file,) = (copy / ".venv-cuda").glob("lib/python*/site-packages/vllm/_build_info.json")
+    units = re.findall(r"^\[vllm\] \[\d+/\d+\] (\S+) \(", result.stdout, re.M)
+    assert {"csrc/layernorm_kernels.cu", "csrc/op_checks.cpp"} <= set(units)
+    # The editable install keeps the compiled files in the build dir (presets.py).
+    (info_file,) = (copy / "build").glob("cuda-*/editable/vllm/_build_info.json")
     info = json.loads(info_file.read_text())
     assert (info["target"], info["gpu_arch"], info["cuda_version"]) == ("cuda", "sm_90", "13.0")
     assert re.search(r"built cuda in [\d.]+s: compiled \d+/\d+ translation units", result.stderr)

@@ -11,6 +11,11 @@ the PEP 517 backend in backend.py) can both import it. One module per concern:
     cuda, rocm  GPU toolchains and archs
     plan        the build plan: one resolve of all of the above, for every build
     pipeline    the steps of a build session, and its summary line
+    options     each session's options (argparse), and what it passes through
+    progress    live progress of a build, followed from its build dir
+    presets     CMakeUserPresets.json and the compile_commands.json link
+    profile     build-profile: the slowest files, a Chrome trace, a chart
+    clean       removing a checkout's build dirs, venvs (and caches)
     backend     the PEP 517 backend (scikit-build-core plus target resolution)
 """
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from scikit_build_core import build as _skbuild
 
-from devkit import DevkitError, envs, metadata, plan, precompiled, rocm, targets
+from devkit import DevkitError, envs, metadata, plan, precompiled, presets, rocm, targets
 from devkit.envs import ROOT
 
 _Settings = dict[str, Any] | None
@@ -88,14 +88,14 @@ def _plan(config_settings: dict[str, Any]) -> plan.BuildPlan:
     return plan.resolve(request, info)
 
 
-def _settings(hook: str, config_settings: _Settings) -> dict[str, Any]:
-    """scikit-build-core's settings for the plan's build, under those the caller gave."""
+def _settings(hook: str, config_settings: _Settings) -> tuple[plan.BuildPlan, dict[str, Any]]:
+    """The plan, and scikit-build-core's settings for its build under those the caller gave."""
     given = dict(config_settings or {})
     build = _plan(given)
     # The version and dependency providers (devkit.metadata) follow the plan.
     metadata.use(build)
     if build.precompiled:
-        return {**_precompiled_settings(hook, build), **given}
+        return build, {**_precompiled_settings(hook, build), **given}
     for line in build.describe():
         _say(line)
     os.environ.update(build.build_environ())
@@ -110,7 +110,12 @@ def _settings(hook: str, config_settings: _Settings) -> dict[str, Any]:
         "cmake.build-type": build.build_type,
         **{f"cmake.define.{key}": value for key, value in defines.items()},
     }
-    return {**ours, **given}
+    if hook.endswith("_editable") and build.install_dir:
+        # A persistent install tree that the editable install imports the extension
+        # from, baked into CMake's install prefix: `cmake --build --preset <name>-install`
+        # then updates the venv without pip (presets.py). Rebuilding on import stays off.
+        ours.update({"editable.rebuild-dir": str(build.install_dir), "editable.rebuild": "false"})
+    return build, {**ours, **given}
 
 
 def _precompiled_settings(hook: str, build: plan.BuildPlan) -> dict[str, Any]:
@@ -137,12 +142,19 @@ def _precompiled_settings(hook: str, build: plan.BuildPlan) -> dict[str, Any]:
 
 def _run(hook: str, *args: Any, config_settings: _Settings = None, **kwargs: Any) -> Any:
     try:
-        settings = _settings(hook, config_settings)
+        build, settings = _settings(hook, config_settings)
     except DevkitError as exc:
         # One line, no traceback: the frontend shows this output on failure.
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    return getattr(_skbuild, hook)(*args, config_settings=settings, **kwargs)
+    result = getattr(_skbuild, hook)(*args, config_settings=settings, **kwargs)
+    if hook in ("build_editable", "build_wheel") and not build.precompiled:
+        try:
+            for line in presets.write_all(build):
+                _say(line)
+        except (DevkitError, OSError) as exc:  # the build itself succeeded
+            _say(f"presets not written: {exc}")
+    return result
 
 
 def build_wheel(wheel_directory, config_settings: _Settings = None, metadata_directory=None):

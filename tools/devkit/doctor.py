@@ -15,7 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devkit import DevkitError, cuda, envs, pipeline, plan, resources, sources, targets, toolchain
+from devkit import (
+    DevkitError,
+    cuda,
+    envs,
+    options,
+    pipeline,
+    plan,
+    resources,
+    sources,
+    targets,
+    toolchain,
+)
 from devkit.targets import GIB
 
 
@@ -125,8 +136,8 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
 
 
 def main(argv: list[str]) -> int:
-    options = pipeline.parse_options(argv)
-    return diagnose(options.target or pipeline.default_target(), options.arch)
+    found = options.parse("doctor", argv)
+    return diagnose(found.target or pipeline.default_target(), found.arch)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devkit import DevkitError, cuda, envs, metadata, precompiled, rocm, sources, targets, toolchain
+from devkit import (
+    DevkitError,
+    cuda,
+    envs,
+    metadata,
+    precompiled,
+    progress,
+    rocm,
+    sources,
+    targets,
+    toolchain,
+)
+from devkit import options as session_options
 from devkit import plan as plan_module
 from devkit.envs import ROOT
+from devkit.options import Options
 from devkit.plan import BuildPlan
 
 # The ops every build must register, by library.
@@ -160,43 +173,9 @@ def ninja_objects(build_dir: Path) -> set[str]:
     return set(re.findall(r"^build (\S+\.o):", build_file.read_text(), re.M))
 
 
-@dataclass(frozen=True)
-class Options:
-    """What a contributor can choose on a session's command line."""
-
-    arch: str | None = None  # GPU arch: --arch, else TORCH_CUDA_ARCH_LIST, else the local GPU
-    use_existing_torch: bool = False  # build against the interpreter's torch
-    target: str | None = None  # wheel, dev-precompiled: --target cpu|cuda|rocm
-    index: str | None = None  # wheel: --index DIR publishes into a wheel index
-    precompiled: bool = False  # test sessions: a prebuilt wheel's binaries, no compiler
-    rest: tuple[str, ...] = ()  # passed through (to uv or pytest)
-
-
-_VALUE_OPTIONS = {"--arch": "9.0", "--target": "cpu", "--index": "DIR"}  # name: an example
-
-
 def parse_options(posargs: Sequence[str]) -> Options:
-    """`--arch X`, `--target T`, `--index DIR`, `--use-existing-torch`, `--precompiled`,
-    and the rest."""
-    values: dict[str, str] = {}
-    existing, prebuilt, rest = False, False, []
-    args = list(posargs)
-    while args:
-        arg = args.pop(0)
-        name, eq, value = arg.partition("=")
-        if arg == "--use-existing-torch":
-            existing = True
-        elif arg == "--precompiled":
-            prebuilt = True
-        elif name in _VALUE_OPTIONS:
-            if not eq:
-                if not args:
-                    raise DevkitError(f"{name} needs a value, e.g. {name} {_VALUE_OPTIONS[name]}")
-                value = args.pop(0)
-            values[name.removeprefix("--")] = value
-        else:
-            rest.append(arg)
-    return Options(use_existing_torch=existing, precompiled=prebuilt, rest=tuple(rest), **values)
+    """Every session option (devkit.options), and the rest: for callers without a session."""
+    return session_options.parse(None, posargs)
 
 
 @dataclass
@@ -245,7 +224,10 @@ def _missing(python: Path, requirements: list[str]) -> list[str]:
 
 
 def prepare_env(
-    target_name: str, options: Options = Options(), venv_name: str = "", precompiled: bool = False
+    target_name: str,
+    options: Options = Options(),  # noqa: B008 (frozen)
+    venv_name: str = "",
+    precompiled: bool = False,
 ) -> Env:
     """Venv with the build requirements and the target's torch, checked, and its build plan.
 
@@ -348,7 +330,10 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
         extra.append("--no-deps")  # never touch the torch that was there
     environ, settings = backend_env(env)
     # The command a contributor can type in the activated venv, plus the plan.
-    run(env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT)), env=environ)
+    cmd = env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT))
+    followed = progress.run(cmd, environ, plan.build_dir, plan.jobs.jobs)
+    if followed.summary():
+        say(followed.summary())
 
     smoke_check(env)
 
@@ -370,7 +355,8 @@ def _extension_stamp(env: Env) -> str | None:
     Every editable install rewrites the file, so its mtime changes even when
     ninja rebuilt nothing; its bytes don't.
     """
-    for so in sorted(env.path.glob("lib/python*/site-packages/vllm/_C*.so")):
+    installed = env.plan.install_dir.glob("vllm/_C*.so") if env.plan.install_dir else []
+    for so in [*sorted(installed), *sorted(env.path.glob("lib/python*/site-packages/vllm/_C*.so"))]:
         return f"{so} {hashlib.sha256(so.read_bytes()).hexdigest()}"
     return None
 
@@ -452,7 +438,10 @@ def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:
     try:
         environ, settings = backend_env(env)
         cmd = [find_uv(), "build", "--wheel", "--no-build-isolation", "--python", str(env.python)]
-        run([*cmd, *settings, "--out-dir", str(staging), str(ROOT)], env=environ)
+        cmd = [*cmd, *settings, "--out-dir", str(staging), str(ROOT)]
+        followed = progress.run(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs)
+        if followed.summary():
+            say(followed.summary())
         (built,) = staging.glob("*.whl")
         info = precompiled.read_build_info(built)  # a wheel without it can't be installed
         wheel = out_dir / built.name

@@ -62,6 +62,17 @@ class BuildPlan:
     precompiled: bool = False
     cuda: cuda.CudaToolchain | None = None
     rocm: rocm.RocmToolchain | None = None
+    name: str = ""  # the build dir's short name: cpu, cuda, cpu-plugins (presets use it)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", self.target)
+
+    @property
+    def install_dir(self) -> Path | None:
+        """Where an editable install puts the compiled files (and the redirect imports
+        them from), so `cmake --build --preset <name>-install` updates the venv."""
+        return None if self.precompiled else self.build_dir / "editable"
 
     @property
     def row(self) -> targets.Target:
@@ -87,6 +98,8 @@ class BuildPlan:
             "VLLM_BUILD_INFO_CUDA_VERSION": self.torch.cuda or "",
             "VLLM_BUILD_INFO_HIP_VERSION": self.torch.hip or "",
             "VLLM_BUILD_INFO_GPU_ARCH": self.gpu_arch,
+            # <build dir>/compile_commands.json, for clangd (presets.py links it).
+            "CMAKE_EXPORT_COMPILE_COMMANDS": "ON",
         }
         if self.cuda:
             defines.update(self.cuda.cmake_defines(self.jobs.nvcc_threads or 1))
@@ -139,6 +152,7 @@ class BuildPlan:
             "cpu_isa": self.cpu_isa,
             "use_existing_torch": self.use_existing_torch,
             "precompiled": self.precompiled,
+            "name": self.name,
             "cuda": None,
             "rocm": None,
         }
@@ -171,6 +185,7 @@ class BuildPlan:
             cpu_isa=data["cpu_isa"],
             use_existing_torch=data["use_existing_torch"],
             precompiled=data["precompiled"],
+            name=data.get("name", ""),
             cuda=cuda.CudaToolchain(
                 home=Path(found_cuda["home"]),
                 nvcc=Path(found_cuda["nvcc"]),
@@ -251,6 +266,7 @@ def resolve(
         build_type=envs.get("CMAKE_BUILD_TYPE", environ),
         cpu_isa=envs.get("VLLM_CPU_ISA", environ),
         use_existing_torch=request.use_existing_torch,
+        name=f"{target.name}-{request.venv_name}" if request.venv_name else target.name,
     )
     if request.precompiled:
         none = resources.JobPlan(0, None, "no compile jobs: binaries from a prebuilt wheel")

@@ -1,0 +1,89 @@
+"""CMake presets and the compile_commands link, checked with the real cmake."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from devkit import plan, presets
+from devkit.targets import TorchInfo
+
+CMAKE = shutil.which("cmake", path=str(Path(sys.executable).parent)) or shutil.which("cmake")
+NINJA_DIR = str(Path(shutil.which("ninja", path=str(Path(sys.executable).parent)) or "").parent)
+
+PROJECT = """\
+cmake_minimum_required(VERSION 3.26)
+project(tiny LANGUAGES C)
+add_library(tiny SHARED tiny.c)
+install(TARGETS tiny LIBRARY DESTINATION vllm)
+"""
+
+
+def tiny_plan(tmp_path: Path, name: str = "cpu") -> plan.BuildPlan:
+    found = plan.resolve(
+        plan.Request("cpu"), TorchInfo("2.13.0+cpu", None, None), {"VLLM_COMPILER_CACHE": "off"}
+    )
+    return plan.BuildPlan(**{**found.__dict__, "build_dir": tmp_path / "build", "name": name})
+
+
+def test_presets_configure_build_and_install_with_cmake(tmp_path):
+    (tmp_path / "CMakeLists.txt").write_text(PROJECT)
+    (tmp_path / "tiny.c").write_text("int tiny(void) { return 1; }\n")
+    found = tiny_plan(tmp_path)
+    presets.write_presets(found, tmp_path)
+    env = {"PATH": f"{NINJA_DIR}:/usr/bin:/bin"}
+
+    def cmake(*args: str) -> str:
+        out = subprocess.run(
+            [CMAKE, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    assert '"cpu-install"' in cmake("--list-presets=build")
+    cmake("--preset", "cpu")
+    cache = (tmp_path / "build" / "CMakeCache.txt").read_text()
+    assert "VLLM_TARGET_DEVICE:UNINITIALIZED=cpu" in cache
+    cmake("--build", "--preset", "cpu-install")
+    assert (tmp_path / "build" / "editable" / "vllm" / "libtiny.so").is_file()
+
+    link = presets.link_compile_commands(found.build_dir, tmp_path)
+    assert link and link.resolve() == (found.build_dir / "compile_commands.json").resolve()
+    entries = json.loads(link.read_text())
+    assert [Path(e["file"]).name for e in entries] == ["tiny.c"]
+
+
+def test_presets_of_other_names_are_kept_and_ours_replaced(tmp_path):
+    (tmp_path / presets.PRESETS_FILE).write_text(
+        json.dumps(
+            {
+                "version": 6,
+                "configurePresets": [{"name": "mine", "binaryDir": "/x"}, {"name": "cpu"}],
+                "buildPresets": [{"name": "cpu-install"}],
+            }
+        )
+    )
+    presets.write_presets(tiny_plan(tmp_path), tmp_path)
+    presets.write_presets(tiny_plan(tmp_path, "cpu-plugins"), tmp_path)
+    written = json.loads((tmp_path / presets.PRESETS_FILE).read_text())
+    assert written["version"] == 6
+    names = [p["name"] for p in written["configurePresets"]]
+    assert names == ["mine", "cpu", "cpu-plugins"]
+    builds = {p["name"]: p for p in written["buildPresets"]}
+    assert builds["cpu-install"]["targets"] == ["install"]
+    assert builds["cpu"]["jobs"] >= 1 and set(builds) == {
+        "cpu",
+        "cpu-install",
+        "cpu-plugins",
+        "cpu-plugins-install",
+    }
+
+
+def test_a_users_own_compile_commands_is_left_alone(tmp_path):
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "compile_commands.json").write_text("[]")
+    (tmp_path / "compile_commands.json").write_text("mine")
+    assert presets.link_compile_commands(tmp_path / "build", tmp_path) is None
+    assert (tmp_path / "compile_commands.json").read_text() == "mine"
+    assert presets.link_compile_commands(tmp_path / "nothing", tmp_path) is None
