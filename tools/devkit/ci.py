@@ -41,6 +41,7 @@ BUILD_MODULES = frozenset(
         "metadata",
         "plan",
         "precompiled",
+        "presets",
         "resources",
         "rocm",
         "targets",
