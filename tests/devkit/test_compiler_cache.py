@@ -64,7 +64,7 @@ def test_each_store_and_read_only(tools):
     assert s3.environ["SCCACHE_ENDPOINT"] == "http://127.0.0.1:9000"
     assert s3.environ["SCCACHE_S3_USE_SSL"] == "false" and s3.environ["SCCACHE_REGION"]
     assert s3.environ["SCCACHE_S3_RW_MODE"] == "READ_ONLY"
-    assert s3.environ["SCCACHE_MULTILEVEL_CHAIN"] == "s3"  # read-only: the store alone
+    assert s3.environ["SCCACHE_MULTILEVEL_CHAIN"] == "disk,s3"
     assert compiler_cache.store_address(s3) == ("127.0.0.1", 9000)
     gcs = resolve({"VLLM_COMPILER_CACHE_REMOTE": "gs://bkt/p"}, tools)
     assert gcs.environ["SCCACHE_GCS_BUCKET"] == "bkt" and gcs.backend == "gcs"
@@ -153,7 +153,9 @@ def test_counters():
     text = json.dumps({"stats": levels})
     assert compiler_cache.parse_sccache_stats(text, remote=True) == CacheStats(1, 4, 1)
     flat = json.dumps({"stats": {**levels, "multi_level": None}})
-    assert compiler_cache.parse_sccache_stats(flat, remote=True) == CacheStats(0, 5, 1)
+    unsplit = compiler_cache.parse_sccache_stats(flat, remote=True)
+    assert unsplit == CacheStats(0, 5, 1, split=False)
+    assert unsplit.describe() == "cache: 5 hits, local or remote, 1 misses"
     assert compiler_cache.parse_sccache_stats(flat, remote=False) == CacheStats(5, 0, 1)
 
 

@@ -83,8 +83,7 @@ class CompilerCache:
         where = f"local disk {self.environ.get('SCCACHE_DIR', '(sccache default)')}"
         if self.remote:
             mode = "read-only" if self.read_only else "read-write"
-            store = f"store {redact(self.remote)} ({self.backend}, {mode})"
-            where = store if self.read_only else f"{where}, then {store}"
+            where += f", then store {redact(self.remote)} ({self.backend}, {mode})"
         elif self.fallback:
             where += f" (the store is not used: {self.fallback})"
         return f"sccache ({self.launcher}): {where}; server port {self.port}"
@@ -177,9 +176,10 @@ def store_environ(url: str, read_only: bool, environ: Mapping[str, str]) -> tupl
         if parts.password:
             out["SCCACHE_WEBDAV_PASSWORD"] = parts.password
     out[RW_MODE[backend]] = "READ_ONLY" if read_only else "READ_WRITE"
-    # Read-only: the store alone (sccache then reports hits per level only
-    # for read-write chains); read-write: local disk first, the store second.
-    out["SCCACHE_MULTILEVEL_CHAIN"] = backend if read_only else f"disk,{backend}"
+    # Local disk first, the store second; read-only too, since sccache 0.16
+    # keys entries differently without the disk level (so a store read alone
+    # never hits what a read-write chain wrote).
+    out["SCCACHE_MULTILEVEL_CHAIN"] = f"disk,{backend}"
     return backend, out
 
 
@@ -263,8 +263,6 @@ def resolve_local(cache: CompilerCache, reason: str) -> CompilerCache:
     """`cache` without its store: sccache on its local disk cache alone."""
     keep = ("SCCACHE_BASEDIRS", "SCCACHE_DIR", "SCCACHE_IGNORE_SERVER_IO_ERROR")
     settings = {k: v for k, v in cache.environ.items() if k in keep}
-    if cache.read_only:  # the store alone was read: now nothing at all is written
-        settings["SCCACHE_LOCAL_RW_MODE"] = "READ_ONLY"
     root = Path(settings.get("SCCACHE_BASEDIRS") or os.environ.get("SCCACHE_BASEDIRS") or envs.ROOT)
     given_port = os.environ.get("SCCACHE_SERVER_PORT")
     port = cache.port if given_port else _server_port(root, settings)
@@ -475,12 +473,14 @@ class CacheStats:
     local_hits: int
     remote_hits: int
     misses: int
+    split: bool = True  # False: sccache did not say which level hit (a read-only store)
 
     def __sub__(self, other: CacheStats) -> CacheStats:
         return CacheStats(
             self.local_hits - other.local_hits,
             self.remote_hits - other.remote_hits,
             self.misses - other.misses,
+            self.split and other.split,
         )
 
     @property
@@ -490,6 +490,9 @@ class CacheStats:
     def describe(self) -> str:
         if self.lookups == 0:
             return "no compiler-cache lookups"
+        if not self.split:
+            hits = self.local_hits + self.remote_hits
+            return f"cache: {hits} hits, local or remote, {self.misses} misses"
         return (
             f"cache: {self.local_hits} local hits, {self.remote_hits} remote hits, "
             f"{self.misses} misses"
@@ -521,7 +524,8 @@ def parse_sccache_stats(text: str, remote: bool) -> CacheStats:
     if levels:
         local = sum(level["hits"] for level in levels if "(disk)" in level["name"])
         return CacheStats(local, hits - local, misses)
-    return CacheStats(0, hits, misses) if remote else CacheStats(hits, 0, misses)
+    # sccache 0.16 has no per-level counters when a level is read-only.
+    return CacheStats(0, hits, misses, split=False) if remote else CacheStats(hits, 0, misses)
 
 
 def cache_stats(cache: CompilerCache | None) -> CacheStats | None:
