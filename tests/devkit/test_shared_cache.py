@@ -193,3 +193,50 @@ def nox_environ() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith(("NOX", "VIRTUAL_ENV"))}
+
+
+def test_two_builds_at_once_share_one_server(clones, redis_server):
+    """build-cpu and test-plugins (two venvs, two build dirs) at once in one checkout."""
+    copy = clones.clone("both", "a")
+    environ = {**nox_environ(), "VLLM_COMPILER_CACHE_REMOTE": redis_server.url}
+    sessions = (["build-cpu"], ["test-plugins", "--", "--collect-only", "-q"])
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "nox", "-s", *args],
+            cwd=copy,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in sessions
+    ]
+    try:
+        outputs = [p.communicate(timeout=1800) for p in processes]
+        results = [
+            subprocess.CompletedProcess(p.args, p.returncode, *out)
+            for p, out in zip(processes, outputs, strict=True)
+        ]
+    finally:
+        clones._record_ports(copy)
+    for result in results:
+        compiled, total, local, remote, misses = counts(result)
+        assert compiled == total and local + remote + misses >= total
+        assert not warnings(result)
+    plans = [json.loads(p.read_text()) for p in (copy / "build").glob("*/plan.json")]
+    ports = {plan["compiler_cache"]["environ"]["SCCACHE_SERVER_PORT"] for plan in plans}
+    assert len(plans) == 2 and len(ports) == 1  # one server for the checkout
+
+
+def test_doctor_shows_the_store_and_whether_it_answers(tmp_path, redis_server):
+    copy = copy_checkout(tmp_path)
+    result = nox(
+        copy, "-s", "doctor", "--", "--target", "cpu", VLLM_COMPILER_CACHE_REMOTE=redis_server.url
+    )
+    assert result.returncode == 0, result.stdout
+    assert f"then store {redis_server.url} (redis, read-write); server port " in result.stdout
+    assert re.search(rf"compiler-cache store +{redis_server.url} answers", result.stdout)
+    dead = f"redis://127.0.0.1:{free_port()}"
+    result = nox(copy, "-s", "doctor", "--", "--target", "cpu", VLLM_COMPILER_CACHE_REMOTE=dead)
+    assert result.returncode == 0  # a dead store doesn't stop a build
+    assert f"{dead} does NOT answer (can't connect to" in result.stdout
