@@ -26,6 +26,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -55,6 +56,9 @@ STORE_VARIABLES = (
     "SCCACHE_MEMCACHED_ENDPOINT",
     "SCCACHE_MULTILEVEL_CHAIN",
 )
+# Prefixes (after SCCACHE_) of the variables that configure a store.
+STORE_PREFIXES = ("REDIS", "S3_", "GCS_", "WEBDAV_", "MEMCACHED", "AZURE", "OSS_", "COS_", "GHA_")
+STORE_PREFIXES += ("MULTILEVEL",)
 PROBE_TIMEOUT_S = 3.0  # a TCP connect to the store
 START_TIMEOUT_S = 30.0  # sccache --start-server (its own limit is 10 s)
 WATCH_INTERVAL_S = 1.0
@@ -255,10 +259,6 @@ def _is_store_variable(name: str) -> bool:
     )
 
 
-STORE_PREFIXES = ("REDIS", "S3_", "GCS_", "WEBDAV_", "MEMCACHED", "AZURE", "OSS_", "COS_", "GHA_")
-STORE_PREFIXES += ("MULTILEVEL",)
-
-
 def resolve_local(cache: CompilerCache, reason: str) -> CompilerCache:
     """`cache` without its store: sccache on its local disk cache alone."""
     keep = ("SCCACHE_BASEDIRS", "SCCACHE_DIR", "SCCACHE_IGNORE_SERVER_IO_ERROR")
@@ -328,7 +328,7 @@ def connect_error(address: tuple[str, int] | None, timeout: float = PROBE_TIMEOU
         return f"can't connect to {address[0]}:{address[1]} ({exc.strerror or exc})"
 
 
-def _last_line(result: subprocess.CompletedProcess) -> str:
+def _error_line(result: subprocess.CompletedProcess) -> str:
     lines = [
         line.strip().removeprefix("sccache: error: ")
         for line in (result.stderr or result.stdout or "").splitlines()
@@ -351,7 +351,7 @@ def start_server(cache: CompilerCache) -> str | None:
         if _sccache(cache, "--show-stats", "--stats-format=json", timeout=10).returncode == 0:
             return None
     _sccache(cache, "--stop-server", timeout=10)
-    return _last_line(result)
+    return _error_line(result)
 
 
 def stop_server(cache: CompilerCache | None) -> None:
@@ -368,8 +368,6 @@ def check_store(cache: CompilerCache) -> str | None:
     error = connect_error(store_address(cache))
     if error or not cache.remote:
         return error
-    import tempfile
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
