@@ -84,13 +84,14 @@ def summary(copy: Path, env: dict[str, str], *args: str) -> tuple[float, str]:
 
 def stop_sccache(copy: Path) -> None:
     """Stops the sccache servers the builds of `copy` started (ports in their plans)."""
-    sccache = shutil.which("sccache", path=str(copy / ".venv-cpu" / "bin")) or "sccache"
     for plan_file in (copy / "build").glob("*/plan.json"):
         cache = json.loads(plan_file.read_text()).get("compiler_cache") or {}
         port = cache.get("environ", {}).get("SCCACHE_SERVER_PORT")
-        if port:
+        if port and cache.get("kind") == "sccache":
             subprocess.run(
-                [sccache, "--stop-server"], env={"SCCACHE_SERVER_PORT": port}, capture_output=True
+                [cache["launcher"], "--stop-server"],
+                env={"SCCACHE_SERVER_PORT": port},
+                capture_output=True,
             )
 
 
@@ -105,7 +106,8 @@ def second_checkout(tmp: Path, name: str, args: list[str]) -> None:
         [redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
     )
-    clones = [copy_checkout(tmp / name / "a"), copy_checkout(tmp / f"{name}-elsewhere" / "b")]
+    slug = re.sub(r"\W+", "-", name)
+    clones = [copy_checkout(tmp / slug / "a"), copy_checkout(tmp / f"{slug}-elsewhere" / "b")]
     try:
         time.sleep(0.5)
         env = {**os.environ, "VLLM_COMPILER_CACHE_REMOTE": f"redis://127.0.0.1:{port}"}
@@ -130,11 +132,15 @@ def main() -> None:
     parser.add_argument(
         "--only-second-checkout", action="store_true", help="only the shared-cache case"
     )
-    if not parser.parse_args().only_second_checkout:
+    parser.add_argument("--target", choices=["cpu", "cuda"], help="default: both")
+    args = parser.parse_args()
+    if not args.only_second_checkout:
         local_cache()
     with tempfile.TemporaryDirectory() as tmp:
-        second_checkout(Path(tmp), "build-cpu", ["-s", "build-cpu"])
-        if shutil.which("nvcc") or Path("/usr/local/cuda/bin/nvcc").exists():
+        if args.target != "cuda":
+            second_checkout(Path(tmp), "build-cpu", ["-s", "build-cpu"])
+        nvcc = shutil.which("nvcc") or Path("/usr/local/cuda/bin/nvcc").exists()
+        if args.target != "cpu" and nvcc:
             cuda = ["-s", "build-cuda", "--", "--arch", "9.0"]
             second_checkout(Path(tmp), "build-cuda (compile-only, sm_90)", cuda)
 
