@@ -121,10 +121,12 @@ def second_checkout(tmp: Path, name: str, args: list[str]) -> None:
         down, _ = summary(clones[1], dead, *args)
         print(f"{name}, a store that does not answer costs {down - base:+.1f} s (no-op build)")
     finally:
-        for copy in clones:
-            stop_sccache(copy)
-        server.terminate()
-        server.wait()
+        try:
+            for copy in clones:
+                stop_sccache(copy)
+        finally:
+            server.terminate()
+            server.wait()
 
 
 def main() -> None:
