@@ -15,11 +15,23 @@ empty venv with the uv cache as it is.
 The edit loop: the same kind of edit of one .cpp (a new declaration), rebuilt with
 `cmake --build --preset cpu --target install` and with `nox -s build-cpu`,
 alternating, three times each; the medians and their ratio.
+
+Then the second-checkout case of a shared compiler cache, for build-cpu and
+the compile-only build-cuda (when nvcc is here): a redis-server on 127.0.0.1
+is the team's store (VLLM_COMPILER_CACHE_REMOTE); clone A builds cold and
+fills it, clone B in another directory, with an empty local cache, builds from
+it. Prints B's time as a share of A's, and what a store that does not answer
+(a closed port) costs a build.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -79,7 +91,91 @@ def edit_loop(copy: Path, env: dict[str, str], runs: int = 3) -> tuple[list[floa
     return preset, session
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def summary(copy: Path, env: dict[str, str], *args: str) -> tuple[float, str]:
+    """Wall time of a session and its summary line's cache counts."""
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "nox", *args], cwd=copy, env=env, capture_output=True, text=True
+    )
+    wall = time.monotonic() - started
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed in {copy}:\n{out.stderr[-3000:]}")
+    found = re.search(r"\((\S+ cache: [^)]*)\)", out.stderr)
+    return wall, found[1] if found else "cache counts unknown"
+
+
+def stop_sccache(copy: Path) -> None:
+    """Stops the sccache servers the builds of `copy` started (ports in their plans)."""
+    for plan_file in (copy / "build").glob("*/plan.json"):
+        cache = json.loads(plan_file.read_text()).get("compiler_cache") or {}
+        port = cache.get("environ", {}).get("SCCACHE_SERVER_PORT")
+        if port and cache.get("kind") == "sccache":
+            subprocess.run(
+                [cache["launcher"], "--stop-server"],
+                env={"SCCACHE_SERVER_PORT": port},
+                capture_output=True,
+            )
+
+
+def second_checkout(tmp: Path, name: str, args: list[str]) -> None:
+    """Clone A cold against an empty store, clone B elsewhere from the store; B/A."""
+    redis = shutil.which("redis-server")
+    if redis is None:
+        print(f"{name}: second checkout skipped: needs redis-server (apt-get install redis-server)")
+        return
+    port = free_port()
+    server = subprocess.Popen(
+        [redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    slug = re.sub(r"\W+", "-", name)
+    clones = [copy_checkout(tmp / slug / "a"), copy_checkout(tmp / f"{slug}-elsewhere" / "b")]
+    try:
+        time.sleep(0.5)
+        env = {**os.environ, "VLLM_COMPILER_CACHE_REMOTE": f"redis://127.0.0.1:{port}"}
+        a, a_counts = summary(clones[0], env, *args)
+        b, b_counts = summary(clones[1], env, *args)
+        print(f"{name}, clone A cold, empty store: {a:6.1f} s ({a_counts})")
+        print(f"{name}, clone B from the store:    {b:6.1f} s = {b / a:5.1%} of A ({b_counts})")
+        # A store that does not answer: the same no-op build, with and without it.
+        base, _ = summary(clones[1], env, *args)
+        dead = {**env, "VLLM_COMPILER_CACHE_REMOTE": f"redis://127.0.0.1:{free_port()}"}
+        down, _ = summary(clones[1], dead, *args)
+        print(f"{name}, a store that does not answer costs {down - base:+.1f} s (no-op build)")
+    finally:
+        try:
+            for copy in clones:
+                stop_sccache(copy)
+        finally:
+            server.terminate()
+            server.wait()
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only-second-checkout", action="store_true", help="only the shared-cache case"
+    )
+    parser.add_argument("--target", choices=["cpu", "cuda"], help="default: both")
+    args = parser.parse_args()
+    if not args.only_second_checkout:
+        local_cache()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.target != "cuda":
+            second_checkout(Path(tmp), "build-cpu", ["-s", "build-cpu"])
+        nvcc = shutil.which("nvcc") or Path("/usr/local/cuda/bin/nvcc").exists()
+        if args.target != "cpu" and nvcc:
+            cuda = ["-s", "build-cuda", "--", "--arch", "9.0"]
+            second_checkout(Path(tmp), "build-cuda (compile-only, sm_90)", cuda)
+
+
+def local_cache() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "checkout"
         copy_checkout(copy)

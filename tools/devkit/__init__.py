@@ -7,7 +7,8 @@ the PEP 517 backend in backend.py) can both import it. One module per concern:
     targets     the table of build targets: torch pin, index, per-job memory
     sources     where torch comes from: the target's index, the user's pip mirrors
     resources   how many compile jobs, and why
-    toolchain   compiler cache
+    compiler_cache  ccache, or sccache with a shared store (VLLM_COMPILER_CACHE_REMOTE)
+    toolchain   tools on PATH, what a built library links in
     cuda, rocm  GPU toolchains and archs
     plan        the build plan: one resolve of all of the above, for every build
     pipeline    the steps of a build session, and its summary line

@@ -15,6 +15,7 @@ Config settings given on the command line (-C build-dir=...) still win.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -22,7 +23,17 @@ from typing import Any
 
 from scikit_build_core import build as _skbuild
 
-from devkit import DevkitError, envs, metadata, plan, precompiled, presets, rocm, targets
+from devkit import (
+    DevkitError,
+    compiler_cache,
+    envs,
+    metadata,
+    plan,
+    precompiled,
+    presets,
+    rocm,
+    targets,
+)
 from devkit.envs import ROOT
 
 _Settings = dict[str, Any] | None
@@ -85,7 +96,11 @@ def _plan(config_settings: dict[str, Any]) -> plan.BuildPlan:
         use_existing_torch=bool(envs.get("VLLM_USE_EXISTING_TORCH")),
         build_dir=config_settings.get("build-dir"),  # the caller's -C build-dir wins
     )
-    return plan.resolve(request, info)
+    found = plan.resolve(request, info)
+    # By hand there is no session to check the store first; a dead one would
+    # fail every compile, so it is checked here (one warning, the local cache).
+    cache = compiler_cache.ready(found.compiler_cache, _say)
+    return dataclasses.replace(found, compiler_cache=cache)
 
 
 def _settings(hook: str, config_settings: _Settings) -> tuple[plan.BuildPlan, dict[str, Any]]:
@@ -98,7 +113,10 @@ def _settings(hook: str, config_settings: _Settings) -> tuple[plan.BuildPlan, di
         return build, {**_precompiled_settings(hook, build), **given}
     for line in build.describe():
         _say(line)
-    os.environ.update(build.build_environ())
+    environ = compiler_cache.environ_for(build.compiler_cache, os.environ)
+    environ.update(build.build_environ())
+    os.environ.clear()  # a store that did not answer leaves (its SCCACHE_* too)
+    os.environ.update(environ)
     defines = build.cmake_defines()
     defines["VLLM_BUILD_INFO_GIT_COMMIT"] = _git_commit()
     if build.rocm:

@@ -11,12 +11,14 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from devkit import (
     DevkitError,
+    compiler_cache,
     cuda,
     envs,
     options,
@@ -120,6 +122,18 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
         lambda: plan.resolve(request, info or plan.expected_torch(target)),
         lambda p: "\n".join(f"{'':<24} {line}" for line in p.describe()).lstrip(),
     )
+    cache = found.compiler_cache if found else None
+    if cache and cache.remote:
+        started = time.monotonic()
+        error = compiler_cache.check_store(cache)
+        took = f"{time.monotonic() - started:.1f}s"
+        report.fact(
+            "compiler-cache store",
+            f"{compiler_cache.redact(cache.remote)} answers (sccache's startup check, {took})"
+            if error is None
+            else f"{compiler_cache.redact(cache.remote)} does NOT answer ({error}; {took}): "
+            "builds warn and use the local cache",
+        )
     local = cuda.local_gpu_arch() if found and found.cuda else None
     if local and (local.major, local.minor) != (found.cuda.arch.major, found.cuda.arch.minor):
         msg = f"arch {found.cuda.arch} won't run on the local GPU ({local}); use --arch {local}"

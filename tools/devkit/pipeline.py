@@ -25,6 +25,7 @@ from pathlib import Path
 
 from devkit import (
     DevkitError,
+    compiler_cache,
     cuda,
     envs,
     metadata,
@@ -310,7 +311,8 @@ def prepare_env(
 def backend_env(env: Env) -> tuple[dict[str, str], list[str]]:
     """The environment and the config settings that hand the plan to the build backend."""
     plan_file = env.plan.write()
-    return uv_env(), ["-C", f"{plan_module.CONFIG_KEY}={plan_file}"]
+    environ = compiler_cache.environ_for(env.plan.compiler_cache, uv_env())
+    return environ, ["-C", f"{plan_module.CONFIG_KEY}={plan_file}"]
 
 
 def build(env: Env, uv_args: Sequence[str] = ()) -> str:
@@ -320,31 +322,33 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
     """
     started = time.monotonic()
     started_ns = time.time_ns()
-    plan = env.plan
-    say(plan.jobs.reason)
-    say(f"compiler cache: {plan.compiler_cache or 'none (set VLLM_COMPILER_CACHE=auto)'}")
-    before = toolchain.cache_stats(plan.compiler_cache)
-
+    say(env.plan.jobs.reason)
     extra = list(uv_args)
     if env.options.use_existing_torch:
         extra.append("--no-deps")  # never touch the torch that was there
-    environ, settings = backend_env(env)
-    # The command a contributor can type in the activated venv, plus the plan.
-    cmd = env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT))
-    followed = progress.run(cmd, environ, plan.build_dir, plan.jobs.jobs)
+    # The store is checked first: a dead one is one warning and the local cache.
+    with compiler_cache.serve(env.plan.compiler_cache, say) as served:
+        env.plan = dataclasses.replace(env.plan, compiler_cache=served.cache)
+        cache = served.cache
+        say(f"compiler cache: {cache.describe() if cache else 'none (VLLM_COMPILER_CACHE=auto)'}")
+        environ, settings = backend_env(env)
+        # The command a contributor can type in the activated venv, plus the plan.
+        cmd = env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT))
+        followed = progress.run(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs)
     if followed.summary():
         say(followed.summary())
+    lookups = served.lookups()
 
     smoke_check(env)
 
     objects = ninja_objects(env.build_dir)
     compiled = len(ninja_outputs(env.build_dir, started_ns) & objects)
     total = len(objects)
-    after = toolchain.cache_stats(plan.compiler_cache)
-    cache = (after - before).describe() if before and after else "cache hits unknown"
+    kind = f"{served.cache.kind} " if served.cache else ""
+    stats = f"{kind}{lookups.describe()}" if lookups else "cache hits unknown"
     return (
         f"built {env.target.name} in {time.monotonic() - started:.1f}s: "
-        f"compiled {compiled}/{total} translation units ({cache}); {plan.jobs.reason}; "
+        f"compiled {compiled}/{total} translation units ({stats}); {env.plan.jobs.reason}; "
         f"venv {show(env.path)}"
     )
 
@@ -436,10 +440,12 @@ def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".wheel-", dir=out_dir))
     try:
-        environ, settings = backend_env(env)
-        cmd = [find_uv(), "build", "--wheel", "--no-build-isolation", "--python", str(env.python)]
-        cmd = [*cmd, *settings, "--out-dir", str(staging), str(ROOT)]
-        followed = progress.run(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs)
+        with compiler_cache.serve(env.plan.compiler_cache, say) as served:
+            env.plan = dataclasses.replace(env.plan, compiler_cache=served.cache)
+            environ, settings = backend_env(env)
+            cmd = [find_uv(), "build", "--wheel", "--no-build-isolation", "--python"]
+            cmd = [*cmd, str(env.python), *settings, "--out-dir", str(staging), str(ROOT)]
+            followed = progress.run(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs)
         if followed.summary():
             say(followed.summary())
         (built,) = staging.glob("*.whl")

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devkit import DevkitError, cuda, envs, resources, rocm, targets, toolchain
+from devkit import DevkitError, compiler_cache, cuda, envs, resources, rocm, targets
+from devkit.compiler_cache import CompilerCache
 from devkit.targets import TorchInfo
 
 PLAN_FILE = "plan.json"
@@ -55,7 +56,7 @@ class BuildPlan:
     python: str
     build_dir: Path
     jobs: resources.JobPlan
-    compiler_cache: str | None  # ccache or sccache in front of every compiler; None: none
+    compiler_cache: CompilerCache | None  # ccache or sccache in front of every compiler
     build_type: str
     cpu_isa: str
     use_existing_torch: bool = False
@@ -89,7 +90,7 @@ class BuildPlan:
         """The CMake cache entries of this build (ROCm's hipified sources come at build time)."""
         defines = {
             "VLLM_TARGET_DEVICE": self.target,
-            "VLLM_COMPILER_LAUNCHER": self.compiler_cache or "",
+            "VLLM_COMPILER_LAUNCHER": self.compiler_cache.launcher if self.compiler_cache else "",
             "VLLM_CPU_ISA": self.cpu_isa,
             "Python_EXECUTABLE": self.python,
             # Recorded in vllm/_build_info.json (cmake/utils.cmake).
@@ -109,9 +110,8 @@ class BuildPlan:
         """What the backend's process (CMake, torch's CMake config, ccache) reads from the
         environment, as this plan decided it."""
         environ = {"CMAKE_BUILD_PARALLEL_LEVEL": str(self.jobs.jobs)}
-        if self.compiler_cache and Path(self.compiler_cache).name == "ccache":
-            # Paths relative to the checkout: clones and worktrees share hits.
-            environ["CCACHE_BASEDIR"] = str(envs.ROOT)
+        # CCACHE_BASEDIR / SCCACHE_BASEDIRS, the store, the sccache server's port.
+        environ.update(self.compiler_cache.environ if self.compiler_cache else {})
         if self.cuda:
             # Torch's CMake config reads both; a plain X.Y keeps its arch parser
             # from guessing (or emitting compute_50); the flags it derives are
@@ -135,7 +135,11 @@ class BuildPlan:
         lines = [f"target {self.target}, torch {self.torch.version}, build dir {self.build_dir}"]
         if self.precompiled:
             return [*lines, "binaries from a prebuilt wheel: no compiler runs"]
-        cache = self.compiler_cache or "none (set VLLM_COMPILER_CACHE=auto)"
+        cache = (
+            self.compiler_cache.describe()
+            if self.compiler_cache
+            else "none (set VLLM_COMPILER_CACHE=auto)"
+        )
         return [*lines, *self.toolchain_lines(), self.jobs.reason, f"compiler cache: {cache}"]
 
     # -- plan.json ----------------------------------------------------------
@@ -147,7 +151,7 @@ class BuildPlan:
             "python": self.python,
             "build_dir": str(self.build_dir),
             "jobs": self.jobs.__dict__,
-            "compiler_cache": self.compiler_cache,
+            "compiler_cache": self.compiler_cache.to_json() if self.compiler_cache else None,
             "build_type": self.build_type,
             "cpu_isa": self.cpu_isa,
             "use_existing_torch": self.use_existing_torch,
@@ -180,7 +184,7 @@ class BuildPlan:
             python=data["python"],
             build_dir=Path(data["build_dir"]),
             jobs=resources.JobPlan(**data["jobs"]),
-            compiler_cache=data["compiler_cache"],
+            compiler_cache=CompilerCache.from_json(data["compiler_cache"]),
             build_type=data["build_type"],
             cpu_isa=data["cpu_isa"],
             use_existing_torch=data["use_existing_torch"],
@@ -291,7 +295,7 @@ def resolve(
     return BuildPlan(
         **common,
         jobs=resources.plan_for_this_machine(target, environ),
-        compiler_cache=toolchain.compiler_launcher(environ, bin_dir=bin_dir),
+        compiler_cache=compiler_cache.resolve(environ, bin_dir=bin_dir),
         cuda=found_cuda,
         rocm=found_rocm,
     )
