@@ -7,6 +7,8 @@
 #include <cmath>
 #include <vector>
 
+#include <ATen/MemoryOverlap.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/util/Exception.h>
 
 namespace vllm {
@@ -86,6 +88,37 @@ void check_last_dim_contiguous(const char* op, const char* name,
               ")");
 }
 
+void check_written(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(at::has_internal_overlap(t) != at::MemOverlap::Yes, op, ": ",
+              name,
+              " has elements that share memory (an expand()ed or stride-0 "
+              "tensor: shape ",
+              t.sizes(), ", strides ", t.strides(), "); ", name,
+              " is written, so pass a tensor with memory of its own for each "
+              "element (e.g. torch.empty or .clone())");
+  if (t.requires_grad() && at::GradMode::is_enabled()) {
+    // autograd's check_inplace, with its messages.
+    TORCH_CHECK(!t.is_leaf(), op, ": ", name,
+                ": a leaf Variable that requires grad is being used in an "
+                "in-place operation.");
+    TORCH_CHECK(!(t.is_view() && t._base().is_leaf()), op, ": ", name,
+                ": a view of a leaf Variable that requires grad is being used "
+                "in an in-place operation.");
+  }
+}
+
+void check_no_overlap(const char* op, const char* written_name,
+                      const at::Tensor& written, const char* other_name,
+                      const at::Tensor& other) {
+  const at::MemOverlapStatus s = at::get_overlap_status(written, other);
+  TORCH_CHECK(
+      s != at::MemOverlapStatus::Full && s != at::MemOverlapStatus::Partial, op,
+      ": ", written_name, " overlaps ", other_name,
+      s == at::MemOverlapStatus::Full ? " (the same memory)" : " (partly)",
+      "; ", written_name, " is written, so pass a separate ", written_name,
+      " tensor");
+}
+
 void fail_dtype_not_implemented(const char* name, at::ScalarType dtype) {
   TORCH_CHECK_NOT_IMPLEMENTED(false, '"', name, "\" not implemented for '",
                               c10::toString(dtype), "'");
@@ -122,6 +155,8 @@ void check_act_and_mul_args(const char* op, const at::Tensor& out,
               in_last / 2, "), got ", out.size(-1));
   check_last_dim_contiguous(op, "input", input);
   check_last_dim_contiguous(op, "result", out);
+  check_written(op, "result", out);
+  check_no_overlap(op, "result", out, "input", input);
 }
 
 void check_swigluoai_and_mul_args(const at::Tensor& out,
@@ -146,6 +181,8 @@ void check_activation_args(const char* op, const at::Tensor& out,
               out.sizes());
   check_last_dim_contiguous(op, "input", input);
   check_last_dim_contiguous(op, "result", out);
+  check_written(op, "result", out);
+  check_no_overlap(op, "result", out, "input", input);
 }
 
 // ---------------------------------------------------------------------------
@@ -192,13 +229,23 @@ void check_norm_args(const char* op, const char* other_name,
   check_norm_epsilon(op, epsilon);
 }
 
+// A tensor a norm writes (rms_norm's result; fused_add_rms_norm's input and
+// residual) must not overlap itself or the weight.
+void check_norm_written(const char* op, const char* name, const at::Tensor& t,
+                        const std::optional<at::Tensor>& weight) {
+  check_written(op, name, t);
+  if (weight.has_value()) check_no_overlap(op, name, t, "weight", *weight);
+}
+
 }  // namespace
 
 void check_rms_norm_args(const at::Tensor& out, const at::Tensor& input,
                          const std::optional<at::Tensor>& weight,
                          double epsilon, c10::DeviceType device_type) {
-  check_norm_args("rms_norm", "result", out, input, weight, epsilon,
-                  device_type);
+  constexpr const char* op = "rms_norm";
+  check_norm_args(op, "result", out, input, weight, epsilon, device_type);
+  check_norm_written(op, "result", out, weight);
+  check_no_overlap(op, "result", out, "input", input);
 }
 
 void check_fused_add_rms_norm_args(const at::Tensor& input,
@@ -206,8 +253,13 @@ void check_fused_add_rms_norm_args(const at::Tensor& input,
                                    const std::optional<at::Tensor>& weight,
                                    double epsilon,
                                    c10::DeviceType device_type) {
-  check_norm_args("fused_add_rms_norm", "residual", residual, input, weight,
-                  epsilon, device_type);
+  constexpr const char* op = "fused_add_rms_norm";
+  check_norm_args(op, "residual", residual, input, weight, epsilon,
+                  device_type);
+  // Both are written in place.
+  check_norm_written(op, "input", input, weight);
+  check_norm_written(op, "residual", residual, weight);
+  check_no_overlap(op, "residual", residual, "input", input);
 }
 
 // ---------------------------------------------------------------------------
@@ -296,6 +348,17 @@ RotaryLayout check_rotary_embedding_args(const at::Tensor& positions,
               ": cos_sin_cache's last dim (rot_dim = ", rot_dim,
               ") must not exceed head_size (", head_size, ")");
   check_last_dim_contiguous(op, "cos_sin_cache", cos_sin_cache);
+
+  // query and key are rotated in place.
+  check_written(op, "query", query);
+  check_no_overlap(op, "query", query, "positions", positions);
+  check_no_overlap(op, "query", query, "cos_sin_cache", cos_sin_cache);
+  if (key.has_value()) {
+    check_written(op, "key", *key);
+    check_no_overlap(op, "key", *key, "query", query);
+    check_no_overlap(op, "key", *key, "positions", positions);
+    check_no_overlap(op, "key", *key, "cos_sin_cache", cos_sin_cache);
+  }
   return layout;
 }
 
@@ -440,6 +503,19 @@ CacheLayout check_reshape_and_cache_args(
   TORCH_CHECK(l.num_tokens <= key.size(0), op, ": slot_mapping has ",
               l.num_tokens, " entries but key has only ", key.size(0),
               " tokens");
+
+  // The caches are written; key and value are only read (they may alias).
+  check_written(op, "key_cache", key_cache);
+  check_written(op, "value_cache", value_cache);
+  check_no_overlap(op, "value_cache", value_cache, "key_cache", key_cache);
+  const auto check_cache_inputs = [&](const char* name,
+                                      const at::Tensor& cache) {
+    check_no_overlap(op, name, cache, "key", key);
+    check_no_overlap(op, name, cache, "value", value);
+    check_no_overlap(op, name, cache, "slot_mapping", slot_mapping);
+  };
+  check_cache_inputs("key_cache", key_cache);
+  check_cache_inputs("value_cache", value_cache);
   return l;
 }
 
@@ -499,6 +575,8 @@ Fp8Conversion check_convert_fp8_args(const at::Tensor& dst,
               "tensor and copy_ it");
   TORCH_CHECK(std::isfinite(scale) && scale > 0.0, op,
               ": scale must be a finite positive number, got ", scale);
+  check_written(op, "dst_cache", dst);
+  check_no_overlap(op, "dst_cache", dst, "src_cache", src);
   c.numel = src.numel();
   return c;
 }

@@ -11,7 +11,9 @@
 // The per-op validators take the device type of the implementation calling
 // them: its tensors must be dense (strided) tensors of that type. On an
 // accelerator they must also all be on one device, that of the op's main
-// input. The validators only read metadata; the checks that read the data
+// input. Every tensor an op writes goes through check_written, and every
+// pair of a written tensor and another argument through check_no_overlap.
+// The validators only read metadata; the checks that read the data
 // (positions and slots in range) are split into an inline predicate, cheap
 // enough for the per-element scans of the CPU kernels, an out-of-line
 // failure that formats the message, and a per-device scan of the values.
@@ -65,6 +67,22 @@ void check_dim(const char* op, const char* name, const at::Tensor& t,
 // The last dim must be contiguous (stride 1); other dims may be strided.
 void check_last_dim_contiguous(const char* op, const char* name,
                                const at::Tensor& t);
+
+// A tensor the op writes (an output, or an argument updated in place): no
+// two of its elements may share memory (an expand()ed or stride-0 tensor),
+// the rule of at::assert_no_internal_overlap; and, under grad mode, it must
+// not be a leaf that requires grad, nor a view of one (autograd's in-place
+// rule, with its message). Metadata only: nothing is read from the device.
+void check_written(const char* op, const char* name, const at::Tensor& t);
+
+// `written` (a tensor the op writes) and `other` (another of its arguments)
+// must not share memory, wholly or partly, the rule of at::assert_no_overlap.
+// As in torch, a pair whose overlap can't be decided from the metadata
+// (either not dense, e.g. query and key as strided slices of one qkv tensor)
+// passes. Metadata only.
+void check_no_overlap(const char* op, const char* written_name,
+                      const at::Tensor& written, const char* other_name,
+                      const at::Tensor& other);
 
 // The default case of a kernel's dtype dispatch (VLLM_CUDA_DISPATCH_...):
 // throws NotImplementedError "\"<name>\" not implemented for '<dtype>'", the

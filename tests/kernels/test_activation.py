@@ -237,3 +237,61 @@ class TestBadInputs:
         out = torch.empty(4, 8)
         with pytest.raises(RuntimeError, match="result"):
             OPS[activation](out, x)
+
+
+def _overlapping(rows: int, cols: int, out_cols: int, offset: int, device: torch.device):
+    """input [rows, cols] and a result [rows, out_cols] in one buffer, the
+    result starting `offset` elements into it: both dense, partly overlapping."""
+    buf = torch.randn(rows * cols + offset, device=device)
+    return buf[offset : offset + rows * out_cols].view(rows, out_cols), buf[: rows * cols].view(
+        rows, cols
+    )
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+class TestAliasedResult:
+    """The written result must not alias itself or the input, nor be a leaf
+    that requires grad (torch's rules for in-place and out= ops)."""
+
+    def test_stride_zero_result(self, activation: str, device: torch.device) -> None:
+        x = torch.randn(4, 16, device=device)
+        out = torch.empty(1, 8, device=device).expand(4, 8)
+        with pytest.raises(RuntimeError, match="result has elements that share memory"):
+            OPS[activation](out, x)
+
+    def test_result_overlaps_input(self, activation: str, device: torch.device) -> None:
+        out, x = _overlapping(4, 16, 8, 16, device)
+        with pytest.raises(RuntimeError, match=r"result overlaps input \(partly\)"):
+            OPS[activation](out, x)
+
+    def test_leaf_requiring_grad(self, activation: str, device: torch.device) -> None:
+        x = torch.randn(4, 16, device=device)
+        out = torch.empty(4, 8, device=device, requires_grad=True)
+        with pytest.raises(RuntimeError, match="result: a leaf Variable that requires grad"):
+            OPS[activation](out, x)
+        with pytest.raises(RuntimeError, match="result: a view of a leaf Variable"):
+            OPS[activation](torch.empty(4, 16, device=device, requires_grad=True)[:, :8], x)
+        with torch.no_grad():  # as torch: in place into a leaf is fine without grad
+            OPS[activation](out, x)
+
+
+@pytest.mark.parametrize("activation", list(ELEMENTWISE))
+class TestElementwiseAliasedResult:
+    def test_stride_zero_result(self, activation: str, device: torch.device) -> None:
+        x = torch.randn(4, 16, device=device)
+        out = torch.empty(1, 16, device=device).expand(4, 16)
+        with pytest.raises(RuntimeError, match="result has elements that share memory"):
+            getattr(ops, activation)(out, x)
+
+    def test_result_overlaps_input(self, activation: str, device: torch.device) -> None:
+        out, x = _overlapping(4, 16, 16, 16, device)
+        with pytest.raises(RuntimeError, match=r"result overlaps input \(partly\)"):
+            getattr(ops, activation)(out, x)
+        with pytest.raises(RuntimeError, match=r"result overlaps input \(the same memory\)"):
+            getattr(ops, activation)(x, x)
+
+    def test_leaf_requiring_grad(self, activation: str, device: torch.device) -> None:
+        x = torch.randn(4, 16, device=device)
+        out = torch.empty(4, 16, device=device, requires_grad=True)
+        with pytest.raises(RuntimeError, match="result: a leaf Variable that requires grad"):
+            getattr(ops, activation)(out, x)

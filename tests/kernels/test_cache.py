@@ -413,3 +413,72 @@ class TestFp8BadInputs:
         src = torch.randn(4, 16, device=device)
         with pytest.raises(RuntimeError, match="scale must be a finite positive"):
             ops.convert_fp8(torch.empty_like(src, dtype=torch.uint8), src, 0.0)
+
+
+class TestAliasedCaches:
+    """The caches are written: they must not share memory with each other or
+    the other arguments, nor be leaves that require grad."""
+
+    head_size, block_size, num_blocks = 64, 16, 8
+
+    def args(self, device: torch.device) -> list[Any]:
+        return TestBadInputs().args(device)
+
+    def one_storage(self, device: torch.device, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """key_cache and value_cache as views of one buffer, value_cache
+        starting `offset` elements after key_cache."""
+        key_cache, value_cache = self.args(device)[2:4]
+        n = key_cache.numel()
+        buf = torch.randn(offset + n, device=device)
+        return buf[:n].view(key_cache.shape), buf[offset : offset + n].view(value_cache.shape)
+
+    def test_caches_share_memory(self, device: torch.device) -> None:
+        args = self.args(device)
+        n = args[2].numel()
+        for offset, what in [(0, "partly"), (n // 2, "partly")]:
+            args[2], args[3] = self.one_storage(device, offset)
+            with pytest.raises(RuntimeError, match=rf"value_cache overlaps key_cache \({what}\)"):
+                ops.reshape_and_cache(*args)
+
+    def test_caches_in_one_disjoint_buffer(self, device: torch.device) -> None:
+        """vLLM's kv_cache[0], kv_cache[1]: one storage, disjoint halves: fine."""
+        args = self.args(device)
+        key_cache, value_cache = args[2:4]
+        args[2], args[3] = self.one_storage(device, key_cache.numel())
+        args[2].copy_(key_cache)
+        args[3].copy_(value_cache)
+        ops.reshape_and_cache(*args)
+        expected_key, expected_value = key_cache.clone(), value_cache.clone()
+        reference_reshape_and_cache(args[0], args[1], expected_key, expected_value, args[4])
+        assert torch.equal(args[2], expected_key) and torch.equal(args[3], expected_value)
+
+    def test_stride_zero_cache(self, device: torch.device) -> None:
+        args = self.args(device)
+        args[3] = args[3][:1].expand_as(args[3])
+        with pytest.raises(RuntimeError, match="value_cache has elements that share memory"):
+            ops.reshape_and_cache(*args)
+
+    def test_cache_overlaps_key(self, device: torch.device) -> None:
+        args = self.args(device)
+        args[0] = args[2].view(-1)[: args[0].numel()].view(args[0].shape)
+        args[1] = args[0].clone()
+        with pytest.raises(RuntimeError, match="key_cache overlaps key"):
+            ops.reshape_and_cache(*args)
+
+    def test_leaf_requiring_grad(self, device: torch.device) -> None:
+        args = self.args(device)
+        args[2].requires_grad_()
+        with pytest.raises(RuntimeError, match="key_cache: a leaf Variable that requires grad"):
+            ops.reshape_and_cache(*args)
+
+    def test_convert_fp8_dst_overlaps_src(self, device: torch.device) -> None:
+        src = torch.randn(4, 16, device=device)
+        dst = src.view(torch.uint8).view(-1)[: src.numel()].view(4, 16)
+        with pytest.raises(RuntimeError, match=r"dst_cache overlaps src_cache \(partly\)"):
+            ops.convert_fp8(dst, src)
+
+    def test_convert_fp8_leaf_requiring_grad(self, device: torch.device) -> None:
+        src = torch.randn(4, 16, device=device).to(torch.float8_e4m3fn).view(torch.uint8)
+        dst = torch.empty(4, 16, device=device, requires_grad=True)
+        with pytest.raises(RuntimeError, match="dst_cache: a leaf Variable that requires grad"):
+            ops.convert_fp8(dst, src)

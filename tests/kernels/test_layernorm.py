@@ -262,3 +262,62 @@ class TestBadInputs:
             ops.rms_norm(out, x, weight.cpu(), 1e-6)
         with pytest.raises(RuntimeError, match="residual"):
             ops.fused_add_rms_norm(x, x.cpu(), weight, 1e-6)
+
+    # Aliased written tensors: rms_norm writes result, fused_add_rms_norm
+    # input and residual, in place.
+
+    def test_stride_zero_result(self, device: torch.device) -> None:
+        _, x, weight = self.args(device)
+        out = torch.empty(1, 16, device=device).expand(4, 16)
+        with pytest.raises(RuntimeError, match="result has elements that share memory"):
+            ops.rms_norm(out, x, weight, 1e-6)
+
+    def test_result_overlaps_input(self, device: torch.device) -> None:
+        _, _, weight = self.args(device)
+        buf = torch.randn(5 * 16, device=device)
+        x, out = buf[: 4 * 16].view(4, 16), buf[16:].view(4, 16)
+        with pytest.raises(RuntimeError, match=r"result overlaps input \(partly\)"):
+            ops.rms_norm(out, x, weight, 1e-6)
+        with pytest.raises(RuntimeError, match=r"result overlaps input \(the same memory\)"):
+            ops.rms_norm(x, x, weight, 1e-6)
+
+    def test_result_overlaps_weight(self, device: torch.device) -> None:
+        _, x, _ = self.args(device)
+        out = torch.empty_like(x)
+        with pytest.raises(RuntimeError, match="result overlaps weight"):
+            ops.rms_norm(out, x, out[0], 1e-6)
+
+    def test_residual_is_input(self, device: torch.device) -> None:
+        _, x, weight = self.args(device)
+        with pytest.raises(RuntimeError, match=r"residual overlaps input \(the same memory\)"):
+            ops.fused_add_rms_norm(x, x, weight, 1e-6)
+        buf = torch.randn(5 * 16, device=device)
+        with pytest.raises(RuntimeError, match=r"residual overlaps input \(partly\)"):
+            ops.fused_add_rms_norm(buf[: 4 * 16].view(4, 16), buf[16:].view(4, 16), weight, 1e-6)
+
+    def test_stride_zero_residual(self, device: torch.device) -> None:
+        _, x, weight = self.args(device)
+        residual = torch.randn(1, 16, device=device).expand(4, 16)
+        with pytest.raises(RuntimeError, match="residual has elements that share memory"):
+            ops.fused_add_rms_norm(x, residual, weight, 1e-6)
+        with pytest.raises(RuntimeError, match="input has elements that share memory"):
+            ops.fused_add_rms_norm(residual, x, weight, 1e-6)
+
+    def test_leaf_requiring_grad(self, device: torch.device) -> None:
+        out, x, weight = self.args(device)
+        with pytest.raises(RuntimeError, match="result: a leaf Variable that requires grad"):
+            ops.rms_norm(out.requires_grad_(), x, weight, 1e-6)
+        leaf = torch.randn(4, 16, device=device, requires_grad=True)
+        with pytest.raises(RuntimeError, match="input: a leaf Variable that requires grad"):
+            ops.fused_add_rms_norm(leaf, x, weight, 1e-6)
+        with pytest.raises(RuntimeError, match="residual: a leaf Variable that requires grad"):
+            ops.fused_add_rms_norm(x, leaf, weight, 1e-6)
+
+    def test_read_only_arguments_may_require_grad(self, device: torch.device) -> None:
+        """Only written tensors are checked: a weight that requires grad (a
+        Parameter) is fine."""
+        out, x, _ = self.args(device)
+        weight = torch.nn.Parameter(torch.ones(16, device=device))
+        ops.rms_norm(out, x.requires_grad_(), weight, 1e-6)
+        expected = RMSNorm(16).to(device).forward_native(x.detach())
+        torch.testing.assert_close(out, expected, atol=1e-2, rtol=1e-2)

@@ -347,3 +347,54 @@ class TestBadInputs:
         positions, query, key, cache = self.args(device)
         with pytest.raises(RuntimeError, match="cos_sin_cache"):
             ops.rotary_embedding(positions, query, key, self.head_size, cache.cpu(), True)
+
+    # Aliased written tensors: query and key are rotated in place.
+
+    def test_key_is_query(self, device: torch.device) -> None:
+        positions, query, _, cache = self.args(device)
+        with pytest.raises(RuntimeError, match=r"key overlaps query \(the same memory\)"):
+            ops.rotary_embedding(positions, query, query, self.head_size, cache, True)
+        buf = torch.randn(5 * 2 * self.head_size, device=device)
+        query = buf[: 4 * 2 * self.head_size].view(4, -1)
+        key = buf[2 * self.head_size :].view(4, -1)
+        with pytest.raises(RuntimeError, match=r"key overlaps query \(partly\)"):
+            ops.rotary_embedding(positions, query, key, self.head_size, cache, True)
+
+    def test_query_and_key_slices_of_qkv(self, device: torch.device) -> None:
+        """vLLM's layout: query and key are strided slices of one qkv tensor,
+        disjoint but not dense; they are accepted and rotated as separate tensors."""
+        positions, query, key, cache = self.args(device)
+        qkv = torch.cat([query, key, torch.randn_like(key)], dim=-1)
+        q, k = qkv[:, : query.shape[1]], qkv[:, query.shape[1] : 2 * query.shape[1]]
+        ops.rotary_embedding(positions, q, k, self.head_size, cache, True)
+        ops.rotary_embedding(positions, query, key, self.head_size, cache, True)
+        assert torch.equal(q, query) and torch.equal(k, key)
+
+    def test_stride_zero_query(self, device: torch.device) -> None:
+        positions, query, key, cache = self.args(device)
+        with pytest.raises(RuntimeError, match="query has elements that share memory"):
+            ops.rotary_embedding(
+                positions, query[:1].expand(4, -1), key, self.head_size, cache, True
+            )
+        with pytest.raises(RuntimeError, match="key has elements that share memory"):
+            ops.rotary_embedding(
+                positions, query, key[:1].expand(4, -1), self.head_size, cache, True
+            )
+
+    def test_query_overlaps_cache(self, device: torch.device) -> None:
+        positions, _, key, _ = self.args(device)
+        cache = torch.randn(128, self.head_size, device=device)
+        query = cache[:8].view(4, 2 * self.head_size)
+        with pytest.raises(RuntimeError, match="query overlaps cos_sin_cache"):
+            ops.rotary_embedding(positions, query, key, self.head_size, cache, True)
+
+    def test_leaf_requiring_grad(self, device: torch.device) -> None:
+        positions, query, key, cache = self.args(device)
+        with pytest.raises(RuntimeError, match="key: a leaf Variable that requires grad"):
+            ops.rotary_embedding(
+                positions, query, key.requires_grad_(), self.head_size, cache, True
+            )
+        with pytest.raises(RuntimeError, match="query: a leaf Variable that requires grad"):
+            ops.rotary_embedding(
+                positions, query.requires_grad_(), None, self.head_size, cache, True
+            )
