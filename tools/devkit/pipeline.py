@@ -23,7 +23,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devkit import DevkitError, cuda, envs, metadata, precompiled, rocm, sources, targets, toolchain
+from devkit import (
+    DevkitError,
+    cuda,
+    envs,
+    lock,
+    metadata,
+    precompiled,
+    procs,
+    rocm,
+    sources,
+    targets,
+    toolchain,
+    venv,
+)
 from devkit import plan as plan_module
 from devkit.envs import ROOT
 from devkit.plan import BuildPlan
@@ -66,13 +79,12 @@ def run(
     label: str | None = None,
 ) -> str:
     """Runs a command, echoed first (or its label); a failure becomes one DevkitError line."""
-    print("$ " + (label or shlex.join(str(c) for c in cmd)), flush=True)
-    result = subprocess.run(
-        [str(c) for c in cmd],
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE if capture else None,
-    )
+    step = label or shlex.join(str(c) for c in cmd)
+    print("$ " + step, flush=True)
+    try:
+        result = procs.run(cmd, env=env, capture=capture, step=step)
+    except KeyboardInterrupt:
+        raise procs.Interrupted("SIGINT (Ctrl-C)", step) from None
     if result.returncode != 0:
         raise DevkitError(
             f"`{Path(cmd[0]).name} {' '.join(map(str, cmd[1:3]))} ...` failed with exit "
@@ -111,8 +123,23 @@ def venv_dir(target: str) -> Path:
 def uv_env() -> dict[str, str]:
     env = dict(os.environ)
     env["UV_PYTHON_DOWNLOADS"] = "never"  # the venv uses the interpreter running nox
+    # A hanging index costs one bounded wait, not uv's 30 s x 4 tries.
+    env["UV_HTTP_TIMEOUT"] = str(envs.get("UV_HTTP_TIMEOUT"))
+    env["UV_HTTP_RETRIES"] = str(envs.get("UV_HTTP_RETRIES"))
     env.pop("VIRTUAL_ENV", None)
     return env
+
+
+def lock_file(path: Path) -> Path:
+    """The lock of a venv or build directory: a file beside it (devkit.lock)."""
+    return path.with_name(path.name + ".lock")
+
+
+def build_lock(env: Env):
+    """One build per build directory at a time."""
+    return lock.hold(
+        lock_file(env.build_dir), f"the build in {show(env.build_dir)}", say, (ROOT, env.build_dir)
+    )
 
 
 def probe_torch(python: Path) -> targets.TorchInfo | None:
@@ -220,6 +247,40 @@ def _existing_torch(target: targets.Target) -> targets.TorchInfo:
     return info
 
 
+# Run in the venv with the requirement lines as argv[1]; prints those it doesn't satisfy
+# (versions and markers checked with the venv's `packaging`), or null without packaging.
+_UNSATISFIED = """
+import importlib.metadata as m, json, sys
+try:
+    from packaging.requirements import Requirement
+except ImportError:
+    print("null"); sys.exit()
+bad = []
+for line in json.loads(sys.argv[1]):
+    req = Requirement(line)
+    if req.marker and not req.marker.evaluate():
+        continue
+    try:
+        found = m.version(req.name)
+    except m.PackageNotFoundError:
+        bad.append(line); continue
+    if not req.specifier.contains(found, prereleases=True):
+        bad.append(line)
+print(json.dumps(bad))
+"""
+
+
+def unsatisfied(python: Path, requirements: list[str]) -> list[str]:
+    """The requirements the venv doesn't satisfy, versions included (all, if unsure)."""
+    out = run(
+        [str(python), "-c", _UNSATISFIED, json.dumps(requirements)],
+        capture=True,
+        label="<which requirements the venv lacks>",
+    )
+    found = json.loads(out.strip().splitlines()[-1])
+    return requirements if found is None else found
+
+
 def _missing(python: Path, requirements: list[str]) -> list[str]:
     """The requirements whose distribution the venv lacks (versions not enforced)."""
     names = {re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0]: line for line in requirements}
@@ -248,6 +309,7 @@ def prepare_env(
     torch comes from) runs before anything is created or downloaded: the plan
     is resolved first against the target's pin, then again against the venv.
     """
+    procs.install_handlers()  # SIGTERM, SIGHUP: one line, and the build's processes stopped
     envs.check_all()
     target = targets.get_target(target_name)
     uv = find_uv()
@@ -280,28 +342,24 @@ def prepare_env(
         if missing:
             run([uv, "pip", "install", "-p", str(python), *source_args, *missing], env=uv_env())
     else:
-        torch_sources = sources.choose_torch_sources(target, pip)
-        say(torch_sources.note)
-        source_args = torch_sources.uv_args()
         path = venv_dir(venv_name or target.name)
-        python = path / "bin" / "python"
-        if not python.exists():
-            run([uv, "venv", "--python", sys.executable, str(path)], env=uv_env())
-        run(
-            [
-                uv,
-                "pip",
-                "install",
-                "-p",
-                str(python),
-                *source_args,
+        what = f"{show(path)}, which another session is setting up"
+        with lock.hold(lock_file(path), what, say, (ROOT,)):
+            python = venv.ensure(path, ROOT, uv, run, uv_env(), say)
+            venv.check_uv_target(python, path, uv, uv_env())
+            wanted = [
                 *build_reqs,
-                "-r",
-                str(target.requirements_file),
+                *metadata.requirement_lines(target.requirements_file),
                 target.torch_spec,
-            ],
-            env=uv_env(),
-        )
+            ]
+            todo = unsatisfied(python, wanted)
+            torch_sources = sources.choose_torch_sources(target, pip, probe=bool(todo))
+            say(torch_sources.note)
+            source_args = torch_sources.uv_args()
+            if todo:
+                run([uv, "pip", "install", "-p", str(python), *source_args, *wanted], env=uv_env())
+            else:
+                say(f"{show(path)} has every build requirement: nothing to install, no network")
 
     info = probe_torch(python)
     if info is None:
@@ -333,14 +391,14 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
     say(f"compiler cache: {plan.compiler_cache or 'none (set VLLM_COMPILER_CACHE=auto)'}")
     before = toolchain.cache_stats(plan.compiler_cache)
 
-    extra = list(uv_args)
-    if env.options.use_existing_torch:
-        extra.append("--no-deps")  # never touch the torch that was there
-    environ, settings = backend_env(env)
-    # The command a contributor can type in the activated venv, plus the plan.
-    run(env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT)), env=environ)
-
-    smoke_check(env)
+    # --no-deps: prepare_env installed them (or left an existing torch alone), so a
+    # rebuild resolves nothing and needs no network.
+    extra = [*uv_args, "--no-deps"]
+    with build_lock(env):
+        environ, settings = backend_env(env)
+        # The command a contributor can type in the activated venv, plus the plan.
+        run(env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT)), env=environ)
+        smoke_check(env)
 
     objects = ninja_objects(env.build_dir)
     compiled = len(ninja_outputs(env.build_dir, started_ns) & objects)
@@ -440,9 +498,11 @@ def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".wheel-", dir=out_dir))
     try:
-        environ, settings = backend_env(env)
-        cmd = [find_uv(), "build", "--wheel", "--no-build-isolation", "--python", str(env.python)]
-        run([*cmd, *settings, "--out-dir", str(staging), str(ROOT)], env=environ)
+        with build_lock(env):
+            environ, settings = backend_env(env)
+            python = str(env.python)
+            cmd = [find_uv(), "build", "--wheel", "--no-build-isolation", "--python", python]
+            run([*cmd, *settings, "--out-dir", str(staging), str(ROOT)], env=environ)
         (built,) = staging.glob("*.whl")
         info = precompiled.read_build_info(built)  # a wheel without it can't be installed
         wheel = out_dir / built.name
@@ -465,11 +525,13 @@ def install_precompiled(env: Env) -> str:
     """
     started = time.monotonic()
     wheel, path, info = precompiled.prepare(env.target, env.torch, log=say)
-    environ, settings = backend_env(env)
-    environ["VLLM_PRECOMPILED_WHEEL_LOCATION"] = str(path)  # the copy just checked
-    # --no-deps: prepare_env has just installed them, torch checked; no resolve.
-    run(env.uv_pip("--no-build-isolation", *settings, "--no-deps", "-e", str(ROOT)), env=environ)
-    smoke_check(env)
+    with build_lock(env):
+        environ, settings = backend_env(env)
+        environ["VLLM_PRECOMPILED_WHEEL_LOCATION"] = str(path)  # the copy just checked
+        # --no-deps: prepare_env has just installed them, torch checked; no resolve.
+        uv_args = env.uv_pip("--no-build-isolation", *settings, "--no-deps", "-e", str(ROOT))
+        run(uv_args, env=environ)
+        smoke_check(env)
     return (
         f"installed {env.target.name} from {wheel.origin} in {time.monotonic() - started:.1f}s, "
         f"compiling nothing (torch {info['torch_version']}, commit "
