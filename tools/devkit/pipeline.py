@@ -345,19 +345,32 @@ def prepare_env(
         path = venv_dir(venv_name or target.name)
         what = f"{show(path)}, which another session is setting up"
         with lock.hold(lock_file(path), what, say, (ROOT,)):
-            python = venv.ensure(path, ROOT, uv, run, uv_env(), say)
-            venv.check_uv_target(python, path, uv, uv_env())
+            python = venv.usable(path, ROOT, say)
             wanted = [
                 *build_reqs,
                 *metadata.requirement_lines(target.requirements_file),
                 target.torch_spec,
             ]
-            todo = unsatisfied(python, wanted)
-            torch_sources = sources.choose_torch_sources(target, pip, probe=bool(todo))
+            todo = unsatisfied(python, wanted) if python else wanted
+            reinstall = []
+            damaged = venv.missing_files(path, "torch") if python else []
+            if damaged:
+                say(
+                    f"torch in {show(path)} lacks {damaged[0]} ({len(damaged)} of its "
+                    "libraries): reinstalling it"
+                )
+                reinstall = ["--reinstall-package", "torch"]
+            # Sources are probed (seconds) only when something is to be installed,
+            # before the venv is made: an unreachable index creates nothing.
+            torch_sources = sources.choose_torch_sources(target, pip, probe=bool(todo or damaged))
             say(torch_sources.note)
             source_args = torch_sources.uv_args()
-            if todo:
-                run([uv, "pip", "install", "-p", str(python), *source_args, *wanted], env=uv_env())
+            if python is None:
+                python = venv.ensure(path, ROOT, uv, run, uv_env(), say)
+            venv.check_uv_target(python, path, uv, uv_env())
+            if todo or damaged:
+                cmd = [uv, "pip", "install", "-p", str(python), *source_args, *reinstall, *wanted]
+                run(cmd, env=uv_env())
             else:
                 say(f"{show(path)} has every build requirement: nothing to install, no network")
 

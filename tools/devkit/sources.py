@@ -133,7 +133,7 @@ def unreachable_because(url: str, timeout: float = REACH_TIMEOUT_S) -> str | Non
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, TimeoutError) or "timed out" in str(reason):
                 return f"{page} did not answer within {timeout:g} s"
-            return f"{page}: {reason}"
+            return f"{page}: {getattr(reason, 'strerror', None) or reason}"
     return None
 
 

@@ -101,6 +101,29 @@ def remove_leftovers(path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def usable(path: Path, root: Path, say: Callable[[str], None]) -> Path | None:
+    """The python of the venv at `path`, checked; None when there is none (a half-made
+    one is removed first, with a word). Any other problem is a DevkitError naming the fix.
+    Call with the venv's lock held."""
+    python = path / "bin" / "python"
+    remove_leftovers(path)
+    if not (path.exists() or python.is_symlink()):
+        return None
+    found = problem(path, python, root, sys.version_info[:2])
+    if found == "half-made":
+        say(
+            f"{_show(path, root)} is half-made (no pyvenv.cfg: an interrupted `uv venv`?); "
+            "making it again"
+        )
+        aside = path.with_name(f"{path.name}{_TMP_MARK}broken-{os.getpid()}")
+        os.rename(path, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        return None
+    if found:
+        raise DevkitError(found)
+    return python
+
+
 def ensure(
     path: Path,
     root: Path,
@@ -111,27 +134,28 @@ def ensure(
     base_python: str = sys.executable,
 ) -> Path:
     """The venv at `path`, created if absent or half-made, checked; returns its python."""
-    python = path / "bin" / "python"
-    remove_leftovers(path)
-    if path.exists() or python.is_symlink():
-        found = problem(path, python, root, sys.version_info[:2])
-        if found == "half-made":
-            say(
-                f"{_show(path, root)} is half-made (no pyvenv.cfg: an interrupted `uv venv`?); "
-                "making it again"
-            )
-            aside = path.with_name(f"{path.name}{_TMP_MARK}broken-{os.getpid()}")
-            os.rename(path, aside)
-            shutil.rmtree(aside, ignore_errors=True)
-        elif found:
-            raise DevkitError(found)
-        else:
-            return python
+    python = usable(path, root, say)
+    if python:
+        return python
     create(path, base_python, uv, run, env)
+    python = path / "bin" / "python"
     found = problem(path, python, root, sys.version_info[:2])
     if found:
         raise DevkitError(found)
     return python
+
+
+def missing_files(path: Path, dist: str, suffix: str = ".so") -> list[str]:
+    """Files of distribution `dist` in the venv that its RECORD lists but are gone
+    (only those ending in `suffix`: the libraries a build links against)."""
+    missing = []
+    for record in path.glob(f"lib/python*/site-packages/{dist}-*.dist-info/RECORD"):
+        site = record.parent.parent
+        for line in record.read_text().splitlines():
+            name = line.split(",", 1)[0]
+            if name.endswith(suffix) and not (site / name).exists():
+                missing.append(name)
+    return missing
 
 
 _USING = re.compile(r"environment at: (.+)$", re.M)
