@@ -25,6 +25,7 @@ from pathlib import Path
 
 from devkit import (
     DevkitError,
+    cmakecache,
     cuda,
     envs,
     lock,
@@ -389,6 +390,9 @@ def prepare_env(
 def backend_env(env: Env) -> tuple[dict[str, str], list[str]]:
     """The environment and the config settings that hand the plan to the build backend."""
     plan_file = env.plan.write()
+    if not env.plan.precompiled:
+        # Here, where it shows; the backend checks again for by-hand builds.
+        cmakecache.follow_cmake_args(env.build_dir, envs.get("CMAKE_ARGS") or "", say)
     return uv_env(), ["-C", f"{plan_module.CONFIG_KEY}={plan_file}"]
 
 
