@@ -159,7 +159,8 @@ def test_unreachable_index_without_mirror_names_the_override(tmp_path):
 
 def test_unreachable_override_is_an_error():
     url = closed_port_url()
-    with pytest.raises(DevkitError, match=r"VLLM_TORCH_INDEX_URL=(.*) can't be reached \(\1/: Connection refused\); fix the"):
+    refused = r"VLLM_TORCH_INDEX_URL=(.*) can't be reached \(\1/: Connection refused\); fix"
+    with pytest.raises(DevkitError, match=refused):
         sources.choose_torch_sources(CPU, sources.PipSources(), {"VLLM_TORCH_INDEX_URL": url})
 
 

@@ -74,7 +74,8 @@ def test_a_half_made_venv_is_made_again_and_uv_installs_into_it(tmp_path, base):
     said = []
     python = venv.ensure(path, tmp_path, uv, run, uv_env(), said.append, str(base_python(base)))
     assert said == [
-        "work/.venv-cpu is half-made (no pyvenv.cfg: an interrupted `uv venv`?); making it again"
+        "work/.venv-cpu is half-made (no pyvenv.cfg: an interrupted `uv venv`?); making it again",
+        "made work/.venv-cpu (activate with: source work/.venv-cpu/bin/activate)",
     ]
     assert (path / "pyvenv.cfg").is_file() and prefix_of(python) == path
     assert not list(path.parent.glob(".venv-cpu.tmp-*"))  # made under a temporary name

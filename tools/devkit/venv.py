@@ -89,7 +89,8 @@ def create(
     tmp = path.with_name(f"{path.name}{_TMP_MARK}{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        run([uv, "venv", "--relocatable", "--python", base_python, str(tmp)], env=dict(env))
+        cmd = [uv, "venv", "--quiet", "--relocatable", "--python", base_python, str(tmp)]
+        run(cmd, env=dict(env))
         os.rename(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -142,6 +143,7 @@ def ensure(
     found = problem(path, python, root, sys.version_info[:2])
     if found:
         raise DevkitError(found)
+    say(f"made {_show(path, root)} (activate with: source {_show(path, root)}/bin/activate)")
     return python
 
 
