@@ -95,9 +95,17 @@ def test_a_venv_half_made_by_ctrl_c_is_made_again_not_installed_into_its_base(
 
 
 def test_stale_variables_offline_and_a_damaged_torch(tmp_path):
-    copy = copy_checkout(tmp_path / "copy")
+    # Item 7: a non-ASCII checkout path under LC_ALL=C (Python would read the editable
+    # install's .pth as ASCII and not start).
+    (tmp_path / "ünï").mkdir()
+    copy = copy_checkout(tmp_path / "ünï")
     python = copy / ".venv-cpu" / "bin" / "python"
-    compiled, total = summary(nox(copy, "-s", "build-cpu", timeout=BUILD))
+    first = nox(copy, "-s", "build-cpu", timeout=BUILD, LC_ALL="C", LANG="C")
+    compiled, total = summary(first)
+    assert (
+        "is not ASCII and the locale's encoding is ascii: the session runs with LC_ALL=C.UTF-8"
+        in (first.stdout)
+    )
     (build_dir,) = (copy / "build").glob("cpu-torch*")
 
     # Item 2: a wheel in dist/ and a stale VLLM_USE_PRECOMPILED=1: build-cpu still compiles.

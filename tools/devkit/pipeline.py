@@ -87,9 +87,9 @@ def run(
     except KeyboardInterrupt:
         raise procs.Interrupted("SIGINT (Ctrl-C)", step) from None
     if result.returncode != 0:
+        what = label or f"{Path(cmd[0]).name} {' '.join(map(str, cmd[1:3]))} ..."
         raise DevkitError(
-            f"`{Path(cmd[0]).name} {' '.join(map(str, cmd[1:3]))} ...` failed with exit "
-            f"code {result.returncode}; its output is above"
+            f"`{what}` failed with exit code {result.returncode}; its output is above"
         )
     return result.stdout or ""
 
@@ -129,6 +129,24 @@ def uv_env() -> dict[str, str]:
     env["UV_HTTP_RETRIES"] = str(envs.get("UV_HTTP_RETRIES"))
     env.pop("VIRTUAL_ENV", None)
     return env
+
+
+def use_utf8_for_a_non_ascii_checkout() -> None:
+    """Python 3.11 reads .pth files in the locale's encoding (UTF-8 mode or not), and the
+    editable install's .pth names the checkout: under LC_ALL=C, with a non-ASCII path, the
+    venv's Python can't start. The session's processes get a UTF-8 locale, with a word."""
+    import codecs
+    import locale
+
+    getencoding = getattr(locale, "getencoding", lambda: locale.getpreferredencoding(False))
+    encoding = codecs.lookup(getencoding()).name
+    if str(ROOT).isascii() or encoding == "utf-8":
+        return
+    os.environ["LC_ALL"] = "C.UTF-8"
+    say(
+        f"the checkout's path {ROOT} is not ASCII and the locale's encoding is {encoding}: "
+        "the session runs with LC_ALL=C.UTF-8; set it too to use the venv's Python yourself"
+    )
 
 
 def lock_file(path: Path) -> Path:
@@ -311,6 +329,7 @@ def prepare_env(
     is resolved first against the target's pin, then again against the venv.
     """
     procs.install_handlers()  # SIGTERM, SIGHUP: one line, and the build's processes stopped
+    use_utf8_for_a_non_ascii_checkout()
     envs.check_all()
     target = targets.get_target(target_name)
     uv = find_uv()
