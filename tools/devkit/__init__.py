@@ -8,6 +8,10 @@ the PEP 517 backend in backend.py) can both import it. One module per concern:
     sources     where torch comes from: the target's index, the user's pip mirrors
     resources   how many compile jobs, and why
     toolchain   compiler cache
+    venv        a session's venv: checked before use, made under a temporary name
+    lock        one session per venv and per build directory (flock), leftovers stopped
+    procs       each command in a process group of its own; SIGTERM/SIGHUP as one line
+    cmakecache  the CMake cache follows CMAKE_ARGS
     pipeline    the steps of a build session, and its summary line
     backend     the PEP 517 backend (scikit-build-core plus target resolution)
 """
