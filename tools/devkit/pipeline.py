@@ -150,14 +150,17 @@ def use_utf8_for_a_non_ascii_checkout() -> None:
 
 
 def lock_file(path: Path) -> Path:
-    """The lock of a venv or build directory: a file beside it (devkit.lock)."""
+    """The lock of a venv: a file beside it, as the venv may not exist yet (devkit.lock)."""
     return path.with_name(path.name + ".lock")
 
 
 def build_lock(env: Env):
     """One build per build directory at a time."""
     return lock.hold(
-        lock_file(env.build_dir), f"the build in {show(env.build_dir)}", say, (ROOT, env.build_dir)
+        env.build_dir / "build.lock",
+        f"the build in {show(env.build_dir)}",
+        say,
+        (ROOT, env.build_dir),
     )
 
 
