@@ -7,6 +7,7 @@ interpreter (private_python.py), never to the machine's own Python.
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,10 +19,16 @@ from pathlib import Path
 import private_python
 import pytest
 from test_sessions import abort_line, nox, summary
+from test_sources import serve_hanging_index
 
 from devkit.pipeline import copy_checkout, find_uv
 
 BUILD = 1800  # seconds a cold build may take on a busy 2-core machine
+
+
+def aborted(result: subprocess.CompletedProcess) -> str:
+    """The session's one `aborted:` line, without the duration nox may add."""
+    return re.sub(r" \(took [^)]*\)\.$", ".", abort_line(result))
 
 
 def environ(**changes: str) -> dict[str, str]:
@@ -165,6 +172,20 @@ def test_stale_variables_offline_and_a_damaged_torch(tmp_path):
     assert library.is_file()
 
 
+# -- item 6: an index that hangs -------------------------------------------------
+
+
+def test_an_index_whose_package_pages_hang_ends_in_one_line(tmp_path):
+    copy = copy_checkout(tmp_path / "copy")
+    with serve_hanging_index() as url:
+        result = nox(copy, "-s", "build-cpu", VLLM_TORCH_INDEX_URL=url)
+    assert aborted(result) == (
+        f"VLLM_TORCH_INDEX_URL={url} can't be reached ({url}/torch/ did not answer within "
+        "4 s); fix the URL or unset it."
+    )
+    assert not (copy / ".venv-cpu").exists()
+
+
 # -- item 4: two sessions at once ----------------------------------------------
 
 
@@ -272,19 +293,19 @@ def test_careless_input_is_one_line(tmp_path, private_nox):
     # (First: ruff, outside a git repository, would lint the venvs made below.)
     no_uv = "/usr/bin:/bin"
     result = run_nox(python, copy, "-s", "build-cpu", PATH=no_uv)
-    assert abort_line(result) == "uv is not installed; run `pip install uv` (README's Quickstart)."
+    assert aborted(result) == "uv is not installed; run `pip install uv` (README's Quickstart)."
     result = run_nox(python, copy, "-s", "lint", timeout=600, PATH=no_uv)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "No backends present" not in result.stderr
 
     (tmp_path / "afile").write_text("")
     result = nox(copy, "-s", "build-cpu", VLLM_BUILD_DIR=str(tmp_path / "afile"))
-    assert abort_line(result) == (
+    assert aborted(result) == (
         f"VLLM_BUILD_DIR={tmp_path / 'afile'}: {tmp_path / 'afile'} is a file, not a directory; "
         "point VLLM_BUILD_DIR at a directory (or unset it for build/)."
     )
     result = nox(copy, "-s", "build-cpu", MAX_JOBS="²")
-    assert abort_line(result).startswith("MAX_JOBS='²' is not a positive integer")
+    assert aborted(result).startswith("MAX_JOBS='²' is not a positive integer")
     result = nox(copy, "-s", "doctor", VLLM_BUILD_DIR="~/x", HOME=str(tmp_path / "home"))
     assert f"build dir {tmp_path / 'home' / 'x'}/cpu-torch" in result.stdout
     assert not (copy / "~").exists()
@@ -295,7 +316,7 @@ def test_careless_input_is_one_line(tmp_path, private_nox):
     subprocess.run([find_uv(), "venv", "-q", "--python", str(base), str(copy / ".venv-cpu")])
     shutil.rmtree(tmp_path / "gone")
     result = nox(copy, "-s", "build-cpu")
-    assert abort_line(result) == (
+    assert aborted(result) == (
         f".venv-cpu was made by a Python in {tmp_path / 'gone' / 'bin'} that is gone; "
         "delete .venv-cpu and rerun (the session makes it again)."
     )

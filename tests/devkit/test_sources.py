@@ -1,5 +1,6 @@
 """pip mirrors handed to uv, and the torch index fallback."""
 
+import contextlib
 import functools
 import http.server
 import os
@@ -166,7 +167,13 @@ def test_unreachable_override_is_an_error():
 
 @pytest.fixture
 def hanging_index():
-    """An index whose root answers and whose package pages never do (nor close)."""
+    with serve_hanging_index() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve_hanging_index():
+    """An index on loopback whose root answers and whose package pages never do."""
     release = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
