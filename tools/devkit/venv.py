@@ -170,7 +170,9 @@ def check_uv_target(python: Path, path: Path, uv: str, env: Mapping[str, str]) -
     A dry run with nothing to install: no network, a fraction of a second.
     """
     cmd = [uv, "pip", "install", "--dry-run", "--refresh", "-p", str(python), "-r", os.devnull]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(env), cwd=path.parent)
+    environ = dict(env)
+    environ.pop("UV_OFFLINE", None)  # uv refuses it with --refresh; nothing is fetched anyway
+    out = subprocess.run(cmd, capture_output=True, text=True, env=environ, cwd=path.parent)
     match = _USING.search(out.stderr)
     if out.returncode != 0 or not match:
         raise DevkitError(
