@@ -21,7 +21,7 @@ from pathlib import Path
 from devkit import lock, procs
 import subprocess
 with lock.hold(Path(sys.argv[1]), "the build in b", print, (Path(sys.argv[2]),)):
-    child = subprocess.Popen(["sleep", "300"], cwd=sys.argv[2], process_group=0)
+    child = subprocess.Popen(["sleep", "300"], cwd=sys.argv[2], start_new_session=True)
     for listener in procs.group_listeners:
         listener(child.pid)
     print("held", child.pid, flush=True)
@@ -83,7 +83,7 @@ def test_a_killed_holders_lock_is_taken_and_its_processes_stopped(tmp_path):
 
 
 def test_a_recycled_group_id_elsewhere_is_not_stopped(tmp_path):
-    stranger = subprocess.Popen(["sleep", "300"], cwd="/", process_group=0)
+    stranger = subprocess.Popen(["sleep", "300"], cwd="/", start_new_session=True)
     try:
         (tmp_path / "b.lock").write_text(f'{{"pid": 1, "groups": [{stranger.pid}]}}')
         with lock.hold(tmp_path / "b.lock", "the build in b", print, (tmp_path,)):

@@ -54,7 +54,7 @@ def test_sigterm_and_sighup_name_the_step_and_stop_its_processes(tmp_path):
 
 def test_stop_group_waits_for_every_member(tmp_path):
     proc = subprocess.Popen(
-        ["sh", "-c", "trap '' TERM; sleep 300 & wait"], process_group=0, cwd=tmp_path
+        ["sh", "-c", "trap '' TERM; sleep 300 & wait"], start_new_session=True, cwd=tmp_path
     )
     while len(procs.group_members(proc.pid)) < 2:
         time.sleep(0.05)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -107,12 +108,16 @@ def run(
     it in the Interrupted message."""
     global current_step
     current_step = step or " ".join(map(str, cmd[:3]))
+    # A group of its own (Popen's process_group=0 is Python 3.11+).
+    own_group: dict = (
+        {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+    )
     proc = subprocess.Popen(
         [str(c) for c in cmd],
         env=env,
         text=True,
         stdout=subprocess.PIPE if capture else None,
-        process_group=0,
+        **own_group,
     )
     for listener in group_listeners:
         listener(proc.pid)
