@@ -28,6 +28,15 @@ def make(dest: Path) -> Path:
         if entry.name != "site-packages":
             (lib / entry.name).symlink_to(entry)
     (lib / "site-packages").mkdir()
+    # libpython and the headers, for builds against it (CMake's FindPython): directories
+    # of its own with linked entries, so nothing new lands in the real ones.
+    for entry in real_lib.parent.iterdir():
+        if entry.name != version:
+            (dest / "lib" / entry.name).symlink_to(entry)
+    for include in (Path(sys.base_prefix) / "include").glob("python3*"):
+        (dest / "include" / include.name).mkdir(parents=True)
+        for entry in include.iterdir():
+            (dest / "include" / include.name / entry.name).symlink_to(entry)
     prefix = subprocess.run(
         [str(binary), "-c", "import sys; print(sys.prefix)"],
         capture_output=True,
