@@ -71,8 +71,8 @@ def test_a_killed_holders_lock_is_taken_and_its_processes_stopped(tmp_path):
     said: list[str] = []
     with lock.hold(tmp_path / "b.lock", "the build in b", said.append, (tmp_path,)):
         assert said == [
-            f"stopped 1 process(es) that an interrupted run (pid {holder.pid}) left running "
-            "in the build in b"
+            f"stopped 1 process(es) left running by an interrupted run (pid {holder.pid}) "
+            "of the build in b"
         ]
         assert procs.group_members(sleeper) == []
     # Released cleanly: the next holder finds nothing to stop.

@@ -34,17 +34,20 @@ def _read(path: Path) -> dict:
 
 
 class Lock:
-    """A held lock: its file records the holder's pid and the process groups it started."""
+    """A held lock: its file records the holder's pid, what it does, and the process
+    groups it started."""
 
-    def __init__(self, path: Path, fd: int):
+    def __init__(self, path: Path, fd: int, what: str):
         self.path = path
         self.fd = fd
+        self.what = what
         self.groups: list[int] = []
 
     def record(self, pgid: int | None = None) -> None:
         if pgid is not None:
             self.groups.append(pgid)
-        data = json.dumps({"pid": os.getpid(), "groups": self.groups}).encode()
+        data = json.dumps({"pid": os.getpid(), "what": self.what, "groups": self.groups})
+        data = data.encode()
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, data, 0)
 
@@ -53,10 +56,10 @@ class Lock:
 def hold(
     path: Path, what: str, say: Callable[[str], None], inside: tuple[Path, ...] = ()
 ) -> Iterator[Lock]:
-    """Holds the lock file `path` for the block; `what` names what it guards in the
-    waiting line ("the build in build/cpu-..."). `inside`: where the processes a
-    killed holder left behind work (their cwd), to tell them from strangers that
-    reuse a group id."""
+    """Holds the lock file `path` for the block; `what` names what the holder does, for
+    the line of a session that waits ("waiting for the build in build/cpu-... (pid N)
+    to finish"). `inside`: where the processes a killed holder left behind work (their
+    cwd), to tell them from strangers that reuse a group id."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -69,14 +72,14 @@ def hold(
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             _wait(fd, path, what, say)
-        lock = Lock(path, fd)
+        lock = Lock(path, fd, what)
         left = _read(path)
         for pgid in left.get("groups", []):
             stopped = procs.stop_group(int(pgid), inside=inside or (path.parent,))
             if stopped:
                 say(
-                    f"stopped {stopped} process(es) that an interrupted run "
-                    f"(pid {left.get('pid')}) left running in {what}"
+                    f"stopped {stopped} process(es) left running by an interrupted run "
+                    f"(pid {left.get('pid')}) of {left.get('what', what)}"
                 )
         lock.record()
         procs.group_listeners.append(lock.record)
@@ -90,7 +93,8 @@ def hold(
 
 
 def _wait(fd: int, path: Path, what: str, say: Callable[[str], None]) -> None:
-    holder = _read(path).get("pid", "unknown")
+    found = _read(path)
+    holder, what = found.get("pid", "unknown"), found.get("what", what)
     say(f"waiting for {what} (pid {holder}) to finish")
     started = time.monotonic()
     next_note = started + STILL_WAITING_EVERY_S

@@ -8,6 +8,7 @@ line that says what to do. noxfile.py calls these with a target name.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -154,14 +155,23 @@ def lock_file(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
+def venv_lock(path: Path, what: str):
+    """One session at a time sets up or builds into a venv; `what` it does."""
+    return lock.hold(lock_file(path), what, say, (ROOT,))
+
+
+@contextlib.contextmanager
 def build_lock(env: Env):
-    """One build per build directory at a time."""
-    return lock.hold(
-        env.build_dir / "build.lock",
-        f"the build in {show(env.build_dir)}",
-        say,
-        (ROOT, env.build_dir),
-    )
+    """One build per build directory at a time, and per venv: the build installs into
+    it, and a run killed during the build leaves processes that use both (their groups
+    are recorded in both locks, so the next run stops them before it touches either)."""
+    with contextlib.ExitStack() as stack:
+        what = f"the build in {show(env.build_dir)}"
+        if not env.options.use_existing_torch:  # not our venv: no lock file beside it
+            stack.enter_context(venv_lock(env.path, what))
+        inside = (ROOT, env.build_dir)
+        stack.enter_context(lock.hold(env.build_dir / "build.lock", what, say, inside))
+        yield
 
 
 def probe_torch(python: Path) -> targets.TorchInfo | None:
@@ -366,8 +376,7 @@ def prepare_env(
             run([uv, "pip", "install", "-p", str(python), *source_args, *missing], env=uv_env())
     else:
         path = venv_dir(venv_name or target.name)
-        what = f"{show(path)}, which another session is setting up"
-        with lock.hold(lock_file(path), what, say, (ROOT,)):
+        with venv_lock(path, f"the setup of {show(path)}"):
             python = venv.usable(path, ROOT, say)
             wanted = [
                 *build_reqs,
