@@ -280,6 +280,7 @@ def test_sigterm_says_what_it_stopped_and_sigkills_orphans_dont_race(tmp_path):
     compiled, total = summary(result)
     assert "process(es) left running by an interrupted run (pid " in result.stdout
     assert ") of the build in build/cpu-" in result.stdout
+    assert compilers_in(copy) == []
     assert summary(nox(copy, "-s", "build-cpu", timeout=BUILD)) == (0, total)
 
 
