@@ -179,11 +179,18 @@ def test_an_index_whose_package_pages_hang_ends_in_one_line(tmp_path):
     copy = copy_checkout(tmp_path / "copy")
     with serve_hanging_index() as url:
         result = nox(copy, "-s", "build-cpu", VLLM_TORCH_INDEX_URL=url)
-    assert aborted(result) == (
-        f"VLLM_TORCH_INDEX_URL={url} can't be reached ({url}/torch/ did not answer within "
-        "4 s); fix the URL or unset it."
-    )
-    assert not (copy / ".venv-cpu").exists()
+        assert aborted(result) == (
+            f"VLLM_TORCH_INDEX_URL={url} can't be reached ({url}/torch/ did not answer within "
+            "4 s); fix the URL or unset it."
+        )
+        assert not (copy / ".venv-cpu").exists()
+        # A pip mirror that hangs: uv gives up after UV_HTTP_TIMEOUT, once retried.
+        result = nox(copy, "-s", "build-cpu", timeout=300, PIP_EXTRA_INDEX_URL=url)
+    assert re.fullmatch(
+        f"uv couldn't fetch {re.escape(url)}/[\\w-]+/ \\(no answer within UV_HTTP_TIMEOUT=8 s, "
+        "retried\\); fix or remove that index .*, or set UV_OFFLINE=1 to install from uv's cache.",
+        aborted(result),
+    ), aborted(result)
 
 
 # -- item 4: two sessions at once ----------------------------------------------

@@ -74,19 +74,46 @@ def say(message: str) -> None:
     print(f"[vllm] {message}", flush=True)
 
 
+# uv's way of saying which URL failed, and why (its last "cause:" line).
+_UV_FETCH = re.compile(r"Failed to fetch: `?(\S+?)`?$", re.M)
+_UV_CAUSE = re.compile(r"^\s*cause: (.+)$", re.M)
+
+
+def uv_network_error(stderr: str) -> str | None:
+    """One line naming the URL uv couldn't fetch, from its error output; None if none."""
+    fetch = _UV_FETCH.search(stderr)
+    if not fetch:
+        return None
+    causes = _UV_CAUSE.findall(stderr)
+    why = causes[-1] if causes else "failed"
+    if "timed out" in why:
+        why = f"no answer within UV_HTTP_TIMEOUT={envs.get('UV_HTTP_TIMEOUT')} s, retried"
+    return (
+        f"uv couldn't fetch {fetch[1]} ({why}); fix or remove that index (pip's config, "
+        "PIP_EXTRA_INDEX_URL, VLLM_TORCH_INDEX_URL) or its proxy, or set UV_OFFLINE=1 to "
+        "install from uv's cache"
+    )
+
+
 def run(
     cmd: Sequence[str],
     env: dict[str, str] | None = None,
     capture: bool = False,
     label: str | None = None,
+    network: bool = False,
 ) -> str:
-    """Runs a command, echoed first (or its label); a failure becomes one DevkitError line."""
+    """Runs a command, echoed first (or its label); a failure becomes one DevkitError line.
+
+    `network`: a uv step that fetches; a fetch that fails is named in that line.
+    """
     step = label or shlex.join(str(c) for c in cmd)
     print("$ " + step, flush=True)
     try:
-        result = procs.run(cmd, env=env, capture=capture, step=step)
+        result = procs.run(cmd, env=env, capture=capture, step=step, tee_stderr=network)
     except KeyboardInterrupt:
         raise procs.Interrupted("SIGINT (Ctrl-C)", step) from None
+    if result.returncode != 0 and network and uv_network_error(result.stderr or ""):
+        raise DevkitError(uv_network_error(result.stderr or ""))
     if result.returncode != 0:
         what = label or f"{Path(cmd[0]).name} {' '.join(map(str, cmd[1:3]))} ..."
         raise DevkitError(
@@ -402,7 +429,7 @@ def prepare_env(
             venv.check_uv_target(python, path, uv, uv_env())
             if todo or damaged:
                 cmd = [uv, "pip", "install", "-p", str(python), *source_args, *reinstall, *wanted]
-                run(cmd, env=uv_env())
+                run(cmd, env=uv_env(), network=True)
             else:
                 say(f"{show(path)} has every build requirement: nothing to install, no network")
 

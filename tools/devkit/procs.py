@@ -101,11 +101,16 @@ def stop_group(pgid: int, grace_s: float = STOP_GRACE_S, inside: Iterable[Path] 
 
 
 def run(
-    cmd: Sequence[str], env: dict[str, str] | None = None, capture: bool = False, step: str = ""
+    cmd: Sequence[str],
+    env: dict[str, str] | None = None,
+    capture: bool = False,
+    step: str = "",
+    tee_stderr: bool = False,
 ) -> subprocess.CompletedProcess:
     """Runs `cmd` in a process group of its own and waits for it; on any exception
     (Ctrl-C, Interrupted) stops the whole group first, then re-raises. `step` names
-    it in the Interrupted message."""
+    it in the Interrupted message. With `tee_stderr`, its stderr is passed through as
+    it comes and also returned (as the result's stderr)."""
     global current_step
     current_step = step or " ".join(map(str, cmd[:3]))
     # A group of its own (Popen's process_group=0 is Python 3.11+).
@@ -117,11 +122,19 @@ def run(
         env=env,
         text=True,
         stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.PIPE if tee_stderr else None,
         **own_group,
     )
     for listener in group_listeners:
         listener(proc.pid)
+    err: list[str] = []
     try:
+        if tee_stderr:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+                err.append(line)
         out, _ = proc.communicate()
     except BaseException:
         stop_group(proc.pid)
@@ -129,4 +142,4 @@ def run(
         raise
     finally:
         current_step = None
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(err))

@@ -208,7 +208,9 @@ def choose_torch_sources(
         raise DevkitError(
             f"VLLM_TORCH_INDEX_URL={override} can't be reached{detail}; fix the URL or unset it"
         )
-    for mirror in pip.mirrors():
+    # Local mirrors first: they answer at once, and a remote one may hang.
+    by_place = sorted(pip.mirrors(), key=lambda m: "://" in m and not m.startswith("file://"))
+    for mirror in by_place:
         if holds(mirror, target):
             return TorchSources(
                 None,
