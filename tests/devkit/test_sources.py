@@ -221,3 +221,4 @@ def test_offline_or_complete_venvs_probe_no_index():
     environ = {"VLLM_TORCH_INDEX_URL": url}
     chosen = sources.choose_torch_sources(CPU, sources.PipSources(), environ, probe=False)
     assert chosen.note == "torch==2.13.0+cpu: already in the venv; no index contacted"
+    assert chosen.torch_index is None  # later installs take the mirrors, never a dead index

@@ -191,11 +191,14 @@ def choose_torch_sources(
     """
     override = envs.get("VLLM_TORCH_INDEX_URL", environ)
     index = override or target.torch_index
-    if envs.get("UV_OFFLINE", environ) or not probe:
-        why = "UV_OFFLINE: uv installs from its cache" if probe else "already in the venv"
-        return TorchSources(
-            index, pip, target.index_strategy, f"{target.torch_spec}: {why}; no index contacted"
-        )
+    if not probe:
+        # torch is there: later installs (test requirements, a plugin's build tools)
+        # need only the mirrors, and an unprobed index that doesn't answer would fail them.
+        note = f"{target.torch_spec}: already in the venv; no index contacted"
+        return TorchSources(None, pip, target.index_strategy, note)
+    if envs.get("UV_OFFLINE", environ):
+        note = f"{target.torch_spec}: UV_OFFLINE: uv installs from its cache; no index contacted"
+        return TorchSources(index, pip, target.index_strategy, note)
     reason = None
     if is_reachable is None:
         reason = unreachable_because(index)
