@@ -18,7 +18,9 @@ sys.path.insert(0, str(Path(__file__).parent / "tools"))
 from devkit import DevkitError, bench, options, pipeline, precompiled, workflows  # noqa: E402
 from devkit import ci as ci_module  # noqa: E402
 
-nox.options.default_venv_backend = "uv"
+# Without uv, the sessions that make nox venvs (tests, lint) fall back to virtualenv;
+# the build sessions need uv and say `pip install uv`.
+nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["tests", "build-cpu", "test-kernels-cpu", "test-plugins"]
 nox.options.stop_on_first_error = True  # no kernel tests after a failed build
 nox.needs_version = ">=2024.4.15"

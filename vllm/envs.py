@@ -52,7 +52,8 @@ class EnvVar:
                 return False
             raise EnvError(f"{self.name}={raw!r} is not a boolean; set {self.name}=1 or 0")
         if self.kind == "int":
-            if not raw.isdigit() or int(raw) < 1:
+            # isdigit() alone admits '²', which int() refuses.
+            if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
                 raise EnvError(
                     f"{self.name}={raw!r} is not a positive integer; "
                     f"set e.g. {self.name}=2 or unset it"
@@ -127,6 +128,12 @@ REGISTRY: dict[str, EnvVar] = {
             "str",
             None,
             "Same as ROCM_PATH, read when ROCM_PATH is unset.",
+        ),
+        EnvVar(
+            "CMAKE_ARGS",
+            "str",
+            None,
+            "Extra CMake arguments for this build only; a change reconfigures from a fresh cache.",
         ),
         EnvVar(
             "VLLM_USE_EXISTING_TORCH",
@@ -236,6 +243,24 @@ REGISTRY: dict[str, EnvVar] = {
             "str",
             None,
             "Index (or mirror) to install the target's torch from, instead of the PyTorch one.",
+        ),
+        EnvVar(
+            "UV_OFFLINE",
+            "bool",
+            False,
+            "uv's own: no network; the sessions then probe no index either.",
+        ),
+        EnvVar(
+            "UV_HTTP_TIMEOUT",
+            "int",
+            8,
+            "Seconds uv waits for an index to answer (the sessions' default; uv's own is 30).",
+        ),
+        EnvVar(
+            "UV_HTTP_RETRIES",
+            "int",
+            1,
+            "How often uv retries a failed request (the sessions' default; uv's own is 3).",
         ),
         EnvVar(
             "PIP_INDEX_URL",

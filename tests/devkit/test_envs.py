@@ -36,6 +36,9 @@ def test_values_are_validated():
     assert envs.get("MAX_JOBS", {"MAX_JOBS": ""}) is None
     with pytest.raises(DevkitError, match="VLLM_TARGET_DEVICE='tpu' is not one of auto, cpu"):
         envs.get("VLLM_TARGET_DEVICE", {"VLLM_TARGET_DEVICE": "tpu"})
+    # Unicode digits pass str.isdigit() but not int().
+    with pytest.raises(DevkitError, match="MAX_JOBS='²' is not a positive integer"):
+        envs.get("MAX_JOBS", {"MAX_JOBS": "²"})
     with pytest.raises(DevkitError, match="VLLM_CPU_ISA="):
         envs.check_all({"VLLM_CPU_ISA": "sse"})
 

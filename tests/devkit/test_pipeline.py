@@ -50,3 +50,18 @@ def test_requirement_lines_drop_comments_and_options(tmp_path):
 
 def test_venvs_are_per_target():
     assert pipeline.venv_dir("cpu").name == ".venv-cpu"
+
+
+def test_a_failed_fetch_of_uv_is_one_line_naming_the_url():
+    stderr = (
+        "Using Python 3.11.7 environment at: .venv-cpu\n"
+        "error: Request failed after 1 retry in 17.0s\n"
+        "  cause: Failed to fetch: `http://127.0.0.1:9/simple/numpy/`\n"
+        "  cause: error sending request for url (http://127.0.0.1:9/simple/numpy/)\n"
+        "  cause: operation timed out\n"
+    )
+    assert pipeline.uv_network_error(stderr).startswith(
+        "uv couldn't fetch http://127.0.0.1:9/simple/numpy/ (no answer within "
+        "UV_HTTP_TIMEOUT=8 s, retried); fix or remove that index"
+    )
+    assert pipeline.uv_network_error("error: No solution found\n") is None

@@ -66,7 +66,10 @@ def test_unreachable_torch_index_fails_in_one_line(tmp_path):
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/whl/cpu"
     result = nox(copy, "-s", "build-cpu", "test-kernels-cpu", VLLM_TORCH_INDEX_URL=url)
     assert result.returncode != 0
-    expected = f"VLLM_TORCH_INDEX_URL={url} can't be reached; fix the URL or unset it."
+    expected = (
+        f"VLLM_TORCH_INDEX_URL={url} can't be reached ({url}/: Connection refused); "
+        "fix the URL or unset it."
+    )
     assert abort_line(result) == expected
     assert not (copy / ".venv-cpu").exists()
 

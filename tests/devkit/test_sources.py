@@ -1,5 +1,6 @@
 """pip mirrors handed to uv, and the torch index fallback."""
 
+import contextlib
 import functools
 import http.server
 import os
@@ -159,5 +160,65 @@ def test_unreachable_index_without_mirror_names_the_override(tmp_path):
 
 def test_unreachable_override_is_an_error():
     url = closed_port_url()
-    with pytest.raises(DevkitError, match="VLLM_TORCH_INDEX_URL=.* can't be reached; fix the URL"):
+    refused = r"VLLM_TORCH_INDEX_URL=(.*) can't be reached \(\1/: Connection refused\); fix"
+    with pytest.raises(DevkitError, match=refused):
         sources.choose_torch_sources(CPU, sources.PipSources(), {"VLLM_TORCH_INDEX_URL": url})
+
+
+@pytest.fixture
+def hanging_index():
+    with serve_hanging_index() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve_hanging_index():
+    """An index on loopback whose root answers and whose package pages never do."""
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.rstrip("/") == "/simple":
+                body = b"<a href='torch/'>torch</a>"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                release.wait(120)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/simple"
+    release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_index_whose_package_pages_hang_is_one_line_naming_the_page(hanging_index):
+    with pytest.raises(DevkitError) as err:
+        sources.choose_torch_sources(
+            CPU, sources.PipSources(), {"VLLM_TORCH_INDEX_URL": hanging_index}
+        )
+    assert str(err.value) == (
+        f"VLLM_TORCH_INDEX_URL={hanging_index} can't be reached ({hanging_index}/torch/ did "
+        f"not answer within {sources.REACH_TIMEOUT_S:g} s); fix the URL or unset it"
+    )
+
+
+def test_offline_or_complete_venvs_probe_no_index():
+    url = closed_port_url()
+    environ = {"VLLM_TORCH_INDEX_URL": url, "UV_OFFLINE": "1"}
+    chosen = sources.choose_torch_sources(CPU, sources.PipSources(), environ)
+    assert chosen.torch_index == url
+    assert chosen.note == (
+        "torch==2.13.0+cpu: UV_OFFLINE: uv installs from its cache; no index contacted"
+    )
+    environ = {"VLLM_TORCH_INDEX_URL": url}
+    chosen = sources.choose_torch_sources(CPU, sources.PipSources(), environ, probe=False)
+    assert chosen.note == "torch==2.13.0+cpu: already in the venv; no index contacted"
+    assert chosen.torch_index is None  # later installs take the mirrors, never a dead index

@@ -70,3 +70,17 @@ def test_build_dir_is_per_target_torch_and_python(monkeypatch, tmp_path):
     assert targets.build_dir("cpu", "2.13.0+cpu") == ROOT / "build" / f"cpu-torch2.13.0+cpu-{tag}"
     monkeypatch.setenv("VLLM_BUILD_DIR", str(tmp_path))
     assert targets.build_dir("cuda", "2.14.1") == tmp_path / f"cuda-torch2.14.1-{tag}"
+
+
+def test_build_root_expands_home_and_refuses_files(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert targets.build_root({"VLLM_BUILD_DIR": "~/x"}) == tmp_path / "home" / "x"
+    (tmp_path / "afile").write_text("")
+    for value in (str(tmp_path / "afile"), str(tmp_path / "afile" / "below")):
+        with pytest.raises(DevkitError) as err:
+            targets.build_root({"VLLM_BUILD_DIR": value})
+        assert str(err.value) == (
+            f"VLLM_BUILD_DIR={value}: {tmp_path / 'afile'} is a file, not a directory; point "
+            "VLLM_BUILD_DIR at a directory (or unset it for build/)"
+        )
+    assert not (ROOT / "~").exists()

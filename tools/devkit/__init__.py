@@ -11,6 +11,10 @@ the PEP 517 backend in backend.py) can both import it. One module per concern:
     toolchain   tools on PATH, what a built library links in
     cuda, rocm  GPU toolchains and archs
     plan        the build plan: one resolve of all of the above, for every build
+    venv        a session's venv: checked before use, made under a temporary name
+    lock        one session per venv and per build directory (flock), leftovers stopped
+    procs       each command in a process group of its own; SIGTERM/SIGHUP as one line
+    cmakecache  the CMake cache follows CMAKE_ARGS
     pipeline    the steps of a build session, and its summary line
     options     each session's options (argparse), and what it passes through
     progress    live progress of a build, followed from its build dir

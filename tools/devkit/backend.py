@@ -21,10 +21,20 @@ import subprocess
 import sys
 from typing import Any
 
-from scikit_build_core import build as _skbuild
+try:
+    from scikit_build_core import build as _skbuild
+except ImportError:  # e.g. `pip install --no-build-isolation -e .` from a bare venv
+    print(
+        f"error: scikit-build-core is not installed for {sys.executable}, and "
+        "--no-build-isolation builds with what is there; install requirements/build.txt "
+        "and the target's torch first (nox -s build-cpu does all of it)",
+        file=sys.stderr,
+    )
+    raise SystemExit(1) from None
 
 from devkit import (
     DevkitError,
+    cmakecache,
     compiler_cache,
     envs,
     metadata,
@@ -123,6 +133,8 @@ def _settings(hook: str, config_settings: _Settings) -> tuple[plan.BuildPlan, di
         # csrc/ hipified into <build dir>/hipified; the defines name it, ROCm and the arch.
         defines.update(rocm.prepare_build(build.rocm, ROOT / "csrc", build.build_dir))
     build.write()
+    if hook.startswith("build_"):  # the hooks that configure CMake
+        cmakecache.follow_cmake_args(build.build_dir, envs.get("CMAKE_ARGS") or "", _say)
     ours: dict[str, Any] = {
         "build-dir": str(build.build_dir),
         "cmake.build-type": build.build_type,

@@ -8,6 +8,7 @@ line that says what to do. noxfile.py calls these with a target name.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,16 +26,20 @@ from pathlib import Path
 
 from devkit import (
     DevkitError,
+    cmakecache,
     compiler_cache,
     cuda,
     envs,
+    lock,
     metadata,
     precompiled,
+    procs,
     progress,
     rocm,
     sources,
     targets,
     toolchain,
+    venv,
 )
 from devkit import options as session_options
 from devkit import plan as plan_module
@@ -79,24 +84,50 @@ def say(message: str) -> None:
     print(f"[vllm] {message}", flush=True)
 
 
+# uv's way of saying which URL failed, and why (its last "cause:" line).
+_UV_FETCH = re.compile(r"Failed to fetch: `?(\S+?)`?$", re.M)
+_UV_CAUSE = re.compile(r"^\s*cause: (.+)$", re.M)
+
+
+def uv_network_error(stderr: str) -> str | None:
+    """One line naming the URL uv couldn't fetch, from its error output; None if none."""
+    fetch = _UV_FETCH.search(stderr)
+    if not fetch:
+        return None
+    causes = _UV_CAUSE.findall(stderr)
+    why = causes[-1] if causes else "failed"
+    if "timed out" in why:
+        why = f"no answer within UV_HTTP_TIMEOUT={envs.get('UV_HTTP_TIMEOUT')} s, retried"
+    return (
+        f"uv couldn't fetch {fetch[1]} ({why}); fix or remove that index (pip's config, "
+        "PIP_EXTRA_INDEX_URL, VLLM_TORCH_INDEX_URL) or its proxy, or set UV_OFFLINE=1 to "
+        "install from uv's cache"
+    )
+
+
 def run(
     cmd: Sequence[str],
     env: dict[str, str] | None = None,
     capture: bool = False,
     label: str | None = None,
+    network: bool = False,
 ) -> str:
-    """Runs a command, echoed first (or its label); a failure becomes one DevkitError line."""
-    print("$ " + (label or shlex.join(str(c) for c in cmd)), flush=True)
-    result = subprocess.run(
-        [str(c) for c in cmd],
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE if capture else None,
-    )
+    """Runs a command, echoed first (or its label); a failure becomes one DevkitError line.
+
+    `network`: a uv step that fetches; a fetch that fails is named in that line.
+    """
+    step = label or shlex.join(str(c) for c in cmd)
+    print("$ " + step, flush=True)
+    try:
+        result = procs.run(cmd, env=env, capture=capture, step=step, tee_stderr=network)
+    except KeyboardInterrupt:
+        raise procs.Interrupted("SIGINT (Ctrl-C)", step) from None
+    if result.returncode != 0 and network and uv_network_error(result.stderr or ""):
+        raise DevkitError(uv_network_error(result.stderr or ""))
     if result.returncode != 0:
+        what = label or f"{Path(cmd[0]).name} {' '.join(map(str, cmd[1:3]))} ..."
         raise DevkitError(
-            f"`{Path(cmd[0]).name} {' '.join(map(str, cmd[1:3]))} ...` failed with exit "
-            f"code {result.returncode}; its output is above"
+            f"`{what}` failed with exit code {result.returncode}; its output is above"
         )
     return result.stdout or ""
 
@@ -131,8 +162,53 @@ def venv_dir(target: str) -> Path:
 def uv_env() -> dict[str, str]:
     env = dict(os.environ)
     env["UV_PYTHON_DOWNLOADS"] = "never"  # the venv uses the interpreter running nox
+    # A hanging index costs one bounded wait, not uv's 30 s x 4 tries.
+    env["UV_HTTP_TIMEOUT"] = str(envs.get("UV_HTTP_TIMEOUT"))
+    env["UV_HTTP_RETRIES"] = str(envs.get("UV_HTTP_RETRIES"))
     env.pop("VIRTUAL_ENV", None)
     return env
+
+
+def use_utf8_for_a_non_ascii_checkout() -> None:
+    """Python 3.11 reads .pth files in the locale's encoding (UTF-8 mode or not), and the
+    editable install's .pth names the checkout: under LC_ALL=C, with a non-ASCII path, the
+    venv's Python can't start. The session's processes get a UTF-8 locale, with a word."""
+    import codecs
+    import locale
+
+    getencoding = getattr(locale, "getencoding", lambda: locale.getpreferredencoding(False))
+    encoding = codecs.lookup(getencoding()).name
+    if str(ROOT).isascii() or encoding == "utf-8":
+        return
+    os.environ["LC_ALL"] = "C.UTF-8"
+    say(
+        f"the checkout's path {ROOT} is not ASCII and the locale's encoding is {encoding}: "
+        "the session runs with LC_ALL=C.UTF-8; set it too to use the venv's Python yourself"
+    )
+
+
+def lock_file(path: Path) -> Path:
+    """The lock of a venv: a file beside it, as the venv may not exist yet (devkit.lock)."""
+    return path.with_name(path.name + ".lock")
+
+
+def venv_lock(path: Path, what: str):
+    """One session at a time sets up or builds into a venv; `what` it does."""
+    return lock.hold(lock_file(path), what, say, (ROOT,))
+
+
+@contextlib.contextmanager
+def build_lock(env: Env):
+    """One build per build directory at a time, and per venv: the build installs into
+    it, and a run killed during the build leaves processes that use both (their groups
+    are recorded in both locks, so the next run stops them before it touches either)."""
+    with contextlib.ExitStack() as stack:
+        what = f"the build in {show(env.build_dir)}"
+        if not env.options.use_existing_torch:  # not our venv: no lock file beside it
+            stack.enter_context(venv_lock(env.path, what))
+        inside = (ROOT, env.build_dir)
+        stack.enter_context(lock.hold(env.build_dir / "build.lock", what, say, inside))
+        yield
 
 
 def probe_torch(python: Path) -> targets.TorchInfo | None:
@@ -210,6 +286,40 @@ def _existing_torch(target: targets.Target) -> targets.TorchInfo:
     return info
 
 
+# Run in the venv with the requirement lines as argv[1]; prints those it doesn't satisfy
+# (versions and markers checked with the venv's `packaging`), or null without packaging.
+_UNSATISFIED = """
+import importlib.metadata as m, json, sys
+try:
+    from packaging.requirements import Requirement
+except ImportError:
+    print("null"); sys.exit()
+bad = []
+for line in json.loads(sys.argv[1]):
+    req = Requirement(line)
+    if req.marker and not req.marker.evaluate():
+        continue
+    try:
+        found = m.version(req.name)
+    except m.PackageNotFoundError:
+        bad.append(line); continue
+    if not req.specifier.contains(found, prereleases=True):
+        bad.append(line)
+print(json.dumps(bad))
+"""
+
+
+def unsatisfied(python: Path, requirements: list[str]) -> list[str]:
+    """The requirements the venv doesn't satisfy, versions included (all, if unsure)."""
+    out = run(
+        [str(python), "-c", _UNSATISFIED, json.dumps(requirements)],
+        capture=True,
+        label="<which requirements the venv lacks>",
+    )
+    found = json.loads(out.strip().splitlines()[-1])
+    return requirements if found is None else found
+
+
 def _missing(python: Path, requirements: list[str]) -> list[str]:
     """The requirements whose distribution the venv lacks (versions not enforced)."""
     names = {re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0]: line for line in requirements}
@@ -241,6 +351,8 @@ def prepare_env(
     torch comes from) runs before anything is created or downloaded: the plan
     is resolved first against the target's pin, then again against the venv.
     """
+    procs.install_handlers()  # SIGTERM, SIGHUP: one line, and the build's processes stopped
+    use_utf8_for_a_non_ascii_checkout()
     envs.check_all()
     target = targets.get_target(target_name)
     uv = find_uv()
@@ -273,28 +385,36 @@ def prepare_env(
         if missing:
             run([uv, "pip", "install", "-p", str(python), *source_args, *missing], env=uv_env())
     else:
-        torch_sources = sources.choose_torch_sources(target, pip)
-        say(torch_sources.note)
-        source_args = torch_sources.uv_args()
         path = venv_dir(venv_name or target.name)
-        python = path / "bin" / "python"
-        if not python.exists():
-            run([uv, "venv", "--python", sys.executable, str(path)], env=uv_env())
-        run(
-            [
-                uv,
-                "pip",
-                "install",
-                "-p",
-                str(python),
-                *source_args,
+        with venv_lock(path, f"the setup of {show(path)}"):
+            python = venv.usable(path, ROOT, say)
+            wanted = [
                 *build_reqs,
-                "-r",
-                str(target.requirements_file),
+                *metadata.requirement_lines(target.requirements_file),
                 target.torch_spec,
-            ],
-            env=uv_env(),
-        )
+            ]
+            todo = unsatisfied(python, wanted) if python else wanted
+            reinstall = []
+            damaged = venv.missing_files(path, "torch") if python else []
+            if damaged:
+                say(
+                    f"torch in {show(path)} lacks {damaged[0]} ({len(damaged)} of its "
+                    "libraries): reinstalling it"
+                )
+                reinstall = ["--reinstall-package", "torch"]
+            # Sources are probed (seconds) only when something is to be installed,
+            # before the venv is made: an unreachable index creates nothing.
+            torch_sources = sources.choose_torch_sources(target, pip, probe=bool(todo or damaged))
+            say(torch_sources.note)
+            source_args = torch_sources.uv_args()
+            if python is None:
+                python = venv.ensure(path, ROOT, uv, run, uv_env(), say)
+            venv.check_uv_target(python, path, uv, uv_env())
+            if todo or damaged:
+                cmd = [uv, "pip", "install", "-p", str(python), *source_args, *reinstall, *wanted]
+                run(cmd, env=uv_env(), network=True)
+            else:
+                say(f"{show(path)} has every build requirement: nothing to install, no network")
 
     info = probe_torch(python)
     if info is None:
@@ -311,6 +431,9 @@ def prepare_env(
 def backend_env(env: Env) -> tuple[dict[str, str], list[str]]:
     """The environment and the config settings that hand the plan to the build backend."""
     plan_file = env.plan.write()
+    if not env.plan.precompiled:
+        # Here, where it shows; the backend checks again for by-hand builds.
+        cmakecache.follow_cmake_args(env.build_dir, envs.get("CMAKE_ARGS") or "", say)
     environ = compiler_cache.environ_for(env.plan.compiler_cache, uv_env())
     return environ, ["-C", f"{plan_module.CONFIG_KEY}={plan_file}"]
 
@@ -323,11 +446,11 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
     started = time.monotonic()
     started_ns = time.time_ns()
     say(env.plan.jobs.reason)
-    extra = list(uv_args)
-    if env.options.use_existing_torch:
-        extra.append("--no-deps")  # never touch the torch that was there
+    # --no-deps: prepare_env installed them (or left an existing torch alone), so a
+    # rebuild resolves nothing and needs no network.
+    extra = [*uv_args, "--no-deps"]
     # The store is checked first: a dead one is one warning and the local cache.
-    with compiler_cache.serve(env.plan.compiler_cache, say) as served:
+    with build_lock(env), compiler_cache.serve(env.plan.compiler_cache, say) as served:
         env.plan = dataclasses.replace(env.plan, compiler_cache=served.cache)
         cache = served.cache
         say(f"compiler cache: {cache.describe() if cache else 'none (VLLM_COMPILER_CACHE=auto)'}")
@@ -335,11 +458,10 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
         # The command a contributor can type in the activated venv, plus the plan.
         cmd = env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT))
         followed = progress.run(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs)
-    if followed.summary():
-        say(followed.summary())
-    lookups = served.lookups()
-
-    smoke_check(env)
+        if followed.summary():
+            say(followed.summary())
+        lookups = served.lookups()
+        smoke_check(env)
 
     objects = ninja_objects(env.build_dir)
     compiled = len(ninja_outputs(env.build_dir, started_ns) & objects)
@@ -440,7 +562,7 @@ def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".wheel-", dir=out_dir))
     try:
-        with compiler_cache.serve(env.plan.compiler_cache, say) as served:
+        with build_lock(env), compiler_cache.serve(env.plan.compiler_cache, say) as served:
             env.plan = dataclasses.replace(env.plan, compiler_cache=served.cache)
             environ, settings = backend_env(env)
             cmd = [find_uv(), "build", "--wheel", "--no-build-isolation", "--python"]
@@ -470,11 +592,13 @@ def install_precompiled(env: Env) -> str:
     """
     started = time.monotonic()
     wheel, path, info = precompiled.prepare(env.target, env.torch, log=say)
-    environ, settings = backend_env(env)
-    environ["VLLM_PRECOMPILED_WHEEL_LOCATION"] = str(path)  # the copy just checked
-    # --no-deps: prepare_env has just installed them, torch checked; no resolve.
-    run(env.uv_pip("--no-build-isolation", *settings, "--no-deps", "-e", str(ROOT)), env=environ)
-    smoke_check(env)
+    with build_lock(env):
+        environ, settings = backend_env(env)
+        environ["VLLM_PRECOMPILED_WHEEL_LOCATION"] = str(path)  # the copy just checked
+        # --no-deps: prepare_env has just installed them, torch checked; no resolve.
+        uv_args = env.uv_pip("--no-build-isolation", *settings, "--no-deps", "-e", str(ROOT))
+        run(uv_args, env=environ)
+        smoke_check(env)
     return (
         f"installed {env.target.name} from {wheel.origin} in {time.monotonic() - started:.1f}s, "
         f"compiling nothing (torch {info['torch_version']}, commit "

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from devkit import DevkitError, toolchain
+from devkit import DevkitError, procs, toolchain
 
 POLL_S = 0.25
 # File times come from a coarse clock (a tick behind time.time_ns()).
@@ -318,14 +318,12 @@ def run(
     screen = screen or Screen()
     started_ns = time.time_ns()
     follower = Follower(build_dir, jobs, started_ns)
-    screen.line("$ " + " ".join(str(c) for c in cmd))
-    process = subprocess.Popen(
-        [str(c) for c in cmd],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
+    step = " ".join(str(c) for c in cmd)
+    screen.line("$ " + step)
+    # A process group of its own (devkit.procs): an interrupted build stops all of it.
+    procs.current_step = step
+    process = procs.popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
     )
 
     def copy_output() -> None:
@@ -344,10 +342,13 @@ def run(
         reader.join()
         for text in follower.poll():  # what finished in the last interval
             screen.line(prefix + text)
+    except KeyboardInterrupt:
+        raise procs.Interrupted("SIGINT (Ctrl-C)", step) from None
     finally:
         if process.poll() is None:  # interrupted: don't leave the build running
-            process.terminate()
+            procs.stop_group(process.pid)
             process.wait()
+        procs.current_step = None
         screen.done()
     if process.returncode != 0:
         raise DevkitError(

@@ -112,8 +112,33 @@ def _read(location: str, timeout: float) -> str | None:
         return None
 
 
+def unreachable_because(url: str, timeout: float = REACH_TIMEOUT_S) -> str | None:
+    """Why the index at `url` can't serve torch, or None when it can.
+
+    Both its root and its torch page are asked (each bounded by `timeout`, for
+    the connect and every read): an index whose root answers while its package
+    pages hang would otherwise hold uv for minutes.
+    """
+    for page in (url.rstrip("/") + "/", url.rstrip("/") + "/torch/"):
+        if "://" not in page or page.startswith("file://"):
+            if _read(page, timeout) is None:
+                return f"{page} not found"
+            continue
+        try:
+            with urllib.request.urlopen(page, timeout=timeout) as response:
+                response.read()
+        except urllib.error.HTTPError as exc:
+            return f"{page} answered HTTP {exc.code}"
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+                return f"{page} did not answer within {timeout:g} s"
+            return f"{page}: {getattr(reason, 'strerror', None) or reason}"
+    return None
+
+
 def reachable(url: str, timeout: float = REACH_TIMEOUT_S) -> bool:
-    return _read(url.rstrip("/") + "/", timeout) is not None
+    return unreachable_because(url, timeout) is None
 
 
 def wheel_pattern(target: Target) -> re.Pattern[str]:
@@ -155,19 +180,40 @@ def choose_torch_sources(
     target: Target,
     pip: PipSources,
     environ: Mapping[str, str] | None = None,
-    is_reachable: Callable[[str], bool] = reachable,
+    is_reachable: Callable[[str], bool] | None = None,
     holds: Callable[[str, Target], bool] = holds_pin,
+    probe: bool = True,
 ) -> TorchSources:
-    """The target's index when it answers; else the mirrors that hold the pin; else an error."""
+    """The target's index when it answers; else the mirrors that hold the pin; else an error.
+
+    Without `probe` (the venv already has everything) or with UV_OFFLINE, no
+    index is asked: uv is handed the same sources and contacts none of them.
+    """
     override = envs.get("VLLM_TORCH_INDEX_URL", environ)
     index = override or target.torch_index
-    if is_reachable(index):
+    if not probe:
+        # torch is there: later installs (test requirements, a plugin's build tools)
+        # need only the mirrors, and an unprobed index that doesn't answer would fail them.
+        note = f"{target.torch_spec}: already in the venv; no index contacted"
+        return TorchSources(None, pip, target.index_strategy, note)
+    if envs.get("UV_OFFLINE", environ):
+        note = f"{target.torch_spec}: UV_OFFLINE: uv installs from its cache; no index contacted"
+        return TorchSources(index, pip, target.index_strategy, note)
+    reason = None
+    if is_reachable is None:
+        reason = unreachable_because(index)
+    elif not is_reachable(index):
+        reason = "unreachable"
+    if reason is None:
         return TorchSources(index, pip, target.index_strategy, f"{target.torch_spec} from {index}")
     if override:
+        detail = "" if reason == "unreachable" else f" ({reason})"
         raise DevkitError(
-            f"VLLM_TORCH_INDEX_URL={override} can't be reached; fix the URL or unset it"
+            f"VLLM_TORCH_INDEX_URL={override} can't be reached{detail}; fix the URL or unset it"
         )
-    for mirror in pip.mirrors():
+    # Local mirrors first: they answer at once, and a remote one may hang.
+    by_place = sorted(pip.mirrors(), key=lambda m: "://" in m and not m.startswith("file://"))
+    for mirror in by_place:
         if holds(mirror, target):
             return TorchSources(
                 None,

@@ -6,6 +6,7 @@ no other module branches on the target's name for these facts.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -165,9 +166,28 @@ def build_dir(target: str, torch_version: str, venv_name: str = "") -> Path:
     return build_root() / f"{target}-torch{torch_version}-{python_tag()}{suffix}"
 
 
-def build_root() -> Path:
-    """VLLM_BUILD_DIR: where the build directories (and staged precompiled binaries) live."""
-    return ROOT / envs.get("VLLM_BUILD_DIR")  # an absolute VLLM_BUILD_DIR replaces ROOT
+def build_root(environ=None) -> Path:
+    """VLLM_BUILD_DIR: where the build directories (and staged precompiled binaries) live.
+
+    `~` is expanded; a path that is a file, or under no writable directory, is
+    one line naming the fix, before anything is written.
+    """
+    raw = envs.get("VLLM_BUILD_DIR", environ)
+    root = ROOT / Path(raw).expanduser()  # an absolute VLLM_BUILD_DIR replaces ROOT
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DevkitError(
+            f"VLLM_BUILD_DIR={raw}: {existing} is a file, not a directory; point "
+            "VLLM_BUILD_DIR at a directory (or unset it for build/)"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DevkitError(
+            f"VLLM_BUILD_DIR={raw}: {existing} is not writable; point VLLM_BUILD_DIR at a "
+            "writable directory (e.g. VLLM_BUILD_DIR=/tmp/vllm-build)"
+        )
+    return root
 
 
 def check_torch(target: Target, info: TorchInfo) -> None:

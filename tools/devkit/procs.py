@@ -1,0 +1,150 @@
+"""Child processes that end with the session, and signals that end it in one line.
+
+A build runs uv -> the backend -> CMake -> ninja -> compilers. Each command
+a step runs gets a process group of its own, so that when the session stops
+(Ctrl-C, SIGTERM, SIGHUP, an error) every process of the build is stopped and
+waited for: no orphaned compiler keeps writing object files into the build
+directory after the session said it was done. The group is recorded in the
+locks the session holds (devkit.lock), so that after a SIGKILL, which nothing
+can catch, the next run stops the leftovers before it builds.
+
+SIGTERM and SIGHUP become `Interrupted`, a DevkitError: one line naming the
+interrupted step and saying that the next run resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from devkit import DevkitError
+
+STOP_GRACE_S = 10.0  # SIGTERM first; SIGKILL for what is still running after this
+
+# Called with the pgid of each new group (devkit.lock records it in the locks held).
+group_listeners: list[Callable[[int], None]] = []
+current_step: str | None = None
+
+
+class Interrupted(DevkitError):
+    """The session got SIGTERM, SIGHUP or SIGINT."""
+
+    def __init__(self, signame: str, step: str | None = None):
+        self.signame = signame
+        self.step = step
+        where = f" while running `{step}`" if step else ""
+        super().__init__(
+            f"{signame} stopped the session{where}; its processes were stopped too, and the "
+            "next run resumes where this one stopped (the build directory keeps what was compiled)"
+        )
+
+
+def _raise(signum: int, _frame) -> None:
+    raise Interrupted(signal.Signals(signum).name, current_step)
+
+
+def install_handlers() -> None:
+    """SIGTERM and SIGHUP raise Interrupted (Python's default ends silently)."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise)
+
+
+def group_members(pgid: int, inside: Iterable[Path] = ()) -> list[int]:
+    """Live processes of process group `pgid` (other than this one), from /proc;
+    with `inside`, only those whose working directory is under one of those paths
+    (a recycled group id then names nobody's processes but ours)."""
+    roots = [Path(p).resolve() for p in inside]
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after ')'.
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] == "Z" or int(fields[2]) != pgid:
+                continue
+            if roots:
+                cwd = Path(os.readlink(entry / "cwd"))
+                if not any(cwd == r or cwd.is_relative_to(r) for r in roots):
+                    continue
+        except (OSError, IndexError, ValueError):
+            continue
+        members.append(int(entry.name))
+    return sorted(members)
+
+
+def stop_group(pgid: int, grace_s: float = STOP_GRACE_S, inside: Iterable[Path] = ()) -> int:
+    """SIGTERM to every process of the group, SIGKILL after `grace_s`; waits until none
+    is left. Returns how many there were."""
+    inside = list(inside)
+    members = group_members(pgid, inside)
+    if not members:
+        return 0
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in group_members(pgid, inside):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < deadline and group_members(pgid, inside):
+            time.sleep(0.05)
+        if not group_members(pgid, inside):
+            break
+    return len(members)
+
+
+def popen(cmd: Sequence[str], **kwargs) -> subprocess.Popen:
+    """Starts `cmd` in a process group of its own, which the listeners record."""
+    # Popen's process_group=0 is Python 3.11+.
+    own_group: dict = (
+        {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+    )
+    proc = subprocess.Popen([str(c) for c in cmd], **kwargs, **own_group)
+    for listener in group_listeners:
+        listener(proc.pid)
+    return proc
+
+
+def run(
+    cmd: Sequence[str],
+    env: dict[str, str] | None = None,
+    capture: bool = False,
+    step: str = "",
+    tee_stderr: bool = False,
+) -> subprocess.CompletedProcess:
+    """Runs `cmd` in a process group of its own and waits for it; on any exception
+    (Ctrl-C, Interrupted) stops the whole group first, then re-raises. `step` names
+    it in the Interrupted message. With `tee_stderr`, its stderr is passed through as
+    it comes and also returned (as the result's stderr)."""
+    global current_step
+    current_step = step or " ".join(map(str, cmd[:3]))
+    proc = popen(
+        cmd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.PIPE if tee_stderr else None,
+    )
+    err: list[str] = []
+    try:
+        if tee_stderr:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+                err.append(line)
+        out, _ = proc.communicate()
+    except BaseException:
+        stop_group(proc.pid)
+        proc.wait()
+        raise
+    finally:
+        current_step = None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(err))
