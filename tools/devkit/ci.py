@@ -36,6 +36,7 @@ BUILD_MODULES = frozenset(
     for name in (
         "__init__",
         "backend",
+        "cmakecache",
         "compiler_cache",
         "cuda",
         "envs",
