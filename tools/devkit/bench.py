@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devkit import DevkitError, pipeline, resources, targets
+from devkit import DevkitError, pipeline, targets
 from devkit.envs import ROOT
 
 AGAINST = "--against"
@@ -126,7 +126,14 @@ def build_ref(env: pipeline.Env, ref: str) -> RefBuild:
     src = root / "src"
     pipeline.say(f"--against {name}: {sha[:12]} in a worktree at {pipeline.show(src)}")
     _worktree(sha, src)
-    plan = resources.plan_for_this_machine(env.target)
+    # REF's backend may predate the build plan: it gets the plan's decisions as the
+    # variables a contributor sets by hand, which every version of it reads.
+    environ = {
+        **pipeline.uv_env(),
+        **env.plan.build_environ(),
+        "VLLM_TARGET_DEVICE": env.plan.target,
+        "MAX_JOBS": str(env.plan.jobs.jobs),
+    }
     staging = Path(tempfile.mkdtemp(prefix=".wheel-", dir=root))
     try:
         cmd = [
@@ -142,7 +149,7 @@ def build_ref(env: pipeline.Env, ref: str) -> RefBuild:
             str(staging),
             str(src),
         ]
-        pipeline.run(cmd, env=pipeline.backend_env(env, plan))
+        pipeline.run(cmd, env=environ)
         wheels = list(staging.glob("*.whl"))
         if len(wheels) != 1:
             raise DevkitError(f"building {sha[:12]} made {len(wheels)} wheels, expected one")
