@@ -107,8 +107,13 @@ def popen(cmd: Sequence[str], **kwargs) -> subprocess.Popen:
         {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
     )
     proc = subprocess.Popen([str(c) for c in cmd], **kwargs, **own_group)
-    for listener in group_listeners:
-        listener(proc.pid)
+    try:  # a signal may arrive while a listener runs: the group must not outlive it
+        for listener in group_listeners:
+            listener(proc.pid)
+    except BaseException:
+        stop_group(proc.pid)
+        proc.wait()
+        raise
     return proc
 
 
@@ -125,6 +130,7 @@ def run(
     it comes and also returned (as the result's stderr)."""
     global current_step
     current_step = step or " ".join(map(str, cmd[:3]))
+    err: list[str] = []
     proc = popen(
         cmd,
         env=env,
@@ -132,7 +138,6 @@ def run(
         stdout=subprocess.PIPE if capture else None,
         stderr=subprocess.PIPE if tee_stderr else None,
     )
-    err: list[str] = []
     try:
         if tee_stderr:
             assert proc.stderr is not None

@@ -332,8 +332,8 @@ def run(
             screen.line(text.rstrip("\n"))
 
     reader = threading.Thread(target=copy_output, daemon=True)
-    reader.start()
     try:
+        reader.start()
         while process.poll() is None:
             for text in follower.poll():
                 screen.line(prefix + text)
