@@ -111,10 +111,45 @@ def popen(cmd: Sequence[str], **kwargs) -> subprocess.Popen:
         for listener in group_listeners:
             listener(proc.pid)
     except BaseException:
-        stop_group(proc.pid)
+        stop_tree(proc.pid)
         proc.wait()
         raise
     return proc
+
+
+def _children() -> dict[int, list[int]]:
+    """Every live process's children, by parent pid, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return children
+
+
+def stop_tree(pid: int) -> None:
+    """Stops the process group of `pid` and the groups of all its descendants.
+
+    ninja starts each compiler in a process group of its own, so stopping the
+    build's group alone can leave compilers running; their groups are found
+    first, while the tree still hangs together, then each is stopped.
+    """
+    children, groups, todo = _children(), [pid], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            todo.append(child)
+            try:
+                group = os.getpgid(child)
+            except OSError:
+                continue
+            if group not in groups and group != os.getpgid(0):
+                groups.append(group)
+    for group in groups:
+        stop_group(group)
 
 
 def run(
@@ -147,7 +182,7 @@ def run(
                 err.append(line)
         out, _ = proc.communicate()
     except BaseException:
-        stop_group(proc.pid)
+        stop_tree(proc.pid)
         proc.wait()
         raise
     finally:

@@ -346,7 +346,7 @@ def run(
         raise procs.Interrupted("SIGINT (Ctrl-C)", step) from None
     finally:
         if process.poll() is None:  # interrupted: don't leave the build running
-            procs.stop_group(process.pid)
+            procs.stop_tree(process.pid)
             process.wait()
         procs.current_step = None
         screen.done()
