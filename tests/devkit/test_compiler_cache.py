@@ -94,6 +94,8 @@ def test_the_server_port_follows_checkout_and_config(tools):
     again = compiler_cache.resolve(redis, bin_dir=tools, root=Path("/a"))
     b = compiler_cache.resolve(redis, bin_dir=tools, root=Path("/b"))
     assert a.port == again.port != b.port
+    # Below the ephemeral range: no outgoing connection's local port can be holding it.
+    assert compiler_cache.PORT_LOW <= int(a.port) < compiler_cache._ephemeral_ports()[0]
     local = compiler_cache.resolve_local(a, "can't connect")
     assert local.remote is None and local.fallback == "can't connect"
     assert local.port != a.port and "SCCACHE_MULTILEVEL_CHAIN" not in local.environ
@@ -206,3 +208,37 @@ def test_serve_falls_back_with_one_warning(tmp_path, redis_with_password, sccach
     assert len(warnings) == 1
     assert warnings[0].startswith("warning: the compiler-cache store redis://:***@127.0.0.1:")
     assert warnings[0].endswith("building with the local cache only")
+
+
+def local_sccache(tmp_path) -> CompilerCache:
+    environ = {"VLLM_COMPILER_CACHE": "sccache", "SCCACHE_DIR": str(tmp_path / "local")}
+    cache = compiler_cache.resolve(environ, root=tmp_path)
+    if cache is None:
+        pytest.skip("sccache is not installed (requirements/build.txt has it)")
+    return CompilerCache(**{**cache.__dict__, "environ": {**cache.environ, **environ}})
+
+
+def test_a_port_held_by_something_else_moves_the_server(tmp_path, monkeypatch):
+    """A socket bound to the server's port but not listening (what an outgoing
+    connection's local port looks like): sccache says "Address in use", and the
+    server moves to the checkout's next port, where a second build finds it."""
+    monkeypatch.delenv("SCCACHE_SERVER_PORT", raising=False)
+    cache = local_sccache(tmp_path)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", int(cache.port)))
+        moved, error = compiler_cache.start_server(cache)
+        try:
+            assert error is None and moved.port == compiler_cache._next_port(cache.port)
+            assert compiler_cache.connect_error(("127.0.0.1", int(moved.port))) is None
+            again, error = compiler_cache.start_server(cache)
+            assert error is None and again.port == moved.port
+            assert compiler_cache.cache_stats(again) == CacheStats(0, 0, 0)
+        finally:
+            compiler_cache.stop_server(moved)
+
+        # A port the user chose is theirs: one line that says what to do.
+        monkeypatch.setenv("SCCACHE_SERVER_PORT", cache.port)
+        same, error = compiler_cache.start_server(cache)
+        assert same.port == cache.port
+        assert error.startswith("Server startup failed: Address in use")
+        assert error.endswith("set SCCACHE_SERVER_PORT to a free one)")

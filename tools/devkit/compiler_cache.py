@@ -28,6 +28,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -62,6 +63,9 @@ STORE_PREFIXES += ("MULTILEVEL",)
 PROBE_TIMEOUT_S = 3.0  # a TCP connect to the store
 START_TIMEOUT_S = 30.0  # sccache --start-server (its own limit is 10 s)
 WATCH_INTERVAL_S = 1.0
+PORT_LOW = 10000  # the servers' ports are picked from PORT_LOW up to the ephemeral range
+PORT_STRIDE = 7919  # from a held port to the next one tried
+PORTS_TRIED = 8
 
 
 @dataclass(frozen=True)
@@ -187,11 +191,35 @@ def store_environ(url: str, read_only: bool, environ: Mapping[str, str]) -> tupl
     return backend, out
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel picks outgoing connections' local ports from."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def _port_range() -> tuple[int, int]:
+    """[low, high) for the server's port: below the ephemeral range, where no outgoing
+    connection (uv's downloads, sccache's own to the store) can be holding it."""
+    low = min(PORT_LOW, _ephemeral_ports()[0] - 1000)
+    return low, max(_ephemeral_ports()[0], low + 1000)
+
+
 def _server_port(root: Path, settings: Mapping[str, str]) -> str:
     """A port of this checkout and cache config: builds with the same config share the
     server; another checkout (whose SCCACHE_BASEDIRS differ) gets its own."""
     digest = hashlib.sha256(json.dumps([str(root), sorted(settings.items())]).encode())
-    return str(20000 + int(digest.hexdigest(), 16) % 30000)
+    low, high = _port_range()
+    return str(low + int(digest.hexdigest(), 16) % (high - low))
+
+
+def _next_port(port: str) -> str:
+    """Where the server goes when `port` is held by something else; every build of
+    the checkout walks the same sequence, so they still find one server."""
+    low, high = _port_range()
+    return str(low + (int(port) - low + PORT_STRIDE) % (high - low))
 
 
 def _finish_sccache(
@@ -337,21 +365,56 @@ def _error_line(result: subprocess.CompletedProcess) -> str:
     return (lines[0] if lines else f"exit code {result.returncode}")[:200]
 
 
-def start_server(cache: CompilerCache) -> str | None:
-    """Starts (or finds running) the sccache server of `cache`; why not, else None.
+def _listening(port: str | None, wait_s: float = 1.0) -> bool:
+    """Whether a server accepts connections on 127.0.0.1:`port` (one that is starting
+    binds a moment before it listens, hence the wait)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        if port and connect_error(("127.0.0.1", int(port)), timeout=wait_s) is None:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
-    sccache's startup checks the store (it reads and writes a check object),
-    so a wrong password or a missing bucket fails here, not in a compile.
-    """
+
+def _with_port(cache: CompilerCache, port: str) -> CompilerCache:
+    return replace(cache, environ={**cache.environ, "SCCACHE_SERVER_PORT": port})
+
+
+def _start_on(cache: CompilerCache) -> tuple[str | None, bool]:
+    """Starts the server of `cache` on its port: (why not or None, whether the port is
+    held by something that is not a server, so another port should be tried)."""
     result = _sccache(cache, "--start-server")
     if result.returncode == 0:
-        return None
+        return None, False
     if "Address in use" in (result.stderr or ""):
-        # Another build of this checkout started it: the same config, reuse it.
-        if _sccache(cache, "--show-stats", "--stats-format=json", timeout=10).returncode == 0:
-            return None
+        # Another build of this checkout started it (the same config): reuse it. Or
+        # something else holds the port without a server listening; `--show-stats`
+        # can't tell (it answers without a server), a connection can.
+        if _listening(cache.port):
+            return None, False
+        return _error_line(result), True
     _sccache(cache, "--stop-server", timeout=10)
-    return _error_line(result)
+    return _error_line(result), False
+
+
+def start_server(cache: CompilerCache) -> tuple[CompilerCache, str | None]:
+    """Starts (or finds running) the sccache server of `cache`: (the cache, on the port
+    its server listens on; why it did not start, else None).
+
+    sccache's startup checks the store (it reads and writes a check object),
+    so a wrong password or a missing bucket fails here, not in a compile. A port
+    held by something else moves the server to the next port of the checkout's
+    sequence, unless SCCACHE_SERVER_PORT was given.
+    """
+    tries = 1 if "SCCACHE_SERVER_PORT" in os.environ else PORTS_TRIED
+    on = cache
+    for _ in range(tries):
+        error, held = _start_on(on)
+        if not held:
+            return on, error
+        on = _with_port(on, _next_port(on.port or str(PORT_LOW)))
+    return cache, f"{error} (tried {tries} ports; set SCCACHE_SERVER_PORT to a free one)"
 
 
 def stop_server(cache: CompilerCache | None) -> None:
@@ -374,7 +437,7 @@ def check_store(cache: CompilerCache) -> str | None:
     with tempfile.TemporaryDirectory(prefix="devkit-sccache-") as tmp:
         probe = replace(cache, environ={**cache.environ, "SCCACHE_SERVER_PORT": port})
         probe = replace(probe, environ={**probe.environ, "SCCACHE_DIR": tmp})
-        error = start_server(probe)
+        probe, error = start_server(probe)
         stop_server(probe)
     return error
 
@@ -411,7 +474,12 @@ def _watch(served: Served, stop: threading.Event, warn: Callable[[str], None]) -
             f"mid-build ({error}); the build goes on with the local cache"
         )
         stop_server(cache)
-        start_server(local)
+        error, _ = _start_on(local)  # the same port: the compiles running know no other
+        if error:
+            warn(
+                f"warning: sccache's server did not restart ({error}); the compiles left fail, "
+                "and the next run starts it afresh"
+            )
         served.cache, served.restarted = local, True
         return
 
@@ -422,7 +490,9 @@ def ready(cache: CompilerCache | None, warn: Callable[[str], None]) -> CompilerC
     if cache is None or cache.kind != "sccache":
         return cache
     if cache.remote:
-        error = connect_error(store_address(cache)) or start_server(cache)
+        error = connect_error(store_address(cache))
+        if error is None:
+            cache, error = start_server(cache)
         if error is None:
             return cache
         warn(
@@ -430,7 +500,7 @@ def ready(cache: CompilerCache | None, warn: Callable[[str], None]) -> CompilerC
             f"({error}); building with the local cache only"
         )
         cache = resolve_local(cache, error)
-    error = start_server(cache)
+    cache, error = start_server(cache)
     if error:
         warn(f"warning: sccache's server did not start ({error}); building without a cache")
         return None
