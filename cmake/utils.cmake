@@ -1,7 +1,12 @@
 # One function per build concern. CMakeLists.txt reads as a list of calls.
 
-# Routes every compiler through ccache/sccache when a launcher is given.
-function(vllm_set_compiler_launcher launcher)
+# Routes every compiler through ccache/sccache when a launcher is given; nvcc
+# through `cuda_launcher` instead when that is set (a list). With sccache the
+# build plan sets it so that paths reach sccache relative to the checkout:
+#   vllm_set_compiler_launcher("/venv/bin/sccache"
+#     "/repo/tools/devkit/nvcc_relative.py;/venv/bin/sccache")
+# makes ninja run `nvcc_relative.py /venv/bin/sccache /usr/local/cuda/bin/nvcc -c ...`.
+function(vllm_set_compiler_launcher launcher cuda_launcher)
   if(launcher)
     foreach(lang C CXX CUDA HIP)
       set(CMAKE_${lang}_COMPILER_LAUNCHER "${launcher}" PARENT_SCOPE)
@@ -9,6 +14,10 @@ function(vllm_set_compiler_launcher launcher)
     message(STATUS "Compiler cache: ${launcher}")
   else()
     message(STATUS "Compiler cache: none")
+  endif()
+  if(cuda_launcher)
+    set(CMAKE_CUDA_COMPILER_LAUNCHER "${cuda_launcher}" PARENT_SCOPE)
+    message(STATUS "nvcc launcher: ${cuda_launcher}")
   endif()
 endfunction()
 

@@ -52,6 +52,23 @@ def test_cuda_plan_resolves_the_toolchain_once(tmp_path):
     assert found.gpu_arch == "sm_80+PTX" and found.cuda.arch_source == "TORCH_CUDA_ARCH_LIST"
 
 
+def test_nvcc_goes_through_nvcc_relative_with_sccache_only(tmp_path):
+    (tmp_path / "bin").mkdir()
+    for tool in ("ccache", "sccache"):
+        (tmp_path / "bin" / tool).write_text("#!/bin/sh\n")
+        (tmp_path / "bin" / tool).chmod(0o755)
+    request = plan.Request("cuda", arch="9.0", bin_dir=str(tmp_path / "bin"))
+    environ = {**cuda_environ(tmp_path), "VLLM_COMPILER_CACHE": "sccache"}
+    defines = plan.resolve(request, CUDA_TORCH, environ).cmake_defines()
+    relative = targets.ROOT / "tools" / "devkit" / "nvcc_relative.py"
+    assert defines["VLLM_CUDA_COMPILER_LAUNCHER"] == f"{relative};{tmp_path / 'bin' / 'sccache'}"
+    environ["VLLM_COMPILER_CACHE"] = "ccache"  # CCACHE_BASEDIR covers a whole nvcc compile
+    assert (
+        plan.resolve(request, CUDA_TORCH, environ).cmake_defines()["VLLM_CUDA_COMPILER_LAUNCHER"]
+        == ""
+    )
+
+
 def test_gpu_target_with_a_cpu_torch_is_one_line(tmp_path):
     environ = {**cuda_environ(tmp_path), "TORCH_CUDA_ARCH_LIST": "9.0"}
     with pytest.raises(DevkitError, match="the cuda target needs torch built for it, but torch "):

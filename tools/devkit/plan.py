@@ -104,6 +104,12 @@ class BuildPlan:
         }
         if self.cuda:
             defines.update(self.cuda.cmake_defines(self.jobs.nvcc_threads or 1))
+        defines["VLLM_CUDA_COMPILER_LAUNCHER"] = ""  # set or not, it replaces the last one
+        if self.cuda and self.compiler_cache and self.compiler_cache.kind == "sccache":
+            # nvcc's steps name the source by its absolute path (its module id too):
+            # nvcc_relative.py makes the paths under the checkout relative for sccache.
+            relative = envs.ROOT / "tools" / "devkit" / "nvcc_relative.py"
+            defines["VLLM_CUDA_COMPILER_LAUNCHER"] = f"{relative};{self.compiler_cache.launcher}"
         return defines
 
     def build_environ(self) -> dict[str, str]:
