@@ -45,7 +45,7 @@ def test_ccache_without_a_store_sccache_with_one(tools):
     assert env["SCCACHE_MULTILEVEL_CHAIN"] == "disk,redis"
     assert env["SCCACHE_BASEDIRS"] == str(ROOT)
     assert env["SCCACHE_DIR"] == str(ROOT / "build" / "sccache")
-    assert 20000 <= int(env["SCCACHE_SERVER_PORT"]) < 50000
+    assert compiler_cache.PORT_LOW <= int(env["SCCACHE_SERVER_PORT"]) < 32768  # ephemeral from here
     # sccache's own store variables, set by hand, pick sccache too and stay as they are.
     by_hand = resolve({"SCCACHE_BUCKET": "team", "SCCACHE_DIR": "/c"}, tools)
     assert by_hand.kind == "sccache" and by_hand.remote is None
@@ -102,7 +102,7 @@ def test_the_server_port_follows_checkout_and_config(tools):
     assert "the store is not used: can't connect" in local.describe()
 
 
-def test_bad_settings_are_one_line(tools):
+def test_bad_settings_are_one_line(tools, monkeypatch):
     with pytest.raises(DevkitError, match="is not a store sccache knows; use redis://"):
         resolve({"VLLM_COMPILER_CACHE_REMOTE": "ftp://x/y"}, tools)
     with pytest.raises(DevkitError, match="the database number"):
@@ -115,6 +115,10 @@ def test_bad_settings_are_one_line(tools):
         resolve({"VLLM_COMPILER_CACHE_REMOTE": "s3://abc", "VLLM_COMPILER_CACHE": "off"}, tools)
     with pytest.raises(DevkitError, match="VLLM_COMPILER_CACHE=sccache but sccache is not"):
         resolve({"VLLM_COMPILER_CACHE": "sccache"}, tools / "nothing")
+    # No venv yet (a fresh clone's first plan): the venv will have sccache.
+    monkeypatch.setattr(compiler_cache, "find_tool", lambda name, bin_dir=None: None)
+    later = compiler_cache.resolve({"VLLM_COMPILER_CACHE_REMOTE": "s3://abc"}, root=ROOT)
+    assert later.kind == later.launcher == "sccache"
     assert resolve({"VLLM_COMPILER_CACHE": "off"}, tools) is None
 
 

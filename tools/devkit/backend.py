@@ -19,6 +19,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 try:
@@ -105,6 +106,7 @@ def _plan(config_settings: dict[str, Any]) -> plan.BuildPlan:
         precompiled=precompiled,
         use_existing_torch=bool(envs.get("VLLM_USE_EXISTING_TORCH")),
         build_dir=config_settings.get("build-dir"),  # the caller's -C build-dir wins
+        bin_dir=str(Path(sys.executable).parent),  # the venv uv installs into
     )
     found = plan.resolve(request, info)
     # By hand there is no session to check the store first; a dead one would

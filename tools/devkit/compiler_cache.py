@@ -249,7 +249,8 @@ def resolve(
     """The compiler cache the variables ask for; None for VLLM_COMPILER_CACHE=off.
 
     auto: sccache when a store is given (or sccache's own store variables are
-    set), else ccache. An explicit choice that is not installed is one line.
+    set), else ccache. An explicit choice that is not installed in `bin_dir` (a
+    venv's bin/) is one line; without `bin_dir` (no venv yet) it is the bare name.
     """
     environ = os.environ if environ is None else environ
     root = envs.ROOT if root is None else root
@@ -259,9 +260,13 @@ def resolve(
     if kind is None:
         return None
     launcher = find_tool(kind, bin_dir)
+    if launcher is None and envs.get("VLLM_COMPILER_CACHE", environ) == "auto" and kind == "ccache":
+        return None  # nothing installed yet (a bare interpreter); the venv will have it
+    if launcher is None and bin_dir is None:
+        # No venv yet (the session's first plan, doctor before a build): the venv gets
+        # sccache from requirements/build.txt, and the plan is resolved again then.
+        launcher = kind
     if launcher is None:
-        if envs.get("VLLM_COMPILER_CACHE", environ) == "auto" and kind == "ccache":
-            return None  # nothing installed yet (a bare interpreter); the venv will have it
         asked = (
             "VLLM_COMPILER_CACHE_REMOTE needs sccache" if remote else f"VLLM_COMPILER_CACHE={kind}"
         )
