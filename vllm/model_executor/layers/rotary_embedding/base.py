@@ -28,6 +28,12 @@ def _apply_rotary_emb(
     return torch.stack((o1, o2), dim=-1).flatten(-2)
 
 
+def cos_sin_rows(positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """One cache row per position: cat(cos, sin) of position * inv_freq."""
+    freqs = torch.outer(positions, inv_freq)
+    return torch.cat((freqs.cos(), freqs.sin()), dim=-1)
+
+
 class RotaryEmbedding(CustomOp):
     """RoPE on the first rotary_dim elements of every head of query and key.
 
@@ -62,16 +68,17 @@ class RotaryEmbedding(CustomOp):
         cache = self._compute_cos_sin_cache().to(dtype)
         self.register_buffer("cos_sin_cache", cache, persistent=False)
 
-    def _compute_inv_freq(self) -> torch.Tensor:
-        """base ** (-2i / rotary_dim) for i < rotary_dim / 2, in float32."""
+    def _compute_inv_freq(self, base: float | None = None) -> torch.Tensor:
+        """base ** (-2i / rotary_dim) for i < rotary_dim / 2, in float32 (self.base
+        unless another base is given)."""
+        base = self.base if base is None else base
         exponents = torch.arange(0, self.rotary_dim, 2, dtype=torch.float)
-        return 1.0 / (self.base ** (exponents / self.rotary_dim))
+        return 1.0 / (base ** (exponents / self.rotary_dim))
 
     def _compute_cos_sin_cache(self) -> torch.Tensor:
         """cat(cos, sin) of position * inv_freq for every position, in float32."""
         t = torch.arange(self.max_position_embeddings, dtype=torch.float)
-        freqs = torch.outer(t, self._compute_inv_freq())
-        return torch.cat((freqs.cos(), freqs.sin()), dim=-1)
+        return cos_sin_rows(t, self._compute_inv_freq())
 
     def forward_native(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from vllm.model_executor.layers.rotary_embedding.base import RotaryEmbedding
+from vllm.model_executor.layers.rotary_embedding.base import RotaryEmbedding, cos_sin_rows
 
 
 class LinearScalingRotaryEmbedding(RotaryEmbedding):
@@ -39,8 +39,7 @@ class LinearScalingRotaryEmbedding(RotaryEmbedding):
         for factor in self.scaling_factors:
             rows = int(self.max_position_embeddings * factor)
             t = torch.arange(rows, dtype=torch.float) / factor
-            freqs = torch.outer(t, inv_freq)
-            caches.append(torch.cat((freqs.cos(), freqs.sin()), dim=-1))
+            caches.append(cos_sin_rows(t, inv_freq))
             self.scaling_factor_to_offset[factor] = offset
             offset += rows
         return torch.cat(caches, dim=0)
@@ -70,7 +69,5 @@ class DynamicNTKScalingRotaryEmbedding(RotaryEmbedding):
         rows = int(self.max_position_embeddings * factor)
         ratio = factor * rows / self.max_position_embeddings - (factor - 1)
         base = self.base * ratio ** (self.rotary_dim / (self.rotary_dim - 2))
-        exponents = torch.arange(0, self.rotary_dim, 2, dtype=torch.float) / self.rotary_dim
-        inv_freq = 1.0 / (base**exponents)
-        freqs = torch.outer(torch.arange(rows, dtype=torch.float), inv_freq)
-        return torch.cat((freqs.cos(), freqs.sin()), dim=-1)
+        t = torch.arange(rows, dtype=torch.float)
+        return cos_sin_rows(t, self._compute_inv_freq(base))
