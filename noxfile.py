@@ -169,16 +169,15 @@ def doctor(session: nox.Session) -> None:
 @nox.session(name="bench-kernels", venv_backend="none")
 def bench_kernels(session: nox.Session) -> None:
     """Time the kernels against forward_native and a copy, or -- --against REF (A/B)."""
-    against, posargs = bench.split_against(session.posargs)
-    found = _step(session, pipeline.parse_options, posargs)
+    found = _options(session)
     env = _step(session, pipeline.prepare_env, pipeline.default_target(), found)
     session.log(_step(session, pipeline.build, env))
     device = "cpu" if env.target.name == "cpu" else "cuda"  # ROCm's torch says cuda too
     args = ["--device", device, *found.rest]
-    if against is not None:
+    if found.against is not None:
         bench_txt = str(Path("requirements") / "bench.txt")
         _step(session, pipeline.run, env.uv_pip("-r", bench_txt), pipeline.uv_env())
-        ref = _step(session, bench.build_ref, env, against)
+        ref = _step(session, bench.build_ref, env, found.against)
         args += ["--against-lib", str(ref.lib), "--against-name", f"{ref.name} ({ref.sha[:12]})"]
         args += ["--out", str(ref.out_dir)]
     script = "benchmarks/bench_kernels.py"

@@ -10,16 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devkit.bench import split_against
-
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_split_against():
-    assert split_against(["--tokens", "8"]) == (None, ["--tokens", "8"])
-    assert split_against(["--against", "HEAD~1", "-x"]) == ("HEAD~1", ["-x"])
-    assert split_against(["--against", "--rounds", "2"]) == ("", ["--rounds", "2"])
-    assert split_against(["--against=abc"]) == ("abc", [])
 
 
 def test_against_head_1_in_a_fresh_clone(tmp_path):

@@ -35,7 +35,12 @@ def test_bad_input_is_one_line_naming_the_help():
         options.parse("clean", ["--all", "--bogus"])
 
 
-def test_the_caller_without_a_session_gets_every_option():
-    found = options.parse(None, ["--target", "cpu", "--index", "/srv", "--all", "more"])
-    assert (found.target, found.index, found.all, found.rest) == ("cpu", "/srv", True, ("more",))
-    assert set(options.SESSIONS) > {"build-cpu", "build-cuda", "clean", "build-profile"}
+def test_against_takes_a_ref_or_means_the_merge_base():
+    parse = options.parse
+    assert parse("bench-kernels", ["--tokens", "8"]).against is None
+    assert parse("bench-kernels", ["--against", "HEAD~1", "-x"]).against == "HEAD~1"
+    found = parse("bench-kernels", ["--against", "--rounds", "2"])
+    assert (found.against, found.rest) == ("", ("--rounds", "2"))
+    assert parse("bench-kernels", ["--against=abc"]).against == "abc"
+    with pytest.raises(DevkitError, match="takes no argument '--against'"):
+        parse("clean", ["--against", "HEAD"])

@@ -30,14 +30,12 @@ import shutil
 import subprocess
 import tempfile
 import zipfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from devkit import DevkitError, pipeline, targets
 from devkit.envs import ROOT
 
-AGAINST = "--against"
 MAIN_BRANCHES = ("main", "origin/main")
 
 
@@ -49,25 +47,6 @@ class RefBuild:
     name: str  # as the user wrote it (or "merge-base with main")
     lib: Path  # REF's _C.abi3.so
     out_dir: Path  # where the A/B results go
-
-
-def split_against(posargs: Sequence[str]) -> tuple[str | None, list[str]]:
-    """Takes `--against [REF]` / `--against=REF` out of posargs.
-
-    Returns (REF, "" for the default, None without --against; the rest).
-    """
-    ref: str | None = None
-    rest: list[str] = []
-    args = list(posargs)
-    while args:
-        arg = args.pop(0)
-        if arg == AGAINST:
-            ref = args.pop(0) if args and not args[0].startswith("-") else ""
-        elif arg.startswith(AGAINST + "="):
-            ref = arg.split("=", 1)[1]
-        else:
-            rest.append(arg)
-    return ref, rest
 
 
 def _git(*args: str, cwd: Path = ROOT) -> str:

@@ -24,6 +24,7 @@ class Options:
     all: bool = False  # clean: the compiler and uv caches too
     build_dir: str | None = None  # build-profile: the build dir to read
     precompiled: bool = False  # test sessions: a prebuilt wheel's binaries, no compiler
+    against: str | None = None  # bench-kernels: REF to A/B against; "": the merge-base
     rest: tuple[str, ...] = ()  # passed through (to uv or pytest)
 
 
@@ -55,10 +56,15 @@ _OPTIONS: dict[str, tuple[dict, str]] = {
         {"metavar": "DIR"},
         "the build dir to read (default: the target's newest under build/)",
     ),
+    "--against": (
+        {"metavar": "REF", "nargs": "?", "const": ""},
+        "also build REF (a commit, branch or tag) in a worktree and time both, interleaved, "
+        "as new/old ratios (default REF: the merge-base with main)",
+    ),
 }
 
 # session: (its options, where the other arguments go)
-SESSIONS: dict[str | None, tuple[tuple[str, ...], str]] = {
+SESSIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "build-cpu": ((), "uv pip install (e.g. -v shows the compiler's output)"),
     "build-cuda": (("--arch", "--use-existing-torch"), "uv pip install (e.g. -v)"),
     "build-rocm": (("--arch", "--use-existing-torch"), "uv pip install (e.g. -v)"),
@@ -68,10 +74,12 @@ SESSIONS: dict[str | None, tuple[tuple[str, ...], str]] = {
     "wheel": (("--target", "--arch", "--index"), "nowhere: they are refused"),
     "dev-precompiled": (("--target",), "nowhere: they are refused"),
     "doctor": (("--target", "--arch"), "nowhere: they are refused"),
-    "bench-kernels": (("--arch", "--use-existing-torch"), "benchmarks/bench_kernels.py"),
+    "bench-kernels": (
+        ("--arch", "--use-existing-torch", "--against"),
+        "benchmarks/bench_kernels.py",
+    ),
     "clean": (("--target", "--all"), "nowhere: they are refused"),
     "build-profile": (("--target", "--build-dir"), "nowhere: they are refused"),
-    None: (tuple(_OPTIONS), "the caller"),  # every option: pipeline.parse_options
 }
 
 
@@ -84,9 +92,9 @@ class _Parser(argparse.ArgumentParser):
         raise DevkitError(f"{self.prog}: {message}; see `{self.prog} -- --help`")
 
 
-def parser(session: str | None) -> argparse.ArgumentParser:
+def parser(session: str) -> argparse.ArgumentParser:
     names, rest_to = SESSIONS[session]
-    prog = f"nox -s {session}" if session else "nox"
+    prog = f"nox -s {session}"
     result = _Parser(
         prog=prog,
         add_help=False,
@@ -100,7 +108,7 @@ def parser(session: str | None) -> argparse.ArgumentParser:
     return result
 
 
-def parse(session: str | None, posargs: Sequence[str]) -> Options:
+def parse(session: str, posargs: Sequence[str]) -> Options:
     """The session's options; unknown arguments in `rest`. Raises HelpShown for --help."""
     found = parser(session)
     names, rest_to = SESSIONS[session]

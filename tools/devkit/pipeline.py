@@ -41,7 +41,6 @@ from devkit import (
     toolchain,
     venv,
 )
-from devkit import options as session_options
 from devkit import plan as plan_module
 from devkit.envs import ROOT
 from devkit.options import Options
@@ -248,11 +247,6 @@ def ninja_objects(build_dir: Path) -> set[str]:
     if not build_file.is_file():
         return set()
     return set(re.findall(r"^build (\S+\.o):", build_file.read_text(), re.M))
-
-
-def parse_options(posargs: Sequence[str]) -> Options:
-    """Every session option (devkit.options), and the rest: for callers without a session."""
-    return session_options.parse(None, posargs)
 
 
 @dataclass
