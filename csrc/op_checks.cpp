@@ -128,14 +128,36 @@ void fail_dtype_not_implemented(const char* name, at::ScalarType dtype) {
 // Activations.
 // ---------------------------------------------------------------------------
 
-void check_act_and_mul_args(const char* op, const at::Tensor& out,
-                            const at::Tensor& input,
-                            c10::DeviceType device_type) {
+namespace {
+
+// What every activation asks of its input and result before their shapes:
+// one device, one floating dtype, at least one dim.
+void check_activation_operands(const char* op, const at::Tensor& out,
+                               const at::Tensor& input,
+                               c10::DeviceType device_type) {
   check_device(op, "input", input, device_type);
   check_device(op, "result", out, device_type, "input", input);
   check_float_dtype(op, "input", input);
   check_same_dtype(op, "result", out, "input", input);
   check_min_dim(op, "input", input, 1);
+}
+
+// ... and after them: rows the kernels can step through, and a result that
+// can be written without clobbering the input.
+void check_activation_layout(const char* op, const at::Tensor& out,
+                             const at::Tensor& input) {
+  check_last_dim_contiguous(op, "input", input);
+  check_last_dim_contiguous(op, "result", out);
+  check_written(op, "result", out);
+  check_no_overlap(op, "result", out, "input", input);
+}
+
+}  // namespace
+
+void check_act_and_mul_args(const char* op, const at::Tensor& out,
+                            const at::Tensor& input,
+                            c10::DeviceType device_type) {
+  check_activation_operands(op, out, input, device_type);
   const int64_t in_last = input.size(-1);
   TORCH_CHECK(in_last % 2 == 0, op, ": input's last dim must be even, got ",
               in_last);
@@ -153,10 +175,7 @@ void check_act_and_mul_args(const char* op, const at::Tensor& out,
   TORCH_CHECK(out.size(-1) == in_last / 2, op,
               ": result's last dim must be half of input's last dim (",
               in_last / 2, "), got ", out.size(-1));
-  check_last_dim_contiguous(op, "input", input);
-  check_last_dim_contiguous(op, "result", out);
-  check_written(op, "result", out);
-  check_no_overlap(op, "result", out, "input", input);
+  check_activation_layout(op, out, input);
 }
 
 void check_swigluoai_and_mul_args(const at::Tensor& out,
@@ -171,18 +190,11 @@ void check_swigluoai_and_mul_args(const at::Tensor& out,
 void check_activation_args(const char* op, const at::Tensor& out,
                            const at::Tensor& input,
                            c10::DeviceType device_type) {
-  check_device(op, "input", input, device_type);
-  check_device(op, "result", out, device_type, "input", input);
-  check_float_dtype(op, "input", input);
-  check_same_dtype(op, "result", out, "input", input);
-  check_min_dim(op, "input", input, 1);
+  check_activation_operands(op, out, input, device_type);
   TORCH_CHECK(out.sizes() == input.sizes(), op,
               ": result shape must equal input shape ", input.sizes(), ", got ",
               out.sizes());
-  check_last_dim_contiguous(op, "input", input);
-  check_last_dim_contiguous(op, "result", out);
-  check_written(op, "result", out);
-  check_no_overlap(op, "result", out, "input", input);
+  check_activation_layout(op, out, input);
 }
 
 // ---------------------------------------------------------------------------
