@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +22,8 @@ import pytest
 from test_sessions import abort_line, nox, summary
 from test_sources import serve_hanging_index
 
+from devkit import lock
+from devkit.envs import ROOT
 from devkit.pipeline import copy_checkout, find_uv
 
 BUILD = 1800  # seconds a cold build may take on a busy 2-core machine
@@ -227,6 +230,29 @@ def test_two_sessions_at_once_take_turns(tmp_path):
     # The deps log survived: nothing recompiles.
     assert summary(nox(copy, "-s", "build-cpu", timeout=BUILD))[0] == 0
 
+    # By hand (`uv pip install -e .`, no session) the backend takes the same lock.
+    (build_dir,) = [p for p in (copy / "build").glob("cpu-*") if p.is_dir()]
+    with lock.hold(build_dir / "build.lock", "the test's hold", print):
+        by_hand = subprocess.Popen(
+            [find_uv(), "pip", "install", "-v", "--no-build-isolation", "--no-deps", "-e", "."],
+            cwd=copy,
+            env=environ(VIRTUAL_ENV=str(copy / ".venv-cpu")),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert by_hand.stdout is not None
+        seen = []
+        for line in by_hand.stdout:
+            seen.append(line)
+            if f"waiting for the test's hold (pid {os.getpid()}) to finish" in line:
+                break
+        else:
+            pytest.fail("the by-hand build did not wait:\n" + "".join(seen)[-3000:])
+    out = "".join(seen) + by_hand.communicate(timeout=BUILD)[0]
+    assert by_hand.returncode == 0, out[-3000:]
+    assert "[vllm build] waited " in out
+
 
 # -- item 9: SIGTERM, and SIGKILL with its orphaned compilers --------------------
 
@@ -343,3 +369,60 @@ def test_careless_input_is_one_line(tmp_path, private_nox):
     said = " ".join(result.stderr.split())  # uv indents (and may wrap) the backend's output
     assert f"error: scikit-build-core is not installed for {bare}/bin/python" in said
     assert "Traceback" not in result.stderr
+
+
+def as_a_user_who_cant_write(code: str, cwd: Path, environ: dict[str, str]):
+    """Runs `code` with the system Python as a user without write access: as root,
+    through setpriv as nobody (root may write anywhere); otherwise as this user."""
+    command = ["/usr/bin/python3", "-c", code]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) drops root to nobody for this test"
+        command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", **environ}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+PLAN = """
+import sys
+sys.path.insert(0, "tools")
+from devkit import DevkitError, plan
+from devkit.targets import TorchInfo
+try:
+    plan.resolve(plan.Request("cpu"), TorchInfo("2.13.0+cpu", None, None, "x"), {})
+except DevkitError as exc:
+    print(exc)
+"""
+
+
+def test_a_read_only_checkout_or_build_dir_is_one_line():
+    """The plan (what every session and the backend resolve first) in a checkout
+    that was built by someone else and is read-only now, and with VLLM_BUILD_DIR
+    at a read-only directory: one line, before anything is written."""
+    scratch = Path(tempfile.mkdtemp(prefix="devkit-ro-"))  # nobody can't enter pytest's tmp
+    try:
+        scratch.chmod(0o755)
+        checkout = scratch / "checkout"
+        shutil.copytree(ROOT / "tools" / "devkit", checkout / "tools" / "devkit")
+        (checkout / "vllm").mkdir()
+        shutil.copy(ROOT / "vllm" / "envs.py", checkout / "vllm" / "envs.py")
+        (checkout / "build").mkdir()
+        (scratch / "elsewhere").mkdir()
+        for path in [checkout, *checkout.rglob("*"), scratch / "elsewhere"]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+
+        result = as_a_user_who_cant_write(PLAN, checkout, {})
+        assert result.stdout == (
+            f"VLLM_BUILD_DIR=build: {checkout / 'build'} is not writable; point VLLM_BUILD_DIR "
+            "at a writable directory (e.g. VLLM_BUILD_DIR=/tmp/vllm-build)\n"
+        ), result.stderr
+        elsewhere = str(scratch / "elsewhere" / "b")
+        result = as_a_user_who_cant_write(PLAN, checkout, {"VLLM_BUILD_DIR": elsewhere})
+        assert result.stdout.startswith(
+            f"VLLM_BUILD_DIR={elsewhere}: {scratch / 'elsewhere'} is not writable; "
+        ), result.stderr
+        assert not (scratch / "elsewhere" / "b").exists()
+    finally:
+        for path in [scratch, *scratch.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        shutil.rmtree(scratch)

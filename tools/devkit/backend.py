@@ -15,6 +15,7 @@ Config settings given on the command line (-C build-dir=...) still win.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -38,6 +39,7 @@ from devkit import (
     cmakecache,
     compiler_cache,
     envs,
+    lock,
     metadata,
     plan,
     precompiled,
@@ -172,14 +174,26 @@ def _precompiled_settings(hook: str, build: plan.BuildPlan) -> dict[str, Any]:
     return ours
 
 
+def _by_hand_lock(hook: str, build: plan.BuildPlan, config_settings: _Settings):
+    """The build dir's lock for a build by hand (`uv pip install -e .`), which no session
+    holds for it; a session passes its plan, and holds the lock itself."""
+    by_hand = plan.CONFIG_KEY not in (config_settings or {})
+    if not (by_hand and hook.startswith("build_") and not build.precompiled):
+        return contextlib.nullcontext()
+    what = f"the build by hand in {build.build_dir} (uv pip install -e .)"
+    return lock.hold(build.build_dir / "build.lock", what, _say, (ROOT, build.build_dir))
+
+
 def _run(hook: str, *args: Any, config_settings: _Settings = None, **kwargs: Any) -> Any:
-    try:
-        build, settings = _settings(hook, config_settings)
-    except DevkitError as exc:
-        # One line, no traceback: the frontend shows this output on failure.
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    result = getattr(_skbuild, hook)(*args, config_settings=settings, **kwargs)
+    with contextlib.ExitStack() as stack:
+        try:
+            build, settings = _settings(hook, config_settings)
+            stack.enter_context(_by_hand_lock(hook, build, config_settings))
+        except DevkitError as exc:
+            # One line, no traceback: the frontend shows this output on failure.
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        result = getattr(_skbuild, hook)(*args, config_settings=settings, **kwargs)
     if hook in ("build_editable", "build_wheel") and not build.precompiled:
         try:
             for line in presets.write_all(build):
