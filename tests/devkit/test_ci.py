@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 
@@ -138,6 +139,10 @@ def test_build_modules_are_what_the_backend_imports():
             closure.add(module)
             todo += sorted(_imports(module) - closure)
     assert {f"tools/devkit/{m}.py" for m in closure} == ci.BUILD_MODULES
+    # The scripts: what plan.py hands CMake to run.
+    plan_text = (ROOT / "tools" / "devkit" / "plan.py").read_text()
+    named = {f"tools/devkit/{name}" for name in re.findall(r'"(\w+\.py)"', plan_text)}
+    assert named == ci.BUILD_SCRIPTS and ci.kind_of("tools/devkit/nvcc_relative.py") == ci.BUILD
 
 
 def test_parse_args():

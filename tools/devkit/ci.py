@@ -28,9 +28,10 @@ from devkit.envs import ROOT
 
 BASE_REFS = ("origin/main", "main")  # the default base, first that exists
 
-# The devkit modules the build backend imports (directly or not): a change to
-# one of them can change the binary, so it counts as compiled. A unit test
-# keeps this in step with backend.py's imports.
+# The devkit modules the build backend imports (directly or not), and the
+# scripts the build runs: a change to one of them can change the binary, so it
+# counts as compiled. A unit test keeps this in step with backend.py's imports
+# and the plan's CMake defines.
 BUILD_MODULES = frozenset(
     f"tools/devkit/{name}.py"
     for name in (
@@ -40,16 +41,19 @@ BUILD_MODULES = frozenset(
         "compiler_cache",
         "cuda",
         "envs",
+        "lock",
         "metadata",
         "plan",
         "precompiled",
         "presets",
+        "procs",
         "resources",
         "rocm",
         "targets",
         "toolchain",
     )
 )
+BUILD_SCRIPTS = frozenset({"tools/devkit/nvcc_relative.py"})  # nvcc's launcher under sccache
 # What the build reads, besides csrc/: every file under these, and these files.
 COMPILED = ("csrc/", "cmake/", "requirements/", "CMakeLists.txt", "pyproject.toml")
 PYTHON = ("vllm/", "tests/", "benchmarks/", "examples/", "tools/", ".github/", ".ci/")
@@ -82,7 +86,7 @@ class Change:
 def kind_of(path: str) -> str:
     """docs, python or compiled: what one changed file needs."""
     posix = PurePosixPath(path).as_posix()
-    if posix in BUILD_MODULES or posix.startswith(COMPILED) or posix in COMPILED:
+    if posix in BUILD_MODULES | BUILD_SCRIPTS or posix.startswith(COMPILED) or posix in COMPILED:
         return BUILD
     if posix.startswith(DOCS_DIRS) or posix.endswith(".md"):
         return DOCS
