@@ -179,4 +179,59 @@ inline int64_t grain_for(int64_t elems_per_unit, int64_t min_elems = 16384) {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// ---------------------------------------------------------------------------
+// Row-block partition for row-wise kernels that read one row of `in` and
+// write one row of `out` (same leading dims, each flattened by a RowIndexer).
+// Each row's `d` columns are cut into blocks of `block` columns (the last one
+// may be short), and the blocks of all rows, numbered row by row, are the
+// work units of one at::parallel_for: many short rows then share a chunk,
+// and a few long rows still spread over every thread. The grain keeps at
+// least ~min_elems columns per chunk, so a small tensor runs on one thread.
+// `block` should be a multiple of the kernel's vector step, so that only a
+// row's last block can end in a partial step.
+//
+// Example: 3 rows, d = 10000, block = 4096, min_elems = 32768: 3 blocks per
+// row, 9 units; unit 4 is row 1, columns [4096, 8192); unit 5 is row 1,
+// columns [8192, 10000); the grain is 32768 / 4096 = 8 units, so at most two
+// chunks (units 0-7 and unit 8).
+// fn(in_offset, out_offset, col_begin, col_end) gets the element offsets of
+// the unit's row in `in` and `out` and its column range.
+// ---------------------------------------------------------------------------
+class RowBlocks {
+ public:
+  RowBlocks(const at::Tensor& in, const at::Tensor& out, int64_t d,
+            int64_t block, int64_t min_elems = 32768)
+      : in_rows_(in, in.dim() - 1),
+        out_rows_(out, out.dim() - 1),
+        d_(d),
+        block_(block),
+        blocks_per_row_(ceil_div(d, block)),
+        grain_(grain_for(std::min(d, block), min_elems)) {}
+
+  int64_t num_rows() const { return in_rows_.num_rows(); }
+  bool empty() const { return num_rows() == 0 || d_ == 0; }
+
+  template <typename Fn>
+  void parallel_for(const Fn& fn) const {
+    if (empty()) return;
+    at::parallel_for(0, num_rows() * blocks_per_row_, grain_,
+                     [&](int64_t begin, int64_t end) {
+                       for (int64_t u = begin; u < end; ++u) {
+                         const int64_t row = u / blocks_per_row_;
+                         const int64_t col = (u % blocks_per_row_) * block_;
+                         fn(in_rows_.offset(row), out_rows_.offset(row), col,
+                            std::min(d_, col + block_));
+                       }
+                     });
+  }
+
+ private:
+  RowIndexer in_rows_;
+  RowIndexer out_rows_;
+  int64_t d_;
+  int64_t block_;
+  int64_t blocks_per_row_;
+  int64_t grain_;
+};
+
 }  // namespace vllm_cpu
