@@ -154,12 +154,40 @@ struct FloatIO<float> {
   }
 };
 
+#if defined(CPU_CAPABILITY_AVX512)
+// float32 lanes rounded to bfloat16 precision, as float32: bit for bit what
+// at::vec's float -> BFloat16 -> float round trip gives (round to nearest
+// even: add 0x7fff plus the lowest kept bit, clear the low 16 bits; a NaN
+// becomes 0xffff0000, the widened 0xffff torch stores for it), without
+// packing to 16 bits and unpacking again. No sum can wrap: the largest
+// non-NaN pattern, 0xff800000 (-inf), plus 0x8000 stays below 2^32.
+inline fvec round_to_bf16(const fvec& v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i lsb =
+      _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  __m512i r =
+      _mm512_add_epi32(_mm512_add_epi32(bits, lsb), _mm512_set1_epi32(0x7fff));
+  r = _mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u)));
+  const __mmask16 ordered = _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
+  r = _mm512_mask_blend_epi32(
+      ordered, _mm512_set1_epi32(static_cast<int>(0xffff0000u)), r);
+  return _mm512_castsi512_ps(r);
+}
+#endif
+
 // Rounds float32 values to T and widens them back: what storing an
 // intermediate result in a T tensor does. A no-op for float. Kernels that
 // must equal a chain of torch ops in T round after every step, as eager
 // torch does.
 template <typename T>
 inline void round_to(fvec& lo, fvec& hi) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<T, at::BFloat16>) {
+    lo = round_to_bf16(lo);
+    hi = round_to_bf16(hi);
+    return;
+  }
+#endif
   if constexpr (!std::is_same_v<T, float>) {
     std::tie(lo, hi) =
         at::vec::convert_to_float<T>(at::vec::convert_from_float<T>(lo, hi));
