@@ -98,16 +98,16 @@ inline void stream_fence() {
 }
 
 // The 16-byte chunks of n rows, transposed: chunk j of row i (at
-// src + i * src_ld + j * x) goes to dst + j * dst_ld + i * x, for x elements
-// of T in 16 bytes. A function of its own so that its loop holds everything
-// in registers.
+// src + rows[i] * src_ld + j * x) goes to dst + j * dst_ld + i * x, for x
+// elements of T in 16 bytes. A function of its own so that its loop holds
+// everything in registers.
 template <typename T>
-inline void transpose_chunks(const T* __restrict src, int64_t src_ld,
-                             T* __restrict dst, int64_t dst_ld, int64_t n,
-                             int64_t chunks, int64_t x) {
+inline void transpose_chunks(const T* __restrict src, const int64_t* rows,
+                             int64_t src_ld, T* __restrict dst, int64_t dst_ld,
+                             int64_t n, int64_t chunks, int64_t x) {
   for (int64_t j = 0; j < chunks; ++j) {
     for (int64_t i = 0; i < n; ++i) {
-      std::memcpy(dst + j * dst_ld + i * x, src + i * src_ld + j * x, 16);
+      std::memcpy(dst + j * dst_ld + i * x, src + rows[i] * src_ld + j * x, 16);
     }
   }
 }
@@ -284,9 +284,9 @@ void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
               cache_t* kdst = g.kc + block * g.kc0 + h * g.kc1;
               bool key_done = false;
               if constexpr (Conv::kIdentity) {
-                if (whole && consecutive && !g.stream) {
-                  transpose_chunks(g.k_src + toks[0] * g.ks0 + h * g.ks1, g.ks0,
-                                   kdst, g.kc2, n, g.x_chunks, g.x);
+                if (whole && !g.stream) {
+                  transpose_chunks(g.k_src + h * g.ks1, toks, g.ks0, kdst,
+                                   g.kc2, n, g.x_chunks, g.x);
                   key_done = true;
                 }
               }
