@@ -220,8 +220,9 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 //
 // Example: 3 rows, d = 10000, block = 4096, min_elems = 32768: 3 blocks per
 // row, 9 units; unit 4 is row 1, columns [4096, 8192); unit 5 is row 1,
-// columns [8192, 10000); the grain is 32768 / 4096 = 8 units, so at most two
-// chunks (units 0-7 and unit 8).
+// columns [8192, 10000); the grain is 32768 / 4096 = 8 units, so at most
+// ceil(9 / 8) = 2 threads take part, each an even share of the range (units
+// 0-4 and 5-8 with at::parallel_for's OpenMP backend).
 // fn(in_offset, out_offset, col_begin, col_end) gets the element offsets of
 // the unit's row in `in` and `out` and its column range.
 // ---------------------------------------------------------------------------
