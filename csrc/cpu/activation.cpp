@@ -90,53 +90,43 @@ void gated_kernel(at::Tensor& out, const at::Tensor& input, const Act& act) {
   constexpr int64_t kBlock = 64 * kChunk;
 
   const int64_t d = out.size(-1);
-  const vllm_cpu::RowIndexer in_rows(input, input.dim() - 1);
-  const vllm_cpu::RowIndexer out_rows(out, out.dim() - 1);
-  const int64_t num_rows = in_rows.num_rows();
-  if (num_rows == 0 || d == 0) return;
+  const vllm_cpu::RowBlocks blocks(input, out, d, kBlock);
+  if (blocks.empty()) return;
 
   const scalar_t* in_base = input.const_data_ptr<scalar_t>();
   scalar_t* out_base = out.data_ptr<scalar_t>();
-  const int64_t blocks_per_row = vllm_cpu::ceil_div(d, kBlock);
-  const int64_t units = num_rows * blocks_per_row;
-  const int64_t grain =
-      vllm_cpu::grain_for(std::min(d, kBlock), /*min_elems=*/32768);
   // Where torch's loop over a row leaves its vectorized chunks.
   const int64_t vec_end = d / kChunk * kChunk;
 
-  at::parallel_for(0, units, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t u = begin; u < end; ++u) {
-      const int64_t row = u / blocks_per_row;
-      const int64_t col_begin = (u % blocks_per_row) * kBlock;
-      const int64_t col_end = std::min(d, col_begin + kBlock);
-      const scalar_t* x = in_base + in_rows.offset(row);
-      const scalar_t* y = x + d;
-      scalar_t* o = out_base + out_rows.offset(row);
+  blocks.parallel_for(
+      [&](int64_t in_off, int64_t out_off, int64_t col_begin, int64_t col_end) {
+        const scalar_t* x = in_base + in_off;
+        const scalar_t* y = x + d;
+        scalar_t* o = out_base + out_off;
 
-      int64_t i = col_begin;
-      for (; i < std::min(col_end, vec_end); i += kStep) {
-        fvec x0, x1, y0, y1;
-        IO::load(x + i, x0, x1);
-        IO::load(y + i, y0, y1);
-        if constexpr (kActOnSecond) {
-          fvec a0 = act.vec(y0), a1 = act.vec(y1);
-          round_to<scalar_t>(a0, a1);
-          IO::store(o + i, x0 * a0, x1 * a1);
-        } else {
-          fvec a0 = act.vec(x0), a1 = act.vec(x1);
-          round_to<scalar_t>(a0, a1);
-          IO::store(o + i, a0 * y0, a1 * y1);
+        int64_t i = col_begin;
+        for (; i < std::min(col_end, vec_end); i += kStep) {
+          fvec x0, x1, y0, y1;
+          IO::load(x + i, x0, x1);
+          IO::load(y + i, y0, y1);
+          if constexpr (kActOnSecond) {
+            fvec a0 = act.vec(y0), a1 = act.vec(y1);
+            round_to<scalar_t>(a0, a1);
+            IO::store(o + i, x0 * a0, x1 * a1);
+          } else {
+            fvec a0 = act.vec(x0), a1 = act.vec(x1);
+            round_to<scalar_t>(a0, a1);
+            IO::store(o + i, a0 * y0, a1 * y1);
+          }
         }
-      }
-      for (; i < col_end; ++i) {
-        const float a = static_cast<float>(x[i]);
-        const float b = static_cast<float>(y[i]);
-        const float r = kActOnSecond ? a * round_to<scalar_t>(act.scalar(b))
-                                     : round_to<scalar_t>(act.scalar(a)) * b;
-        o[i] = static_cast<scalar_t>(r);
-      }
-    }
-  });
+        for (; i < col_end; ++i) {
+          const float a = static_cast<float>(x[i]);
+          const float b = static_cast<float>(y[i]);
+          const float r = kActOnSecond ? a * round_to<scalar_t>(act.scalar(b))
+                                       : round_to<scalar_t>(act.scalar(a)) * b;
+          o[i] = static_cast<scalar_t>(r);
+        }
+      });
 }
 
 template <bool kActOnSecond, typename Act>
@@ -323,34 +313,23 @@ void elementwise_kernel(at::Tensor& out, const at::Tensor& input,
   constexpr int64_t kBlock = 128 * kStep;
 
   const int64_t d = input.size(-1);
-  const vllm_cpu::RowIndexer in_rows(input, input.dim() - 1);
-  const vllm_cpu::RowIndexer out_rows(out, out.dim() - 1);
-  const int64_t num_rows = in_rows.num_rows();
-  if (num_rows == 0 || d == 0) return;
+  const vllm_cpu::RowBlocks blocks(input, out, d, kBlock);
+  if (blocks.empty()) return;
 
   const scalar_t* in_base = input.const_data_ptr<scalar_t>();
   scalar_t* out_base = out.data_ptr<scalar_t>();
-  const int64_t blocks_per_row = vllm_cpu::ceil_div(d, kBlock);
-  const int64_t units = num_rows * blocks_per_row;
-  const int64_t grain =
-      vllm_cpu::grain_for(std::min(d, kBlock), /*min_elems=*/32768);
-
-  at::parallel_for(0, units, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t u = begin; u < end; ++u) {
-      const int64_t row = u / blocks_per_row;
-      const int64_t col_begin = (u % blocks_per_row) * kBlock;
-      const int64_t col_end = std::min(d, col_begin + kBlock);
-      const scalar_t* x = in_base + in_rows.offset(row);
-      scalar_t* o = out_base + out_rows.offset(row);
-      for (int64_t i = col_begin; i < col_end; i += kStep) {
-        const int64_t n = std::min(kStep, col_end - i);
-        fvec x0, x1;
-        IO::load(x + i, x0, x1, n);
-        op.template apply<scalar_t>(x0, x1);
-        IO::store(o + i, x0, x1, n);
-      }
-    }
-  });
+  blocks.parallel_for(
+      [&](int64_t in_off, int64_t out_off, int64_t col_begin, int64_t col_end) {
+        const scalar_t* x = in_base + in_off;
+        scalar_t* o = out_base + out_off;
+        for (int64_t i = col_begin; i < col_end; i += kStep) {
+          const int64_t n = std::min(kStep, col_end - i);
+          fvec x0, x1;
+          IO::load(x + i, x0, x1, n);
+          op.template apply<scalar_t>(x0, x1);
+          IO::store(o + i, x0, x1, n);
+        }
+      });
 }
 
 template <typename Op>

@@ -97,6 +97,21 @@ inline void stream_fence() {
 #endif
 }
 
+// The 16-byte chunks of n rows, transposed: chunk j of row i (at
+// src + rows[i] * src_ld + j * x) goes to dst + j * dst_ld + i * x, for x
+// elements of T in 16 bytes. A function of its own so that its loop holds
+// everything in registers.
+template <typename T>
+inline void transpose_chunks(const T* __restrict src, const int64_t* rows,
+                             int64_t src_ld, T* __restrict dst, int64_t dst_ld,
+                             int64_t n, int64_t chunks, int64_t x) {
+  for (int64_t j = 0; j < chunks; ++j) {
+    for (int64_t i = 0; i < n; ++i) {
+      std::memcpy(dst + j * dst_ld + i * x, src + rows[i] * src_ld + j * x, 16);
+    }
+  }
+}
+
 // One token bound for a slot.
 struct Entry {
   int64_t slot;
@@ -184,7 +199,9 @@ void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
   // time, from up to kBatch tokens' rows gathered into `rows`. A block's
   // entries are taken kBatch at a time, all at once when it has at most
   // kBatch slots: a full block (every slot written) then has each tile
-  // written whole, which, laid out densely, goes out with streaming stores.
+  // written whole, which, laid out densely, is a vectorized transpose
+  // (at::vec::transpose_mxn) of the tokens' rows, straight from the source
+  // when the tokens are consecutive (a prefill), else from `rows`.
   constexpr int64_t kBatch = 64;
   constexpr int64_t kRow = 64 / static_cast<int64_t>(sizeof(cache_t));
   constexpr int64_t es = static_cast<int64_t>(sizeof(cache_t));
@@ -196,77 +213,148 @@ void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
       vc1 % (16 / es) == 0 && key_cache.data_ptr() != nullptr &&
       reinterpret_cast<uintptr_t>(key_cache.data_ptr()) % 16 == 0 &&
       reinterpret_cast<uintptr_t>(value_cache.data_ptr()) % 16 == 0;
+  // Whole tiles go out with streaming stores only when the caches are too
+  // big to stay in the last-level cache anyway (a real KV cache, GBs): there
+  // they save reading each line in before it is overwritten. A cache that
+  // fits (tens of MB) is written with plain stores and stays cached:
+  // streaming it would send every line to memory. glibc's memcpy makes the
+  // same choice by size.
+  constexpr int64_t kStreamMinBytes = int64_t{64} << 20;
+  const bool stream =
+      key_cache.nbytes() + value_cache.nbytes() >= kStreamMinBytes;
 
   const int64_t num_runs = static_cast<int64_t>(plan.runs.size()) - 1;
   const Entry* entries = plan.entries.data();
   const int64_t* runs = plan.runs.data();
 
+  // Everything the workers read, copied into a local at the start of each:
+  // the cache stores (memcpy, and 16-bit element stores) may alias any
+  // memory as far as the compiler knows, so values captured by reference
+  // would be reloaded from the caller's frame at every step of the loops.
+  struct Geometry {
+    const scalar_t* k_src;
+    const scalar_t* v_src;
+    cache_t* kc;
+    cache_t* vc;
+    const Entry* entries;
+    const int64_t* runs;
+    int64_t num_heads, head_size, block_size, x, x_chunks;
+    int64_t ks0, ks1, ks2, vs0, vs1, vs2;
+    int64_t kc0, kc1, kc2, kc3, kc4, vc0, vc1, vc2, vc3;
+    bool key_memcpy, value_rows_dense, tiles_dense, stream;
+    Conv key_conv, value_conv;
+  };
+  const Geometry geometry{k_src,       v_src,  kc,         vc,
+                          entries,     runs,   num_heads,  head_size,
+                          block_size,  x,      x_chunks,   ks0,
+                          ks1,         ks2,    vs0,        vs1,
+                          vs2,         kc0,    kc1,        kc2,
+                          kc3,         kc4,    vc0,        vc1,
+                          vc2,         vc3,    key_memcpy, value_rows_dense,
+                          tiles_dense, stream, key_conv,   value_conv};
+
   at::parallel_for(
       0, num_runs, vllm_cpu::grain_for(block_size * num_heads * head_size),
       [&](int64_t begin, int64_t end) {
+        const Geometry g = geometry;
         alignas(64) cache_t rows[kBatch][kRow];
         alignas(64) cache_t tile[kRow * kBatch];
         int64_t offs[kBatch];
         int64_t toks[kBatch];
         bool streamed = false;
         for (int64_t r = begin; r < end; ++r) {
-          const int64_t block = entries[runs[r]].slot / block_size;
-          for (int64_t e0 = runs[r]; e0 < runs[r + 1]; e0 += kBatch) {
-            const int64_t n = std::min(kBatch, runs[r + 1] - e0);
+          const int64_t block = g.entries[g.runs[r]].slot / g.block_size;
+          for (int64_t e0 = g.runs[r]; e0 < g.runs[r + 1]; e0 += kBatch) {
+            const int64_t n = std::min(kBatch, g.runs[r + 1] - e0);
             for (int64_t i = 0; i < n; ++i) {
-              offs[i] = entries[e0 + i].slot - block * block_size;
-              toks[i] = entries[e0 + i].token;
+              offs[i] = g.entries[e0 + i].slot - block * g.block_size;
+              toks[i] = g.entries[e0 + i].token;
             }
             // Every slot of the block, in order (the entries are sorted).
-            const bool whole = tiles_dense && n == block_size;
-            streamed = streamed || whole;
-            for (int64_t h = 0; h < num_heads; ++h) {
+            const bool whole = g.tiles_dense && n == g.block_size;
+            streamed = streamed || (whole && g.stream);
+            // Consecutive tokens (a prefill): their rows are one strided
+            // matrix, transposed straight from the source.
+            bool consecutive = true;
+            for (int64_t i = 1; i < n; ++i) {
+              consecutive = consecutive && toks[i] == toks[0] + i;
+            }
+            for (int64_t h = 0; h < g.num_heads; ++h) {
               // Key tile [x_chunks, block_size, x] of (block, h).
-              cache_t* kdst = kc + block * kc0 + h * kc1;
-              for (int64_t j = 0; j < x_chunks; ++j) {
-                cache_t* krow = kdst + j * kc2;
+              cache_t* kdst = g.kc + block * g.kc0 + h * g.kc1;
+              bool key_done = false;
+              if constexpr (Conv::kIdentity) {
+                if (whole && !g.stream) {
+                  transpose_chunks(g.k_src + h * g.ks1, toks, g.ks0, kdst,
+                                   g.kc2, n, g.x_chunks, g.x);
+                  key_done = true;
+                }
+              }
+              for (int64_t j = 0; !key_done && j < g.x_chunks; ++j) {
+                cache_t* krow = kdst + j * g.kc2;
                 for (int64_t i = 0; i < n; ++i) {
-                  const scalar_t* src = k_src + toks[i] * ks0 + h * ks1;
-                  cache_t* dst = krow + offs[i] * kc3;
-                  if (whole) {
-                    stream_copy(dst, src + j * x, 16);
-                  } else if (key_memcpy) {
-                    std::memcpy(dst, src + j * x, 16);
+                  const scalar_t* src = g.k_src + toks[i] * g.ks0 + h * g.ks1;
+                  cache_t* dst = krow + offs[i] * g.kc3;
+                  if (whole && g.stream) {
+                    stream_copy(dst, src + j * g.x, 16);
+                  } else if (g.key_memcpy) {
+                    std::memcpy(dst, src + j * g.x, 16);
                   } else {
-                    for (int64_t q = 0; q < x; ++q) {
-                      dst[q * kc4] = key_conv(src[(j * x + q) * ks2]);
+                    for (int64_t q = 0; q < g.x; ++q) {
+                      dst[q * g.kc4] = g.key_conv(src[(j * g.x + q) * g.ks2]);
                     }
                   }
                 }
               }
               // Value tile [head_size, block_size] of (block, h).
-              cache_t* vdst = vc + block * vc0 + h * vc1;
-              for (int64_t d0 = 0; d0 < head_size; d0 += kRow) {
-                const int64_t dn = std::min(kRow, head_size - d0);
+              cache_t* vdst = g.vc + block * g.vc0 + h * g.vc1;
+              for (int64_t d0 = 0; d0 < g.head_size; d0 += kRow) {
+                const int64_t dn = std::min(kRow, g.head_size - d0);
+                if constexpr (Conv::kIdentity) {  // whole implies identity
+                  if (whole) {
+                    // Rows d0 .. d0 + dn of the tile are contiguous: transpose
+                    // the tokens' [n, dn] sub-rows into them, vectorized, 16
+                    // tokens at a time (at::vec's transposes take up to 16
+                    // rows of float and 32 of 16-bit types).
+                    const cache_t* src = rows[0];
+                    int64_t ld = kRow;
+                    if (consecutive) {
+                      src = g.v_src + toks[0] * g.vs0 + h * g.vs1 + d0;
+                      ld = g.vs0;
+                    } else {
+                      for (int64_t i = 0; i < n; ++i) {
+                        std::memcpy(rows[i],
+                                    g.v_src + toks[i] * g.vs0 + h * g.vs1 + d0,
+                                    dn * sizeof(cache_t));
+                      }
+                    }
+                    cache_t* dst = g.stream ? tile : vdst + d0 * g.block_size;
+                    for (int64_t i0 = 0; i0 < n; i0 += 16) {
+                      at::vec::transpose_mxn<cache_t>(
+                          src + i0 * ld, ld, dst + i0, n,
+                          static_cast<int>(std::min<int64_t>(16, n - i0)),
+                          static_cast<int>(dn));
+                    }
+                    if (g.stream) {
+                      stream_copy(vdst + d0 * g.block_size, tile, dn * n * es);
+                    }
+                    continue;
+                  }
+                }
                 for (int64_t i = 0; i < n; ++i) {
-                  const scalar_t* src = v_src + toks[i] * vs0 + h * vs1;
-                  if (value_rows_dense) {
+                  const scalar_t* src = g.v_src + toks[i] * g.vs0 + h * g.vs1;
+                  if (g.value_rows_dense) {
                     std::memcpy(rows[i], src + d0, dn * sizeof(cache_t));
                   } else {
                     for (int64_t q = 0; q < dn; ++q) {
-                      rows[i][q] = value_conv(src[(d0 + q) * vs2]);
+                      rows[i][q] = g.value_conv(src[(d0 + q) * g.vs2]);
                     }
                   }
-                }
-                if (whole) {
-                  // Rows d0 .. d0 + dn of the tile are contiguous.
-                  for (int64_t q = 0; q < dn; ++q) {
-                    for (int64_t i = 0; i < n; ++i) {
-                      tile[q * n + i] = rows[i][q];
-                    }
-                  }
-                  stream_copy(vdst + d0 * block_size, tile, dn * n * es);
-                  continue;
                 }
                 for (int64_t q = 0; q < dn; ++q) {
-                  cache_t* vrow = vdst + (d0 + q) * vc2;
+                  cache_t* vrow = vdst + (d0 + q) * g.vc2;
                   for (int64_t i = 0; i < n; ++i) {
-                    vrow[offs[i] * vc3] = rows[i][q];
+                    vrow[offs[i] * g.vc3] = rows[i][q];
                   }
                 }
               }

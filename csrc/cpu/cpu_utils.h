@@ -154,12 +154,40 @@ struct FloatIO<float> {
   }
 };
 
+#if defined(CPU_CAPABILITY_AVX512)
+// float32 lanes rounded to bfloat16 precision, as float32: bit for bit what
+// at::vec's float -> BFloat16 -> float round trip gives (round to nearest
+// even: add 0x7fff plus the lowest kept bit, clear the low 16 bits; a NaN
+// becomes 0xffff0000, the widened 0xffff torch stores for it), without
+// packing to 16 bits and unpacking again. No sum can wrap: the largest
+// non-NaN pattern, 0xff800000 (-inf), plus 0x8000 stays below 2^32.
+inline fvec round_to_bf16(const fvec& v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i lsb =
+      _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  __m512i r =
+      _mm512_add_epi32(_mm512_add_epi32(bits, lsb), _mm512_set1_epi32(0x7fff));
+  r = _mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u)));
+  const __mmask16 ordered = _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
+  r = _mm512_mask_blend_epi32(
+      ordered, _mm512_set1_epi32(static_cast<int>(0xffff0000u)), r);
+  return _mm512_castsi512_ps(r);
+}
+#endif
+
 // Rounds float32 values to T and widens them back: what storing an
 // intermediate result in a T tensor does. A no-op for float. Kernels that
 // must equal a chain of torch ops in T round after every step, as eager
 // torch does.
 template <typename T>
 inline void round_to(fvec& lo, fvec& hi) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<T, at::BFloat16>) {
+    lo = round_to_bf16(lo);
+    hi = round_to_bf16(hi);
+    return;
+  }
+#endif
   if constexpr (!std::is_same_v<T, float>) {
     std::tie(lo, hi) =
         at::vec::convert_to_float<T>(at::vec::convert_from_float<T>(lo, hi));
@@ -178,5 +206,61 @@ inline int64_t grain_for(int64_t elems_per_unit, int64_t min_elems = 16384) {
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ---------------------------------------------------------------------------
+// Row-block partition for row-wise kernels that read one row of `in` and
+// write one row of `out` (same leading dims, each flattened by a RowIndexer).
+// Each row's `d` columns are cut into blocks of `block` columns (the last one
+// may be short), and the blocks of all rows, numbered row by row, are the
+// work units of one at::parallel_for: many short rows then share a chunk,
+// and a few long rows still spread over every thread. The grain keeps at
+// least ~min_elems columns per chunk, so a small tensor runs on one thread.
+// `block` should be a multiple of the kernel's vector step, so that only a
+// row's last block can end in a partial step.
+//
+// Example: 3 rows, d = 10000, block = 4096, min_elems = 32768: 3 blocks per
+// row, 9 units; unit 4 is row 1, columns [4096, 8192); unit 5 is row 1,
+// columns [8192, 10000); the grain is 32768 / 4096 = 8 units, so at most
+// ceil(9 / 8) = 2 threads take part, each an even share of the range (units
+// 0-4 and 5-8 with at::parallel_for's OpenMP backend).
+// fn(in_offset, out_offset, col_begin, col_end) gets the element offsets of
+// the unit's row in `in` and `out` and its column range.
+// ---------------------------------------------------------------------------
+class RowBlocks {
+ public:
+  RowBlocks(const at::Tensor& in, const at::Tensor& out, int64_t d,
+            int64_t block, int64_t min_elems = 32768)
+      : in_rows_(in, in.dim() - 1),
+        out_rows_(out, out.dim() - 1),
+        d_(d),
+        block_(block),
+        blocks_per_row_(ceil_div(d, block)),
+        grain_(grain_for(std::min(d, block), min_elems)) {}
+
+  int64_t num_rows() const { return in_rows_.num_rows(); }
+  bool empty() const { return num_rows() == 0 || d_ == 0; }
+
+  template <typename Fn>
+  void parallel_for(const Fn& fn) const {
+    if (empty()) return;
+    at::parallel_for(0, num_rows() * blocks_per_row_, grain_,
+                     [&](int64_t begin, int64_t end) {
+                       for (int64_t u = begin; u < end; ++u) {
+                         const int64_t row = u / blocks_per_row_;
+                         const int64_t col = (u % blocks_per_row_) * block_;
+                         fn(in_rows_.offset(row), out_rows_.offset(row), col,
+                            std::min(d_, col + block_));
+                       }
+                     });
+  }
+
+ private:
+  RowIndexer in_rows_;
+  RowIndexer out_rows_;
+  int64_t d_;
+  int64_t block_;
+  int64_t blocks_per_row_;
+  int64_t grain_;
+};
 
 }  // namespace vllm_cpu

@@ -25,6 +25,7 @@ void rms_norm_kernel(at::Tensor& out, const at::Tensor& input,
                      const at::Tensor& weight, float eps) {
   using IO = FloatIO<scalar_t>;
   constexpr int64_t kStep = IO::kStep;
+  constexpr int64_t kStepBytes = kStep * sizeof(scalar_t);
 
   const int64_t hidden = input.size(-1);
   const vllm_cpu::RowIndexer in_rows(input, input.dim() - 1);
@@ -60,7 +61,18 @@ void rms_norm_kernel(at::Tensor& out, const at::Tensor& input,
       const float mean_sq = sum_lanes(acc0 + acc1) * inv_hidden;
       const fvec scale(1.0f / std::sqrt(mean_sq + eps));
 
+      // While this row is scaled (from L1), the next row is fetched, so that
+      // its first pass does not wait on memory.
+      const char* next =
+          row + 1 < end
+              ? reinterpret_cast<const char*>(in_base + in_rows.offset(row + 1))
+              : nullptr;
       for (i = 0; i + kStep <= hidden; i += kStep) {
+        if (next != nullptr) {
+          for (int64_t b = 0; b < kStepBytes; b += 64) {
+            __builtin_prefetch(next + i * sizeof(scalar_t) + b);
+          }
+        }
         fvec a, b, wa, wb;
         IO::load(x + i, a, b);
         IO::load(w + i, wa, wb);
@@ -82,6 +94,7 @@ void fused_add_rms_norm_kernel(at::Tensor& input, at::Tensor& residual,
                                const at::Tensor& weight, float eps) {
   using IO = FloatIO<scalar_t>;
   constexpr int64_t kStep = IO::kStep;
+  constexpr int64_t kStepBytes = kStep * sizeof(scalar_t);
   constexpr int64_t kF = fvec::size();
 
   const int64_t hidden = input.size(-1);
@@ -121,15 +134,39 @@ void fused_add_rms_norm_kernel(at::Tensor& input, at::Tensor& residual,
         const fvec zb = xb + rb;
         za.store(sum.get() + i);
         zb.store(sum.get() + i + kF);
-        IO::store(r + i, za, zb, n);
+        if (n == kStep) {
+          IO::store(r + i, za, zb);
+        } else {
+          IO::store(r + i, za, zb, n);
+        }
         acc0 = at::vec::fmadd(za, za, acc0);
         acc1 = at::vec::fmadd(zb, zb, acc1);
       }
       const float mean_sq = sum_lanes(acc0 + acc1) * inv_hidden;
       const fvec scale(1.0f / std::sqrt(mean_sq + eps));
 
-      for (i = 0; i < hidden; i += kStep) {
-        const int64_t n = std::min(kStep, hidden - i);
+      // While this row is scaled (from L1), the next row's input and
+      // residual are fetched, so that its first pass does not wait on memory.
+      const bool last = row + 1 == end;
+      const char* next_x = reinterpret_cast<const char*>(
+          in_base + in_rows.offset(last ? row : row + 1));
+      const char* next_r = reinterpret_cast<const char*>(
+          res_base + res_rows.offset(last ? row : row + 1));
+      for (i = 0; i + kStep <= hidden; i += kStep) {
+        if (!last) {
+          for (int64_t b = 0; b < kStepBytes; b += 64) {
+            __builtin_prefetch(next_x + i * sizeof(scalar_t) + b);
+            __builtin_prefetch(next_r + i * sizeof(scalar_t) + b);
+          }
+        }
+        const fvec za = fvec::loadu(sum.get() + i);
+        const fvec zb = fvec::loadu(sum.get() + i + kF);
+        fvec wa, wb;
+        IO::load(w + i, wa, wb);
+        IO::store(x + i, za * scale * wa, zb * scale * wb);
+      }
+      if (i < hidden) {
+        const int64_t n = hidden - i;
         const fvec za = fvec::loadu(sum.get() + i);
         const fvec zb = fvec::loadu(sum.get() + i + kF);
         fvec wa, wb;

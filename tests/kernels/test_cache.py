@@ -121,6 +121,68 @@ def test_reshape_and_cache_fewer_slots_than_tokens(
     assert torch.equal(value_cache, ref_value_cache)
 
 
+def check_against_reference(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    ref_key_cache, ref_value_cache = key_cache.clone(), value_cache.clone()
+    scale = unit_scale(key.device)
+    ops.reshape_and_cache(key, value, key_cache, value_cache, slot_mapping, "auto", scale, scale)
+    reference_reshape_and_cache(key, value, ref_key_cache, ref_value_cache, slot_mapping)
+    assert torch.equal(key_cache, ref_key_cache)
+    assert torch.equal(value_cache, ref_value_cache)
+
+
+@pytest.mark.parametrize("order", ["in order", "shuffled"])
+@pytest.mark.parametrize("head_size", HEAD_SIZES)
+@pytest.mark.parametrize("block_size", BLOCK_SIZES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reshape_and_cache_whole_blocks(
+    order: str, head_size: int, block_size: int, dtype: torch.dtype, device: torch.device
+) -> None:
+    """Slots that fill whole blocks, as a prefill's do: each block's tiles are
+    written whole, transposed straight from consecutive tokens ("in order") or
+    from tokens in any order ("shuffled"); the last block is only partly
+    filled. key and value are strided views of one qkv tensor."""
+    num_tokens = 5 * block_size + 3
+    start = 2 * block_size
+    slot_mapping = torch.arange(start, start + num_tokens, device=device)
+    if order == "shuffled":
+        slot_mapping = slot_mapping[torch.randperm(num_tokens, device=device)]
+    qkv = torch.randn(num_tokens, 3, NUM_HEADS, head_size, dtype=dtype, device=device)
+    _, key, value = qkv.unbind(dim=1)
+    key_cache, value_cache = make_caches(
+        NUM_BLOCKS, NUM_HEADS, head_size, block_size, dtype, device
+    )
+    check_against_reference(key, value, key_cache, value_cache, slot_mapping)
+
+
+@pytest.mark.parametrize("order", ["in order", "shuffled"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reshape_and_cache_whole_blocks_large_cache(
+    order: str, dtype: torch.dtype, device: torch.device
+) -> None:
+    """Caches past the CPU kernel's streaming threshold (64 MiB for both):
+    whole tiles are written with streaming stores there."""
+    head_size, block_size = 128, 16
+    per_block = 2 * NUM_HEADS * head_size * block_size * dtype.itemsize
+    num_blocks = (64 << 20) // per_block + 1
+    num_tokens = 4 * block_size
+    start = (num_blocks - 5) * block_size
+    slot_mapping = torch.arange(start, start + num_tokens, device=device)
+    if order == "shuffled":
+        slot_mapping = slot_mapping[torch.randperm(num_tokens, device=device)]
+    key = torch.randn(num_tokens, NUM_HEADS, head_size, dtype=dtype, device=device)
+    value = torch.randn_like(key)
+    key_cache, value_cache = make_caches(
+        num_blocks, NUM_HEADS, head_size, block_size, dtype, device
+    )
+    check_against_reference(key, value, key_cache, value_cache, slot_mapping)
+
+
 def test_reference_matches_loop() -> None:
     """The indexing reference itself, against a token-by-token loop."""
     block_size, head_size, x = 4, 8, 4
