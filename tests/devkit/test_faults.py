@@ -233,10 +233,12 @@ def test_two_sessions_at_once_take_turns(tmp_path):
     # By hand (`uv pip install -e .`, no session) the backend takes the same lock.
     (build_dir,) = [p for p in (copy / "build").glob("cpu-*") if p.is_dir()]
     with lock.hold(build_dir / "build.lock", "the test's hold", print):
+        python = str(copy / ".venv-cpu" / "bin" / "python")
         by_hand = subprocess.Popen(
-            [find_uv(), "pip", "install", "-v", "--no-build-isolation", "--no-deps", "-e", "."],
+            [find_uv(), "pip", "install", "-v", "-p", python]
+            + ["--no-build-isolation", "--no-deps", "-e", "."],
             cwd=copy,
-            env=environ(VIRTUAL_ENV=str(copy / ".venv-cpu")),
+            env=environ(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
