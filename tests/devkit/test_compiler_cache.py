@@ -246,4 +246,4 @@ def test_a_port_held_by_something_else_moves_the_server(tmp_path, monkeypatch):
         same, error = compiler_cache.start_server(cache)
         assert same.port == cache.port
         assert error.startswith("Server startup failed: Address in use")
-        assert error.endswith("set SCCACHE_SERVER_PORT to a free one)")
+        assert error.endswith(f"(SCCACHE_SERVER_PORT={cache.port} is taken; set it to a free one)")

@@ -419,7 +419,9 @@ def start_server(cache: CompilerCache) -> tuple[CompilerCache, str | None]:
         if not held:
             return on, error
         on = _with_port(on, _next_port(on.port or str(PORT_LOW)))
-    return cache, f"{error} (tried {tries} ports; set SCCACHE_SERVER_PORT to a free one)"
+    if tries == 1:
+        return cache, f"{error} (SCCACHE_SERVER_PORT={cache.port} is taken; set it to a free one)"
+    return cache, f"{error} ({tries} ports tried; set SCCACHE_SERVER_PORT to a free one)"
 
 
 def stop_server(cache: CompilerCache | None) -> None:
