@@ -1,7 +1,6 @@
 """nvcc under sccache in two checkouts: the device steps hit across directories only
 with tools/devkit/nvcc_relative.py in between (real nvcc, real sccache, one tiny .cu)."""
 
-import json
 import shutil
 import subprocess
 import sys
@@ -9,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, find_sccache
+
+from devkit import compiler_cache
 
 sys.path.insert(0, str(ROOT / "tools" / "devkit"))
 import nvcc_relative  # noqa: E402  (a script: stdlib only, not part of the devkit package)
@@ -76,10 +77,8 @@ def compile_in(root: Path, sccache: str, nvcc: str, port: str, cache: Path, rela
         capture_output=True,
         text=True,
     )
-    counts = json.loads(stats.stdout)["stats"]
-    return sum(counts["cache_hits"]["counts"].values()), sum(
-        counts["cache_misses"]["counts"].values()
-    )
+    counted = compiler_cache.parse_sccache_stats(stats.stdout, remote=False)
+    return counted.local_hits, counted.misses
 
 
 @pytest.mark.parametrize("relative", [True, False], ids=["nvcc_relative", "sccache-alone"])
