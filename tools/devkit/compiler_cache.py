@@ -203,8 +203,9 @@ def _ephemeral_ports() -> tuple[int, int]:
 def _port_range() -> tuple[int, int]:
     """[low, high) for the server's port: below the ephemeral range, where no outgoing
     connection (uv's downloads, sccache's own to the store) can be holding it."""
-    low = min(PORT_LOW, _ephemeral_ports()[0] - 1000)
-    return low, max(_ephemeral_ports()[0], low + 1000)
+    ephemeral = _ephemeral_ports()[0]
+    low = min(PORT_LOW, ephemeral - 1000)
+    return low, max(ephemeral, low + 1000)
 
 
 def _server_port(root: Path, settings: Mapping[str, str]) -> str:
