@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,6 +122,23 @@ def test_reshape_and_cache_fewer_slots_than_tokens(
     assert torch.equal(value_cache, ref_value_cache)
 
 
+def last_level_cache_bytes() -> int:
+    """What the CPU kernel reads: cpu0's highest cache level in sysfs, else
+    32 MiB."""
+    best_level, best = 0, 32 << 20
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level = int((index / "level").read_text())
+            size = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
+        number = int(size.rstrip("KMG") or 0) * scale
+        if level > best_level and number > 0:
+            best_level, best = level, number
+    return best
+
+
 def check_against_reference(
     key: torch.Tensor,
     value: torch.Tensor,
@@ -165,11 +183,12 @@ def test_reshape_and_cache_whole_blocks(
 def test_reshape_and_cache_whole_blocks_large_cache(
     order: str, dtype: torch.dtype, device: torch.device
 ) -> None:
-    """Caches past the CPU kernel's streaming threshold (64 MiB for both):
-    whole tiles are written with streaming stores there."""
+    """Caches past the CPU kernel's streaming threshold (both together at
+    least half the last-level cache, as sysfs reports it): whole tiles are
+    written with streaming stores there."""
     head_size, block_size = 128, 16
     per_block = 2 * NUM_HEADS * head_size * block_size * dtype.itemsize
-    num_blocks = (64 << 20) // per_block + 1
+    num_blocks = max(64 << 20, last_level_cache_bytes()) // per_block + 1
     num_tokens = 4 * block_size
     start = (num_blocks - 5) * block_size
     slot_mapping = torch.arange(start, start + num_tokens, device=device)
