@@ -173,6 +173,19 @@ inline fvec round_to_bf16(const fvec& v) {
       ordered, _mm512_set1_epi32(static_cast<int>(0xffff0000u)), r);
   return _mm512_castsi512_ps(r);
 }
+
+// round_to_bf16 for a product or sum of bfloat16 values: its NaNs (a NaN
+// operand's, or the default NaN) have their low 16 bits zero, where the
+// rounding can't carry, so they stay NaN without the NaN blend.
+inline fvec round_bf16_operation(const fvec& v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i lsb =
+      _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  const __m512i r =
+      _mm512_add_epi32(_mm512_add_epi32(bits, lsb), _mm512_set1_epi32(0x7fff));
+  return _mm512_castsi512_ps(
+      _mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+}
 #endif
 
 // Rounds float32 values to T and widens them back: what storing an
@@ -192,6 +205,19 @@ inline void round_to(fvec& lo, fvec& hi) {
     std::tie(lo, hi) =
         at::vec::convert_to_float<T>(at::vec::convert_from_float<T>(lo, hi));
   }
+}
+
+// round_to<T> of a product or sum of values that are already T.
+template <typename T>
+inline void round_operation_to(fvec& lo, fvec& hi) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<T, at::BFloat16>) {
+    lo = round_bf16_operation(lo);
+    hi = round_bf16_operation(hi);
+    return;
+  }
+#endif
+  round_to<T>(lo, hi);
 }
 
 template <typename T>

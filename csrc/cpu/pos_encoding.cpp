@@ -21,11 +21,12 @@ using vllm_cpu::FloatIO;
 using vllm_cpu::fvec;
 
 using vllm::HeadLayout;
+using vllm_cpu::round_operation_to;
 using vllm_cpu::round_to;
 
 // (x, y) rotated by (c, s), as forward_native computes it in T:
 //   x' = x * c - y * s, y' = y * c + x * s
-// with every product and sum rounded to T (c and s already in T).
+// with every product and sum rounded to T (x, y, c and s already in T).
 template <typename T>
 inline void rotate(const fvec& x0, const fvec& x1, const fvec& y0,
                    const fvec& y1, const fvec& c0, const fvec& c1,
@@ -33,10 +34,10 @@ inline void rotate(const fvec& x0, const fvec& x1, const fvec& y0,
                    fvec& yo0, fvec& yo1) {
   fvec xc0 = x0 * c0, xc1 = x1 * c1, ys0 = y0 * s0, ys1 = y1 * s1;
   fvec yc0 = y0 * c0, yc1 = y1 * c1, xs0 = x0 * s0, xs1 = x1 * s1;
-  round_to<T>(xc0, xc1);
-  round_to<T>(ys0, ys1);
-  round_to<T>(yc0, yc1);
-  round_to<T>(xs0, xs1);
+  round_operation_to<T>(xc0, xc1);
+  round_operation_to<T>(ys0, ys1);
+  round_operation_to<T>(yc0, yc1);
+  round_operation_to<T>(xs0, xs1);
   xo0 = xc0 - ys0;
   xo1 = xc1 - ys1;
   yo0 = yc0 + xs0;
@@ -95,8 +96,10 @@ void rotary_kernel(const at::Tensor& positions, at::Tensor& query,
               IO::load(y + i, y0, y1, n);
               CIO::load(cos + i, c0, c1, n);
               CIO::load(sin + i, s0, s1, n);
-              round_to<scalar_t>(c0, c1);
-              round_to<scalar_t>(s0, s1);
+              if constexpr (!std::is_same_v<cache_t, scalar_t>) {
+                round_to<scalar_t>(c0, c1);
+                round_to<scalar_t>(s0, s1);
+              }
               fvec o0, o1, p0, p1;
               rotate<scalar_t>(x0, x1, y0, y1, c0, c1, s0, s1, o0, o1, p0, p1);
               IO::store(x + i, o0, o1, n);
@@ -110,9 +113,11 @@ void rotary_kernel(const at::Tensor& positions, at::Tensor& query,
               IO::load(x + 2 * i, a, b, 2 * np);
               fvec c = CIO::load_one(cos + i, np);
               fvec s = CIO::load_one(sin + i, np);
-              fvec unused_c(0.0f), unused_s(0.0f);
-              round_to<scalar_t>(c, unused_c);
-              round_to<scalar_t>(s, unused_s);
+              if constexpr (!std::is_same_v<cache_t, scalar_t>) {
+                fvec unused_c(0.0f), unused_s(0.0f);
+                round_to<scalar_t>(c, unused_c);
+                round_to<scalar_t>(s, unused_s);
+              }
               const auto [ev, od] = at::vec::deinterleave2(a, b);
               // One float vector of pairs: the second lanes are padding.
               const fvec zero(0.0f);
