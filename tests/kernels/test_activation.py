@@ -109,6 +109,24 @@ def test_act_and_mul_ragged_rows(activation: str, dtype: torch.dtype, device: to
     assert_matches_native(activation, layer(x), layer.forward_native(x))
 
 
+@pytest.mark.parametrize("activation", ["silu", "mul_and_silu", "gelu", "gelu_tanh"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_act_and_mul_every_16_bit_input_cpu(activation: str, dtype: torch.dtype) -> None:
+    """Every bit pattern of a 16-bit dtype as the activation's operand, on
+    the CPU, whose kernels look these activations up in a table made from
+    torch's formula: equal to forward_native for all of them, the infinities,
+    NaNs and subnormals included."""
+    patterns = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16)
+    operand = patterns.view(dtype).reshape(512, 128)
+    other = torch.randn_like(operand)
+    halves = (other, operand) if activation == "mul_and_silu" else (operand, other)
+    x = torch.cat(halves, dim=-1)
+    out = torch.empty_like(other)
+    OPS[activation](out, x)
+    ref = make_layer(activation).forward_native(x)
+    torch.testing.assert_close(out, ref, atol=0, rtol=0, equal_nan=True)
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_native_matches_formula(activation: str) -> None:
     """The reference itself, in float64 against the textbook formulas."""
