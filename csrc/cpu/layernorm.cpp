@@ -61,8 +61,9 @@ void rms_norm_kernel(at::Tensor& out, const at::Tensor& input,
       const float mean_sq = sum_lanes(acc0 + acc1) * inv_hidden;
       const fvec scale(1.0f / std::sqrt(mean_sq + eps));
 
-      // While this row is scaled (from L1), the next row is fetched, so that
-      // its first pass does not wait on memory.
+      // While this row is scaled (from L1), the next row is fetched into L2
+      // (L1 holds this row and the weight), so that its first pass does not
+      // wait on memory.
       const char* next =
           row + 1 < end
               ? reinterpret_cast<const char*>(in_base + in_rows.offset(row + 1))
@@ -70,7 +71,7 @@ void rms_norm_kernel(at::Tensor& out, const at::Tensor& input,
       for (i = 0; i + kStep <= hidden; i += kStep) {
         if (next != nullptr) {
           for (int64_t b = 0; b < kStepBytes; b += 64) {
-            __builtin_prefetch(next + i * sizeof(scalar_t) + b);
+            __builtin_prefetch(next + i * sizeof(scalar_t) + b, 0, 2);
           }
         }
         fvec a, b, wa, wb;
