@@ -246,7 +246,7 @@ def device_name(device: torch.device) -> str:
 def run_one_build(args: argparse.Namespace, device: torch.device) -> None:
     """The kernels of this venv's build against forward_native and a copy."""
     load_extension(None)
-    measure = timer(device, args.repeats or (20 if device.type == "cuda" else 10))
+    measure = timer(device, args.repeats or 20)
     name = device_name(device)
     compile_native = args.compile if args.compile is not None else device.type == "cpu"
     print(f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}")
@@ -398,7 +398,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--hidden", default="4096", help="comma-separated")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="default: 20 cuda, 10 cpu (5 per A/B round)"
+        "--repeats", type=int, default=None, help="default: 20 (5 per A/B round on cpu)"
     )
     parser.add_argument(
         "--compile",
