@@ -11,6 +11,7 @@
 //   GPT-J: (x[2i], x[2i + 1])  -> same, with the pair interleaved.
 #include <limits>
 #include <optional>
+#include <vector>
 
 #include "../ops.h"
 #include "cpu_utils.h"
@@ -74,58 +75,71 @@ void rotary_kernel(const at::Tensor& positions, at::Tensor& query,
   const int64_t units = num_tokens * heads;
   if (units == 0) return;
 
+  // A token's cos and sin rows, as float32 rounded to scalar_t, made once
+  // and used by all of its heads (padded to whole steps).
+  const int64_t padded = vllm_cpu::ceil_div(half, kStep) * kStep;
   at::parallel_for(
       0, units, vllm_cpu::grain_for(rot_dim), [&](int64_t begin, int64_t end) {
-        for (int64_t u = begin; u < end; ++u) {
-          const int64_t token = u / heads;
-          const int64_t h = u % heads;
+        std::vector<float> rows(2 * padded);
+        float* cos = rows.data();
+        float* sin = cos + padded;
+        int64_t token = begin / heads, h = begin % heads;
+        for (int64_t u = begin; u < end; ++token, h = 0) {
           const int64_t pos = pos_base[pos_rows.offset(token)];
-          const cache_t* cos = cache_base + pos * cache_stride;
-          const cache_t* sin = cos + half;
-          scalar_t* x =
-              h < nq ? q_base + q_rows.offset(token) + h * q_layout.head_stride
-                     : k_base + k_rows.offset(token) +
-                           (h - nq) * k_layout.head_stride;
-
-          if (is_neox) {
-            scalar_t* y = x + half;
-            for (int64_t i = 0; i < half; i += kStep) {
-              const int64_t n = std::min(kStep, half - i);
-              fvec x0, x1, y0, y1, c0, c1, s0, s1;
-              IO::load(x + i, x0, x1, n);
-              IO::load(y + i, y0, y1, n);
-              CIO::load(cos + i, c0, c1, n);
-              CIO::load(sin + i, s0, s1, n);
-              if constexpr (!std::is_same_v<cache_t, scalar_t>) {
-                round_to<scalar_t>(c0, c1);
-                round_to<scalar_t>(s0, s1);
-              }
-              fvec o0, o1, p0, p1;
-              rotate<scalar_t>(x0, x1, y0, y1, c0, c1, s0, s1, o0, o1, p0, p1);
-              IO::store(x + i, o0, o1, n);
-              IO::store(y + i, p0, p1, n);
+          const cache_t* cache_row = cache_base + pos * cache_stride;
+          for (int64_t i = 0; i < half; i += kStep) {
+            const int64_t n = std::min(kStep, half - i);
+            fvec c0, c1, s0, s1;
+            CIO::load(cache_row + i, c0, c1, n);
+            CIO::load(cache_row + half + i, s0, s1, n);
+            if constexpr (!std::is_same_v<cache_t, scalar_t>) {
+              round_to<scalar_t>(c0, c1);
+              round_to<scalar_t>(s0, s1);
             }
-          } else {
-            // kF pairs (2 * kF elements) per step.
-            for (int64_t i = 0; i < half; i += kF) {
-              const int64_t np = std::min(kF, half - i);
-              fvec a, b;
-              IO::load(x + 2 * i, a, b, 2 * np);
-              fvec c = CIO::load_one(cos + i, np);
-              fvec s = CIO::load_one(sin + i, np);
-              if constexpr (!std::is_same_v<cache_t, scalar_t>) {
-                fvec unused_c(0.0f), unused_s(0.0f);
-                round_to<scalar_t>(c, unused_c);
-                round_to<scalar_t>(s, unused_s);
+            c0.store(cos + i);
+            c1.store(cos + i + kF);
+            s0.store(sin + i);
+            s1.store(sin + i + kF);
+          }
+          for (; h < heads && u < end; ++h, ++u) {
+            scalar_t* x = h < nq ? q_base + q_rows.offset(token) +
+                                       h * q_layout.head_stride
+                                 : k_base + k_rows.offset(token) +
+                                       (h - nq) * k_layout.head_stride;
+            if (is_neox) {
+              scalar_t* y = x + half;
+              for (int64_t i = 0; i < half; i += kStep) {
+                const int64_t n = std::min(kStep, half - i);
+                fvec x0, x1, y0, y1;
+                IO::load(x + i, x0, x1, n);
+                IO::load(y + i, y0, y1, n);
+                const fvec c0 = fvec::loadu(cos + i);
+                const fvec c1 = fvec::loadu(cos + i + kF);
+                const fvec s0 = fvec::loadu(sin + i);
+                const fvec s1 = fvec::loadu(sin + i + kF);
+                fvec o0, o1, p0, p1;
+                rotate<scalar_t>(x0, x1, y0, y1, c0, c1, s0, s1, o0, o1, p0,
+                                 p1);
+                IO::store(x + i, o0, o1, n);
+                IO::store(y + i, p0, p1, n);
               }
-              const auto [ev, od] = at::vec::deinterleave2(a, b);
-              // One float vector of pairs: the second lanes are padding.
-              const fvec zero(0.0f);
-              fvec e0, e1, o0, o1;
-              rotate<scalar_t>(ev, zero, od, zero, c, zero, s, zero, e0, e1, o0,
-                               o1);
-              const auto [oa, ob] = at::vec::interleave2(e0, o0);
-              IO::store(x + 2 * i, oa, ob, 2 * np);
+            } else {
+              // kF pairs (2 * kF elements) per step.
+              for (int64_t i = 0; i < half; i += kF) {
+                const int64_t np = std::min(kF, half - i);
+                fvec a, b;
+                IO::load(x + 2 * i, a, b, 2 * np);
+                const fvec c = fvec::loadu(cos + i);
+                const fvec s = fvec::loadu(sin + i);
+                const auto [ev, od] = at::vec::deinterleave2(a, b);
+                // One float vector of pairs: the second lanes are padding.
+                const fvec zero(0.0f);
+                fvec e0, e1, o0, o1;
+                rotate<scalar_t>(ev, zero, od, zero, c, zero, s, zero, e0, e1,
+                                 o0, o1);
+                const auto [oa, ob] = at::vec::interleave2(e0, o0);
+                IO::store(x + 2 * i, oa, ob, 2 * np);
+              }
             }
           }
         }
