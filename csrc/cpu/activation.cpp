@@ -148,6 +148,9 @@ void gated_kernel(at::Tensor& out, const at::Tensor& input, const Act& act) {
   // Where torch's loop over a row leaves its vectorized chunks.
   const int64_t vec_end = d / kChunk * kChunk;
   constexpr bool kTable = kTabulated<scalar_t, Act>;
+  // Streaming stores for an output too big to stay cached (0.91-0.99x the
+  // time at 4096 x 4096 outputs).
+  const bool stream_out = vllm_cpu::stream_output(out.nbytes());
   const float* table = nullptr;
   if constexpr (kTable) table = activation_table<scalar_t, Act>();
 
@@ -156,6 +159,9 @@ void gated_kernel(at::Tensor& out, const at::Tensor& input, const Act& act) {
         const scalar_t* x = in_base + in_off;
         const scalar_t* y = x + d;
         scalar_t* o = out_base + out_off;
+        // Steps of 64 or 128 bytes from a line-aligned start stay aligned.
+        const bool stream =
+            stream_out && reinterpret_cast<uintptr_t>(o + col_begin) % 64 == 0;
 
         int64_t i = col_begin;
         for (; i < std::min(col_end, vec_end); i += kStep) {
@@ -174,12 +180,15 @@ void gated_kernel(at::Tensor& out, const at::Tensor& input, const Act& act) {
           }
           // The product in the reference's order (float32 products commute,
           // but keep it readable against forward_native).
-          if constexpr (kActOnSecond) {
-            IO::store(o + i, b0 * a0, b1 * a1);
+          const fvec r0 = kActOnSecond ? b0 * a0 : a0 * b0;
+          const fvec r1 = kActOnSecond ? b1 * a1 : a1 * b1;
+          if (stream) {
+            IO::stream(o + i, r0, r1);
           } else {
-            IO::store(o + i, a0 * b0, a1 * b1);
+            IO::store(o + i, r0, r1);
           }
         }
+        if (stream) vllm_cpu::stream_fence();
         for (; i < col_end; ++i) {
           const float a = static_cast<float>(x[i]);
           const float b = static_cast<float>(y[i]);

@@ -18,7 +18,6 @@
 // Also convert_fp8: fp8 caches to float and back.
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -81,7 +80,7 @@ struct ToFp8 {
 // Copies `bytes` (a multiple of 16) to a 16-byte aligned dst with
 // non-temporal stores where the CPU has them: a fully written tile then goes
 // to memory without first being read in (as a plain store's cache line is).
-// The caller ends its stores with stream_fence().
+// The caller ends its stores with vllm_cpu::stream_fence().
 inline void stream_copy(void* dst, const void* src, int64_t bytes) {
 #if defined(__SSE2__)
   auto* d = static_cast<__m128i*>(dst);
@@ -91,12 +90,6 @@ inline void stream_copy(void* dst, const void* src, int64_t bytes) {
   }
 #else
   std::memcpy(dst, src, bytes);
-#endif
-}
-
-inline void stream_fence() {
-#if defined(__SSE2__)
-  _mm_sfence();
 #endif
 }
 
@@ -113,30 +106,6 @@ inline void transpose_chunks(const T* __restrict src, const int64_t* rows,
       std::memcpy(dst + j * dst_ld + i * x, src + rows[i] * src_ld + j * x, 16);
     }
   }
-}
-
-// The size of the last-level cache of the CPU this runs on, as Linux's
-// sysfs reports it (cpu0's highest cache level, e.g. "32768K"); 32 MiB where
-// there is none. Not glibc's sysconf(_SC_LEVEL3_CACHE_SIZE): in a VM it
-// may report the host's caches (320 MiB on the 2-core EPYC VM whose one L3
-// slice is 32 MiB).
-inline int64_t last_level_cache_bytes() {
-  static const int64_t bytes = [] {
-    int64_t best_level = 0, best = int64_t{32} << 20;
-    for (int index = 0; index < 8; ++index) {
-      const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" +
-                              std::to_string(index) + "/";
-      std::ifstream level_file(dir + "level"), size_file(dir + "size");
-      int64_t level = 0, size = 0;
-      char unit = 0;
-      if (!(level_file >> level) || !(size_file >> size)) continue;
-      size_file >> unit;
-      size <<= unit == 'K' ? 10 : unit == 'M' ? 20 : unit == 'G' ? 30 : 0;
-      if (level > best_level && size > 0) best_level = level, best = size;
-    }
-    return best;
-  }();
-  return bytes;
 }
 
 // memcpy of `bytes` in 64-byte steps the compiler inlines (a row of a head
@@ -333,8 +302,8 @@ void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
   // makes the same choice by size. Measured on a 2-core VM with a 32 MiB L3,
   // 4096 tokens: streaming a 16 MiB (bf16) or 32 MiB (fp32) pair of caches
   // took 0.85-0.9x the time of plain stores.
-  const bool stream =
-      key_cache.nbytes() + value_cache.nbytes() >= last_level_cache_bytes() / 2;
+  const bool stream = key_cache.nbytes() + value_cache.nbytes() >=
+                      vllm_cpu::last_level_cache_bytes() / 2;
 
   const int64_t num_runs = static_cast<int64_t>(plan.runs.size()) - 1;
   const Entry* entries = plan.entries.data();
@@ -522,7 +491,7 @@ void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
             }
           }
         }
-        if (streamed) stream_fence();
+        if (streamed) vllm_cpu::stream_fence();
       });
 }
 

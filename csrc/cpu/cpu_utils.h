@@ -6,8 +6,14 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <fstream>
+#include <string>
 #include <tuple>
 #include <type_traits>
+
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -112,6 +118,16 @@ struct FloatIO {
     return std::get<0>(
         at::vec::convert_to_float<T>(Vec::loadu(p, static_cast<int>(count))));
   }
+  // store() with a streaming store, to a 64-byte aligned p (the caller
+  // checks, and ends its stores with stream_fence()).
+  static inline void stream(T* p, const fvec& lo, const fvec& hi) {
+#if defined(CPU_CAPABILITY_AVX512)
+    const __m512i v = at::vec::convert_from_float<T>(lo, hi);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), v);
+#else
+    store(p, lo, hi);
+#endif
+  }
 };
 
 template <>
@@ -152,7 +168,23 @@ struct FloatIO<float> {
   static inline fvec load_one(const float* p, int64_t count) {
     return fvec::loadu(p, count);
   }
+  static inline void stream(float* p, const fvec& lo, const fvec& hi) {
+#if defined(CPU_CAPABILITY_AVX512)
+    _mm512_stream_ps(p, lo);
+    _mm512_stream_ps(p + kF, hi);
+#else
+    store(p, lo, hi);
+#endif
+  }
 };
+
+// Orders a thread's streaming stores before what it does next (the end of
+// its share of a parallel_for).
+inline void stream_fence() {
+#if defined(__SSE__)
+  _mm_sfence();
+#endif
+}
 
 #if defined(CPU_CAPABILITY_AVX512)
 // float32 lanes rounded to bfloat16 precision, as float32: bit for bit what
@@ -223,6 +255,37 @@ inline void round_operation_to(fvec& lo, fvec& hi) {
 template <typename T>
 inline float round_to(float v) {
   return static_cast<float>(static_cast<T>(v));
+}
+
+// The size of the last-level cache of the CPU this runs on, as Linux's
+// sysfs reports it (cpu0's highest cache level, e.g. "32768K"); 32 MiB where
+// there is none. Not glibc's sysconf(_SC_LEVEL3_CACHE_SIZE): in a VM it
+// may report the host's caches (320 MiB on the 2-core EPYC VM whose one L3
+// slice is 32 MiB).
+inline int64_t last_level_cache_bytes() {
+  static const int64_t bytes = [] {
+    int64_t best_level = 0, best = int64_t{32} << 20;
+    for (int index = 0; index < 8; ++index) {
+      const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" +
+                              std::to_string(index) + "/";
+      std::ifstream level_file(dir + "level"), size_file(dir + "size");
+      int64_t level = 0, size = 0;
+      char unit = 0;
+      if (!(level_file >> level) || !(size_file >> size)) continue;
+      size_file >> unit;
+      size <<= unit == 'K' ? 10 : unit == 'M' ? 20 : unit == 'G' ? 30 : 0;
+      if (level > best_level && size > 0) best_level = level, best = size;
+    }
+    return best;
+  }();
+  return bytes;
+}
+
+// Whether a kernel should write `bytes` of output with streaming stores:
+// when they are half the last-level cache or more, they won't stay cached
+// anyway, and streaming saves reading each line in before overwriting it.
+inline bool stream_output(int64_t bytes) {
+  return bytes >= last_level_cache_bytes() / 2;
 }
 
 // Grain size (in work units) for at::parallel_for so that one chunk holds at

@@ -38,11 +38,19 @@ void rms_norm_kernel(at::Tensor& out, const at::Tensor& input,
   scalar_t* out_base = out.data_ptr<scalar_t>();
   const float inv_hidden = 1.0f / static_cast<float>(hidden);
 
+  // Streaming stores for an output too big to stay cached (0.58-0.67x the
+  // time at 4096 x 4096).
+  const bool stream_out = vllm_cpu::stream_output(out.nbytes());
   const int64_t grain = vllm_cpu::grain_for(hidden);
   at::parallel_for(0, num_rows, grain, [&](int64_t begin, int64_t end) {
+    bool streamed = false;
     for (int64_t row = begin; row < end; ++row) {
       const scalar_t* x = in_base + in_rows.offset(row);
       scalar_t* o = out_base + out_rows.offset(row);
+      // Steps of 64 or 128 bytes from a line-aligned row stay aligned.
+      const bool stream =
+          stream_out && reinterpret_cast<uintptr_t>(o) % 64 == 0;
+      streamed = streamed || stream;
 
       fvec acc0(0.0f), acc1(0.0f);
       int64_t i = 0;
@@ -77,7 +85,11 @@ void rms_norm_kernel(at::Tensor& out, const at::Tensor& input,
         fvec a, b, wa, wb;
         IO::load(x + i, a, b);
         IO::load(w + i, wa, wb);
-        IO::store(o + i, a * scale * wa, b * scale * wb);
+        if (stream) {
+          IO::stream(o + i, a * scale * wa, b * scale * wb);
+        } else {
+          IO::store(o + i, a * scale * wa, b * scale * wb);
+        }
       }
       if (i < hidden) {
         const int64_t n = hidden - i;
@@ -87,6 +99,7 @@ void rms_norm_kernel(at::Tensor& out, const at::Tensor& input,
         IO::store(o + i, a * scale * wa, b * scale * wb, n);
       }
     }
+    if (streamed) vllm_cpu::stream_fence();
   });
 }
 
