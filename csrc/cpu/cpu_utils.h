@@ -193,6 +193,10 @@ inline void stream_fence() {
 // becomes 0xffff0000, the widened 0xffff torch stores for it), without
 // packing to 16 bits and unpacking again. No sum can wrap: the largest
 // non-NaN pattern, 0xff800000 (-inf), plus 0x8000 stays below 2^32.
+// kOfBf16: v is a product or sum of bfloat16 values, whose NaNs (a NaN
+// operand's, or the default NaN) have their low 16 bits zero, where the
+// rounding can't carry: they stay NaN without the NaN blend.
+template <bool kOfBf16 = false>
 inline fvec round_to_bf16(const fvec& v) {
   const __m512i bits = _mm512_castps_si512(v);
   const __m512i lsb =
@@ -200,36 +204,26 @@ inline fvec round_to_bf16(const fvec& v) {
   __m512i r =
       _mm512_add_epi32(_mm512_add_epi32(bits, lsb), _mm512_set1_epi32(0x7fff));
   r = _mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u)));
-  const __mmask16 ordered = _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
-  r = _mm512_mask_blend_epi32(
-      ordered, _mm512_set1_epi32(static_cast<int>(0xffff0000u)), r);
+  if constexpr (!kOfBf16) {
+    const __mmask16 ordered = _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
+    r = _mm512_mask_blend_epi32(
+        ordered, _mm512_set1_epi32(static_cast<int>(0xffff0000u)), r);
+  }
   return _mm512_castsi512_ps(r);
-}
-
-// round_to_bf16 for a product or sum of bfloat16 values: its NaNs (a NaN
-// operand's, or the default NaN) have their low 16 bits zero, where the
-// rounding can't carry, so they stay NaN without the NaN blend.
-inline fvec round_bf16_operation(const fvec& v) {
-  const __m512i bits = _mm512_castps_si512(v);
-  const __m512i lsb =
-      _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  const __m512i r =
-      _mm512_add_epi32(_mm512_add_epi32(bits, lsb), _mm512_set1_epi32(0x7fff));
-  return _mm512_castsi512_ps(
-      _mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
 }
 #endif
 
 // Rounds float32 values to T and widens them back: what storing an
 // intermediate result in a T tensor does. A no-op for float. Kernels that
 // must equal a chain of torch ops in T round after every step, as eager
-// torch does.
-template <typename T>
+// torch does. kOfT: the values are a product or sum of values already in T
+// (see round_to_bf16).
+template <typename T, bool kOfT = false>
 inline void round_to(fvec& lo, fvec& hi) {
 #if defined(CPU_CAPABILITY_AVX512)
   if constexpr (std::is_same_v<T, at::BFloat16>) {
-    lo = round_to_bf16(lo);
-    hi = round_to_bf16(hi);
+    lo = round_to_bf16<kOfT>(lo);
+    hi = round_to_bf16<kOfT>(hi);
     return;
   }
 #endif
@@ -237,19 +231,6 @@ inline void round_to(fvec& lo, fvec& hi) {
     std::tie(lo, hi) =
         at::vec::convert_to_float<T>(at::vec::convert_from_float<T>(lo, hi));
   }
-}
-
-// round_to<T> of a product or sum of values that are already T.
-template <typename T>
-inline void round_operation_to(fvec& lo, fvec& hi) {
-#if defined(CPU_CAPABILITY_AVX512)
-  if constexpr (std::is_same_v<T, at::BFloat16>) {
-    lo = round_bf16_operation(lo);
-    hi = round_bf16_operation(hi);
-    return;
-  }
-#endif
-  round_to<T>(lo, hi);
 }
 
 template <typename T>

@@ -22,7 +22,6 @@ using vllm_cpu::FloatIO;
 using vllm_cpu::fvec;
 
 using vllm::HeadLayout;
-using vllm_cpu::round_operation_to;
 using vllm_cpu::round_to;
 
 // (x, y) rotated by (c, s), as forward_native computes it in T:
@@ -35,10 +34,10 @@ inline void rotate(const fvec& x0, const fvec& x1, const fvec& y0,
                    fvec& yo0, fvec& yo1) {
   fvec xc0 = x0 * c0, xc1 = x1 * c1, ys0 = y0 * s0, ys1 = y1 * s1;
   fvec yc0 = y0 * c0, yc1 = y1 * c1, xs0 = x0 * s0, xs1 = x1 * s1;
-  round_operation_to<T>(xc0, xc1);
-  round_operation_to<T>(ys0, ys1);
-  round_operation_to<T>(yc0, yc1);
-  round_operation_to<T>(xs0, xs1);
+  round_to<T, /*kOfT=*/true>(xc0, xc1);
+  round_to<T, /*kOfT=*/true>(ys0, ys1);
+  round_to<T, /*kOfT=*/true>(yc0, yc1);
+  round_to<T, /*kOfT=*/true>(xs0, xs1);
   xo0 = xc0 - ys0;
   xo1 = xc1 - ys1;
   yo0 = yc0 + xs0;
