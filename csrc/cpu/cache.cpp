@@ -295,15 +295,13 @@ void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
       reinterpret_cast<uintptr_t>(key_cache.data_ptr()) % 16 == 0 &&
       reinterpret_cast<uintptr_t>(value_cache.data_ptr()) % 16 == 0;
   // Whole tiles go out with streaming stores only when the caches are too
-  // big to stay in the last-level cache (half of it or more: a real KV
-  // cache, GBs, always is): there they save reading each line in before it
-  // is overwritten. Caches that fit are written with plain stores and stay
-  // cached: streaming them would send every line to memory. glibc's memcpy
-  // makes the same choice by size. Measured on a 2-core VM with a 32 MiB L3,
-  // 4096 tokens: streaming a 16 MiB (bf16) or 32 MiB (fp32) pair of caches
-  // took 0.85-0.9x the time of plain stores.
-  const bool stream = key_cache.nbytes() + value_cache.nbytes() >=
-                      vllm_cpu::last_level_cache_bytes() / 2;
+  // big to stay in the last-level cache (vllm_cpu::stream_output; a real KV
+  // cache, GBs, always is). Caches that fit are written with plain stores
+  // and stay cached: streaming them would send every line to memory. Measured
+  // on a 2-core VM with a 32 MiB L3, 4096 tokens: streaming a 16 MiB (bf16) or
+  // 32 MiB (fp32) pair of caches took 0.85-0.9x the time of plain stores.
+  const bool stream =
+      vllm_cpu::stream_output(key_cache.nbytes() + value_cache.nbytes());
 
   const int64_t num_runs = static_cast<int64_t>(plan.runs.size()) - 1;
   const Entry* entries = plan.entries.data();
