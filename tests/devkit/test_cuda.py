@@ -96,3 +96,15 @@ def test_cuda_home_order(tmp_path):
     assert cuda.find_cuda_home({"PATH": str(home / "bin")}) == home  # nvcc on PATH
     with pytest.raises(DevkitError, match="CUDA_HOME=/nowhere has no bin/nvcc"):
         cuda.find_cuda_home({"CUDA_HOME": "/nowhere", "PATH": ""})
+
+
+def test_doctor_and_the_precompiled_check_share_one_arch_rule():
+    from devkit import doctor
+
+    # An 8.0 cubin runs on an 8.6 GPU: doctor used to call it "won't run".
+    assert doctor.arch_problem(cuda.parse_arch("8.0"), cuda.parse_arch("8.6")) is None
+    assert cuda.runs_on("sm_80", cuda.parse_arch("8.6")) is True
+    assert doctor.arch_problem(cuda.parse_arch("8.6"), cuda.parse_arch("8.0")) == (
+        "arch 8.6 won't run on the local GPU (8.0); use --arch 8.0"
+    )
+    assert doctor.arch_problem(cuda.parse_arch("9.0a"), cuda.parse_arch("10.0")) is not None

@@ -165,7 +165,7 @@ def test_target_cuda_version_and_unknown_isa():
     ],
 )
 def test_which_gpus_a_cuda_build_runs_on(built, gpu, runs):
-    assert precompiled.runs_on(built, cuda.parse_arch(gpu)) is runs
+    assert cuda.runs_on(built, cuda.parse_arch(gpu)) is runs
 
 
 def test_a_wheel_for_another_gpu_is_refused():

@@ -62,6 +62,28 @@ class CudaArch:
         return flags
 
 
+def runs_on(built: str | CudaArch, gpu: CudaArch) -> bool | None:
+    """Whether machine code built for `built` (sm_90, sm_90a, sm_80+PTX, or a
+    CudaArch) runs on `gpu`: the one rule doctor and the precompiled check share.
+
+    A cubin runs on its major version at an equal or higher minor (sm_80 runs on
+    an 8.6 GPU, sm_86 not on an 8.0); an arch-specific one (a) only on its own
+    arch, a family one (f) on its major; PTX on anything at least as new. None
+    when `built` is not a CUDA arch this knows.
+    """
+    if isinstance(built, str):
+        match = re.fullmatch(r"sm_(\d+)(\d)([af]?)(\+PTX)?", built)
+        if not match:
+            return None
+        built = CudaArch(int(match[1]), int(match[2]), match[3], bool(match[4]))
+    here, there = (gpu.major, gpu.minor), (built.major, built.minor)
+    if built.ptx and here >= there:
+        return True
+    if built.suffix == "a":
+        return here == there
+    return gpu.major == built.major and gpu.minor >= built.minor
+
+
 def parse_arch(text: str) -> CudaArch:
     """'9.0', '90', 'sm_90', '9.0a', '8.0+PTX', 'hopper' -> CudaArch."""
     raw = text.strip()

@@ -135,8 +135,8 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
             "builds warn and use the local cache",
         )
     local = cuda.local_gpu_arch() if found and found.cuda else None
-    if local and (local.major, local.minor) != (found.cuda.arch.major, found.cuda.arch.minor):
-        msg = f"arch {found.cuda.arch} won't run on the local GPU ({local}); use --arch {local}"
+    msg = arch_problem(found.cuda.arch, local) if found and found.cuda and local else None
+    if msg:
         report.problems.append(msg)
         print(f"! {'arch vs GPU':<22} {msg}")
 
@@ -147,6 +147,14 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
         return 1
     print(f"doctor: build-{target.name} should work here")
     return 0
+
+
+def arch_problem(built: cuda.CudaArch, local: cuda.CudaArch) -> str | None:
+    """The problem line when a build for `built` can't run on the local GPU (the
+    precompiled check's rule, cuda.runs_on), else None."""
+    if cuda.runs_on(built, local) is False:
+        return f"arch {built} won't run on the local GPU ({local}); use --arch {local}"
+    return None
 
 
 def main(argv: list[str]) -> int:

@@ -418,24 +418,6 @@ def _major_minor(version: str | None) -> str | None:
     return ".".join(version.split(".")[:2]) if version else None
 
 
-def runs_on(built: str, gpu: cuda.CudaArch) -> bool | None:
-    """Whether machine code built for `built` (sm_90, sm_90a, sm_80+PTX) runs on `gpu`.
-
-    A cubin runs on its major version at an equal or higher minor; an
-    arch-specific one (a, f) on its own arch (f: its major); PTX on anything
-    newer. None when `built` is not a CUDA arch this knows.
-    """
-    match = re.fullmatch(r"sm_(\d+)(\d)([af]?)(\+PTX)?", built)
-    if not match:
-        return None
-    major, minor, suffix, ptx = int(match[1]), int(match[2]), match[3], bool(match[4])
-    if ptx and (gpu.major, gpu.minor) >= (major, minor):
-        return True
-    if suffix == "a":
-        return (gpu.major, gpu.minor) == (major, minor)
-    return gpu.major == major and gpu.minor >= minor
-
-
 def check_compat(
     info: Mapping[str, Any],
     target: targets.Target,
@@ -484,7 +466,7 @@ def check_compat(
                 f"VLLM_CPU_ISA=avx2 or default, or build it here (nox -s build-{target.name})"
             )
     built_arch = info.get("gpu_arch") or ""
-    if gpu is not None and runs_on(built_arch, gpu) is False:
+    if gpu is not None and cuda.runs_on(built_arch, gpu) is False:
         problems.append(
             f"built for {built_arch}, which this GPU (compute capability {gpu}) can't run: take "
             f"a wheel built for it, or build it here (nox -s build-{target.name} -- --arch {gpu})"
