@@ -224,6 +224,16 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "-n", "2", shared_cache)
 
 
+@nox.session(venv_backend="none")
+def docs(session: nox.Session) -> None:
+    """Regenerate CONTRIBUTING.md's sessions and env-var tables from noxfile.py and envs.py."""
+    from devkit import docgen
+
+    _options(session)
+    changed = _step(session, docgen.write)
+    session.log(f"rewrote {', '.join(changed)}" if changed else "CONTRIBUTING.md is up to date")
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (Python), clang-format (C++), actionlint and zizmor (workflows), checking only."""

@@ -11,8 +11,8 @@ torch or the package are installed.
     >>> envs.get("VLLM_TARGET_DEVICE", {"VLLM_TARGET_DEVICE": "cpu"})
     'cpu'
 
-CONTRIBUTING.md documents the same table; tests/devkit/test_envs.py keeps the
-two in step.
+CONTRIBUTING.md's table of variables is generated from this registry
+(`nox -s docs`); tests/devkit/test_docgen.py fails when it is stale.
 """
 
 from __future__ import annotations
@@ -32,8 +32,20 @@ class EnvVar:
     name: str
     kind: str  # "choice" | "int" | "bool" | "str"; the parser follows from it
     default: Any
-    doc: str
+    doc: str  # Markdown: CONTRIBUTING's table is generated from it (nox -s docs)
     choices: tuple[str, ...] = ()
+    values: str = ""  # what a "str" value looks like; the others follow from the kind
+
+    @property
+    def shown_values(self) -> str:
+        """The table's "values" cell: the choices, `1`/`0`, or what `values` says."""
+        if self.kind == "choice":
+            return ", ".join(f"`{choice}`" for choice in self.choices)
+        if self.kind == "bool":
+            return "`1`, `0`"
+        if self.kind == "int":
+            return self.values or "positive integer"
+        return self.values
 
     def parse(self, raw: str) -> Any:
         raw = raw.strip()
@@ -65,12 +77,12 @@ class EnvVar:
 REGISTRY: dict[str, EnvVar] = {
     var.name: var
     for var in (
-        # -- what to build --------------------------------------------------
+        # -- what to build -----------------------------------------------------
         EnvVar(
             "VLLM_TARGET_DEVICE",
             "choice",
             "auto",
-            "Target to build: cpu, cuda or rocm; auto follows the installed torch flavour.",
+            "Target to build; auto follows the installed torch flavour.",
             ("auto", "cpu", "cuda", "rocm"),
         ),
         EnvVar(
@@ -92,56 +104,67 @@ REGISTRY: dict[str, EnvVar] = {
             "str",
             "build",
             "Root of the persistent CMake build directories (one per target and torch).",
+            values="path",
         ),
         EnvVar(
             "TORCH_CUDA_ARCH_LIST",
             "str",
             None,
-            "The one GPU arch of a CUDA build (9.0, 9.0a, 8.0+PTX, hopper); default: local GPU's.",
+            "The GPU arch of a CUDA build (`--arch` wins); default: the local GPU's.",
+            values="one arch: `9.0`, `9.0a`, `8.0+PTX`, `hopper`, ...",
         ),
         EnvVar(
             "CUDA_HOME",
             "str",
             None,
-            "CUDA toolkit prefix; default: nvcc's on PATH, else /usr/local/cuda.",
+            "CUDA toolkit prefix; default: nvcc's on PATH, else `/usr/local/cuda`.",
+            values="path",
         ),
         EnvVar(
             "CUDA_PATH",
             "str",
             None,
-            "Same as CUDA_HOME, read when CUDA_HOME is unset.",
+            "Same as `CUDA_HOME`, read when `CUDA_HOME` is unset.",
+            values="path",
         ),
         EnvVar(
             "PYTORCH_ROCM_ARCH",
             "str",
             None,
-            "GPU arch of a ROCm build (gfx90a, gfx942, ...); --arch wins; default: the local GPU.",
+            "The GPU arch of a ROCm build (`--arch` wins); default: the local GPU's (`rocminfo`).",
+            values="one arch: `gfx942`, `gfx90a`, ... (`SUPPORTED_ARCHS` in tools/devkit/rocm.py)",
         ),
         EnvVar(
             "ROCM_PATH",
             "str",
             None,
-            "ROCm prefix (holds bin/hipcc); default: hipcc's on PATH, else /opt/rocm.",
+            "ROCm prefix (holds `bin/hipcc`); default: hipcc's on PATH, else `/opt/rocm`.",
+            values="path",
         ),
         EnvVar(
             "ROCM_HOME",
             "str",
             None,
-            "Same as ROCM_PATH, read when ROCM_PATH is unset.",
+            "Same as `ROCM_PATH`, read when `ROCM_PATH` is unset.",
+            values="path",
         ),
         EnvVar(
             "CMAKE_ARGS",
             "str",
             None,
-            "Extra CMake arguments for this build only; a change reconfigures from a fresh cache.",
+            "Extra arguments for CMake's configure step, for the builds that pass them: a change "
+            "(set, changed, unset) drops the build directory's `CMakeCache.txt`, so CMake "
+            "configures afresh and ninja recompiles only what the flags change.",
+            values="CMake arguments, e.g. `-DCMAKE_CXX_FLAGS=-g`",
         ),
         EnvVar(
             "VLLM_USE_EXISTING_TORCH",
             "bool",
             False,
-            "Build against the installed torch, unpinned (what --use-existing-torch sets).",
+            "Build against the torch already installed, unpinned (what `--use-existing-torch` "
+            "sets).",
         ),
-        # -- how hard to build ----------------------------------------------
+        # -- how hard to build -------------------------------------------------
         EnvVar(
             "MAX_JOBS",
             "int",
@@ -158,133 +181,157 @@ REGISTRY: dict[str, EnvVar] = {
             "VLLM_COMPILER_CACHE",
             "choice",
             "auto",
-            "Compiler launcher: auto (sccache with a store, else ccache), ccache, sccache, off.",
+            "Compiler launcher: auto is sccache when a store is set (`VLLM_COMPILER_CACHE_REMOTE` "
+            "or sccache's own `SCCACHE_*` store variables), else ccache; both come with the build "
+            "tools.",
             ("auto", "ccache", "sccache", "off"),
         ),
         EnvVar(
             "VLLM_COMPILER_CACHE_REMOTE",
             "str",
             None,
-            "Shared compiler-cache store (sccache): redis://host:port[/db], s3://bucket[/prefix], "
-            "gs://bucket[/prefix], http(s):// (WebDAV).",
+            "The team's shared compiler-cache store (sccache's backends; WebDAV for http). See \"A "
+            'compiler cache the team shares".',
+            values="`redis://host:port[/db]`, `s3://bucket[/prefix]`, `gs://bucket[/prefix]`, `http(s)://host/path`",
         ),
         EnvVar(
             "VLLM_COMPILER_CACHE_READ_ONLY",
             "bool",
             False,
-            "Read the compiler cache (the store, if any), never write it: for forks' PRs.",
+            "Read the store (without one: the local cache), never write it: PRs from forks, "
+            "untrusted runners.",
         ),
         EnvVar(
             "AWS_ENDPOINT_URL",
             "str",
             None,
-            "Read as the AWS SDKs read it: an S3-compatible store's URL for an s3:// remote.",
+            "Read as the AWS SDKs read it: an S3-compatible store (MinIO, Ceph, R2) for an "
+            "`s3://` remote; `http://` turns TLS off.",
+            values="URL",
         ),
         EnvVar(
             "AWS_REGION",
             "str",
             None,
-            "Read as the AWS SDKs read it: the region of an s3:// remote.",
+            "Read as the AWS SDKs read it: the bucket's region for an `s3://` remote.",
+            values="region",
         ),
         EnvVar(
             "AWS_DEFAULT_REGION",
             "str",
             None,
-            "Read as the AWS SDKs read it, when AWS_REGION is unset.",
+            "Read when `AWS_REGION` is unset.",
+            values="region",
         ),
         EnvVar(
             "GOOGLE_APPLICATION_CREDENTIALS",
             "str",
             None,
-            "Read as Google's SDKs read it: the key file of a gs:// remote (SCCACHE_GCS_KEY_PATH).",
+            "Read as Google's SDKs read it: the service-account key of a `gs://` remote.",
+            values="path",
         ),
-        # -- precompiled binaries (dev-precompiled) --------------------------
+        # -- precompiled binaries (dev-precompiled) ----------------------------
         EnvVar(
             "VLLM_USE_PRECOMPILED",
             "bool",
             False,
-            "Editable install that takes the compiled files from a prebuilt wheel: no compiler.",
+            "Editable install that takes the compiled files from a prebuilt wheel: no compiler "
+            "(what `dev-precompiled` sets).",
         ),
         EnvVar(
             "VLLM_PRECOMPILED_WHEEL_LOCATION",
             "str",
             None,
-            "Path or URL of the wheel to take the binaries from; wins over dist/ and the index.",
+            "The wheel to take the binaries from; wins over `dist/` and the index.",
+            values="path or URL of a `.whl`",
         ),
         EnvVar(
             "VLLM_PRECOMPILED_WHEEL_INDEX",
             "str",
             None,
-            "URL or directory of a wheel index (nox -s wheel -- --index DIR) to look in; "
-            "default: pyproject.toml's [tool.vllm.precompiled] index.",
+            "A wheel index (`nox -s wheel -- --index DIR`) to look in, at the commit below, then "
+            "`nightly/`; default: `pyproject.toml`'s `[tool.vllm.precompiled] index`.",
+            values="URL or directory",
         ),
         EnvVar(
             "VLLM_PRECOMPILED_WHEEL_COMMIT",
             "str",
             None,
-            "Commit to take from the index; default: the merge-base of HEAD with main.",
+            "The index entry to take; default: the merge-base of `HEAD` with `main`.",
+            values="commit hash",
         ),
         EnvVar(
             "VLLM_CACHE_ROOT",
             "str",
             "~/.cache/vllm",
-            "Where downloaded wheels are cached (precompiled/, by sha256).",
+            "Downloaded wheels are cached in its `precompiled/`, by sha256.",
+            values="path",
         ),
         # -- runtime -----------------------------------------------------------
         EnvVar(
             "VLLM_PLUGINS",
             "str",
             None,
-            "Comma-separated plugin names to load (both entry-point groups); unset: all.",
+            "Plugins to load (`vllm.general_plugins` and `vllm.platform_plugins` entry points); "
+            "unset: all.",
+            values="names, comma-separated",
         ),
-        # -- where torch comes from -----------------------------------------
+        # -- where torch comes from --------------------------------------------
         EnvVar(
             "VLLM_TORCH_INDEX_URL",
             "str",
             None,
             "Index (or mirror) to install the target's torch from, instead of the PyTorch one.",
+            values="URL or path",
         ),
         EnvVar(
             "UV_OFFLINE",
             "bool",
             False,
-            "uv's own: no network; the sessions then probe no index either.",
+            "uv's own: no network. The sessions then probe no index either; a venv that already "
+            "has everything rebuilds without it anyway.",
         ),
         EnvVar(
             "UV_HTTP_TIMEOUT",
             "int",
             8,
-            "Seconds uv waits for an index to answer (the sessions' default; uv's own is 30).",
+            "How long uv waits for an index to answer; the sessions set it (uv's own default is "
+            "30).",
+            values="seconds",
         ),
         EnvVar(
             "UV_HTTP_RETRIES",
             "int",
             1,
-            "How often uv retries a failed request (the sessions' default; uv's own is 3).",
+            "How often uv retries a failed request; the sessions set it (uv's own default is 3).",
         ),
         EnvVar(
             "PIP_INDEX_URL",
             "str",
             None,
             "Read as pip reads it; handed to uv as its default index.",
+            values="URL",
         ),
         EnvVar(
             "PIP_EXTRA_INDEX_URL",
             "str",
             None,
-            "Read as pip reads it (space-separated); handed to uv as extra indexes.",
+            "Read as pip reads it; handed to uv as extra indexes.",
+            values="URLs",
         ),
         EnvVar(
             "PIP_FIND_LINKS",
             "str",
             None,
-            "Read as pip reads it (space-separated); handed to uv as --find-links.",
+            "Read as pip reads it; handed to uv as `--find-links`.",
+            values="paths or URLs",
         ),
         EnvVar(
             "PIP_CONFIG_FILE",
             "str",
             None,
             "Read as pip reads it: one more pip config file whose mirrors are handed to uv.",
+            values="path",
         ),
     )
 }

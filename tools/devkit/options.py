@@ -79,6 +79,7 @@ SESSIONS: dict[str, tuple[tuple[str, ...], str]] = {
         "benchmarks/bench_kernels.py",
     ),
     "clean": (("--target", "--all"), "nowhere: they are refused"),
+    "docs": ((), "nowhere: they are refused"),
     "build-profile": (("--target", "--build-dir"), "nowhere: they are refused"),
 }
 

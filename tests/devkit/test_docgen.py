@@ -1,0 +1,41 @@
+"""CONTRIBUTING's generated tables against their one source."""
+
+import pytest
+
+from devkit import DevkitError, docgen
+
+
+def test_contributing_is_up_to_date():
+    stale = docgen.stale(docgen.CONTRIBUTING.read_text())
+    assert not stale, f"CONTRIBUTING.md's {stale} table(s) are stale: run `nox -s docs`"
+
+
+def test_every_registered_variable_is_a_row_in_registry_order():
+    from devkit import envs
+
+    rows = docgen.env_table().splitlines()[2:]
+    assert [row.split("`")[1] for row in rows] == list(envs.registry.REGISTRY)
+
+
+def test_a_stale_block_is_named_and_rewritten():
+    begin = "<!-- generated: env-vars (nox -s docs) -->\n"
+    text = f"intro\n{begin}| old |\n<!-- end generated: env-vars -->\noutro\n"
+    assert docgen.stale(text) == ["env-vars"]
+    rendered = docgen.render(text)
+    assert rendered.startswith(f"intro\n{begin}| variable |")
+    assert rendered.endswith("\n<!-- end generated: env-vars -->\noutro\n")
+    assert docgen.stale(rendered) == []
+
+
+def test_an_unknown_block_is_one_line():
+    text = "<!-- generated: nope x -->\n|\n<!-- end generated: nope -->"
+    with pytest.raises(DevkitError, match="generated block 'nope' that docgen lacks"):
+        docgen.render(text)
+
+
+def test_every_session_is_a_row_with_its_docstring():
+    rows = docgen.sessions_table().splitlines()[2:]
+    names = [row.split("`")[1] for row in rows]
+    assert {"build-cpu", "dev-precompiled", "tests", "docs", "lint"} <= set(names)
+    (build_cpu,) = [row for row in rows if row.startswith("| `build-cpu` |")]
+    assert build_cpu.startswith("| `build-cpu` | yes | Build the CPU extension")
