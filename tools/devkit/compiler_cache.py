@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from devkit import DevkitError, envs
+from devkit import DevkitError, envs, layout
 from devkit.toolchain import find_tool
 
 # URL scheme -> sccache's name for the backend (its SCCACHE_MULTILEVEL_CHAIN level).
@@ -226,10 +226,11 @@ def _next_port(port: str) -> str:
 def _finish_sccache(
     cache: CompilerCache, settings: dict[str, str], environ: Mapping[str, str], root: Path
 ) -> CompilerCache:
-    settings.setdefault("SCCACHE_BASEDIRS", str(root))  # paths relative to the checkout
+    # Paths relative to the checkout (and to its part of a shared VLLM_BUILD_DIR).
+    basedirs = ":".join(map(str, layout.base_dirs(environ, root)))
+    settings.setdefault("SCCACHE_BASEDIRS", basedirs)
     # One local cache per checkout (a disk cache takes one server at a time), in its build root.
-    build_root = root / envs.get("VLLM_BUILD_DIR", environ)
-    settings.setdefault("SCCACHE_DIR", str(build_root / "sccache"))
+    settings.setdefault("SCCACHE_DIR", str(layout.default_sccache_dir(environ, root)))
     # A compile whose server went away runs the compiler itself.
     settings.setdefault("SCCACHE_IGNORE_SERVER_IO_ERROR", "1")
     if cache.read_only and not cache.remote:
@@ -297,7 +298,8 @@ def resolve_local(cache: CompilerCache, reason: str) -> CompilerCache:
     """`cache` without its store: sccache on its local disk cache alone."""
     keep = ("SCCACHE_BASEDIRS", "SCCACHE_DIR", "SCCACHE_IGNORE_SERVER_IO_ERROR")
     settings = {k: v for k, v in cache.environ.items() if k in keep}
-    root = Path(settings.get("SCCACHE_BASEDIRS") or os.environ.get("SCCACHE_BASEDIRS") or envs.ROOT)
+    basedirs = settings.get("SCCACHE_BASEDIRS") or os.environ.get("SCCACHE_BASEDIRS")
+    root = Path(basedirs.split(":")[0]) if basedirs else envs.ROOT  # the checkout comes first
     given_port = os.environ.get("SCCACHE_SERVER_PORT")
     port = cache.port if given_port else _server_port(root, settings)
     settings["SCCACHE_SERVER_PORT"] = port or ""

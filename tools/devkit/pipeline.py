@@ -30,6 +30,7 @@ from devkit import (
     compiler_cache,
     cuda,
     envs,
+    layout,
     lock,
     metadata,
     precompiled,
@@ -155,7 +156,7 @@ def copy_checkout(dest: Path) -> Path:
 
 def venv_dir(target: str) -> Path:
     """The venv of a target, shared by its build and test sessions."""
-    return ROOT / f".venv-{target}"
+    return layout.venv_dir(target)
 
 
 def uv_env() -> dict[str, str]:

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devkit import DevkitError, compiler_cache, cuda, envs, resources, rocm, targets
+from devkit import DevkitError, compiler_cache, cuda, envs, layout, resources, rocm, targets
 from devkit.compiler_cache import CompilerCache
 from devkit.targets import TorchInfo
 
-PLAN_FILE = "plan.json"
+PLAN_FILE = layout.PLAN_FILE
 CONFIG_KEY = "devkit.plan"  # the -C setting that hands a session's plan to the backend
 
 
@@ -267,7 +267,7 @@ def resolve(
     if request.build_dir:
         build_dir = envs.ROOT / request.build_dir  # an absolute one replaces ROOT
     else:
-        build_dir = targets.build_dir(target.name, torch.version, request.venv_name)
+        build_dir = layout.build_dir(target.name, torch.version, request.venv_name)
     common: dict[str, Any] = dict(
         target=target.name,
         torch=torch,

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from devkit import DevkitError
+from devkit import DevkitError, layout
 
 # Run by the venv's interpreter: where it lives, and which Python it is.
 _WHERE = "import json, sys; print(json.dumps([sys.prefix, list(sys.version_info[:3])]))"
@@ -91,6 +91,7 @@ def create(
     try:
         cmd = [uv, "venv", "--quiet", "--relocatable", "--python", base_python, str(tmp)]
         run(cmd, env=dict(env))
+        layout.mark_venv(tmp)
         os.rename(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
