@@ -607,6 +607,7 @@ def precompiled_env(target_name: str, options: Options, venv_name: str) -> tuple
     Where no source can serve a wheel, this fails in one line before any venv
     is made or torch downloaded.
     """
+    procs.resume_note = "a download starts again; nothing half-fetched is kept"
     wheel = precompiled.locate(targets.get_target(target_name))
     say(f"precompiled wheel: {wheel.name}, from {wheel.origin}")
     env = prepare_env(target_name, options, venv_name, precompiled=True)

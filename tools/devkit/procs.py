@@ -29,6 +29,8 @@ STOP_GRACE_S = 10.0  # SIGTERM first; SIGKILL for what is still running after th
 # Called with the pgid of each new group (devkit.lock records it in the locks held).
 group_listeners: list[Callable[[int], None]] = []
 current_step: str | None = None
+# What the next run finds, for the Interrupted line (a precompiled session downloads).
+resume_note = "the build directory keeps what was compiled"
 
 
 class Interrupted(DevkitError):
@@ -40,7 +42,7 @@ class Interrupted(DevkitError):
         where = f" while running `{step}`" if step else ""
         super().__init__(
             f"{signame} stopped the session{where}; its processes were stopped too, and the "
-            "next run resumes where this one stopped (the build directory keeps what was compiled)"
+            f"next run resumes where this one stopped ({resume_note})"
         )
 
 
