@@ -58,6 +58,11 @@ class EnvVar:
                     f"{self.name}={raw!r} is not a positive integer; "
                     f"set e.g. {self.name}=2 or unset it"
                 )
+            if int(raw) >= 2**31:  # the tools these go to (uv, ninja) refuse larger ones
+                raise EnvError(
+                    f"{self.name}={raw!r} is too large (at most {2**31 - 1}); "
+                    f"set e.g. {self.name}=2 or unset it"
+                )
             return int(raw)
         return raw
 

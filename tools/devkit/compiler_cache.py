@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -104,9 +105,26 @@ class CompilerCache:
         return cls(**data) if data else None
 
 
+def _split(url: str):
+    """urlsplit, with its port read: a bad port or bracket is one line naming the URL."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that isn't 0-65535
+    except ValueError as exc:
+        raise DevkitError(
+            f"VLLM_COMPILER_CACHE_REMOTE={redact(url)!r} is not a valid URL ({exc}); use e.g. "
+            "redis://host:6379, with a port from 1 to 65535 and IPv6 hosts in [brackets]"
+        ) from None
+    return parts
+
+
 def redact(url: str) -> str:
     """The URL without its password."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018
+    except ValueError:  # unparsable: hide whatever stands between '://' and '@'
+        return re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)
     if parts.password is None:
         return url
     host = parts.hostname or ""
@@ -135,7 +153,7 @@ def _choose_kind(environ: Mapping[str, str], remote: str | None) -> str | None:
 
 def store_environ(url: str, read_only: bool, environ: Mapping[str, str]) -> tuple[str, dict]:
     """sccache's backend name and the SCCACHE_* settings that `url` means."""
-    parts = urlsplit(url)
+    parts = _split(url)
     backend = BACKENDS.get(parts.scheme)
     if backend is None or not parts.hostname:
         raise DevkitError(

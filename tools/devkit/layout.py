@@ -75,20 +75,28 @@ def checkout_key(root: Path = ROOT) -> str:
 def shared_root(environ: Mapping[str, str] | None = None, root: Path = ROOT) -> Path:
     """VLLM_BUILD_DIR itself (the checkout's build root, or the shared one)."""
     raw, path = _setting(environ, root)
+    check_dir(f"VLLM_BUILD_DIR={raw}", path, "VLLM_BUILD_DIR", "(or unset it for build/)")
+    return path
+
+
+def check_dir(given: str, path: Path, fix_name: str, unset: str = "(or unset it)") -> None:
+    """Refuses a directory setting that is (or lies under) a file, or can't be written
+    to, before anything is made; `given` names it as the user wrote it (NAME=value)."""
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise DevkitError(
-            f"VLLM_BUILD_DIR={raw}: {existing} is a file, not a directory; point "
-            "VLLM_BUILD_DIR at a directory (or unset it for build/)"
+            f"{given}: {existing} is a file, not a directory; point "
+            f"{fix_name} at a directory {unset}"
         )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise DevkitError(
-            f"VLLM_BUILD_DIR={raw}: {existing} is not writable; point VLLM_BUILD_DIR at a "
+            f"{given}: {existing} is not writable; point {fix_name} at a "
             "writable directory (e.g. VLLM_BUILD_DIR=/tmp/vllm-build)"
+            if fix_name == "VLLM_BUILD_DIR"
+            else f"{given}: {existing} is not writable; point {fix_name} at a writable directory"
         )
-    return path
 
 
 def build_root(environ: Mapping[str, str] | None = None, root: Path = ROOT) -> Path:

@@ -122,4 +122,11 @@ def parse(session: str, posargs: Sequence[str]) -> Options:
             f"nox -s {session} takes no argument {rest[0]!r}; see `nox -s {session} -- --help`"
         )
     values = {k: v for k, v in vars(known).items() if k != "help"}
+    if values.get("index"):  # before the venv is made
+        from pathlib import Path
+
+        from devkit import layout
+
+        index = Path(values["index"]).expanduser().resolve()
+        layout.check_dir(f"--index {values['index']}", index, "--index", "(a wheel index)")
     return Options(**values, rest=tuple(rest))

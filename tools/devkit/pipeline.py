@@ -608,6 +608,8 @@ def precompiled_env(target_name: str, options: Options, venv_name: str) -> tuple
     is made or torch downloaded.
     """
     procs.resume_note = "a download starts again; nothing half-fetched is kept"
+    given = f"VLLM_CACHE_ROOT={envs.get('VLLM_CACHE_ROOT')}"
+    layout.check_dir(given, precompiled.cache_dir(), "VLLM_CACHE_ROOT")  # before any venv
     wheel = precompiled.locate(targets.get_target(target_name))
     say(f"precompiled wheel: {wheel.name}, from {wheel.origin}")
     env = prepare_env(target_name, options, venv_name, precompiled=True)

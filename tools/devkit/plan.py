@@ -237,6 +237,20 @@ def load(path: str | Path) -> BuildPlan:
         raise DevkitError(f"can't read the build plan {path} ({exc}); rerun the session") from None
 
 
+def check_cmake_args(value: str | None) -> None:
+    """CMAKE_ARGS as scikit-build-core will split it (shell words): an unclosed quote
+    is one line here instead of its traceback."""
+    import shlex
+
+    try:
+        shlex.split(value or "")
+    except ValueError as exc:
+        raise DevkitError(
+            f"CMAKE_ARGS={value!r} can't be split into arguments ({exc}); close the quote "
+            "or unset CMAKE_ARGS"
+        ) from None
+
+
 def expected_torch(target: targets.Target) -> TorchInfo:
     """The torch a fresh venv of `target` will have: what the pre-download checks use."""
     return TorchInfo(
@@ -263,6 +277,7 @@ def resolve(
     toolchain (which runs nvcc), the jobs and the compiler cache.
     """
     envs.check_all(environ)
+    check_cmake_args(envs.get("CMAKE_ARGS", environ))
     target = targets.get_target(request.target)
     if request.build_dir:
         build_dir = envs.ROOT / request.build_dir  # an absolute one replaces ROOT
