@@ -348,3 +348,25 @@ def test_all_empties_the_caches_it_is_pointed_at(checkout, tmp_path, monkeypatch
 def test_an_unknown_target_is_one_line(checkout):
     with pytest.raises(DevkitError, match="unknown target 'gpu'"):
         clean.clean("gpu", root=checkout)
+
+
+def test_nox_clean_with_the_parent_as_build_root_end_to_end(tmp_path):
+    """The session itself, as the issue ran it: `VLLM_BUILD_DIR=.. nox -s clean`."""
+    from test_sessions import nox
+
+    from devkit.pipeline import copy_checkout
+
+    others = bystanders(tmp_path)
+    copy = copy_checkout(tmp_path / "checkout")
+    subprocess.run(["git", "init", "-q", str(copy)], check=True)
+    (copy / "edit.py").write_text("uncommitted\n")
+    before = snapshot(*others, copy)
+    dry = nox(copy, "-s", "clean", "--", "--dry-run", VLLM_BUILD_DIR="..")
+    assert dry.returncode == 0 and "Traceback" not in dry.stderr, dry.stderr
+    result = nox(copy, "-s", "clean", VLLM_BUILD_DIR="..")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "nothing to clean" in result.stderr
+    after = snapshot(*others, copy)
+    assert {k: v for k, v in after.items() if not k.endswith(".lock")} == before
+    refused = nox(copy, "-s", "build-cpu", VLLM_BUILD_DIR="a;b")
+    assert "VLLM_BUILD_DIR=a;b holds ';', which CMake reads as a list separator" in refused.stderr
