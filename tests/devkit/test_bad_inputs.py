@@ -126,3 +126,21 @@ def test_directories_named_by_a_file_are_one_line_before_anything(tmp_path):
     ):
         layout.check_dir("VLLM_CACHE_ROOT=x", tmp_path / "afile" / "precompiled", "VLLM_CACHE_ROOT")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_variable_uv_refuses_is_named_not_blamed_on_the_venv(tmp_path):
+    from devkit import toolchain, venv
+
+    uv = toolchain.find_tool("uv")
+    assert uv, "uv comes with the test requirements"
+    path = tmp_path / "v"
+    subprocess.run([uv, "venv", "-q", str(path)], check=True)
+    environ = {"PATH": "/usr/bin:/bin", "UV_HTTP_TIMEOUT": "99999999999999999999"}
+    with pytest.raises(DevkitError) as err:
+        venv.check_uv_target(path / "bin" / "python", path, uv, environ)
+    assert str(err.value).startswith(
+        "uv can't read UV_HTTP_TIMEOUT=99999999999999999999 (number too large"
+    )
+    assert str(err.value).endswith("; fix or unset UV_HTTP_TIMEOUT") and "delete" not in str(
+        err.value
+    )
