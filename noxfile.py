@@ -195,11 +195,20 @@ def build_profile(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def clean(session: nox.Session) -> None:
-    """Remove this checkout's build dirs, venvs, staged binaries (-- --target cuda, --all)."""
+    """Remove this checkout's build dirs, venvs, staged binaries (-- --target, --all, --dry-run)."""
     from devkit import clean as clean_module
 
     found = _options(session)
-    for line in _step(session, clean_module.clean, found.target, found.all):
+    lines = _step(
+        session,
+        clean_module.clean,
+        found.target,
+        found.all,
+        clean_module.ROOT,
+        found.dry_run,
+        session.log,
+    )
+    for line in lines:
         session.log(line)
 
 

@@ -171,8 +171,15 @@ function(vllm_define_extension name)
   if(SKBUILD_STATE STREQUAL "editable")
     list(APPEND rpath "${TORCH_INSTALL_PREFIX}/lib")
   endif()
-  set_target_properties(${name} PROPERTIES INSTALL_RPATH "${rpath}")
-  install(TARGETS ${name} LIBRARY DESTINATION ${ARG_DESTINATION} COMPONENT ${name})
+  # Built with its install RPATH, as it is installed by copy and rename below.
+  set_target_properties(${name} PROPERTIES INSTALL_RPATH "${rpath}"
+                                           BUILD_WITH_INSTALL_RPATH ON)
+  # install(TARGETS) unlinks the installed file, then writes it again in place: a test
+  # importing the extension meanwhile (a build in another terminal) finds none or
+  # half of one. A copy beside it renamed over it is atomic: the old file or the new.
+  install(CODE "set(_vllm_src \"$<TARGET_FILE:${name}>\")\nset(_vllm_dest \"${ARG_DESTINATION}\")"
+          COMPONENT ${name})
+  install(SCRIPT "${CMAKE_CURRENT_FUNCTION_LIST_DIR}/install_atomically.cmake" COMPONENT ${name})
 endfunction()
 
 # Writes _build_info.json (what this binary was built with and for) and

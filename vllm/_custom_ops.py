@@ -13,9 +13,11 @@ import torch
 try:
     import vllm._C  # noqa: F401  (registers the ops)
 except ImportError as exc:
+    # Say what failed: "not built" is only one of the reasons (a binary for another
+    # torch, a library missing), and the fix differs.
     raise ImportError(
-        "vllm._C, the compiled extension, is not built: "
-        "run `nox -s build-cpu` (or see CONTRIBUTING.md)."
+        f"vllm._C, the compiled extension, can't be imported ({exc}); "
+        "build it with `nox -s build-cpu` (or see CONTRIBUTING.md)."
     ) from exc
 
 

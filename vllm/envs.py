@@ -70,6 +70,11 @@ class EnvVar:
                     f"{self.name}={raw!r} is not a positive integer; "
                     f"set e.g. {self.name}=2 or unset it"
                 )
+            if int(raw) >= 2**31:  # the tools these go to (uv, ninja) refuse larger ones
+                raise EnvError(
+                    f"{self.name}={raw!r} is too large (at most {2**31 - 1}); "
+                    f"set e.g. {self.name}=2 or unset it"
+                )
             return int(raw)
         return raw
 
@@ -103,7 +108,8 @@ REGISTRY: dict[str, EnvVar] = {
             "VLLM_BUILD_DIR",
             "str",
             "build",
-            "Root of the persistent CMake build directories (one per target and torch).",
+            "Root of the persistent CMake build directories (one per target and torch); "
+            "outside the checkout, each checkout gets a subdirectory.",
             values="path",
         ),
         EnvVar(

@@ -1,83 +1,343 @@
-"""clean: what it removes, and what it never does (tracked files)."""
+"""clean: what it removes, and everything it never touches.
 
+The data-loss cases each build a sibling directory, a shared build root and a
+symlinked build root full of things that are not ours, and check that they
+survive byte for byte.
+"""
+
+import json
+import os
 import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
-from devkit import DevkitError, clean, plan
+from devkit import DevkitError, clean, layout, plan, presets
 from devkit.targets import TorchInfo
 
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
-def make_checkout(root):
-    """A git checkout with a cpu build (plan.json naming .venv-cpu) and a cuda venv."""
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    (root / "README.md").write_text("tracked\n")
-    subprocess.run(["git", "-C", str(root), "add", "README.md"], check=True)
+
+def make_venv(path: Path, ours: bool = True) -> None:
+    (path / "bin").mkdir(parents=True)
+    (path / "bin" / "python").write_bytes(b"y" * 1_000_000)
+    (path / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    if ours:
+        layout.mark_venv(path)
+
+
+def make_build(root: Path, build_dir: Path, venv: str = ".venv-cpu") -> plan.BuildPlan:
+    """A cpu build dir in `build_dir` whose plan names root/<venv>."""
     found = plan.resolve(
-        plan.Request("cpu", python=str(root / ".venv-cpu" / "bin" / "python")),
+        plan.Request("cpu", python=str(root / venv / "bin" / "python")),
         TorchInfo("2.13.0+cpu", None, None),
         {"VLLM_COMPILER_CACHE": "off"},
     )
-    build_dir = root / "build" / "cpu-torch2.13.0+cpu-cp311"
-    plan.BuildPlan(**{**found.__dict__, "build_dir": build_dir}).write()
+    built = plan.BuildPlan(**{**found.__dict__, "build_dir": build_dir})
+    built.write()
     (build_dir / "big.o").write_bytes(b"x" * 3_000_000)
-    (root / ".venv-cpu" / "bin").mkdir(parents=True)
-    (root / ".venv-cpu" / "bin" / "python").write_bytes(b"y" * 1_000_000)
-    (root / ".venv-cuda").mkdir()
-    (root / "build" / "precompiled").mkdir()
-    (root / "compile_commands.json").symlink_to(build_dir / "compile_commands.json")
+    return built
 
 
-def test_one_target_then_everything(tmp_path):
-    make_checkout(tmp_path)
-    lines = clean.clean("cuda", root=tmp_path)
+def make_checkout(root: Path, build_root: Path | None = None) -> Path:
+    """A git checkout with a cpu build (plan.json naming .venv-cpu) and a cuda venv;
+    returns the build dir."""
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    (root / "README.md").write_text("tracked\n")
+    subprocess.run(["git", "-C", str(root), "add", "README.md"], check=True)
+    build_root = build_root or layout.build_root(None, root)
+    build_dir = build_root / layout.build_dir_name("cpu", "2.13.0+cpu")
+    built = make_build(root, build_dir)
+    make_venv(root / ".venv-cpu")
+    make_venv(root / ".venv-cuda")
+    (build_root / "precompiled").mkdir()
+    (build_dir / "compile_commands.json").write_text("[]\n")
+    presets.write_all(built, root)
+    return build_dir
+
+
+def snapshot(*places: Path) -> dict[str, bytes | str]:
+    """Every file's bytes and every link's target under `places` (not following links)."""
+    found: dict[str, bytes | str] = {}
+    for place in places:
+        for folder, dirs, files in os.walk(place):
+            for name in dirs + files:
+                path = Path(folder) / name
+                if path.is_symlink():
+                    found[str(path)] = "-> " + os.readlink(path)
+                elif path.is_file():
+                    found[str(path)] = path.read_bytes()
+                else:
+                    found[str(path)] = "dir"
+    return found
+
+
+def bystanders(tmp_path: Path) -> list[Path]:
+    """Things that are not ours: a sibling project, a shared root's other content, a
+    disk behind a link; each with a dir named like a build dir's prefix."""
+    made = []
+    for place in ("sibling-project", "shared", "disk"):
+        base = tmp_path / place
+        (base / "notes").mkdir(parents=True)
+        (base / "notes" / "todo.txt").write_text(f"mine, in {place}\n")
+        (base / "another-project" / ".git").mkdir(parents=True)
+        (base / "another-project" / "main.c").write_text("int main() {}\n")
+        (base / "cpu-results").mkdir()
+        (base / "cpu-results" / "data.bin").write_bytes(bytes(range(256)))
+        made.append(base)
+    return made
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch):
+    monkeypatch.delenv("VLLM_BUILD_DIR", raising=False)
+    monkeypatch.delenv("SCCACHE_DIR", raising=False)
+    root = tmp_path / "checkout"
+    root.mkdir()
+    return root
+
+
+def test_one_target_then_everything(checkout):
+    make_checkout(checkout)
+    lines = clean.clean("cuda", root=checkout)
     assert lines[0] == "removed .venv-cuda (venv of cuda, 0.00 GB)"
     assert lines[-1].startswith("freed 0.00 GB: the cuda target's build dirs and venvs")
-    assert (tmp_path / ".venv-cpu").exists() and not (tmp_path / ".venv-cuda").exists()
+    assert (checkout / ".venv-cpu").exists() and not (checkout / ".venv-cuda").exists()
 
-    lines = clean.clean(root=tmp_path)
+    lines = clean.clean(root=checkout)
     assert "removed build/cpu-torch2.13.0+cpu-cp311 (build dir of cpu, 0.00 GB)" in lines
     assert "removed .venv-cpu (venv of cpu, 0.00 GB)" in lines
     assert any(line.startswith("removed build/precompiled (staged") for line in lines)
     assert any(line.startswith("removed compile_commands.json (editor file") for line in lines)
+    assert "removed CMakeUserPresets.json (only our presets were in it)" in lines
     assert lines[-1] == "freed 0.00 GB: this checkout's build dirs and venvs"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".git", "README.md", "build"]
-    assert clean.clean(root=tmp_path) == [
+    left = sorted(p.name for p in checkout.iterdir() if not p.name.endswith(".lock"))
+    assert left == [".git", "README.md", "build"]
+    assert clean.clean(root=checkout) == [
         "nothing to clean: this checkout's build dirs and venvs are already gone"
     ]
 
 
-def test_freed_size_is_counted(tmp_path):
-    make_checkout(tmp_path)
-    planned = clean.removals("cpu", tmp_path)
+def test_freed_size_is_counted(checkout):
+    make_checkout(checkout)
+    planned = clean.removals("cpu", checkout)
     assert sum(clean.size_of(r.path) for r in planned) >= 4_000_000
 
 
-def test_tracked_files_are_never_removed(tmp_path):
-    make_checkout(tmp_path)
-    (tmp_path / "build" / "precompiled" / "keep.txt").write_text("tracked\n")
+def test_tracked_files_are_never_removed(checkout):
+    make_checkout(checkout)
+    (checkout / "build" / "precompiled" / "keep.txt").write_text("tracked\n")
     subprocess.run(
-        ["git", "-C", str(tmp_path), "add", "-f", "build/precompiled/keep.txt"], check=True
+        ["git", "-C", str(checkout), "add", "-f", "build/precompiled/keep.txt"], check=True
     )
     with pytest.raises(
         DevkitError, match=r"^not cleaning: git tracks files in .*build/precompiled"
     ):
-        clean.clean(root=tmp_path)
+        clean.clean(root=checkout)
     # Nothing was removed: the check comes before any deletion.
-    assert (tmp_path / ".venv-cpu").exists() and (tmp_path / ".venv-cuda").exists()
+    assert (checkout / ".venv-cpu").exists() and (checkout / ".venv-cuda").exists()
 
 
-def test_all_empties_the_caches_it_is_pointed_at(tmp_path, monkeypatch):
-    root = tmp_path / "checkout"
-    root.mkdir()
-    make_checkout(root)
+def test_the_parent_as_build_root_keeps_the_checkout_and_its_siblings(checkout, monkeypatch):
+    """VLLM_BUILD_DIR=.. : this checkout's builds go to a subdirectory of its own there."""
+    others = bystanders(checkout.parent)
+    (checkout / "edit.py").write_text("uncommitted\n")
+    monkeypatch.setenv("VLLM_BUILD_DIR", "..")
+    build_dir = make_checkout(checkout)
+    assert build_dir.parent == checkout.parent / layout.checkout_key(checkout)
+    before = snapshot(*others, checkout / ".git", checkout / "edit.py", checkout / "README.md")
+    lines = clean.clean(root=checkout)
+    assert not build_dir.exists() and not (checkout / ".venv-cpu").exists()
+    assert snapshot(*others, checkout / ".git", checkout / "edit.py", checkout / "README.md") == (
+        before
+    )
+    assert not any("sibling" in line or "notes" in line for line in lines)
+
+
+def test_a_shared_root_keeps_what_is_not_this_checkouts(checkout, tmp_path, monkeypatch):
+    others = bystanders(tmp_path)
+    shared = tmp_path / "shared"
+    # Another checkout's build in the same shared root.
+    neighbour = tmp_path / "neighbour"
+    neighbour.mkdir()
+    monkeypatch.setenv("VLLM_BUILD_DIR", str(shared))
+    theirs = make_checkout(neighbour)
+    ours = make_checkout(checkout)
+    assert theirs.parent != ours.parent and theirs.parent.parent == ours.parent.parent == shared
+    before = snapshot(*others, neighbour)
+    before = {k: v for k, v in before.items() if not k.startswith(str(ours.parent) + "/")}
+    clean.clean(root=checkout)
+    assert not ours.exists()
+    assert snapshot(*others, neighbour) == before
+
+
+def test_a_symlinked_build_root_loses_only_our_build_dirs(checkout, tmp_path):
+    others = bystanders(tmp_path)
+    disk = tmp_path / "disk"
+    (checkout / "build").symlink_to(disk)
+    # A link inside the build root to a build dir elsewhere: the link is not followed.
+    elsewhere = tmp_path / "sibling-project" / "cpu-torch2.13.0+cpu-cp311-x"
+    make_build(checkout, elsewhere, ".venv-x")
+    (disk / elsewhere.name).symlink_to(elsewhere)
+    build_dir = make_checkout(checkout)
+    assert build_dir.parent == checkout / "build"
+    before = snapshot(*others)
+    before.pop(str(disk / "precompiled"))
+    before = {k: v for k, v in before.items() if not k.startswith(f"{disk / build_dir.name}/")}
+    before.pop(str(disk / build_dir.name))
+    lines = clean.clean(root=checkout)
+    assert f"left alone build/{elsewhere.name} (a link: nothing behind it is removed)" in lines
+    assert "left alone build/notes (not ours: no build's plan.json in it)" in lines
+    assert not (disk / build_dir.name).exists()
+    assert snapshot(*others) == before
+    assert (checkout / "build").is_symlink()
+
+
+def test_the_checkout_itself_as_build_root_is_refused(checkout, monkeypatch):
+    make_checkout(checkout)
+    monkeypatch.setenv("VLLM_BUILD_DIR", ".")
+    before = snapshot(checkout)
+    with pytest.raises(DevkitError, match=r"^not cleaning: the build root .* holds the checkout"):
+        clean.clean(root=checkout)
+    assert snapshot(checkout) == before
+
+
+def test_a_home_relative_build_root_is_cleaned(checkout, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VLLM_BUILD_DIR", "~/x")
+    build_dir = make_checkout(checkout)
+    assert build_dir.is_relative_to(tmp_path / "home" / "x")
+    lines = clean.clean(root=checkout)
+    assert any(line.startswith(f"removed {build_dir} (build dir of cpu") for line in lines)
+    assert not build_dir.exists()
+
+
+def test_what_the_build_preserves_clean_preserves(checkout):
+    make_checkout(checkout)
+    mine = {"name": "mine", "generator": "Ninja", "binaryDir": "/tmp/mine"}
+    path = checkout / presets.PRESETS_FILE
+    data = json.loads(path.read_text())
+    data["configurePresets"].append(mine)
+    path.write_text(json.dumps(data))
+    (checkout / "compile_commands.json").unlink()
+    (checkout / "compile_commands.json").write_text('[{"file": "mine.c"}]\n')
+    # A venv made by hand (CONTRIBUTING's "By hand"), which a build's plan names,
+    # and one named like ours but not made by a session.
+    make_build(checkout, checkout / "build" / "cpu-torch2.13.0+cpu-cp311-byhand", ".venv")
+    make_venv(checkout / ".venv", ours=False)
+    make_venv(checkout / ".venv-mine", ours=False)
+    before = snapshot(
+        checkout / ".venv", checkout / ".venv-mine", checkout / "compile_commands.json"
+    )
+    lines = clean.clean(root=checkout)
+    assert "removed our presets cpu from CMakeUserPresets.json; yours are kept" in lines
+    assert json.loads(path.read_text())["configurePresets"] == [mine]
+    assert "left alone compile_commands.json (a file of your own, not our link)" in lines
+    assert "left alone .venv (a venv made by hand, named by a build's plan)" in lines
+    assert "left alone .venv-mine (no devkit mark: not made by a session)" in lines
+    after = snapshot(
+        checkout / ".venv", checkout / ".venv-mine", checkout / "compile_commands.json"
+    )
+    assert after == before
+
+
+def test_dry_run_lists_and_removes_nothing(checkout):
+    make_checkout(checkout)
+    before = snapshot(checkout)
+    lines = clean.clean(root=checkout, dry_run=True)
+    assert "would remove .venv-cpu (venv of cpu, 0.00 GB)" in lines
+    assert "would remove our presets from CMakeUserPresets.json; yours are kept" in lines
+    assert lines[-1] == "would free 0.01 GB: this checkout's build dirs and venvs"
+    assert snapshot(checkout) == before
+
+
+# Holds the build's lock (argv[1]), as a build does; releases when stdin closes.
+HOLDER = """
+import sys
+sys.path.insert(0, {tools!r})
+from pathlib import Path
+from devkit import lock
+with lock.hold(Path(sys.argv[1]), "the build in b", print):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_clean_waits_for_a_running_build_and_says_whose(checkout):
+    build_dir = make_checkout(checkout)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.format(tools=str(TOOLS)), str(build_dir / "build.lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    said: list[str] = []
+    result: list[list[str]] = []
+    thread = threading.Thread(
+        target=lambda: result.append(clean.clean("cpu", root=checkout, say=said.append))
+    )
+    thread.start()
+    while not said:
+        time.sleep(0.05)
+    assert said[0] == f"waiting for the build in b (pid {holder.pid}) to finish"
+    assert build_dir.exists()  # nothing removed under a running build
+    holder.stdin.close()
+    holder.wait()
+    thread.join(timeout=60)
+    assert not build_dir.exists() and result[0][-1].startswith("freed ")
+
+
+def test_clean_unregisters_the_bench_worktree(checkout):
+    make_checkout(checkout)
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    src = checkout / "build" / "bench-against" / "0123456789ab" / "src"
+    subprocess.run([*git, "worktree", "add", "-q", "--detach", str(src), "HEAD"], check=True)
+    lines = clean.clean(root=checkout)
+    assert "unregistered the bench worktrees from git (`git worktree prune`)" in lines
+    listed = subprocess.run(
+        [*git, "worktree", "list", "--porcelain"], capture_output=True, text=True
+    )
+    assert listed.stdout.count("worktree ") == 1 and not src.exists()
+
+
+def test_plain_clean_keeps_sccache_and_all_empties_the_one_devkit_uses(
+    checkout, tmp_path, monkeypatch
+):
+    """Issue 21: build/sccache is not a build dir; --all empties it, not ~/.cache/sccache."""
+    make_checkout(checkout)
+    home_cache = tmp_path / "home" / ".cache" / "sccache"
+    home_cache.mkdir(parents=True)
+    (home_cache / "blob").write_text("someone else's\n")
+    ours = checkout / "build" / "sccache"
+    ours.mkdir()
+    (ours / "blob").write_bytes(b"z" * 1000)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("CCACHE_DIR", str(tmp_path / "ccache"))
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv"))
+    lines = clean.clean(root=checkout)
+    assert "left alone build/sccache (sccache's local cache: kept; `-- --all` empties it)" in lines
+    assert not any("build dir of sccache" in line for line in lines)
+    assert (ours / "blob").exists()
+    lines = clean.clean(everything=True, root=checkout)
+    assert f"emptied {ours} (sccache's local cache, 0.00 GB)" in lines
+    assert not ours.exists() and (home_cache / "blob").read_text() == "someone else's\n"
+
+
+def test_all_empties_the_caches_it_is_pointed_at(checkout, tmp_path, monkeypatch):
+    make_checkout(checkout)
     for name in ("ccache", "sccache", "uv"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "blob").write_bytes(b"z" * 2_000_000)
     monkeypatch.setenv("CCACHE_DIR", str(tmp_path / "ccache"))
     monkeypatch.setenv("SCCACHE_DIR", str(tmp_path / "sccache"))
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv"))
-    lines = clean.clean(everything=True, root=root)
+    lines = clean.clean(everything=True, root=checkout)
     assert f"emptied {tmp_path / 'ccache'} (ccache's cache, 0.00 GB)" in lines
     assert not (tmp_path / "ccache").exists() and not (tmp_path / "sccache").exists()
     assert any(line.startswith(f"emptied {tmp_path / 'uv'} (uv's cache") for line in lines)
@@ -85,6 +345,28 @@ def test_all_empties_the_caches_it_is_pointed_at(tmp_path, monkeypatch):
     assert lines[-1].startswith("freed 0.01 GB: this checkout's build dirs and venvs and the")
 
 
-def test_an_unknown_target_is_one_line(tmp_path):
+def test_an_unknown_target_is_one_line(checkout):
     with pytest.raises(DevkitError, match="unknown target 'gpu'"):
-        clean.clean("gpu", root=tmp_path)
+        clean.clean("gpu", root=checkout)
+
+
+def test_nox_clean_with_the_parent_as_build_root_end_to_end(tmp_path):
+    """The session itself, as the issue ran it: `VLLM_BUILD_DIR=.. nox -s clean`."""
+    from test_sessions import nox
+
+    from devkit.pipeline import copy_checkout
+
+    others = bystanders(tmp_path)
+    copy = copy_checkout(tmp_path / "checkout")
+    subprocess.run(["git", "init", "-q", str(copy)], check=True)
+    (copy / "edit.py").write_text("uncommitted\n")
+    before = snapshot(*others, copy)
+    dry = nox(copy, "-s", "clean", "--", "--dry-run", VLLM_BUILD_DIR="..")
+    assert dry.returncode == 0 and "Traceback" not in dry.stderr, dry.stderr
+    result = nox(copy, "-s", "clean", VLLM_BUILD_DIR="..")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "nothing to clean" in result.stderr
+    after = snapshot(*others, copy)
+    assert {k: v for k, v in after.items() if not k.endswith(".lock")} == before
+    refused = nox(copy, "-s", "build-cpu", VLLM_BUILD_DIR="a;b")
+    assert "VLLM_BUILD_DIR=a;b holds ';', which CMake reads as a list separator" in refused.stderr

@@ -22,7 +22,7 @@ import pytest
 from test_sessions import abort_line, nox, summary
 from test_sources import serve_hanging_index
 
-from devkit import lock
+from devkit import layout, lock
 from devkit.envs import ROOT
 from devkit.pipeline import copy_checkout, find_uv
 
@@ -343,7 +343,8 @@ def test_careless_input_is_one_line(tmp_path, private_nox):
     result = nox(copy, "-s", "build-cpu", MAX_JOBS="²")
     assert aborted(result).startswith("MAX_JOBS='²' is not a positive integer")
     result = nox(copy, "-s", "doctor", VLLM_BUILD_DIR="~/x", HOME=str(tmp_path / "home"))
-    assert f"build dir {tmp_path / 'home' / 'x'}/cpu-torch" in result.stdout
+    key = layout.checkout_key(copy)  # outside the checkout: a subdirectory of its own
+    assert f"build dir {tmp_path / 'home' / 'x' / key}/cpu-torch" in result.stdout
     assert not (copy / "~").exists()
     assert not (copy / ".venv-cpu").exists()
 

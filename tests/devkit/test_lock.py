@@ -85,9 +85,31 @@ def test_a_killed_holders_lock_is_taken_and_its_processes_stopped(tmp_path):
 def test_a_recycled_group_id_elsewhere_is_not_stopped(tmp_path):
     stranger = subprocess.Popen(["sleep", "300"], cwd="/", start_new_session=True)
     try:
-        (tmp_path / "b.lock").write_text(f'{{"pid": 1, "groups": [{stranger.pid}]}}')
+        started = procs.start_time(stranger.pid)
+        (tmp_path / "b.lock").write_text(f'{{"pid": 1, "groups": [[{stranger.pid}, {started}]]}}')
         with lock.hold(tmp_path / "b.lock", "the build in b", print, (tmp_path,)):
             assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_recycled_group_id_with_another_start_time_is_not_stopped(tmp_path):
+    """A stranger in the build's own directory, whose pid is the recorded group id but
+    which started at another time than the recorded leader (pid reuse after a SIGKILL)."""
+    stranger = subprocess.Popen(["sleep", "300"], cwd=tmp_path, start_new_session=True)
+    try:
+        started = procs.start_time(stranger.pid)
+        assert started is not None
+        for left in (f"[[{stranger.pid}, {started - 1}]]", f"[{stranger.pid}]"):  # old format too
+            (tmp_path / "b.lock").write_text(f'{{"pid": 1, "groups": {left}}}')
+            said: list[str] = []
+            with lock.hold(tmp_path / "b.lock", "the build in b", said.append, (tmp_path,)):
+                assert stranger.poll() is None and said == []
+        # The same record with the true start time: provably the group, stopped.
+        (tmp_path / "b.lock").write_text(f'{{"pid": 1, "groups": [[{stranger.pid}, {started}]]}}')
+        with lock.hold(tmp_path / "b.lock", "the build in b", print, (tmp_path,)):
+            assert stranger.wait(timeout=30) is not None
     finally:
         stranger.kill()
         stranger.wait()

@@ -189,7 +189,7 @@ def test_cmake_hip_helpers(tmp_path):
 
 def test_backend_passes_the_rocm_build_to_cmake(tmp_path, monkeypatch):
     """backend._settings for a ROCm torch: hipify into the build dir, defines, environment."""
-    from devkit import backend, targets
+    from devkit import backend, layout, targets
 
     home = fake_rocm(tmp_path / "rocm")
     for name, value in {
@@ -207,7 +207,8 @@ def test_backend_passes_the_rocm_build_to_cmake(tmp_path, monkeypatch):
     monkeypatch.setattr(rocm, "hipify", lambda src, out: hipified.append((src, out)) or [])
 
     _, settings = backend._settings("build_editable", {})
-    build_dir = tmp_path / "build" / f"rocm-torch2.9.1+rocm6.4-{targets.python_tag()}"
+    build_root = tmp_path / "build" / layout.checkout_key(ROOT)  # a shared root's subdirectory
+    build_dir = build_root / f"rocm-torch2.9.1+rocm6.4-{targets.python_tag()}"
     assert settings["build-dir"] == str(build_dir)
     assert hipified == [(ROOT / "csrc", build_dir.resolve() / "hipified")]
     define = {k.removeprefix("cmake.define."): v for k, v in settings.items()}

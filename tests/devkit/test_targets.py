@@ -2,7 +2,7 @@
 
 import pytest
 
-from devkit import DevkitError, targets
+from devkit import DevkitError, layout, targets
 from devkit.envs import ROOT
 from devkit.metadata import requirement_lines
 
@@ -69,12 +69,15 @@ def test_build_dir_is_per_target_torch_and_python(monkeypatch, tmp_path):
     tag = targets.python_tag()
     assert targets.build_dir("cpu", "2.13.0+cpu") == ROOT / "build" / f"cpu-torch2.13.0+cpu-{tag}"
     monkeypatch.setenv("VLLM_BUILD_DIR", str(tmp_path))
-    assert targets.build_dir("cuda", "2.14.1") == tmp_path / f"cuda-torch2.14.1-{tag}"
+    # A build root outside the checkout is shared: this checkout gets a subdirectory.
+    key = layout.checkout_key(ROOT)
+    assert targets.build_dir("cuda", "2.14.1") == tmp_path / key / f"cuda-torch2.14.1-{tag}"
 
 
 def test_build_root_expands_home_and_refuses_files(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert targets.build_root({"VLLM_BUILD_DIR": "~/x"}) == tmp_path / "home" / "x"
+    key = layout.checkout_key(ROOT)
+    assert targets.build_root({"VLLM_BUILD_DIR": "~/x"}) == tmp_path / "home" / "x" / key
     (tmp_path / "afile").write_text("")
     for value in (str(tmp_path / "afile"), str(tmp_path / "afile" / "below")):
         with pytest.raises(DevkitError) as err:

@@ -41,6 +41,7 @@ BUILD_MODULES = frozenset(
         "compiler_cache",
         "cuda",
         "envs",
+        "layout",
         "lock",
         "metadata",
         "plan",
@@ -193,11 +194,13 @@ def merge_base(base: str | None, root: Path = ROOT) -> tuple[str, str]:
 
 def changed_files(commit: str, root: Path = ROOT) -> list[str]:
     """Files changed since `commit`: committed, staged, unstaged and untracked."""
-    diff = _git(root, "diff", "--name-only", "--no-renames", commit)
-    untracked = _git(root, "ls-files", "--others", "--exclude-standard")
+    # -z: names as they are (without it git quotes a non-ASCII name, which then
+    # matches no path rule and counts as a change to everything).
+    diff = _git(root, "diff", "-z", "--name-only", "--no-renames", commit)
+    untracked = _git(root, "ls-files", "-z", "--others", "--exclude-standard")
     if diff.returncode != 0 or untracked.returncode != 0:
         raise DevkitError(f"git diff {commit[:12]} failed ({diff.stderr.strip()}); check the repo")
-    return sorted(set(diff.stdout.split("\n") + untracked.stdout.split("\n")) - {""})
+    return sorted(set(diff.stdout.split("\0") + untracked.stdout.split("\0")) - {""})
 
 
 def precompiled_source(
@@ -262,6 +265,12 @@ def parse_args(posargs: Sequence[str]) -> Options:
             f"nox -s ci takes --base REF, --all, --dry-run and --skip NAME, not {unknown[0]}"
         )
     skip = frozenset(name for value in ns.skip for name in value.split(",") if name)
+    known = {s.session for s in steps(Change(None), None, True, run_all=True)}
+    for name in sorted(skip - known):
+        raise DevkitError(
+            f"nox -s ci: --skip {name} names no step of ci; the steps are "
+            f"{', '.join(sorted(known))}"
+        )
     return Options(ns.base, ns.run_all, ns.dry_run, skip)
 
 

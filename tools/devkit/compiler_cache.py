@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from devkit import DevkitError, envs
+from devkit import DevkitError, envs, layout
 from devkit.toolchain import find_tool
 
 # URL scheme -> sccache's name for the backend (its SCCACHE_MULTILEVEL_CHAIN level).
@@ -104,9 +105,26 @@ class CompilerCache:
         return cls(**data) if data else None
 
 
+def _split(url: str):
+    """urlsplit, with its port read: a bad port or bracket is one line naming the URL."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that isn't 0-65535
+    except ValueError as exc:
+        raise DevkitError(
+            f"VLLM_COMPILER_CACHE_REMOTE={redact(url)!r} is not a valid URL ({exc}); use e.g. "
+            "redis://host:6379, with a port from 1 to 65535 and IPv6 hosts in [brackets]"
+        ) from None
+    return parts
+
+
 def redact(url: str) -> str:
     """The URL without its password."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018
+    except ValueError:  # unparsable: hide whatever stands between '://' and '@'
+        return re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)
     if parts.password is None:
         return url
     host = parts.hostname or ""
@@ -135,7 +153,7 @@ def _choose_kind(environ: Mapping[str, str], remote: str | None) -> str | None:
 
 def store_environ(url: str, read_only: bool, environ: Mapping[str, str]) -> tuple[str, dict]:
     """sccache's backend name and the SCCACHE_* settings that `url` means."""
-    parts = urlsplit(url)
+    parts = _split(url)
     backend = BACKENDS.get(parts.scheme)
     if backend is None or not parts.hostname:
         raise DevkitError(
@@ -226,10 +244,11 @@ def _next_port(port: str) -> str:
 def _finish_sccache(
     cache: CompilerCache, settings: dict[str, str], environ: Mapping[str, str], root: Path
 ) -> CompilerCache:
-    settings.setdefault("SCCACHE_BASEDIRS", str(root))  # paths relative to the checkout
+    # Paths relative to the checkout (and to its part of a shared VLLM_BUILD_DIR).
+    basedirs = ":".join(map(str, layout.base_dirs(environ, root)))
+    settings.setdefault("SCCACHE_BASEDIRS", basedirs)
     # One local cache per checkout (a disk cache takes one server at a time), in its build root.
-    build_root = root / envs.get("VLLM_BUILD_DIR", environ)
-    settings.setdefault("SCCACHE_DIR", str(build_root / "sccache"))
+    settings.setdefault("SCCACHE_DIR", str(layout.default_sccache_dir(environ, root)))
     # A compile whose server went away runs the compiler itself.
     settings.setdefault("SCCACHE_IGNORE_SERVER_IO_ERROR", "1")
     if cache.read_only and not cache.remote:
@@ -297,7 +316,8 @@ def resolve_local(cache: CompilerCache, reason: str) -> CompilerCache:
     """`cache` without its store: sccache on its local disk cache alone."""
     keep = ("SCCACHE_BASEDIRS", "SCCACHE_DIR", "SCCACHE_IGNORE_SERVER_IO_ERROR")
     settings = {k: v for k, v in cache.environ.items() if k in keep}
-    root = Path(settings.get("SCCACHE_BASEDIRS") or os.environ.get("SCCACHE_BASEDIRS") or envs.ROOT)
+    basedirs = settings.get("SCCACHE_BASEDIRS") or os.environ.get("SCCACHE_BASEDIRS")
+    root = Path(basedirs.split(":")[0]) if basedirs else envs.ROOT  # the checkout comes first
     given_port = os.environ.get("SCCACHE_SERVER_PORT")
     port = cache.port if given_port else _server_port(root, settings)
     settings["SCCACHE_SERVER_PORT"] = port or ""

@@ -5,8 +5,10 @@ path race into "already exists". `hold` takes an exclusive flock(2) on a lock
 file beside the thing it guards; a second session prints what it waits for
 and waits. The kernel drops the lock when its holder dies, so a lock left by a
 killed run is simply taken; the processes that run left behind (its process
-groups, recorded in the lock file by devkit.procs) are stopped first, so they
-can't race the new build.
+groups, recorded in the lock file by devkit.procs with each leader's start time)
+are stopped first, so they can't race the new build. A group is stopped only if
+it is provably that one: its leader, if alive, started when recorded, and its
+members started since and work in the build's directories.
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ class Lock:
         self.path = path
         self.fd = fd
         self.what = what
-        self.groups: list[int] = []
+        self.groups: list[list[int]] = []  # [pgid, the leader's start time]
 
     def record(self, pgid: int | None = None) -> None:
         if pgid is not None:
-            self.groups.append(pgid)
+            started = procs.start_time(pgid)
+            if started is not None:  # gone already: nothing to stop later
+                self.groups.append([pgid, started])
         data = json.dumps({"pid": os.getpid(), "what": self.what, "groups": self.groups})
         data = data.encode()
         os.ftruncate(self.fd, 0)
@@ -74,8 +78,8 @@ def hold(
             _wait(fd, path, what, say)
         lock = Lock(path, fd, what)
         left = _read(path)
-        for pgid in left.get("groups", []):
-            stopped = procs.stop_group(int(pgid), inside=inside or (path.parent,))
+        for pgid, started in _groups(left):
+            stopped = procs.stop_group(pgid, inside=inside or (path.parent,), started=started)
             if stopped:
                 say(
                     f"stopped {stopped} process(es) left running by an interrupted run "
@@ -90,6 +94,16 @@ def hold(
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # releases the flock
+
+
+def _groups(left: dict) -> list[tuple[int, int]]:
+    """The recorded groups with their leader's start time. Entries without one (lock
+    files of older versions, or edited by hand) can't be proven ours: skipped."""
+    found = []
+    for entry in left.get("groups", []) if isinstance(left.get("groups"), list) else []:
+        if isinstance(entry, list) and len(entry) == 2 and all(type(v) is int for v in entry):
+            found.append((entry[0], entry[1]))
+    return found
 
 
 def _wait(fd: int, path: Path, what: str, say: Callable[[str], None]) -> None:

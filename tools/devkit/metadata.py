@@ -11,6 +11,10 @@ the last part of the local version:
     uncommitted changes               ... +g<sha12>.d<YYYYMMDD>.cpu
     outside git (a copied tree)       0.1.0+cpu
 
+A tag v<digits> that is not a release version (v1.0-bogus, v2024-12-01) is
+left out of the count, with a warning naming it; a checkout git refuses (owned
+by another user) is one line naming git's safe.directory.
+
 and `.precompiled` after the target when the binaries come from a wheel. The
 dependencies are the target's requirements file (its torch pin). Both follow
 the build plan, which the backend hands over (`use`) before these run.
@@ -20,6 +24,8 @@ setuptools-scm is imported only here, in the project venv (requirements/build.tx
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +60,32 @@ def base_version() -> str:
     return match.group(1)
 
 
+# What a release tag looks like: v0.1.0, v1.2, v0.2.0rc1, v0.1.0.post1.
+_RELEASE_TAG = re.compile(r"^v\d+(\.\d+){1,2}((a|b|rc)\d+)?(\.post\d+)?$")
+
+
+def _git(root, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=60)
+
+
+def git_refusal(root=ROOT) -> str | None:
+    """One line when git refuses the checkout because another user owns it."""
+    out = _git(root, "rev-parse", "--git-dir")
+    if out.returncode != 0 and "dubious ownership" in out.stderr:
+        return (
+            f"git refuses {root}: another user owns it (git's safe.directory check), so its "
+            f"version and commit can't be read; run `git config --global --add safe.directory "
+            f"{root}` and rerun"
+        )
+    return None
+
+
+def non_version_tags(root=ROOT) -> list[str]:
+    """Tags git describe would consider (v<digit>...) that are not release versions."""
+    out = _git(root, "tag", "--list", "v[0-9]*")
+    return [t for t in out.stdout.split() if not _RELEASE_TAG.match(t)]
+
+
 def scm_version(suffix: str, root=ROOT, base: str | None = None) -> str:
     """The version of the checkout at `root` with `suffix` (cpu, cu130.precompiled)."""
     base = base or base_version()
@@ -82,12 +114,23 @@ def scm_version(suffix: str, root=ROOT, base: str | None = None) -> str:
 
     if not (Path(root) / ".git").exists():
         return f"{base}+{suffix}"  # a copied tree: no history to count
+    refusal = git_refusal(root)
+    if refusal:
+        raise DevkitError(refusal)
+    bad = non_version_tags(root)
+    if bad:
+        print(
+            f"[vllm build] warning: ignoring git tag(s) {', '.join(bad)}: not release versions "
+            "(vX.Y.Z); delete them (git tag -d NAME) or rename them",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         return setuptools_scm.get_version(
             root=str(root),
             version_scheme=version_scheme,
             local_scheme=local_scheme,
-            scm={"git": {"describe_command": _DESCRIBE}},
+            scm={"git": {"describe_command": [*_DESCRIBE, *(f"--exclude={t}" for t in bad)]}},
         )
     except LookupError as exc:
         raise DevkitError(

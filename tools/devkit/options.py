@@ -22,6 +22,7 @@ class Options:
     target: str | None = None  # wheel, dev-precompiled, doctor, clean, build-profile
     index: str | None = None  # wheel: --index DIR publishes into a wheel index
     all: bool = False  # clean: the compiler and uv caches too
+    dry_run: bool = False  # clean: list what would go, remove nothing
     build_dir: str | None = None  # build-profile: the build dir to read
     precompiled: bool = False  # test sessions: a prebuilt wheel's binaries, no compiler
     against: str | None = None  # bench-kernels: REF to A/B against; "": the merge-base
@@ -47,6 +48,7 @@ _OPTIONS: dict[str, tuple[dict, str]] = {
     ),
     "--index": ({"metavar": "DIR"}, "also publish the wheel into this wheel index"),
     "--all": ({"action": "store_true"}, "also empty the compiler caches and uv's cache"),
+    "--dry-run": ({"action": "store_true"}, "list what would be removed; remove nothing"),
     "--precompiled": (
         {"action": "store_true"},
         "test a prebuilt wheel's binaries (dev-precompiled's venv) instead of building: "
@@ -78,7 +80,7 @@ SESSIONS: dict[str, tuple[tuple[str, ...], str]] = {
         ("--arch", "--use-existing-torch", "--against"),
         "benchmarks/bench_kernels.py",
     ),
-    "clean": (("--target", "--all"), "nowhere: they are refused"),
+    "clean": (("--target", "--all", "--dry-run"), "nowhere: they are refused"),
     "docs": ((), "nowhere: they are refused"),
     "build-profile": (("--target", "--build-dir"), "nowhere: they are refused"),
 }
@@ -121,4 +123,11 @@ def parse(session: str, posargs: Sequence[str]) -> Options:
             f"nox -s {session} takes no argument {rest[0]!r}; see `nox -s {session} -- --help`"
         )
     values = {k: v for k, v in vars(known).items() if k != "help"}
+    if values.get("index"):  # before the venv is made
+        from pathlib import Path
+
+        from devkit import layout
+
+        index = Path(values["index"]).expanduser().resolve()
+        layout.check_dir(f"--index {values['index']}", index, "--index", "(a wheel index)")
     return Options(**values, rest=tuple(rest))

@@ -30,6 +30,7 @@ from devkit import (
     compiler_cache,
     cuda,
     envs,
+    layout,
     lock,
     metadata,
     precompiled,
@@ -155,7 +156,7 @@ def copy_checkout(dest: Path) -> Path:
 
 def venv_dir(target: str) -> Path:
     """The venv of a target, shared by its build and test sessions."""
-    return ROOT / f".venv-{target}"
+    return layout.venv_dir(target)
 
 
 def uv_env() -> dict[str, str]:
@@ -606,6 +607,9 @@ def precompiled_env(target_name: str, options: Options, venv_name: str) -> tuple
     Where no source can serve a wheel, this fails in one line before any venv
     is made or torch downloaded.
     """
+    procs.resume_note = "a download starts again; nothing half-fetched is kept"
+    given = f"VLLM_CACHE_ROOT={envs.get('VLLM_CACHE_ROOT')}"
+    layout.check_dir(given, precompiled.cache_dir(), "VLLM_CACHE_ROOT")  # before any venv
     wheel = precompiled.locate(targets.get_target(target_name))
     say(f"precompiled wheel: {wheel.name}, from {wheel.origin}")
     env = prepare_env(target_name, options, venv_name, precompiled=True)

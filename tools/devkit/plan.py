@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devkit import DevkitError, compiler_cache, cuda, envs, resources, rocm, targets
+from devkit import DevkitError, compiler_cache, cuda, envs, layout, resources, rocm, targets
 from devkit.compiler_cache import CompilerCache
 from devkit.targets import TorchInfo
 
-PLAN_FILE = "plan.json"
+PLAN_FILE = layout.PLAN_FILE
 CONFIG_KEY = "devkit.plan"  # the -C setting that hands a session's plan to the backend
 
 
@@ -237,6 +237,20 @@ def load(path: str | Path) -> BuildPlan:
         raise DevkitError(f"can't read the build plan {path} ({exc}); rerun the session") from None
 
 
+def check_cmake_args(value: str | None) -> None:
+    """CMAKE_ARGS as scikit-build-core will split it (shell words): an unclosed quote
+    is one line here instead of its traceback."""
+    import shlex
+
+    try:
+        shlex.split(value or "")
+    except ValueError as exc:
+        raise DevkitError(
+            f"CMAKE_ARGS={value!r} can't be split into arguments ({exc}); close the quote "
+            "or unset CMAKE_ARGS"
+        ) from None
+
+
 def expected_torch(target: targets.Target) -> TorchInfo:
     """The torch a fresh venv of `target` will have: what the pre-download checks use."""
     return TorchInfo(
@@ -263,11 +277,12 @@ def resolve(
     toolchain (which runs nvcc), the jobs and the compiler cache.
     """
     envs.check_all(environ)
+    check_cmake_args(envs.get("CMAKE_ARGS", environ))
     target = targets.get_target(request.target)
     if request.build_dir:
         build_dir = envs.ROOT / request.build_dir  # an absolute one replaces ROOT
     else:
-        build_dir = targets.build_dir(target.name, torch.version, request.venv_name)
+        build_dir = layout.build_dir(target.name, torch.version, request.venv_name)
     common: dict[str, Any] = dict(
         target=target.name,
         torch=torch,

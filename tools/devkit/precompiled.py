@@ -64,7 +64,10 @@ ISA_CPU_FLAGS: dict[str, tuple[str, ...]] = {
 }
 # Directories of the checkout whose changes the binaries would miss.
 _COMPILED_SOURCES = ("csrc", "cmake", "CMakeLists.txt")
-_TIMEOUT_S = 15
+_TIMEOUT_S = 15  # each socket operation; and all of a small read (metadata)
+_STALL_S = 15.0  # a download ends when it moved less than _STALL_MIN_BYTES in this long
+_STALL_MIN_BYTES = 64 * 1024
+_PROGRESS_S = 3.0  # a progress line this often
 SIMPLE = "simple"  # the PEP 503 index beside each entry's wheel
 INDEX_HINT = "set VLLM_PRECOMPILED_WHEEL_INDEX, or pyproject.toml's [tool.vllm.precompiled] index"
 
@@ -127,18 +130,30 @@ def _open_url(url: str, what: str):
 
 
 def _read(location: str, what: str) -> bytes | None:
-    """The bytes at a path or URL; None when it isn't there (404, no such file)."""
+    """The bytes at a path or URL; None when it isn't there (404, no such file).
+    A URL's whole answer must come within _TIMEOUT_S (not each read: a server that
+    drips a byte at a time is cut off too)."""
     path = _local_path(location)
     if path is not None:
         return path.read_bytes() if path.is_file() else None
     response = _open_url(location, what)
     if response is None:
         return None
+    deadline = time.monotonic() + _TIMEOUT_S
+    chunks: list[bytes] = []
     try:
         with response:
-            return response.read()
+            while block := response.read1(1 << 16):
+                chunks.append(block)
+                if time.monotonic() > deadline:
+                    raise DevkitError(
+                        f"{location}: {what} did not arrive within {_TIMEOUT_S}s "
+                        f"({sum(map(len, chunks))} bytes so far); the server is stalled, "
+                        "try again later or point the index elsewhere"
+                    )
     except (OSError, http.client.HTTPException) as exc:
         raise DevkitError(f"{location}: reading {what} failed ({exc}); try again") from None
+    return b"".join(chunks)
 
 
 # ---------------------------------------------------------------------------
@@ -191,7 +206,29 @@ def read_metadata(index: str, commit: str, variant: str) -> dict[str, Any] | Non
         meta["wheel"], meta["sha256"]  # noqa: B018 - both must be there
     except (ValueError, KeyError, TypeError):
         raise DevkitError(f"{url} is not an index entry's metadata; republish it") from None
+    problem = metadata_problem(meta)
+    if problem:
+        raise DevkitError(f"{url}: {problem}; republish the entry (nox -s wheel -- --index)")
     return meta
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def metadata_problem(meta: Mapping[str, Any]) -> str | None:
+    """What is wrong with an index entry's metadata, or None: the wheel a plain file
+    name, its sha256 64 hex digits (or null: refused later, unless named by hand),
+    the build info an object."""
+    wheel, digest = meta.get("wheel"), meta.get("sha256")
+    if not isinstance(wheel, str) or not wheel.endswith(".whl") or "/" in wheel or "\\" in wheel:
+        return f"its wheel {wheel!r} is not a wheel's file name"
+    if wheel.startswith("."):
+        return f"its wheel {wheel!r} is not a wheel's file name"
+    if digest is not None and not (isinstance(digest, str) and _SHA256.match(digest)):
+        return f"its sha256 {digest!r} is not 64 hex digits"
+    if "build_info" in meta and not isinstance(meta["build_info"], dict):
+        return f"its build_info {meta['build_info']!r} is not an object"
+    return None
 
 
 def _from_index(index: str, commit: str, variant: str) -> Wheel | None:
@@ -199,6 +236,12 @@ def _from_index(index: str, commit: str, variant: str) -> Wheel | None:
     if meta is None:
         return None
     location = _join(index, commit, variant, meta["wheel"])
+    if meta["sha256"] is None:
+        raise DevkitError(
+            f"{index} lists {meta['wheel']} for {commit[:12]} without a sha256, so it can't be "
+            f"checked: republish it, or take it unchecked by naming it: "
+            f"VLLM_PRECOMPILED_WHEEL_LOCATION={location}"
+        )
     return Wheel(location, meta["sha256"], f"index {index} at {commit[:12]}")
 
 
@@ -343,16 +386,26 @@ def _download(wheel: Wheel, out) -> None:
         )
     started = time.monotonic()
     total = int(response.headers.get("Content-Length") or 0)
-    done, shown = 0, -1
+    done, shown = 0, started
+    window = [(started, 0)]  # (time, bytes so far): the rate over the last _STALL_S
     try:
         with response:
-            for block in iter(lambda: response.read(1 << 20), b""):
+            # read1: what has arrived (a read of N bytes would wait for all N).
+            while block := response.read1(1 << 20):
                 out.write(block)
                 done += len(block)
-                step = done * 10 // total if total else shown
-                if step != shown:  # every 10%
-                    shown = step
-                    say(f"downloading {wheel.name}: {done / 2**20:.1f}/{total / 2**20:.1f} MiB")
+                now = time.monotonic()
+                window = [w for w in window if now - w[0] <= _STALL_S] + [(now, done)]
+                if now - started >= _STALL_S and done - window[0][1] < _STALL_MIN_BYTES:
+                    raise DevkitError(
+                        f"{wheel.location}: the download stalled ({done - window[0][1]} bytes "
+                        f"in the last {_STALL_S:.0f}s, {done} in all); try again later, or "
+                        "point VLLM_PRECOMPILED_WHEEL_* at another server"
+                    )
+                if now - shown >= _PROGRESS_S:
+                    shown = now
+                    of = f"/{total / 2**20:.1f}" if total else ""
+                    say(f"downloading {wheel.name}: {done / 2**20:.1f}{of} MiB")
     except (OSError, http.client.HTTPException) as exc:  # the connection dropped, timed out
         raise DevkitError(f"{wheel.location}: the download failed ({exc}); try again") from None
     if total and done != total:
@@ -401,6 +454,10 @@ def read_build_info(path: Path) -> dict[str, Any]:
         info = json.loads(raw)
     except ValueError:
         raise DevkitError(f"{path.name}: {BUILD_INFO} is not JSON; republish it") from None
+    if not isinstance(info, dict):
+        raise DevkitError(
+            f"{path.name}: {BUILD_INFO} is {type(info).__name__}, not an object; republish it"
+        )
     return info
 
 

@@ -29,6 +29,8 @@ STOP_GRACE_S = 10.0  # SIGTERM first; SIGKILL for what is still running after th
 # Called with the pgid of each new group (devkit.lock records it in the locks held).
 group_listeners: list[Callable[[int], None]] = []
 current_step: str | None = None
+# What the next run finds, for the Interrupted line (a precompiled session downloads).
+resume_note = "the build directory keeps what was compiled"
 
 
 class Interrupted(DevkitError):
@@ -40,7 +42,7 @@ class Interrupted(DevkitError):
         where = f" while running `{step}`" if step else ""
         super().__init__(
             f"{signame} stopped the session{where}; its processes were stopped too, and the "
-            "next run resumes where this one stopped (the build directory keeps what was compiled)"
+            f"next run resumes where this one stopped ({resume_note})"
         )
 
 
@@ -54,10 +56,26 @@ def install_handlers() -> None:
         signal.signal(signum, _raise)
 
 
-def group_members(pgid: int, inside: Iterable[Path] = ()) -> list[int]:
+def start_time(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat's field 22);
+    None if there is no such process. A pid and this together name one process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def group_members(pgid: int, inside: Iterable[Path] = (), started: int | None = None) -> list[int]:
     """Live processes of process group `pgid` (other than this one), from /proc;
-    with `inside`, only those whose working directory is under one of those paths
-    (a recycled group id then names nobody's processes but ours)."""
+    with `inside`, only those whose working directory is under one of those paths;
+    with `started` (the group leader's start time when the group was recorded), none
+    if the leader now is another process, and only members started since then: a
+    recycled group id then names nobody's processes but ours."""
+    if started is not None:
+        leader = start_time(pgid)
+        if leader is not None and leader != started:
+            return []  # the id names a stranger's group now
     roots = [Path(p).resolve() for p in inside]
     members = []
     for entry in Path("/proc").iterdir():
@@ -69,6 +87,8 @@ def group_members(pgid: int, inside: Iterable[Path] = ()) -> list[int]:
             fields = stat.rsplit(")", 1)[1].split()
             if fields[0] == "Z" or int(fields[2]) != pgid:
                 continue
+            if started is not None and int(fields[19]) < started:
+                continue  # older than the group it would belong to: not of that group
             if roots:
                 cwd = Path(os.readlink(entry / "cwd"))
                 if not any(cwd == r or cwd.is_relative_to(r) for r in roots):
@@ -79,23 +99,28 @@ def group_members(pgid: int, inside: Iterable[Path] = ()) -> list[int]:
     return sorted(members)
 
 
-def stop_group(pgid: int, grace_s: float = STOP_GRACE_S, inside: Iterable[Path] = ()) -> int:
+def stop_group(
+    pgid: int,
+    grace_s: float = STOP_GRACE_S,
+    inside: Iterable[Path] = (),
+    started: int | None = None,
+) -> int:
     """SIGTERM to every process of the group, SIGKILL after `grace_s`; waits until none
-    is left. Returns how many there were."""
+    is left. Returns how many there were. `inside`, `started`: see group_members."""
     inside = list(inside)
-    members = group_members(pgid, inside)
+    members = group_members(pgid, inside, started)
     if not members:
         return 0
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in group_members(pgid, inside):
+        for pid in group_members(pgid, inside, started):
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
-        while time.monotonic() < deadline and group_members(pgid, inside):
+        while time.monotonic() < deadline and group_members(pgid, inside, started):
             time.sleep(0.05)
-        if not group_members(pgid, inside):
+        if not group_members(pgid, inside, started):
             break
     return len(members)
 

@@ -6,13 +6,10 @@ no other module branches on the target's name for these facts.
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-from devkit import DevkitError, envs
+from devkit import DevkitError, layout
 from devkit.envs import ROOT
 
 GIB = 1024**3
@@ -150,44 +147,10 @@ def read_torch_info() -> TorchInfo | None:
     return TorchInfo(fields["__version__"], fields["cuda"], fields["hip"], fields["git_version"])
 
 
-def python_tag() -> str:
-    """This interpreter's CPython tag, e.g. cp311 (a target venv uses the same Python)."""
-    return "cp{}{}".format(*sys.version_info[:2])
-
-
-def build_dir(target: str, torch_version: str, venv_name: str = "") -> Path:
-    """The persistent CMake build directory of one target, torch and Python.
-
-    A venv other than the target's own gets a directory of its own: its torch
-    headers live at another path, and sharing would recompile everything
-    each time the two alternate.
-    """
-    suffix = f"-{venv_name}" if venv_name else ""
-    return build_root() / f"{target}-torch{torch_version}-{python_tag()}{suffix}"
-
-
-def build_root(environ=None) -> Path:
-    """VLLM_BUILD_DIR: where the build directories (and staged precompiled binaries) live.
-
-    `~` is expanded; a path that is a file, or under no writable directory, is
-    one line naming the fix, before anything is written.
-    """
-    raw = envs.get("VLLM_BUILD_DIR", environ)
-    root = ROOT / Path(raw).expanduser()  # an absolute VLLM_BUILD_DIR replaces ROOT
-    existing = root
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise DevkitError(
-            f"VLLM_BUILD_DIR={raw}: {existing} is a file, not a directory; point "
-            "VLLM_BUILD_DIR at a directory (or unset it for build/)"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise DevkitError(
-            f"VLLM_BUILD_DIR={raw}: {existing} is not writable; point VLLM_BUILD_DIR at a "
-            "writable directory (e.g. VLLM_BUILD_DIR=/tmp/vllm-build)"
-        )
-    return root
+# The paths live in devkit.layout; these names stay for the modules that use them.
+python_tag = layout.python_tag
+build_dir = layout.build_dir
+build_root = layout.build_root
 
 
 def check_torch(target: Target, info: TorchInfo) -> None:

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from devkit import DevkitError
+from devkit import DevkitError, layout
 
 # Run by the venv's interpreter: where it lives, and which Python it is.
 _WHERE = "import json, sys; print(json.dumps([sys.prefix, list(sys.version_info[:3])]))"
@@ -91,6 +91,7 @@ def create(
     try:
         cmd = [uv, "venv", "--quiet", "--relocatable", "--python", base_python, str(tmp)]
         run(cmd, env=dict(env))
+        layout.mark_venv(tmp)
         os.rename(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -161,6 +162,9 @@ def missing_files(path: Path, dist: str, suffix: str = ".so") -> list[str]:
 
 
 _USING = re.compile(r"environment at: (.+)$", re.M)
+_UNPARSED = re.compile(
+    r"Failed to parse environment variable `(\w+)` with invalid value `([^`]*)`:(.*)$", re.M
+)
 
 
 def check_uv_target(python: Path, path: Path, uv: str, env: Mapping[str, str]) -> None:
@@ -174,6 +178,12 @@ def check_uv_target(python: Path, path: Path, uv: str, env: Mapping[str, str]) -
     environ.pop("UV_OFFLINE", None)  # uv refuses it with --refresh; nothing is fetched anyway
     out = subprocess.run(cmd, capture_output=True, text=True, env=environ, cwd=path.parent)
     match = _USING.search(out.stderr)
+    refused = _UNPARSED.search(out.stderr)
+    if out.returncode != 0 and refused:  # not the venv's fault
+        raise DevkitError(
+            f"uv can't read {refused[1]}={refused[2]} ({refused[3].strip()}); "
+            f"fix or unset {refused[1]}"
+        )
     if out.returncode != 0 or not match:
         raise DevkitError(
             f"`uv pip install -p {python}` can't use the venv ({out.stderr.strip()[-200:]}); "
