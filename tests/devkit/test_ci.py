@@ -276,3 +276,23 @@ def test_sessions_run_reads_nox_command_lines():
 def test_runner_labels_come_from_actionlint_yaml(tmp_path):
     assert workflows.runner_labels() == ["gpu"]
     assert workflows.runner_labels(tmp_path) == []
+
+
+def test_a_layer_change_runs_its_kernel_tests_only_on_precompiled_binaries():
+    needs = ci.needs_of(["vllm/model_executor/layers/activation.py"])
+    plan = ci.steps(needs, HAVE, nvcc=True)
+    assert sessions(plan) == [
+        "nox -s lint",
+        "nox -s dev-precompiled",
+        "nox -s test-kernels-cpu -- --precompiled -n auto tests/kernels/test_activation.py "
+        "tests/kernels/test_custom_op.py",
+    ]
+    # With a file that reaches every kernel test, all of them run.
+    both = ci.needs_of(["vllm/model_executor/layers/activation.py", "vllm/_custom_ops.py"])
+    assert both[ci.KERNELS].subset == ()
+    # A changed kernel test is its own subset; two subsets add up.
+    tests = ci.needs_of(["tests/kernels/test_cache.py", "vllm/model_executor/layers/layernorm.py"])
+    assert tests[ci.KERNELS].subset == (
+        "tests/kernels/test_cache.py",
+        "tests/kernels/test_layernorm.py",
+    )

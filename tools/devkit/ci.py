@@ -57,6 +57,7 @@ class Rule:
     patterns: tuple[str, ...]
     needs: frozenset[str]
     why: str
+    kernel_tests: tuple[str, ...] = ()  # the kernel tests it reaches; () with KERNELS: all
 
 
 # First match wins: specific rows before the general ones below them.
@@ -90,6 +91,24 @@ RULES: tuple[Rule, ...] = (
         ("vllm/envs.py", "CONTRIBUTING.md"),
         frozenset({LINT, DEVKIT, KERNELS, PLUGINS}),
         "the env-var registry and its table, which the devkit reads and checks",
+    ),
+    Rule(
+        ("vllm/model_executor/layers/activation.py",),
+        frozenset({LINT, KERNELS}),
+        "the activation layers: their kernel tests, on precompiled binaries",
+        ("tests/kernels/test_activation.py", "tests/kernels/test_custom_op.py"),
+    ),
+    Rule(
+        ("vllm/model_executor/layers/layernorm.py",),
+        frozenset({LINT, KERNELS}),
+        "the norm layers: their kernel tests, on precompiled binaries",
+        ("tests/kernels/test_layernorm.py",),
+    ),
+    Rule(
+        ("vllm/model_executor/layers/rotary_embedding/*",),
+        frozenset({LINT, KERNELS}),
+        "the rotary embedding: its kernel tests, on precompiled binaries",
+        ("tests/kernels/test_rotary_embedding.py",),
     ),
     Rule(
         ("vllm/*",),
@@ -126,6 +145,7 @@ class Need:
     decided_by: str
     why: str
     count: int = 1  # how many changed files need it
+    subset: tuple[str, ...] = ()  # KERNELS: the test files that are enough; (): all
 
     @property
     def reason(self) -> str:
@@ -139,13 +159,25 @@ def needs_of(files: Sequence[str]) -> dict[str, Need]:
     found: dict[str, Need] = {}
     for name in sorted(set(files)):
         rule = rule_for(name)
+        own = _own_kernel_test(name) or rule.kernel_tests
         for what in sorted(rule.needs):
+            subset = own if what == KERNELS else ()
             if what in found:
                 old = found[what]
-                found[what] = Need(what, old.decided_by, old.why, old.count + 1)
+                # Two subsets add up; a file that needs them all makes it all.
+                both = tuple(sorted(set(old.subset) | set(subset))) if old.subset and subset else ()
+                found[what] = Need(what, old.decided_by, old.why, old.count + 1, both)
             else:
-                found[what] = Need(what, name, rule.why)
+                found[what] = Need(what, name, rule.why, 1, subset)
     return found
+
+
+def _own_kernel_test(path: str) -> tuple[str, ...]:
+    """A changed kernel test file is its own subset."""
+    posix = PurePosixPath(path)
+    if posix.parent.as_posix() == "tests/kernels" and posix.name.startswith("test_"):
+        return (posix.as_posix(),)
+    return ()
 
 
 @dataclass(frozen=True)
@@ -193,10 +225,15 @@ def steps(
     if DEVKIT in needs:
         plan.append(Step("tests", reason=why(DEVKIT)))
     tests = [what for what in (KERNELS, PLUGINS) if what in needs]
+    subset = needs[KERNELS].subset if KERNELS in needs and not run_all else ()
+    pytest_args = ("-n", "auto", *subset) if subset else ()
+    only = f" ({len(subset)} of the kernel test files)" if subset else ""
     if CPU_BUILD in needs:
         plan.append(Step("build-cpu", reason=why(CPU_BUILD)))
         if KERNELS in needs:
-            plan.append(Step("test-kernels-cpu", reason=f"{why(KERNELS)} (on this build)"))
+            plan.append(
+                Step("test-kernels-cpu", pytest_args, f"{why(KERNELS)}{only} (on this build)")
+            )
         if PLUGINS in needs:
             plan.append(Step("test-plugins", reason=f"{why(PLUGINS)} (on this build)"))
     elif tests and source is not None and source.available:
@@ -209,8 +246,8 @@ def steps(
             )
         )
         if KERNELS in needs:
-            no_compiler = f"{why(KERNELS)}, no compiler"
-            plan.append(Step("test-kernels-cpu", ("--precompiled",), no_compiler))
+            no_compiler = f"{why(KERNELS)}{only}, no compiler"
+            plan.append(Step("test-kernels-cpu", ("--precompiled", *pytest_args), no_compiler))
         if PLUGINS in needs:
             plan.append(Step("test-plugins", ("--precompiled",), f"{why(PLUGINS)}, no compiler"))
     elif tests:
@@ -218,7 +255,7 @@ def steps(
         first = needs[tests[0]]
         plan.append(Step("build-cpu", reason=f"{first.reason}; but {missing}: build"))
         if KERNELS in needs:
-            plan.append(Step("test-kernels-cpu", reason=why(KERNELS)))
+            plan.append(Step("test-kernels-cpu", pytest_args, f"{why(KERNELS)}{only}"))
         if PLUGINS in needs:
             plan.append(Step("test-plugins", reason=why(PLUGINS)))
     if CUDA_BUILD in needs:
