@@ -241,3 +241,51 @@ def test_a_full_disk_while_storing_is_one_warning(tmp_path, tiny_filesystem):
     assert not any(store.entries_dir.iterdir())
     # A small one still fits: the store works once there is room.
     assert put(store, tmp_path, "9" * 64 + "-c1", size=1000) is not None
+
+
+# -- lookup: the index by key, and the nightly on purpose ------------------------
+
+
+def index_entry(index: Path, where: str, wheel: Path, key: str | None) -> None:
+    entry = index / where / "cpu"
+    entry.mkdir(parents=True)
+    shutil.copy(wheel, entry / wheel.name)
+    sha = binstore._sha256(wheel)
+    meta = {"wheel": wheel.name, "sha256": sha, "commit": "c0ffee", "binary_key": key}
+    (entry / "metadata.json").write_text(json.dumps(meta))
+
+
+def test_lookup_takes_the_index_by_key_and_keeps_it_in_the_store(tmp_path):
+    lines: list[str] = []
+    store = binstore.Store(tmp_path / "store", 1 << 30, lines.append)
+    key = binkey.compute("cpu", TORCH, cpu_isa="avx2")
+    wheel = binstore.binaries_zip(package(tmp_path / "vllm"), tmp_path / "w.whl")
+    index = tmp_path / "index"
+    environ = {"VLLM_PRECOMPILED_WHEEL_INDEX": str(index), "VLLM_CACHE_ROOT": str(tmp_path)}
+    assert binaries.lookup(CPU, key, lines.append, store, environ) is None
+    index_entry(index, f"keys/{key.digest}", wheel, key.digest)
+    found = binaries.lookup(CPU, key, lines.append, store, environ)
+    assert found is not None and found.by_key
+    assert found.wheel.origin == f"index {index} by key {key.short}"
+    # Kept: the next lookup needs no index.
+    again = binaries.lookup(CPU, key, lines.append, store, {"VLLM_PRECOMPILED_WHEEL_INDEX": ""})
+    assert again is not None and "local binary store" in again.wheel.origin
+
+
+def test_the_nightly_is_taken_only_on_purpose_with_a_warning_when_its_key_differs(tmp_path):
+    lines: list[str] = []
+    store = binstore.Store(tmp_path / "store", 1 << 30, lines.append)
+    key = binkey.compute("cpu", TORCH, cpu_isa="avx2")
+    wheel = binstore.binaries_zip(package(tmp_path / "vllm"), tmp_path / "w.whl")
+    index = tmp_path / "index"
+    index_entry(index, "nightly", wheel, "e" * 64)
+    environ = {"VLLM_PRECOMPILED_WHEEL_INDEX": str(index), "VLLM_PRECOMPILED_WHEEL_COMMIT": "0"}
+    assert binaries.lookup(CPU, key, lines.append, store, environ) is None  # not by default
+    on_purpose = {**environ, "VLLM_TEST_USE_PRECOMPILED_NIGHTLY_WHEEL": "1"}
+    found = binaries.lookup(CPU, key, lines.append, store, on_purpose)
+    assert found is not None and not found.by_key
+    assert found.wheel.origin == f"index {index}, nightly"
+    assert lines[-1].startswith(
+        f"warning: VLLM_TEST_USE_PRECOMPILED_NIGHTLY_WHEEL=1: the nightly's key eeeeeeeeeeeeeeee "
+        f"is not this checkout's {key.short}"
+    )
