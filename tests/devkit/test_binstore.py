@@ -289,3 +289,18 @@ def test_the_nightly_is_taken_only_on_purpose_with_a_warning_when_its_key_differ
         f"warning: VLLM_TEST_USE_PRECOMPILED_NIGHTLY_WHEEL=1: the nightly's key eeeeeeeeeeeeeeee "
         f"is not this checkout's {key.short}"
     )
+
+
+def test_with_isa_auto_a_build_for_a_lower_isa_this_cpu_runs_is_taken(tmp_path):
+    lines: list[str] = []
+    store = binstore.Store(tmp_path / "store", 1 << 30, lines.append)
+    wanted = binkey.compute("cpu", TORCH, cpu_isa="avx512")
+    avx2 = binkey.Key({**wanted.inputs, "cpu_isa": "avx2"})
+    assert binaries.store_build(avx2, package(tmp_path / "vllm"), lines.append, store)
+    environ = {"VLLM_PRECOMPILED_WHEEL_INDEX": "", "VLLM_CPU_ISA": "auto"}
+    found = binaries.lookup(CPU, wanted, lines.append, store, environ)
+    assert found is not None and f"key {avx2.short}" in found.wheel.origin
+    assert lines[-1].startswith("taking the avx2 build of these sources (VLLM_CPU_ISA=auto")
+    # A chosen ISA takes only its own.
+    chosen = {**environ, "VLLM_CPU_ISA": "avx512"}
+    assert binaries.lookup(CPU, wanted, lines.append, store, chosen) is None

@@ -55,6 +55,20 @@ def lookup_key(
     return binkey.compute(target.name, torch, gpu_arch=gpu_arch, root=root, environ=environ)
 
 
+def fallback_keys(key: binkey.Key, environ: Mapping[str, str] | None = None) -> list[binkey.Key]:
+    """The keys of builds for a lower CPU ISA, which this CPU runs too: looked up after the
+    checkout's own when VLLM_CPU_ISA is auto (the nightly builds for avx2, so that any
+    x86-64 CPU with AVX2 runs it). None for a chosen ISA, or a GPU target."""
+    if key.inputs.get("target") != "cpu" or envs.get("VLLM_CPU_ISA", environ) != "auto":
+        return []
+    order = [*binkey.ISA_ORDER, "default"]
+    isa = key.inputs.get("cpu_isa")
+    lower = order[order.index(isa) + 1 :] if isa in order else []
+    return [
+        binkey.Key({**key.inputs, "cpu_isa": other}, key.compiler, key.files) for other in lower
+    ]
+
+
 def _read_info(source: Path) -> dict[str, Any]:
     if source.is_dir():
         return json.loads((source / "_build_info.json").read_text())
@@ -132,21 +146,27 @@ def lookup(
 ) -> Found | None:
     """Binaries for `key`, from the store, then the index; None when nothing has them."""
     store = store or binstore.Store.default(log)
-    entry = store.find(key.digest)  # a digest mismatch: refused, one line (DigestMismatch)
-    if entry is not None:
-        compiler = entry.manifest["compiler"]
-        origin = f"the local binary store (key {key.short}, built with {compiler})"
-        wheel = precompiled.Wheel(str(entry.payload), entry.manifest["sha256"], origin)
-        return Found(wheel, by_key=True)
+    candidates = [key, *fallback_keys(key, environ)]
+    for candidate in candidates:
+        entry = store.find(candidate.digest)  # a digest mismatch: refused (DigestMismatch)
+        if entry is not None:
+            compiler = entry.manifest["compiler"]
+            origin = f"the local binary store (key {candidate.short}, built with {compiler})"
+            wheel = precompiled.Wheel(str(entry.payload), entry.manifest["sha256"], origin)
+            _say_isa(candidate, key, log)
+            return Found(wheel, by_key=True)
     log(f"key {key.short}: not in the local binary store ({store.root})")
 
     index = precompiled.default_index(environ, root)
     variant = target.version_suffix
     if index:
-        where = f"{KEYS}/{key.digest}"
-        found = _index_wheel(index, where, variant, f"index {index} by key {key.short}")
-        if found is not None:
-            return Found(_keep(found, key, store, log), by_key=True)
+        for candidate in candidates:
+            where = f"{KEYS}/{candidate.digest}"
+            origin = f"index {index} by key {candidate.short}"
+            found = _index_wheel(index, where, variant, origin)
+            if found is not None:
+                _say_isa(candidate, key, log)
+                return Found(_keep(found, candidate, store, log), by_key=True)
         log(f"key {key.short}: not in {index}")
         commit = envs.get("VLLM_PRECOMPILED_WHEEL_COMMIT", environ) or precompiled.merge_base(root)
         if commit:
@@ -172,6 +192,14 @@ def lookup(
             )
         return Found(nightly, by_key=published == key.digest)
     return None
+
+
+def _say_isa(taken: binkey.Key, wanted: binkey.Key, log: Callable[[str], None]) -> None:
+    if taken.digest != wanted.digest:
+        log(
+            f"taking the {taken.inputs['cpu_isa']} build of these sources (VLLM_CPU_ISA=auto: "
+            f"this CPU runs it; none for {wanted.inputs['cpu_isa']} was found)"
+        )
 
 
 def _published_key(index: str, where: str, variant: str) -> str | None:

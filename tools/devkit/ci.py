@@ -321,10 +321,12 @@ def precompiled_source(
     target = targets.get_target("cpu")
     try:
         key = binaries.lookup_key(target, plan.expected_torch(target), root=root, environ=environ)
+        candidates = [key, *binaries.fallback_keys(key, environ)]
         store = store or binstore.Store.default()
-        entry = store.find(key.digest)
-        if entry is not None:
-            return Source(True, f"key {key.short} in the local binary store {store.root}")
+        for candidate in candidates:
+            if store.find(candidate.digest) is not None:
+                where = f"key {candidate.short} in the local binary store {store.root}"
+                return Source(True, where)
         index = binaries.precompiled.default_index(environ, root)
         if not index:
             return Source(
@@ -332,13 +334,16 @@ def precompiled_source(
                 f"key {key.short} is not in the local binary store, and no precompiled "
                 f"index is configured ({binaries.precompiled.INDEX_HINT})",
             )
-        meta = binaries.precompiled.read_metadata(index, f"{binaries.KEYS}/{key.digest}", "cpu")
+        for candidate in candidates:
+            where = f"{binaries.KEYS}/{candidate.digest}"
+            meta = binaries.precompiled.read_metadata(index, where, "cpu")
+            if meta is not None:
+                commit = str(meta.get("commit") or "?")[:12]
+                at = f"by key {candidate.short} (built at {commit})"
+                return Source(True, f"{meta['wheel']} from {index} {at}")
     except DevkitError as exc:
         return Source(False, f"the prebuilt binaries can't be looked up ({exc})")
-    if meta is None:
-        return Source(False, f"neither the local binary store nor {index} has key {key.short}")
-    commit = str(meta.get("commit") or "?")[:12]
-    return Source(True, f"{meta['wheel']} from {index} by key {key.short} (built at {commit})")
+    return Source(False, f"neither the local binary store nor {index} has key {key.short}")
 
 
 def nvcc_found() -> bool:
