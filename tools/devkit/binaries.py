@@ -55,6 +55,16 @@ def lookup_key(
     return binkey.compute(target.name, torch, gpu_arch=gpu_arch, root=root, environ=environ)
 
 
+def key_of_build(plan: Any, log: Callable[[str], None]) -> binkey.Key | None:
+    """The key of a build about to run (devkit.plan.BuildPlan); None, with a warning, when
+    it can't be computed: the build goes on, its binaries are just not stored."""
+    try:
+        return binkey.for_plan(plan)
+    except (DevkitError, OSError) as exc:
+        log(f"warning: no binary key for this build ({exc}); its binaries won't be stored")
+        return None
+
+
 def fallback_keys(key: binkey.Key, environ: Mapping[str, str] | None = None) -> list[binkey.Key]:
     """The keys of builds for a lower CPU ISA, which this CPU runs too: looked up after the
     checkout's own when VLLM_CPU_ISA is auto (the nightly builds for avx2, so that any

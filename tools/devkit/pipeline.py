@@ -445,7 +445,7 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
     # --no-deps: prepare_env installed them (or left an existing torch alone), so a
     # rebuild resolves nothing and needs no network.
     extra = [*uv_args, "--no-deps"]
-    key = binkey.for_plan(env.plan)  # what the binaries are built from, before they are
+    key = binaries.key_of_build(env.plan, say)  # what the binaries are built from, before
     # The store is checked first: a dead one is one warning and the local cache.
     with build_lock(env), compiler_cache.serve(env.plan.compiler_cache, say) as served:
         env.plan = dataclasses.replace(env.plan, compiler_cache=served.cache)
@@ -459,7 +459,7 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
             say(followed.summary())
         lookups = served.lookups()
         smoke_check(env)
-        if env.plan.install_dir:
+        if key and env.plan.install_dir:
             binaries.store_build(key, env.plan.install_dir / "vllm", say)
 
     objects = ninja_objects(env.build_dir)
@@ -560,7 +560,7 @@ def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:
     say(env.plan.jobs.reason)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".wheel-", dir=out_dir))
-    key = binkey.for_plan(env.plan)
+    key = binaries.key_of_build(env.plan, say)
     try:
         with build_lock(env), compiler_cache.serve(env.plan.compiler_cache, say) as served:
             env.plan = dataclasses.replace(env.plan, compiler_cache=served.cache)
@@ -574,7 +574,8 @@ def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:
         info = precompiled.read_build_info(built)  # a wheel without it can't be installed
         wheel = out_dir / built.name
         os.replace(built, wheel)
-        binaries.store_build(key, wheel, say)
+        if key:
+            binaries.store_build(key, wheel, say)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     say(
