@@ -91,12 +91,14 @@ def wheel(session: nox.Session) -> None:
     env = _step(session, pipeline.prepare_env, found.target or pipeline.default_target(), found)
     wheel = _step(session, pipeline.build_wheel, env)
     if found.index:
-        session.log(_step(session, precompiled.publish, wheel, Path(found.index).resolve()))
+        key = _step(session, pipeline.binary_key, env).digest
+        index = Path(found.index).resolve()
+        session.log(_step(session, precompiled.publish, wheel, index, pipeline.ROOT, key))
 
 
 @nox.session(name="dev-precompiled", venv_backend="none")
 def dev_precompiled(session: nox.Session) -> None:
-    """Editable install with a prebuilt wheel's binaries, no compiler (-- --target cpu|cuda)."""
+    """Editable install with prebuilt binaries found by key; else builds once (-- --target)."""
     found = _options(session)
     target = found.target or pipeline.default_target()
     _, installed = _step(session, pipeline.precompiled_env, target, found, f"precompiled-{target}")

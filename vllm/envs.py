@@ -267,6 +267,24 @@ REGISTRY: dict[str, EnvVar] = {
             values="commit hash",
         ),
         EnvVar(
+            "VLLM_TEST_USE_PRECOMPILED_NIGHTLY_WHEEL",
+            "bool",
+            False,
+            "Take the index's newest nightly on purpose, even when its binary key differs.",
+        ),
+        EnvVar(
+            "VLLM_BINARY_STORE",
+            "str",
+            None,
+            "Directory of the local binary store; default: the user cache dir's vllm/binaries.",
+        ),
+        EnvVar(
+            "VLLM_BINARY_STORE_MAX_MB",
+            "int",
+            4096,
+            "Size cap of the local binary store; past it the least recently used builds go.",
+        ),
+        EnvVar(
             "VLLM_CACHE_ROOT",
             "str",
             "~/.cache/vllm",

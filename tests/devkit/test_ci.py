@@ -15,7 +15,7 @@ import sys
 import pytest
 from test_precompiled import git, make_wheel, publish_fake
 
-from devkit import DevkitError, ci, workflows
+from devkit import DevkitError, binaries, binstore, ci, plan, targets, workflows
 from devkit.envs import ROOT
 
 HAVE = ci.Source(True, "w.whl from http://index at 0123456789ab")
@@ -26,78 +26,125 @@ def sessions(plan: list[ci.Step]) -> list[str]:
     return [step.command for step in plan]
 
 
+KERNELS_ON_PREBUILT = [
+    "nox -s lint",
+    "nox -s dev-precompiled",
+    "nox -s test-kernels-cpu -- --precompiled",
+    "nox -s test-plugins -- --precompiled",
+]
+
+
 @pytest.mark.parametrize(
-    "path, kind",
+    "path, needs",
     [
-        ("README.md", ci.DOCS),
-        ("docs/build.rst", ci.DOCS),
-        ("csrc/README.md", ci.BUILD),  # under csrc/: the build reads the directory
-        ("vllm/platforms/cpu.py", ci.PYTHON_ONLY),
-        ("tests/kernels/test_norm.py", ci.PYTHON_ONLY),
-        ("noxfile.py", ci.PYTHON_ONLY),
-        ("benchmarks/bench_kernels.py", ci.PYTHON_ONLY),
-        ("examples/vllm_plugin_example/setup.py", ci.PYTHON_ONLY),
-        ("tools/devkit/pipeline.py", ci.PYTHON_ONLY),
-        ("tools/devkit/ci.py", ci.PYTHON_ONLY),
-        (".github/workflows/pr.yml", ci.PYTHON_ONLY),
-        ("tools/devkit/backend.py", ci.BUILD),
-        ("tools/devkit/plan.py", ci.BUILD),
-        ("csrc/cpu/cache.cpp", ci.BUILD),
-        ("cmake/utils.cmake", ci.BUILD),
-        ("CMakeLists.txt", ci.BUILD),
-        ("pyproject.toml", ci.BUILD),
-        ("requirements/test.txt", ci.BUILD),
-        (".clang-format", ci.BUILD),  # unknown: not known to leave the binary alone
+        ("README.md", {ci.LINT}),
+        ("docs/build.rst", {ci.LINT}),
+        ("csrc/README.md", ci.CPU_SIDE | {ci.CUDA_BUILD}),  # under csrc/: the build reads it
+        ("vllm/platforms/cpu.py", {ci.LINT, ci.KERNELS, ci.PLUGINS}),
+        ("vllm/envs.py", {ci.LINT, ci.DEVKIT, ci.KERNELS, ci.PLUGINS}),  # the devkit reads it
+        ("tests/kernels/test_norm.py", {ci.LINT, ci.KERNELS}),
+        ("examples/vllm_plugin_example/setup.py", {ci.LINT, ci.PLUGINS}),
+        ("noxfile.py", {ci.LINT, ci.DEVKIT}),
+        ("benchmarks/bench_kernels.py", {ci.LINT, ci.DEVKIT}),
+        ("tools/devkit/pipeline.py", {ci.LINT, ci.DEVKIT}),
+        ("tools/devkit/ci.py", {ci.LINT, ci.DEVKIT}),
+        (".github/workflows/pr.yml", {ci.LINT, ci.DEVKIT}),
+        ("tools/devkit/backend.py", ci.ALL),
+        ("tools/devkit/plan.py", ci.ALL),
+        ("csrc/cpu/cache.cpp", ci.CPU_SIDE),  # no CUDA unit reads csrc/cpu/
+        ("csrc/cache_kernels.cu", {ci.LINT, ci.CUDA_BUILD}),
+        ("csrc/ops.h", ci.CPU_SIDE | {ci.CUDA_BUILD}),  # shared by both builds
+        ("cmake/utils.cmake", ci.ALL),
+        ("CMakeLists.txt", ci.ALL),
+        ("pyproject.toml", ci.ALL),
+        ("requirements/test.txt", {ci.LINT, ci.DEVKIT, ci.KERNELS, ci.PLUGINS}),
+        (".clang-format", ci.ALL),  # unknown: not known to leave anything alone
     ],
 )
-def test_each_file_kind(path, kind):
-    assert ci.kind_of(path) == kind
+def test_each_path_and_what_it_can_affect(path, needs):
+    assert ci.rule_for(path).needs == needs
+
+
+def test_every_rule_says_why_and_every_need_is_known():
+    for rule in (*ci.RULES, ci.UNKNOWN):
+        assert rule.why and rule.needs <= ci.ALL and rule.patterns
 
 
 def test_docs_only_runs_lint():
-    change = ci.classify(["README.md", "docs/a.md"])
-    assert change.reason == "README.md changed (and 1 more file)"
-    (step,) = ci.steps(change, None, nvcc=True)
+    needs = ci.needs_of(["README.md", "docs/a.md"])
+    (step,) = ci.steps(needs, None, nvcc=True)
     assert (step.command, step.reason) == (
         "nox -s lint",
-        "README.md changed (and 1 more file): lint",
+        "README.md changed (and 1 more file): documentation",
     )
+    assert "not run: build-cuda: no changed file reaches the CUDA compile" in ci.not_planned(needs)
 
 
-def test_python_only_runs_the_tests_on_precompiled_binaries():
-    change = ci.classify(["vllm/envs.py", "CONTRIBUTING.md"])
-    assert change.kind == ci.PYTHON_ONLY
-    plan = ci.steps(change, HAVE, nvcc=True)
-    assert sessions(plan) == [
-        "nox -s lint",
-        "nox -s tests",
-        "nox -s dev-precompiled",
-        "nox -s test-kernels-cpu -- --precompiled",
-        "nox -s test-plugins -- --precompiled",
-    ]
-    assert plan[2].reason == (
-        "vllm/envs.py changed (and 1 more file), nothing compiled: precompiled binaries "
+def test_python_only_runs_its_tests_on_precompiled_binaries_and_not_the_devkit_suite():
+    needs = ci.needs_of(["vllm/platforms/cpu.py", "README.md"])
+    plan = ci.steps(needs, HAVE, nvcc=True)
+    assert sessions(plan) == KERNELS_ON_PREBUILT
+    assert plan[1].reason == (
+        "vllm/platforms/cpu.py changed: the Python package: its tests and the kernel tests, "
+        "on precompiled binaries; nothing compiled changed: prebuilt binaries "
         "(w.whl from http://index at 0123456789ab)"
     )
+    assert "not run: tests (the devkit suite): no changed file reaches the devkit tests" in (
+        ci.not_planned(needs)
+    )
 
 
-def test_python_only_without_a_wheel_builds_and_says_why():
-    plan = ci.steps(ci.classify(["vllm/envs.py"]), NONE, nvcc=True)
+def test_python_only_without_binaries_builds_and_says_why():
+    plan = ci.steps(ci.needs_of(["vllm/platforms/cpu.py"]), NONE, nvcc=True)
     assert sessions(plan) == [
         "nox -s lint",
-        "nox -s tests",
         "nox -s build-cpu",
         "nox -s test-kernels-cpu",
         "nox -s test-plugins",
     ]
-    assert plan[2].reason == (
-        "vllm/envs.py changed, but http://index has no cpu wheel for 0123456789ab: build"
+    assert plan[1].reason.endswith("; but http://index has no cpu wheel for 0123456789ab: build")
+
+
+def test_devkit_change_runs_the_devkit_tests_only():
+    plan = ci.steps(ci.needs_of(["tools/devkit/ci.py", "tests/devkit/test_ci.py"]), HAVE, True)
+    assert sessions(plan) == ["nox -s lint", "nox -s tests"]
+
+
+def test_a_cpu_kernel_change_builds_cpu_and_no_cuda():
+    plan = ci.steps(ci.needs_of(["csrc/cpu/cache.cpp", "vllm/platforms/cpu.py"]), HAVE, True)
+    assert sessions(plan) == [
+        "nox -s lint",
+        "nox -s build-cpu",
+        "nox -s test-kernels-cpu",
+        "nox -s test-plugins",
+    ]
+    assert plan[1].reason == (
+        "csrc/cpu/cache.cpp changed: CPU kernels: the CPU build reads them, no CUDA unit does"
     )
 
 
-def test_a_compiled_change_builds_everything_and_cuda_compile_only():
-    plan = ci.steps(ci.classify(["csrc/cpu/cache.cpp", "vllm/envs.py"]), HAVE, nvcc=True)
+def test_a_cuda_kernel_change_compiles_cuda_only():
+    plan = ci.steps(ci.needs_of(["csrc/cache_kernels.cu"]), HAVE, nvcc=True)
+    assert sessions(plan) == ["nox -s lint", "nox -s build-cuda -- --arch 9.0"]
+
+
+def test_a_shared_header_builds_both_and_cuda_compile_only():
+    plan = ci.steps(ci.needs_of(["csrc/ops.h"]), HAVE, nvcc=True)
     assert sessions(plan) == [
+        "nox -s lint",
+        "nox -s build-cpu",
+        "nox -s test-kernels-cpu",
+        "nox -s test-plugins",
+        "nox -s build-cuda -- --arch 9.0",
+    ]
+    assert not any(step.skip for step in plan)
+    # Without nvcc, build-cuda is listed as skipped, with why.
+    cuda = ci.steps(ci.needs_of(["csrc/ops.h"]), None, nvcc=False)[-1]
+    assert (cuda.session, cuda.skip) == ("build-cuda", "nvcc is not installed here")
+
+
+def test_all_and_nothing():
+    assert sessions(ci.steps({}, None, True, run_all=True)) == [
         "nox -s lint",
         "nox -s tests",
         "nox -s build-cpu",
@@ -105,18 +152,7 @@ def test_a_compiled_change_builds_everything_and_cuda_compile_only():
         "nox -s test-plugins",
         "nox -s build-cuda -- --arch 9.0",
     ]
-    assert plan[2].reason == "csrc/cpu/cache.cpp changed (and 1 more file): build"
-    assert not any(step.skip for step in plan)
-    # Without nvcc, build-cuda is listed as skipped, with why.
-    cuda = ci.steps(ci.classify(["csrc/cpu/cache.cpp"]), None, nvcc=False)[-1]
-    assert (cuda.session, cuda.skip) == ("build-cuda", "nvcc is not installed here")
-
-
-def test_all_and_nothing():
-    assert sessions(ci.steps(ci.classify(["README.md"]), None, True, run_all=True))[-1] == (
-        "nox -s build-cuda -- --arch 9.0"
-    )
-    assert ci.steps(ci.classify([]), None, nvcc=True) == []
+    assert ci.steps(ci.needs_of([]), None, nvcc=True) == []
 
 
 def _imports(module: str) -> set[str]:
@@ -142,7 +178,9 @@ def test_build_modules_are_what_the_backend_imports():
     # The scripts: what plan.py hands CMake to run.
     plan_text = (ROOT / "tools" / "devkit" / "plan.py").read_text()
     named = {f"tools/devkit/{name}" for name in re.findall(r'"(\w+\.py)"', plan_text)}
-    assert named == ci.BUILD_SCRIPTS and ci.kind_of("tools/devkit/nvcc_relative.py") == ci.BUILD
+    assert (
+        named == ci.BUILD_SCRIPTS and ci.rule_for("tools/devkit/nvcc_relative.py").needs == ci.ALL
+    )
 
 
 def test_parse_args():
@@ -157,7 +195,7 @@ def test_parse_args():
 
 
 def test_summary_table():
-    steps = ci.steps(ci.classify(["README.md"]), None, True, run_all=True)[:3]
+    steps = ci.steps({}, None, True, run_all=True)[:3]
     outcomes = [
         ci.Outcome(steps[0], "passed", 12.34),
         ci.Outcome(steps[1], "failed", 3.0, "exit code 1"),
@@ -195,18 +233,20 @@ def test_changed_files_count_commits_and_the_working_tree(tmp_path):
         ci.merge_base(None, tmp_path)
 
 
-def test_precompiled_source_looks_at_the_merge_base_only(tmp_path):
+def test_precompiled_source_is_found_by_key_whatever_the_merge_base(tmp_path):
     index = tmp_path / "index"
     wheel = make_wheel(tmp_path / "w" / "vllm-0.1.0+cpu-cp39-abi3-linux_x86_64.whl")
-    publish_fake(index, wheel, "c0ffee")
-    publish_fake(index, wheel, "nightly")
+    store = binstore.Store(tmp_path / "store", 1 << 30, log=lambda _: None)
     environ = {"VLLM_PRECOMPILED_WHEEL_INDEX": str(index)}
-    assert ci.precompiled_source("c0ffee", environ).available
-    missing = ci.precompiled_source("beef", environ)
-    assert missing == ci.Source(False, f"{index} has no cpu wheel for beef")
-    (tmp_path / "pyproject.toml").write_text('[tool.vllm.precompiled]\nindex = ""\n')
-    none = ci.precompiled_source("c0ffee", {}, root=tmp_path)
-    assert none.note.startswith("no precompiled index is configured (set VLLM_PRECOMPILED")
+    missing = ci.precompiled_source(environ, store=store)
+    assert not missing.available and f"nor {index} has key" in missing.note
+    target = targets.get_target("cpu")
+    key = binaries.lookup_key(target, plan.expected_torch(target))
+    publish_fake(index, wheel, f"keys/{key.digest}")  # under some commit: any merge-base
+    found = ci.precompiled_source(environ, store=store)
+    assert found.available and f"from {index} by key {key.short}" in found.note
+    none = ci.precompiled_source({"VLLM_PRECOMPILED_WHEEL_INDEX": ""}, store=store)
+    assert not none.available and "no precompiled index is configured" in none.note
 
 
 # -- the workflow files --------------------------------------------------------
@@ -236,3 +276,23 @@ def test_sessions_run_reads_nox_command_lines():
 def test_runner_labels_come_from_actionlint_yaml(tmp_path):
     assert workflows.runner_labels() == ["gpu"]
     assert workflows.runner_labels(tmp_path) == []
+
+
+def test_a_layer_change_runs_its_kernel_tests_only_on_precompiled_binaries():
+    needs = ci.needs_of(["vllm/model_executor/layers/activation.py"])
+    plan = ci.steps(needs, HAVE, nvcc=True)
+    assert sessions(plan) == [
+        "nox -s lint",
+        "nox -s dev-precompiled",
+        "nox -s test-kernels-cpu -- --precompiled -n auto tests/kernels/test_activation.py "
+        "tests/kernels/test_custom_op.py",
+    ]
+    # With a file that reaches every kernel test, all of them run.
+    both = ci.needs_of(["vllm/model_executor/layers/activation.py", "vllm/_custom_ops.py"])
+    assert both[ci.KERNELS].subset == ()
+    # A changed kernel test is its own subset; two subsets add up.
+    tests = ci.needs_of(["tests/kernels/test_cache.py", "vllm/model_executor/layers/layernorm.py"])
+    assert tests[ci.KERNELS].subset == (
+        "tests/kernels/test_cache.py",
+        "tests/kernels/test_layernorm.py",
+    )

@@ -442,12 +442,13 @@ def test_dev_precompiled_end_to_end(tmp_path, server):
     environ = {
         "PATH": failing_compilers(tmp_path / "shims", mark),
         "VLLM_CACHE_ROOT": str(tmp_path / "cache"),
+        "VLLM_BINARY_STORE": str(tmp_path / "store"),
         "VLLM_PRECOMPILED_WHEEL_INDEX": f"{server.url}/good",
     }
     result = nox(clone, "-s", "dev-precompiled", timeout=900, **environ)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert not mark.exists(), mark.read_text()
-    assert f"from index {server.url}/good at {commit[:12]}" in result.stderr
+    assert f"from index {server.url}/good by key " in result.stdout + result.stderr
     num_ops = sum(len(ops) for ops in EXPECTED_OPS.values())
     assert f"smoke check: {num_ops} ops with CPU kernels" in result.stdout
 
@@ -463,19 +464,21 @@ def test_dev_precompiled_end_to_end(tmp_path, server):
     expected = f"0.1.0.dev1+g{commit[:12]}.cpu.precompiled"
     assert out.stdout.split() == [expected, commit, "True"], out.stderr
 
-    # Again: the wheel comes from the cache, the server serves metadata only.
+    # Again: the binaries come from the local store, the server is not asked.
     asked = len(server.requests)
     result = nox(clone, "-s", "dev-precompiled", timeout=600, **environ)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "nothing to download" in result.stderr
-    assert all(r.endswith("metadata.json") for r in server.requests[asked:])
+    assert "from the local binary store (key " in result.stdout + result.stderr
+    assert server.requests[asked:] == []
 
-    # A contributor's csrc/ change is not in the binaries: said, not fatal.
+    # A contributor's csrc/ change is not in those binaries: their key differs, so the
+    # target is built once (here the compilers fail, and say so).
     (clone / "csrc" / "ops.h").write_text((clone / "csrc" / "ops.h").read_text() + "\n")
     result = nox(clone, "-s", "dev-precompiled", timeout=600, **environ)
-    assert result.returncode == 0
-    assert f"warning: csrc/ has changed since {commit[:12]}" in result.stdout
+    assert result.returncode != 0 and "building cpu once" in result.stdout
     git(clone, "checkout", "csrc/ops.h")
+    mark.unlink()
+    shutil.rmtree(clone / "build", ignore_errors=True)
 
     # Broken indexes: each ends in one line, and nothing in the clone changes.
     def bad_index(name: str, wheel_file: Path, sha: str | None = None) -> str:
@@ -490,8 +493,7 @@ def test_dev_precompiled_end_to_end(tmp_path, server):
     shutil.copy(wheel, slip)
     with zipfile.ZipFile(slip, "a") as zf:
         zf.writestr("vllm/../../evil.so", b"x")
-    cases = {
-        "missing": (f"{server.url}/nowhere", f"{server.url}/nowhere has no cpu wheel for"),
+    cases = {  # (an index without the key: builds once, test_ci_e2e)
         "corrupt": (bad_index("corrupt", corrupt), f"{wheel.name} is not a valid wheel"),
         "sha": (bad_index("sha", wheel, "f" * 64), f"{wheel.name} has sha256 "),
         "torch": (
@@ -514,7 +516,11 @@ def test_dev_precompiled_end_to_end(tmp_path, server):
             "-s",
             "dev-precompiled",
             timeout=600,
-            **{**environ, "VLLM_PRECOMPILED_WHEEL_INDEX": index},
+            **{
+                **environ,
+                "VLLM_PRECOMPILED_WHEEL_INDEX": index,
+                "VLLM_BINARY_STORE": str(tmp_path / f"store-{case}"),  # empty
+            },
         )
         assert result.returncode != 0, case
         assert abort_line(result).startswith(expected), (case, abort_line(result))

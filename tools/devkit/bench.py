@@ -4,7 +4,8 @@
 module does the git and build half (stdlib only); the timing half is
 benchmarks/bench_kernels.py.
 
-- **REF** (default: the merge-base of HEAD with `main`, else `origin/main`)
+- **REF** (default: the merge-base of HEAD with `origin/main`, else `main`:
+  devkit.gitbase, as `nox -s ci` takes it)
   is resolved to a commit and checked out with `git worktree add --detach`
   at `<build root>/bench-against/<sha12>/src`, inside the checkout (build/ is
   ignored by git), never outside it.
@@ -33,10 +34,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from devkit import DevkitError, pipeline, targets
+from devkit import DevkitError, gitbase, pipeline, targets
 from devkit.envs import ROOT
-
-MAIN_BRANCHES = ("main", "origin/main")
 
 
 @dataclass(frozen=True)
@@ -66,15 +65,13 @@ def resolve_ref(ref: str) -> tuple[str, str]:
                 f"--against {ref}: not a commit here; pass a branch, tag or sha "
                 "(e.g. --against HEAD~1)"
             ) from None
-    for branch in MAIN_BRANCHES:
-        try:
-            return _git("merge-base", "HEAD", branch), f"merge-base with {branch}"
-        except DevkitError:
-            continue
-    raise DevkitError(
-        "--against without REF needs a main (or origin/main) branch for the merge-base; "
-        "pass one, e.g. --against HEAD~1"
-    )
+    try:
+        branch, sha = gitbase.merge_base(root=ROOT)
+    except DevkitError as exc:
+        raise DevkitError(
+            f"--against without REF: {exc}; or pass one, e.g. --against HEAD~1"
+        ) from None
+    return sha, f"merge-base with {branch}"
 
 
 def _worktree(sha: str, src: Path) -> None:

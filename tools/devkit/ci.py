@@ -1,20 +1,25 @@
 """The PR pipeline behind `nox -s ci`: which sessions a change needs, and running them.
 
-    changed files (against the merge-base with the base branch)
-        -> classify() -> a Change: docs, python or compiled, and the file that decided
-        -> steps() -> the sessions to run, each with its reason
+    changed files (against the merge-base with the base branch: devkit.gitbase)
+        -> needs_of(): each file's row of RULES -> what the change can affect, and why
+        -> steps() -> the sessions to run, each with its reason (and those not run, why)
         -> run_steps() -> one summary table (session, result, time)
 
-`classify` and `steps` are pure functions of their arguments (unit-tested);
-what they need from the machine (is there a precompiled wheel for the
-merge-base, is nvcc installed) is looked up by `precompiled_source` and
-`nvcc_found` and handed in. Each step is run as `python -m nox -s NAME -- ...`
-from the same checkout: exactly what a contributor types.
+RULES is the one table from changed paths to what they can affect: lint, the
+devkit tests, the CPU build, the CUDA compile, the kernel and plugin tests.
+The kernel and plugin tests run on precompiled binaries when no build is
+needed and binaries of the checkout's compiled inputs exist (found by binary
+key: devkit.binaries), whatever the merge-base. `needs_of` and `steps` are pure
+functions of their arguments (unit-tested); what they need from the machine
+(precompiled binaries for the key, nvcc) is looked up by `precompiled_source`
+and `nvcc_found` and handed in. Each step is run as `python -m nox -s NAME --
+...` from the same checkout: exactly what a contributor types.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import subprocess
 import sys
@@ -23,86 +28,156 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from devkit import DevkitError, cuda, precompiled, targets
+from devkit import DevkitError, binaries, binkey, binstore, cuda, gitbase, plan, targets
 from devkit.envs import ROOT
 
-BASE_REFS = ("origin/main", "main")  # the default base, first that exists
+BASE_REFS = gitbase.BASE_REFS
 
-# The devkit modules the build backend imports (directly or not), and the
-# scripts the build runs: a change to one of them can change the binary, so it
-# counts as compiled. A unit test keeps this in step with backend.py's imports
-# and the plan's CMake defines.
-BUILD_MODULES = frozenset(
-    f"tools/devkit/{name}.py"
-    for name in (
-        "__init__",
-        "backend",
-        "cmakecache",
-        "compiler_cache",
-        "cuda",
-        "envs",
-        "layout",
-        "lock",
-        "metadata",
-        "plan",
-        "precompiled",
-        "presets",
-        "procs",
-        "resources",
-        "rocm",
-        "targets",
-        "toolchain",
-    )
-)
-BUILD_SCRIPTS = frozenset({"tools/devkit/nvcc_relative.py"})  # nvcc's launcher under sccache
-# What the build reads, besides csrc/: every file under these, and these files.
-COMPILED = ("csrc/", "cmake/", "requirements/", "CMakeLists.txt", "pyproject.toml")
-PYTHON = ("vllm/", "tests/", "benchmarks/", "examples/", "tools/", ".github/", ".ci/")
-PYTHON_FILES = ("noxfile.py",)
-DOCS_DIRS = ("docs/",)
+# The one list of what the build backend imports and runs (devkit.binkey keys it).
+BUILD_MODULES = binkey.BUILD_MODULES
+BUILD_SCRIPTS = binkey.BUILD_SCRIPTS
 
-DOCS, PYTHON_ONLY, BUILD = "docs", "python", "compiled"
-_RANK = {DOCS: 0, PYTHON_ONLY: 1, BUILD: 2}
+# What a change can affect; each becomes sessions in `steps`.
+LINT = "lint"
+DEVKIT = "devkit tests"
+CPU_BUILD = "CPU build"
+CUDA_BUILD = "CUDA compile"
+KERNELS = "kernel tests"
+PLUGINS = "plugin tests"
+ALL = frozenset({LINT, DEVKIT, CPU_BUILD, CUDA_BUILD, KERNELS, PLUGINS})
+CPU_SIDE = frozenset({LINT, CPU_BUILD, KERNELS, PLUGINS})
 
 CUDA_ARCH = "9.0"  # what CI compiles for: sm_90, compile-only
 
 
 @dataclass(frozen=True)
-class Change:
-    """What a change needs: the kind (docs < python < compiled) and the file that decided."""
+class Rule:
+    """Paths (fnmatch patterns; `*` crosses `/`), what a change to them can affect, why."""
 
-    kind: str | None  # None: nothing changed
-    decided_by: str = ""
-    files: tuple[str, ...] = ()
+    patterns: tuple[str, ...]
+    needs: frozenset[str]
+    why: str
+    kernel_tests: tuple[str, ...] = ()  # the kernel tests it reaches; () with KERNELS: all
+
+
+# First match wins: specific rows before the general ones below them.
+RULES: tuple[Rule, ...] = (
+    Rule(("csrc/cpu/*",), CPU_SIDE, "CPU kernels: the CPU build reads them, no CUDA unit does"),
+    Rule(
+        ("csrc/*.cu", "csrc/cuda/*"),
+        frozenset({LINT, CUDA_BUILD}),
+        "CUDA kernels: only the CUDA build compiles them",
+    ),
+    Rule(
+        ("csrc/*",),
+        CPU_SIDE | {CUDA_BUILD},
+        "shared kernel sources (headers, bindings): both builds read them",
+    ),
+    Rule(
+        ("cmake/*", "CMakeLists.txt", "pyproject.toml", "requirements/build.txt"),
+        ALL,
+        "the build's own configuration",
+    ),
+    Rule(tuple(sorted(BUILD_MODULES | BUILD_SCRIPTS)), ALL, "the build backend runs it"),
+    Rule(("requirements/cpu.txt",), CPU_SIDE | {DEVKIT}, "the CPU target's torch pin"),
+    Rule(("requirements/cuda.txt",), frozenset({LINT, DEVKIT, CUDA_BUILD}), "the CUDA torch pin"),
+    Rule(("requirements/lint.txt",), frozenset({LINT}), "the linters"),
+    Rule(
+        ("requirements/test.txt",),
+        frozenset({LINT, DEVKIT, KERNELS, PLUGINS}),
+        "what every test session installs",
+    ),
+    Rule(
+        ("vllm/envs.py", "CONTRIBUTING.md"),
+        frozenset({LINT, DEVKIT, KERNELS, PLUGINS}),
+        "the env-var registry and its table, which the devkit reads and checks",
+    ),
+    Rule(
+        ("vllm/model_executor/layers/activation.py",),
+        frozenset({LINT, KERNELS}),
+        "the activation layers: their kernel tests, on precompiled binaries",
+        ("tests/kernels/test_activation.py", "tests/kernels/test_custom_op.py"),
+    ),
+    Rule(
+        ("vllm/model_executor/layers/layernorm.py",),
+        frozenset({LINT, KERNELS}),
+        "the norm layers: their kernel tests, on precompiled binaries",
+        ("tests/kernels/test_layernorm.py",),
+    ),
+    Rule(
+        ("vllm/model_executor/layers/rotary_embedding/*",),
+        frozenset({LINT, KERNELS}),
+        "the rotary embedding: its kernel tests, on precompiled binaries",
+        ("tests/kernels/test_rotary_embedding.py",),
+    ),
+    Rule(
+        ("vllm/*",),
+        frozenset({LINT, KERNELS, PLUGINS}),
+        "the Python package: its tests and the kernel tests, on precompiled binaries",
+    ),
+    Rule(("tests/kernels/*",), frozenset({LINT, KERNELS}), "the kernel tests"),
+    Rule(("tests/plugins/*", "examples/*"), frozenset({LINT, PLUGINS}), "the plugin tests"),
+    Rule(
+        ("tools/*", "tests/devkit/*", "noxfile.py", "benchmarks/*", ".github/*", ".ci/*"),
+        frozenset({LINT, DEVKIT}),
+        "the developer tooling: its tests",
+    ),
+    Rule(("tests/*",), frozenset({LINT, DEVKIT, KERNELS, PLUGINS}), "shared test setup"),
+    Rule(("docs/*", "*.md", "*.rst", "*.txt", "LICENSE"), frozenset({LINT}), "documentation"),
+)
+UNKNOWN = Rule(("*",), ALL, "not known to leave anything alone")
+
+
+def rule_for(path: str) -> Rule:
+    """The row of RULES a changed file falls under (UNKNOWN: everything)."""
+    posix = PurePosixPath(path).as_posix()
+    for rule in RULES:
+        if any(fnmatch.fnmatchcase(posix, pattern) for pattern in rule.patterns):
+            return rule
+    return UNKNOWN
+
+
+@dataclass(frozen=True)
+class Need:
+    """One thing a change can affect, the first file that decided it, and its row's why."""
+
+    what: str
+    decided_by: str
+    why: str
+    count: int = 1  # how many changed files need it
+    subset: tuple[str, ...] = ()  # KERNELS: the test files that are enough; (): all
 
     @property
     def reason(self) -> str:
-        if self.kind is None:
-            return "nothing changed"
-        more = len(self.files) - 1
+        more = self.count - 1
         others = f" (and {more} more file{'s' * (more != 1)})" if more > 0 else ""
-        return f"{self.decided_by} changed{others}"
+        return f"{self.decided_by} changed{others}: {self.why}"
 
 
-def kind_of(path: str) -> str:
-    """docs, python or compiled: what one changed file needs."""
-    posix = PurePosixPath(path).as_posix()
-    if posix in BUILD_MODULES | BUILD_SCRIPTS or posix.startswith(COMPILED) or posix in COMPILED:
-        return BUILD
-    if posix.startswith(DOCS_DIRS) or posix.endswith(".md"):
-        return DOCS
-    if posix.startswith(PYTHON) or posix in PYTHON_FILES:
-        return PYTHON_ONLY
-    return BUILD  # not known to leave the binary alone: the whole pipeline
+def needs_of(files: Sequence[str]) -> dict[str, Need]:
+    """What the changed files can affect together, each with the file that decided it."""
+    found: dict[str, Need] = {}
+    for name in sorted(set(files)):
+        rule = rule_for(name)
+        own = _own_kernel_test(name) or rule.kernel_tests
+        for what in sorted(rule.needs):
+            subset = own if what == KERNELS else ()
+            if what in found:
+                old = found[what]
+                # Two subsets add up; a file that needs them all makes it all.
+                both = tuple(sorted(set(old.subset) | set(subset))) if old.subset and subset else ()
+                found[what] = Need(what, old.decided_by, old.why, old.count + 1, both)
+            else:
+                found[what] = Need(what, name, rule.why, 1, subset)
+    return found
 
 
-def classify(files: Sequence[str]) -> Change:
-    """The change the files make together: the most demanding file decides."""
-    files = tuple(sorted(set(files)))
-    if not files:
-        return Change(None)
-    decided_by = max(files, key=lambda f: _RANK[kind_of(f)])  # first of the top rank
-    return Change(kind_of(decided_by), decided_by, files)
+def _own_kernel_test(path: str) -> tuple[str, ...]:
+    """A changed kernel test file is its own subset."""
+    posix = PurePosixPath(path)
+    if posix.parent.as_posix() == "tests/kernels" and posix.name.startswith("test_"):
+        return (posix.as_posix(),)
+    return ()
 
 
 @dataclass(frozen=True)
@@ -122,50 +197,92 @@ class Step:
 
 @dataclass(frozen=True)
 class Source:
-    """Whether precompiled CPU binaries exist for the merge-base, and where or why not."""
+    """Whether precompiled CPU binaries of the checkout's key exist, and where or why not."""
 
     available: bool
-    note: str  # one line: where the wheel is, or why none is used
+    note: str  # one line: where they are, or why none is used
 
 
-def steps(change: Change, source: Source | None, nvcc: bool, run_all: bool = False) -> list[Step]:
-    """The sessions a change needs, in order, each with its reason.
+def steps(
+    needs: Mapping[str, Need], source: Source | None, nvcc: bool, run_all: bool = False
+) -> list[Step]:
+    """The sessions the needs call for, in order, each with its reason.
 
-    `source` says whether precompiled binaries exist (looked up only for a
-    Python-only change); `nvcc` whether the compile-only CUDA build can run.
+    `source` says whether precompiled binaries exist (looked up only when the
+    kernel or plugin tests run without a build); `nvcc` whether the
+    compile-only CUDA build can run.
     """
     if run_all:
-        why = "--all"
-        kind = BUILD
-    else:
-        why = change.reason
-        kind = change.kind
-    if kind is None:
-        return []
-    plan = [Step("lint", reason=f"{why}: lint")]
-    if kind == DOCS:
-        return plan
-    plan.append(Step("tests", reason=f"{why}: devkit tests"))
-    if kind == PYTHON_ONLY and source is not None and source.available:
-        pre = f"{why}, nothing compiled: precompiled binaries ({source.note})"
-        return [
-            *plan,
-            Step("dev-precompiled", reason=pre),
-            Step("test-kernels-cpu", ("--precompiled",), f"{why}: kernel tests, no compiler"),
-            Step("test-plugins", ("--precompiled",), f"{why}: plugin tests, no compiler"),
-        ]
-    if kind == PYTHON_ONLY:
-        why = f"{why}, but {source.note if source else 'no precompiled wheel'}"
-    plan += [
-        Step("build-cpu", reason=f"{why}: build"),
-        Step("test-kernels-cpu", reason=f"{why}: kernel tests"),
-        Step("test-plugins", reason=f"{why}: plugin tests"),
-    ]
-    if kind == BUILD:
+        needs = {what: Need(what, "--all", "everything runs") for what in ALL}
+
+    def why(what: str) -> str:
+        need = needs[what]
+        return "--all" if run_all else need.reason
+
+    plan = []
+    if LINT in needs:
+        plan.append(Step("lint", reason=why(LINT)))
+    if DEVKIT in needs:
+        plan.append(Step("tests", reason=why(DEVKIT)))
+    tests = [what for what in (KERNELS, PLUGINS) if what in needs]
+    subset = needs[KERNELS].subset if KERNELS in needs and not run_all else ()
+    pytest_args = ("-n", "auto", *subset) if subset else ()
+    only = f" ({len(subset)} of the kernel test files)" if subset else ""
+    if CPU_BUILD in needs:
+        plan.append(Step("build-cpu", reason=why(CPU_BUILD)))
+        if KERNELS in needs:
+            plan.append(
+                Step("test-kernels-cpu", pytest_args, f"{why(KERNELS)}{only} (on this build)")
+            )
+        if PLUGINS in needs:
+            plan.append(Step("test-plugins", reason=f"{why(PLUGINS)} (on this build)"))
+    elif tests and source is not None and source.available:
+        first = needs[tests[0]]
+        plan.append(
+            Step(
+                "dev-precompiled",
+                reason=f"{first.reason}; nothing compiled changed: prebuilt binaries "
+                f"({source.note})",
+            )
+        )
+        if KERNELS in needs:
+            no_compiler = f"{why(KERNELS)}{only}, no compiler"
+            plan.append(Step("test-kernels-cpu", ("--precompiled", *pytest_args), no_compiler))
+        if PLUGINS in needs:
+            plan.append(Step("test-plugins", ("--precompiled",), f"{why(PLUGINS)}, no compiler"))
+    elif tests:
+        missing = source.note if source else "no prebuilt binaries were looked up"
+        first = needs[tests[0]]
+        plan.append(Step("build-cpu", reason=f"{first.reason}; but {missing}: build"))
+        if KERNELS in needs:
+            plan.append(Step("test-kernels-cpu", pytest_args, f"{why(KERNELS)}{only}"))
+        if PLUGINS in needs:
+            plan.append(Step("test-plugins", reason=why(PLUGINS)))
+    if CUDA_BUILD in needs:
         no_nvcc = "" if nvcc else "nvcc is not installed here"
-        cuda_why = f"{why}: CUDA compile-only for sm_90, machine code and registration checked"
+        cuda_why = (
+            f"{why(CUDA_BUILD)}; compile-only for sm_90, machine code and registration checked"
+        )
         plan.append(Step("build-cuda", ("--arch", CUDA_ARCH), cuda_why, no_nvcc))
     return plan
+
+
+def not_planned(needs: Mapping[str, Need], run_all: bool = False) -> list[str]:
+    """What the change does not reach, one line each: the choices not made, and why."""
+    if run_all:
+        return []
+    lines = []
+    for what, sessions in (
+        (LINT, "lint"),
+        (DEVKIT, "tests (the devkit suite)"),
+        (CPU_BUILD, "build-cpu"),
+        (CUDA_BUILD, "build-cuda"),
+        (KERNELS, "test-kernels-cpu"),
+        (PLUGINS, "test-plugins"),
+    ):
+        if what not in needs:
+            lines.append(f"not run: {sessions}: no changed file reaches the {what}")
+    return lines
 
 
 # ---------------------------------------------------------------------------
@@ -178,18 +295,11 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def merge_base(base: str | None, root: Path = ROOT) -> tuple[str, str]:
-    """(the base ref, the merge-base commit of HEAD with it)."""
-    for ref in (base,) if base else BASE_REFS:
-        out = _git(root, "merge-base", "HEAD", ref)
-        if out.returncode == 0 and out.stdout.strip():
-            return ref, out.stdout.strip()
-    if _git(root, "rev-parse", "--git-dir").returncode != 0:
-        raise DevkitError(f"{root} is not a git checkout; run nox -s ci -- --all there instead")
-    tried = base or " nor ".join(BASE_REFS)
-    raise DevkitError(
-        f"no merge-base of HEAD with {tried}; fetch the base branch "
-        "(git fetch origin main), pass --base REF, or run everything with --all"
-    )
+    """(the base ref, the merge-base commit of HEAD with it): devkit.gitbase's."""
+    try:
+        return gitbase.merge_base(base, root)
+    except DevkitError as exc:
+        raise DevkitError(f"{exc}; or run everything with --all") from None
 
 
 def changed_files(commit: str, root: Path = ROOT) -> list[str]:
@@ -204,20 +314,38 @@ def changed_files(commit: str, root: Path = ROOT) -> list[str]:
 
 
 def precompiled_source(
-    commit: str, environ: Mapping[str, str] | None = None, root: Path = ROOT
+    environ: Mapping[str, str] | None = None,
+    root: Path = ROOT,
+    store: binstore.Store | None = None,
 ) -> Source:
-    """Whether the index holds a CPU wheel of `commit` (nightly/ does not count here)."""
-    index = precompiled.default_index(environ, root)
-    if not index:
-        return Source(False, f"no precompiled index is configured ({precompiled.INDEX_HINT})")
-    variant = targets.get_target("cpu").version_suffix
+    """Whether CPU binaries of this checkout's binary key exist: in the local store, or
+    in the index by key (whatever the merge-base)."""
+    target = targets.get_target("cpu")
     try:
-        meta = precompiled.read_metadata(index, commit, variant)
+        key = binaries.lookup_key(target, plan.expected_torch(target), root=root, environ=environ)
+        candidates = [key, *binaries.fallback_keys(key, environ)]
+        store = store or binstore.Store.default()
+        for candidate in candidates:
+            if store.find(candidate.digest) is not None:
+                where = f"key {candidate.short} in the local binary store {store.root}"
+                return Source(True, where)
+        index = binaries.precompiled.default_index(environ, root)
+        if not index:
+            return Source(
+                False,
+                f"key {key.short} is not in the local binary store, and no precompiled "
+                f"index is configured ({binaries.precompiled.INDEX_HINT})",
+            )
+        for candidate in candidates:
+            where = f"{binaries.KEYS}/{candidate.digest}"
+            meta = binaries.precompiled.read_metadata(index, where, "cpu")
+            if meta is not None:
+                commit = str(meta.get("commit") or "?")[:12]
+                at = f"by key {candidate.short} (built at {commit})"
+                return Source(True, f"{meta['wheel']} from {index} {at}")
     except DevkitError as exc:
-        return Source(False, f"the index can't be read ({exc})")
-    if meta is None:
-        return Source(False, f"{index} has no {variant} wheel for {commit[:12]}")
-    return Source(True, f"{meta['wheel']} from {index} at {commit[:12]}")
+        return Source(False, f"the prebuilt binaries can't be looked up ({exc})")
+    return Source(False, f"neither the local binary store nor {index} has key {key.short}")
 
 
 def nvcc_found() -> bool:
@@ -265,7 +393,8 @@ def parse_args(posargs: Sequence[str]) -> Options:
             f"nox -s ci takes --base REF, --all, --dry-run and --skip NAME, not {unknown[0]}"
         )
     skip = frozenset(name for value in ns.skip for name in value.split(",") if name)
-    known = {s.session for s in steps(Change(None), None, True, run_all=True)}
+    known = {s.session for s in steps({}, None, True, run_all=True)}
+    known |= {s.session for s in steps(needs_of(["vllm/envs.py"]), Source(True, ""), True)}
     for name in sorted(skip - known):
         raise DevkitError(
             f"nox -s ci: --skip {name} names no step of ci; the steps are "
@@ -277,30 +406,29 @@ def parse_args(posargs: Sequence[str]) -> Options:
 def make_plan(
     options: Options, root: Path = ROOT, say: Callable[[str], None] = print
 ) -> tuple[list[Step], dict[str, str]]:
-    """The steps for this checkout, printed with their reasons, and the environment they
-    run with (the merge-base commit for the precompiled path)."""
+    """The steps for this checkout, printed with their reasons (and what is not run,
+    why), and the environment they run with."""
     environ: dict[str, str] = {}
-    change = Change(None)
+    needs: dict[str, Need] = {}
     if not options.run_all:
         ref, commit = merge_base(options.base, root)
         files = changed_files(commit, root)
         say(f"ci: {len(files)} file(s) changed against {ref} (merge-base {commit[:12]})")
         for name in files[:20]:
-            say(f"  {kind_of(name):8} {name}")
+            rule = rule_for(name)
+            say(f"  {name}: {', '.join(sorted(rule.needs))} ({rule.why})")
         if len(files) > 20:
             say(f"  ... and {len(files) - 20} more")
-        change = classify(files)
+        needs = needs_of(files)
         source = None
-        if change.kind == PYTHON_ONLY:
-            source = precompiled_source(commit, root=root)
+        if CPU_BUILD not in needs and (KERNELS in needs or PLUGINS in needs):
+            source = precompiled_source(root=root)
             say(f"ci: precompiled binaries: {source.note}")
-            if source.available:
-                environ["VLLM_PRECOMPILED_WHEEL_COMMIT"] = commit
-            else:
-                say("ci: no precompiled wheel to use: building instead")
-        plan = steps(change, source, nvcc_found())
+            if not source.available:
+                say("ci: no prebuilt binaries of this checkout's key: building instead")
+        plan = steps(needs, source, nvcc_found())
     else:
-        plan = steps(change, None, nvcc_found(), run_all=True)
+        plan = steps(needs, None, nvcc_found(), run_all=True)
     plan = [
         Step(s.session, s.args, s.reason, "--skip") if s.session in options.skip else s
         for s in plan
@@ -310,6 +438,9 @@ def make_plan(
     for number, step in enumerate(plan, 1):
         skipped = f"  [skipped: {step.skip}]" if step.skip else ""
         say(f"  {number}. {step.command:42} {step.reason}{skipped}")
+    if plan:
+        for line in not_planned(needs, options.run_all):
+            say(f"  {line}")
     return plan, environ
 
 

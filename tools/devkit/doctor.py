@@ -75,6 +75,36 @@ def _gpus() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
+def _binary_key(report: Report, found: plan.BuildPlan) -> None:
+    """The key this checkout's binaries are stored and looked up by, what went into it,
+    and whether the local store has them."""
+    from devkit import binaries, binkey, binstore
+
+    try:
+        compiler = binkey.compiler_identity(nvcc=str(found.cuda.nvcc) if found.cuda else None)
+    except DevkitError as exc:
+        compiler = None
+        print(f"  {'compiler':<22} {exc}")
+    key = report.check(
+        "binary key",
+        lambda: binkey.for_plan(found, compiler=compiler),
+        lambda k: "\n".join(f"{'':<24} {line}" for line in k.describe()).lstrip(),
+    )
+    if key is None:
+        return
+    store = binstore.Store.default(log=lambda line: print(f"  {'':<22} {line}"))
+    try:
+        entry = store.find(key.digest)
+    except DevkitError as exc:
+        report.problems.append(str(exc))
+        print(f"! {'binary store':<22} {exc}")
+        return
+    have = f"has key {key.short} ({entry.build_id[:16]}...)" if entry else "lacks this key"
+    report.fact("binary store", f"{store.root}: {have}")
+    index = binaries.precompiled.default_index()
+    report.fact("precompiled index", index or "none configured")
+
+
 def diagnose(target_name: str, arch: str | None = None) -> int:
     report = Report()
     print(f"doctor: would `nox -s build-{target_name}` work here?")
@@ -122,6 +152,8 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
         lambda: plan.resolve(request, info or plan.expected_torch(target)),
         lambda p: "\n".join(f"{'':<24} {line}" for line in p.describe()).lstrip(),
     )
+    if found:
+        _binary_key(report, found)
     cache = found.compiler_cache if found else None
     if cache and cache.remote:
         started = time.monotonic()

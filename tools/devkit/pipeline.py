@@ -26,6 +26,8 @@ from pathlib import Path
 
 from devkit import (
     DevkitError,
+    binaries,
+    binkey,
     cmakecache,
     compiler_cache,
     cuda,
@@ -444,6 +446,7 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
     # --no-deps: prepare_env installed them (or left an existing torch alone), so a
     # rebuild resolves nothing and needs no network.
     extra = [*uv_args, "--no-deps"]
+    key = binaries.key_of_build(env.plan, say)  # what the binaries are built from, before
     # The store is checked first: a dead one is one warning and the local cache.
     with build_lock(env), compiler_cache.serve(env.plan.compiler_cache, say) as served:
         env.plan = dataclasses.replace(env.plan, compiler_cache=served.cache)
@@ -457,6 +460,8 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
             say(followed.summary())
         lookups = served.lookups()
         smoke_check(env)
+        if key and env.plan.install_dir:
+            binaries.store_build(key, env.plan.install_dir / "vllm", say)
 
     objects = ninja_objects(env.build_dir)
     compiled = len(ninja_outputs(env.build_dir, started_ns) & objects)
@@ -556,6 +561,7 @@ def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:
     say(env.plan.jobs.reason)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".wheel-", dir=out_dir))
+    key = binaries.key_of_build(env.plan, say)
     try:
         with build_lock(env), compiler_cache.serve(env.plan.compiler_cache, say) as served:
             env.plan = dataclasses.replace(env.plan, compiler_cache=served.cache)
@@ -569,6 +575,8 @@ def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:
         info = precompiled.read_build_info(built)  # a wheel without it can't be installed
         wheel = out_dir / built.name
         os.replace(built, wheel)
+        if key:
+            binaries.store_build(key, wheel, say)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     say(
@@ -578,15 +586,21 @@ def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:
     return wheel
 
 
-def install_precompiled(env: Env) -> str:
+def install_precompiled(env: Env, found: binaries.Found | None = None) -> str:
     """Editable install whose binaries come from a prebuilt wheel; returns the summary.
 
-    The wheel is located, fetched and checked here, where its progress and
-    problems show; the backend (VLLM_USE_PRECOMPILED=1) then stages the
-    binaries from the local copy. No compiler runs.
+    The wheel is located (or `found` by key), fetched and checked here, where its
+    progress and problems show; the backend (VLLM_USE_PRECOMPILED=1) then stages
+    the binaries from the local copy. No compiler runs.
     """
     started = time.monotonic()
-    wheel, path, info = precompiled.prepare(env.target, env.torch, log=say)
+    wheel, path, info = precompiled.prepare(
+        env.target,
+        env.torch,
+        log=say,
+        found=found.wheel if found else None,
+        key_matches=bool(found and found.by_key),
+    )
     with build_lock(env):
         environ, settings = backend_env(env)
         environ["VLLM_PRECOMPILED_WHEEL_LOCATION"] = str(path)  # the copy just checked
@@ -601,16 +615,60 @@ def install_precompiled(env: Env) -> str:
     )
 
 
-def precompiled_env(target_name: str, options: Options, venv_name: str) -> tuple[Env, str]:
-    """A venv whose binaries come from a prebuilt wheel, and the install's summary.
+def binary_key(env: Env) -> binkey.Key:
+    """The key of what a build of `env` makes (its compiled inputs)."""
+    return binkey.for_plan(env.plan)
 
-    Where no source can serve a wheel, this fails in one line before any venv
-    is made or torch downloaded.
+
+def precompiled_env(target_name: str, options: Options, venv_name: str) -> tuple[Env, str]:
+    """A venv whose binaries come from a prebuilt build, and the install's summary.
+
+    A wheel named on purpose (VLLM_PRECOMPILED_WHEEL_LOCATION) is taken as it
+    is; otherwise the binaries are looked up by the checkout's binary key (the
+    local store, then the index: devkit.binaries), and where none has them the
+    target is built once, here, and its binaries stored for every later checkout.
     """
     procs.resume_note = "a download starts again; nothing half-fetched is kept"
     given = f"VLLM_CACHE_ROOT={envs.get('VLLM_CACHE_ROOT')}"
     layout.check_dir(given, precompiled.cache_dir(), "VLLM_CACHE_ROOT")  # before any venv
-    wheel = precompiled.locate(targets.get_target(target_name))
-    say(f"precompiled wheel: {wheel.name}, from {wheel.origin}")
+    target = targets.get_target(target_name)
+    if envs.get("VLLM_PRECOMPILED_WHEEL_LOCATION"):
+        wheel = precompiled.locate(target)
+        say(f"precompiled wheel: {wheel.name}, from {wheel.origin}")
+        env = prepare_env(target_name, options, venv_name, precompiled=True)
+        return env, install_precompiled(env)
     env = prepare_env(target_name, options, venv_name, precompiled=True)
-    return env, install_precompiled(env)
+    key = binaries.lookup_key(target, env.torch, options.arch)
+    found = binaries.lookup(target, key, say)
+    if found is None:
+        found = build_once(target_name, options, key)
+    return env, install_precompiled(env, found)
+
+
+def build_once(target_name: str, options: Options, key: binkey.Key) -> binaries.Found:
+    """No store or index has the key's binaries: build them (the target's own venv and
+    build dir, as build-<target> does), which stores them; then take them from the store."""
+    say(
+        f"no prebuilt binaries for key {key.short} (the local store and the index lack it): "
+        f"building {target_name} once, which stores them; every later checkout with the same "
+        "compiled inputs takes them without a compiler"
+    )
+    started = time.monotonic()
+    env = prepare_env(target_name, options)
+    say(build(env))
+    say(f"built once in {time.monotonic() - started:.1f}s")
+    built_key = binary_key(env)
+    if built_key.digest != key.digest:
+        changed = binkey.describe_difference(built_key.inputs, key.inputs)
+        raise DevkitError(
+            f"the build's key {built_key.short} is not the lookup's {key.short} ({changed} "
+            "differ): pass the same --arch and VLLM_CPU_ISA, or run build-"
+            f"{target_name} and use its venv"
+        )
+    found = binaries.lookup(env.target, key, say)
+    if found is None:
+        raise DevkitError(
+            "the build succeeded but its binaries could not be stored (see the warning "
+            f"above); use its venv, {show(env.path)}, or free space and rerun"
+        )
+    return found

@@ -8,6 +8,8 @@ that any HTTP server or bucket can serve:
                                             commit_time, build_info
     DIR/<commit>/<variant>/simple/vllm/     a PEP 503 simple index of that wheel
     DIR/nightly/<variant>/...               the same, of the newest commit
+    DIR/keys/<binary key>/<variant>/...     the same, by binary key (devkit.binkey):
+                                            what dev-precompiled and ci look up
 
 <variant> is the target's version suffix (cpu, cu130, rocm6.4), so
 `uv pip install --index-url <base>/nightly/cpu/simple vllm` installs a nightly.
@@ -46,11 +48,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from devkit import DevkitError, cuda, envs, targets
+from devkit import DevkitError, cuda, envs, gitbase, targets
 from devkit.envs import ROOT
 
 METADATA = "metadata.json"
 NIGHTLY = "nightly"
+KEYS = "keys"  # <index>/keys/<binary key>/<variant>/: entries by what they are built from
 BUILD_INFO = "vllm/_build_info.json"
 # The files an install takes from a wheel: the package's compiled extensions
 # and what they were built with. Python sources come from the checkout.
@@ -163,13 +166,10 @@ def _read(location: str, what: str) -> bytes | None:
 
 def merge_base(root: Path = ROOT) -> str | None:
     """The commit where HEAD left the main branch (HEAD itself on main); None outside git."""
-    for ref in ("origin/main", "main"):
-        out = subprocess.run(
-            ["git", "merge-base", "HEAD", ref], cwd=root, capture_output=True, text=True
-        )
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    return None
+    try:
+        return gitbase.merge_base(root=root)[1]
+    except DevkitError:
+        return None
 
 
 def default_index(environ: Mapping[str, str] | None = None, root: Path = ROOT) -> str | None:
@@ -632,18 +632,24 @@ def stage(
 
 
 def prepare(
-    target: targets.Target, torch: targets.TorchInfo, log: Callable[[str], None] = say
+    target: targets.Target,
+    torch: targets.TorchInfo,
+    log: Callable[[str], None] = say,
+    found: Wheel | None = None,
+    key_matches: bool = False,
 ) -> tuple[Wheel, Path, dict[str, Any]]:
     """Locate, fetch and check a wheel for this venv: (the wheel, its local copy, its info).
 
+    `found`: a wheel already chosen (devkit.binaries, by binary key); `key_matches`:
+    its key is the checkout's, so its binaries are this csrc/'s whatever its commit.
     `log` tells the contributor where it came from, and the csrc/ drift.
     """
-    wheel = locate(target, torch)
+    wheel = found or locate(target, torch)
     log(f"precompiled wheel: {wheel.name}, from {wheel.origin}")
     path = fetch(wheel)
     info = read_build_info(path)
     ensure_fits(info, target, torch, wheel.name)
-    drift = source_drift(info)
+    drift = None if key_matches else source_drift(info)
     if drift:
         log(f"warning: {drift}")
     return wheel, path, info
@@ -720,8 +726,9 @@ def _write_entry(entry: Path, wheel: Path, meta: Mapping[str, Any]) -> None:
             old.unlink()
 
 
-def publish(wheel: Path, index: Path, root: Path = ROOT) -> str:
-    """Adds the wheel to the index at its commit, and to nightly/ if newest; returns a summary."""
+def publish(wheel: Path, index: Path, root: Path = ROOT, key: str | None = None) -> str:
+    """Adds the wheel to the index by its binary key (keys/<key>/, what lookups use), at its
+    commit (an alias for people), and to nightly/ if newest; returns a summary."""
     info = read_build_info(wheel)
     commit = info.get("git_commit") or ""
     if not commit or commit.endswith("-dirty"):
@@ -738,9 +745,13 @@ def publish(wheel: Path, index: Path, root: Path = ROOT) -> str:
         "commit_time": _commit_time(commit, root),
         "variant": variant,
         "build_info": info,
+        "binary_key": key,
     }
+    if key:
+        _write_entry(index / KEYS / key / variant, wheel, meta)
     _write_entry(index / commit / variant, wheel, meta)
-    done = f"published {wheel.name} to {index / commit / variant}"
+    by_key = f" (key {key[:16]})" if key else ""
+    done = f"published {wheel.name}{by_key} to {index / commit / variant}"
     current = read_metadata(str(index), NIGHTLY, variant)
     newer = current and (current.get("commit_time") or 0) > (meta["commit_time"] or 0)
     if newer:
