@@ -20,6 +20,7 @@ from devkit import (
     DevkitError,
     compiler_cache,
     cuda,
+    dist,
     envs,
     options,
     pipeline,
@@ -134,6 +135,11 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
             else f"{compiler_cache.redact(cache.remote)} does NOT answer ({error}; {took}): "
             "builds warn and use the local cache",
         )
+    report.check(
+        "compile cluster",
+        dist.resolve,
+        lambda c: dist.doctor_line(c) if c else "none (VLLM_COMPILER_DIST is unset)",
+    )
     local = cuda.local_gpu_arch() if found and found.cuda else None
     if local and (local.major, local.minor) != (found.cuda.arch.major, found.cuda.arch.minor):
         msg = f"arch {found.cuda.arch} won't run on the local GPU ({local}); use --arch {local}"
