@@ -178,9 +178,11 @@ class Farm:
         raise DevkitError(f"{name} did not listen on {self.host}:{port} in {READY_TIMEOUT_S:.0f}s")
 
     def log_tail(self, name: str) -> str:
+        """The log's error and its causes on one line (else its last lines)."""
         lines = (self.directory / f"{name}.log").read_text(errors="replace").splitlines()
-        errors = [line for line in lines if "error" in line.lower()]
-        return " / ".join((errors or lines)[-3:]) or "no output"
+        first = next((i for i, line in enumerate(lines) if "error:" in line), None)
+        shown = lines[first : first + 4] if first is not None else lines[-3:]
+        return " / ".join(line.strip() for line in shown) or "no output"
 
     def start(self) -> Farm:
         """Starts the scheduler (unless joining one) and the servers; waits until the
