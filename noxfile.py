@@ -214,6 +214,15 @@ def clean(session: nox.Session) -> None:
         session.log(line)
 
 
+@nox.session(venv_backend="none")
+def farm(session: nox.Session) -> None:
+    """Run an sccache-dist scheduler and build servers here until Ctrl-C (-- --help)."""
+    from devkit import farm as farm_module
+
+    if _step(session, farm_module.main, session.posargs) != 0:
+        session.error("the farm stopped: a process exited; its log line is above")
+
+
 @nox.session(name="bench-build", venv_backend="none")
 def bench_build(session: nox.Session) -> None:
     """Time builds in fresh copies: cold, no-op, one file, a second checkout from a shared store."""

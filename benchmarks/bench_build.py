@@ -22,6 +22,12 @@ is the team's store (VLLM_COMPILER_CACHE_REMOTE); clone A builds cold and
 fills it, clone B in another directory, with an empty local cache, builds from
 it. Prints B's time as a share of A's, and what a store that does not answer
 (a closed port) costs a build.
+
+`--cluster`: instead, a cold build here (sccache, empty cache) against a cold
+build through an sccache-dist farm of two build servers on this machine
+(`nox -s farm`'s code; needs root and bubblewrap), with how many compiler runs
+went to the cluster. On one machine the servers share its cores: this shows
+the remote share and the overhead, not a farm's speed-up.
 """
 
 from __future__ import annotations
@@ -106,8 +112,10 @@ def summary(copy: Path, env: dict[str, str], *args: str) -> tuple[float, str]:
     wall = time.monotonic() - started
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed in {copy}:\n{out.stderr[-3000:]}")
-    found = re.search(r"\((\S+ cache: [^)]*)\)", out.stderr)
-    return wall, found[1] if found else "cache counts unknown"
+    found = re.search(r"\((\S+ cache: [^)]*)\)(?:; (cluster \S+: [^;]*))?", out.stderr)
+    if not found:
+        return wall, "cache counts unknown"
+    return wall, found[1] + (f"; {found[2]}" if found[2] else "")
 
 
 def stop_sccache(copy: Path) -> None:
@@ -157,22 +165,50 @@ def second_checkout(tmp: Path, name: str, args: list[str]) -> None:
             server.wait()
 
 
+def through_cluster(tmp: Path, name: str, args: list[str]) -> None:
+    """A cold build here against a cold build through two local build servers."""
+    from devkit.farm import Farm
+
+    if os.geteuid() != 0 or shutil.which("bwrap") is None:
+        print(f"{name}: cluster skipped: build servers need root and bubblewrap")
+        return
+    slug = re.sub(r"\W+", "-", name)
+    here_copy, there_copy = copy_checkout(tmp / slug / "here"), copy_checkout(tmp / slug / "dist")
+    with Farm(tmp / f"{slug}-farm", servers=2) as farm:
+        try:
+            env = {**os.environ, "VLLM_COMPILER_CACHE": "sccache"}
+            here, here_counts = summary(here_copy, env, *args)
+            env.update(VLLM_COMPILER_DIST=farm.url)
+            env.update(VLLM_COMPILER_DIST_TOKEN_FILE=str(farm.token_file))
+            there, there_counts = summary(there_copy, env, *args)
+        finally:
+            for copy in (here_copy, there_copy):
+                stop_sccache(copy)
+    print(f"{name}, cold here:                {here:6.1f} s ({here_counts})")
+    share = f"{there / here:5.1%} of here"
+    print(f"{name}, cold through 2 servers:   {there:6.1f} s = {share} ({there_counts})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--only-second-checkout", action="store_true", help="only the shared-cache case"
     )
     parser.add_argument("--target", choices=["cpu", "cuda"], help="default: both")
+    parser.add_argument(
+        "--cluster", action="store_true", help="only: cold here vs through sccache-dist"
+    )
     args = parser.parse_args()
-    if not args.only_second_checkout:
+    if not (args.only_second_checkout or args.cluster):
         local_cache()
+    case = through_cluster if args.cluster else second_checkout
     with tempfile.TemporaryDirectory() as tmp:
         if args.target != "cuda":
-            second_checkout(Path(tmp), "build-cpu", ["-s", "build-cpu"])
+            case(Path(tmp), "build-cpu", ["-s", "build-cpu"])
         nvcc = shutil.which("nvcc") or Path("/usr/local/cuda/bin/nvcc").exists()
         if args.target != "cpu" and nvcc:
             cuda = ["-s", "build-cuda", "--", "--arch", "9.0"]
-            second_checkout(Path(tmp), "build-cuda (compile-only, sm_90)", cuda)
+            case(Path(tmp), "build-cuda (compile-only, sm_90)", cuda)
 
 
 def local_cache() -> None:

@@ -208,6 +208,24 @@ REGISTRY: dict[str, EnvVar] = {
             "untrusted runners.",
         ),
         EnvVar(
+            "VLLM_COMPILER_DIST",
+            "str",
+            None,
+            "sccache-dist scheduler that compiles cache misses: http(s)://host:port.",
+        ),
+        EnvVar(
+            "VLLM_COMPILER_DIST_TOKEN",
+            "str",
+            None,
+            "The cluster's client token (prefer VLLM_COMPILER_DIST_TOKEN_FILE).",
+        ),
+        EnvVar(
+            "VLLM_COMPILER_DIST_TOKEN_FILE",
+            "str",
+            None,
+            "A file holding the cluster's client token (the farm writes client-token).",
+        ),
+        EnvVar(
             "AWS_ENDPOINT_URL",
             "str",
             None,

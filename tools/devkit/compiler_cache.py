@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from devkit import DevkitError, envs, layout
+from devkit import DevkitError, dist, envs, layout
 from devkit.toolchain import find_tool
 
 # URL scheme -> sccache's name for the backend (its SCCACHE_MULTILEVEL_CHAIN level).
@@ -80,6 +80,7 @@ class CompilerCache:
     read_only: bool = False  # VLLM_COMPILER_CACHE_READ_ONLY: the store is read, never written
     environ: dict[str, str] = field(default_factory=dict)  # what the build sets for it
     fallback: str | None = None  # why the remote is not used this time
+    dist: str | None = None  # VLLM_COMPILER_DIST: the scheduler compiles go to (dist.py)
 
     @property
     def port(self) -> str | None:
@@ -95,6 +96,8 @@ class CompilerCache:
             where += f", then store {redact(self.remote)} ({self.backend}, {mode})"
         elif self.fallback:
             where += f" (the store is not used: {self.fallback})"
+        if self.dist:
+            where += f"; misses compile on the cluster {self.dist}"
         return f"sccache ({self.launcher}): {where}; server port {self.port}"
 
     def to_json(self) -> dict[str, Any]:
@@ -132,8 +135,13 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _choose_kind(environ: Mapping[str, str], remote: str | None) -> str | None:
+def _choose_kind(environ: Mapping[str, str], remote: str | None, cluster: bool) -> str | None:
     choice = envs.get("VLLM_COMPILER_CACHE", environ)
+    if cluster and choice in ("off", "ccache"):
+        raise DevkitError(
+            f"VLLM_COMPILER_DIST needs sccache, but VLLM_COMPILER_CACHE={choice}; "
+            "set VLLM_COMPILER_CACHE=auto (or sccache), or unset VLLM_COMPILER_DIST"
+        )
     if choice == "off":
         if remote:
             raise DevkitError(
@@ -147,7 +155,7 @@ def _choose_kind(environ: Mapping[str, str], remote: str | None) -> str | None:
         )
     if choice == "auto":
         by_hand = any(environ.get(name) for name in STORE_VARIABLES)
-        return "sccache" if remote or by_hand else "ccache"
+        return "sccache" if remote or by_hand or cluster else "ccache"
     return choice
 
 
@@ -276,7 +284,8 @@ def resolve(
     root = envs.ROOT if root is None else root
     remote = envs.get("VLLM_COMPILER_CACHE_REMOTE", environ)
     read_only = bool(envs.get("VLLM_COMPILER_CACHE_READ_ONLY", environ))
-    kind = _choose_kind(environ, remote)
+    cluster = dist.resolve(environ)
+    kind = _choose_kind(environ, remote, cluster is not None)
     if kind is None:
         return None
     launcher = find_tool(kind, bin_dir)
@@ -302,6 +311,10 @@ def resolve(
         return CompilerCache("ccache", launcher, read_only=read_only, environ=ours)
     backend, settings = store_environ(remote, read_only, environ) if remote else (None, {})
     cache = CompilerCache("sccache", launcher, remote, backend, read_only)
+    if cluster:  # sccache's client config, written when a build starts (dist.prepare)
+        build_root = root / envs.get("VLLM_BUILD_DIR", environ)
+        settings["SCCACHE_CONF"] = str(dist.config_path(cluster, build_root, environ))
+        cache = replace(cache, dist=cluster.url)
     return _finish_sccache(cache, settings, environ, root)
 
 
@@ -517,6 +530,8 @@ def ready(cache: CompilerCache | None, warn: Callable[[str], None]) -> CompilerC
     (one warning line); None if even the local server won't start."""
     if cache is None or cache.kind != "sccache":
         return cache
+    if cache.dist:
+        cache = _dist_ready(cache, warn)
     if cache.remote:
         error = connect_error(store_address(cache))
         if error is None:
@@ -533,6 +548,23 @@ def ready(cache: CompilerCache | None, warn: Callable[[str], None]) -> CompilerC
         warn(f"warning: sccache's server did not start ({error}); building without a cache")
         return None
     return cache
+
+
+def _dist_ready(cache: CompilerCache, warn: Callable[[str], None]) -> CompilerCache:
+    """`cache` with its cluster's client config written; without the cluster (one
+    warning line, another server port) when the cluster can't take compiles."""
+    cluster = dist.resolve()
+    conf = cache.environ.get("SCCACHE_CONF")
+    error = "is not used: SCCACHE_CONF is set by hand" if not (cluster and conf) else None
+    error = error or dist.prepare(cluster, Path(conf))
+    if error is None:
+        return cache
+    warn(f"warning: the compile cluster {cache.dist} {error}; compiling on this machine only")
+    settings = {k: v for k, v in cache.environ.items() if k != "SCCACHE_CONF"}
+    if "SCCACHE_SERVER_PORT" not in os.environ:
+        root = Path(settings.get("SCCACHE_BASEDIRS") or envs.ROOT)
+        settings["SCCACHE_SERVER_PORT"] = _server_port(root, {**settings, "dist": "off"})
+    return replace(cache, dist=None, environ=settings)
 
 
 @contextlib.contextmanager

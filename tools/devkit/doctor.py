@@ -20,6 +20,7 @@ from devkit import (
     DevkitError,
     compiler_cache,
     cuda,
+    dist,
     envs,
     options,
     pipeline,
@@ -166,6 +167,11 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
             else f"{compiler_cache.redact(cache.remote)} does NOT answer ({error}; {took}): "
             "builds warn and use the local cache",
         )
+    report.check(
+        "compile cluster",
+        dist.resolve,
+        lambda c: dist.doctor_line(c) if c else "none (VLLM_COMPILER_DIST is unset)",
+    )
     local = cuda.local_gpu_arch() if found and found.cuda else None
     msg = arch_problem(found.cuda.arch, local) if found and found.cuda and local else None
     if msg:

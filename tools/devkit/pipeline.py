@@ -31,6 +31,7 @@ from devkit import (
     cmakecache,
     compiler_cache,
     cuda,
+    dist,
     envs,
     layout,
     lock,
@@ -453,12 +454,19 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
         cache = served.cache
         say(f"compiler cache: {cache.describe() if cache else 'none (VLLM_COMPILER_CACHE=auto)'}")
         environ, settings = backend_env(env)
+        ran_before = dist.compiles(cache.launcher, environ) if cache and cache.dist else None
         # The command a contributor can type in the activated venv, plus the plan.
         cmd = env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT))
         followed = progress.run(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs)
         if followed.summary():
             say(followed.summary())
         lookups = served.lookups()
+        ran = dist.compiles(cache.launcher, environ) if ran_before and cache else None
+        cluster_lines = []
+        if cache and cache.dist and ran and ran_before:
+            cluster_lines = dist.summary(cache.dist, ran - ran_before)
+        for line in cluster_lines[1:]:
+            say(line)  # compiles that came back from the cluster
         smoke_check(env)
         if key and env.plan.install_dir:
             binaries.store_build(key, env.plan.install_dir / "vllm", say)
@@ -470,7 +478,9 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
     stats = f"{kind}{lookups.describe()}" if lookups else "cache hits unknown"
     return (
         f"built {env.target.name} in {time.monotonic() - started:.1f}s: "
-        f"compiled {compiled}/{total} translation units ({stats}); {env.plan.jobs.reason}; "
+        f"compiled {compiled}/{total} translation units ({stats}); "
+        + "".join(f"{line}; " for line in cluster_lines[:1])
+        + f"{env.plan.jobs.reason}; "
         f"venv {show(env.path)}"
     )
 

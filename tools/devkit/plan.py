@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devkit import DevkitError, compiler_cache, cuda, envs, layout, resources, rocm, targets
+from devkit import DevkitError, compiler_cache, cuda, dist, envs, layout, resources, rocm, targets
 from devkit.compiler_cache import CompilerCache
 from devkit.targets import TorchInfo
 
@@ -313,9 +313,10 @@ def resolve(
         arch_text, _ = _arch_request(request, target, environ)
         found_rocm = rocm.find_rocm(arch_text, environ)
     bin_dir = Path(request.bin_dir) if request.bin_dir else None
+    cluster = dist.resolve(environ)  # its free slots set the job count
     return BuildPlan(
         **common,
-        jobs=resources.plan_for_this_machine(target, environ),
+        jobs=resources.plan_for_this_machine(target, environ, dist.free_slots(cluster, environ)),
         compiler_cache=compiler_cache.resolve(environ, bin_dir=bin_dir),
         cuda=found_cuda,
         rocm=found_rocm,

@@ -65,8 +65,11 @@ def plan_jobs(
     cores: int,
     memory: int,
     environ: Mapping[str, str] | None = None,
+    cluster: tuple[int, str] | None = None,
 ) -> JobPlan:
-    """The job count for `target` on a machine with `cores` and `memory` bytes free."""
+    """The job count for `target` on a machine with `cores` and `memory` bytes free; with
+    `cluster` (its free slots, a description), compiles run there and the job count is
+    bounded here by the memory a job's preprocessing and link take (dist.LOCAL_JOB_MEMORY)."""
     threads = None
     if target.nvcc_threads is not None:
         threads = envs.get("NVCC_THREADS", environ) or target.nvcc_threads
@@ -82,9 +85,13 @@ def plan_jobs(
     requested = envs.get("MAX_JOBS", environ)
     if requested is not None:
         reason = f"MAX_JOBS={requested}: set by you; {cores_text}, {memory_text}"
-        if requested > by_memory:
+        if cluster is not None:
+            reason += f"; the cluster has {cluster[0]} free slots"
+        elif requested > by_memory:
             reason += "; expect swapping or OOM: lower MAX_JOBS"
         return JobPlan(requested, threads, reason)
+    if cluster is not None:
+        return _cluster_jobs(cluster, threads, by_cores, cores_text, memory)
 
     jobs = min(by_cores, by_memory)
     limit = "memory" if by_memory < by_cores else "cores"
@@ -92,5 +99,25 @@ def plan_jobs(
     return JobPlan(jobs, threads, reason)
 
 
-def plan_for_this_machine(target: Target, environ=None) -> JobPlan:
-    return plan_jobs(target, usable_cores(), available_memory(), environ)
+def _cluster_jobs(
+    cluster: tuple[int, str], threads: int | None, by_cores: int, cores_text: str, memory: int
+) -> JobPlan:
+    from devkit.dist import LOCAL_JOB_MEMORY  # stdlib only, like this module
+
+    slots, where = cluster
+    by_memory = max(1, memory // LOCAL_JOB_MEMORY)
+    wanted = slots + by_cores  # the cluster's free slots, and this machine's own
+    jobs = min(wanted, by_memory)
+    limit = "memory here decides" if by_memory < wanted else "slots and cores decide"
+    reason = (
+        f"MAX_JOBS={jobs}: {slots} free slots on the cluster {where} + {cores_text} here; "
+        f"memory here allows {by_memory} ({memory / GIB:.1f} GiB available / "
+        f"{LOCAL_JOB_MEMORY / GIB:g} GiB to preprocess and link a job); {limit}"
+    )
+    return JobPlan(jobs, threads, reason)
+
+
+def plan_for_this_machine(
+    target: Target, environ=None, cluster: tuple[int, str] | None = None
+) -> JobPlan:
+    return plan_jobs(target, usable_cores(), available_memory(), environ, cluster)

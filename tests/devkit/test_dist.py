@@ -1,0 +1,359 @@
+"""Distributed compilation end to end: a real sccache-dist scheduler and build servers
+on 127.0.0.1 (tools/devkit/farm.py, the recipe CONTRIBUTING documents), started here
+and stopped after, also when a test fails.
+
+A copy of the checkout builds cold through two build servers, and the kernel tests
+run on the result; then the faults, each a finished build and one line: a scheduler
+that is not there, a wrong token, a cluster whose only server has no bubblewrap (it
+never joins), one whose bubblewrap fails every compile, and build servers killed
+mid-build. Build servers sandbox compiles on overlay mounts: they need root.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+from test_sessions import nox
+from test_shared_cache import Clones, change, nox_environ
+
+from devkit import DevkitError, dist, resources, targets
+from devkit.farm import Farm, find_sccache_dist
+from devkit.targets import GIB
+
+SUMMARY = re.compile(
+    r"built cpu in [\d.]+s: compiled (\d+)/(\d+) translation units \(sccache cache: "
+    r"(\d+) local hits, (\d+) remote hits, (\d+) misses\); "
+    r"(?:cluster (\S+): (\d+) compiler runs on the cluster, (\d+) here; )?MAX_JOBS="
+)
+WARNING = re.compile(r"^(?:\[vllm\] |nox > )?(warning: .*)$", re.M)
+
+
+def needs_a_farm() -> None:
+    try:
+        find_sccache_dist()
+    except DevkitError as exc:
+        pytest.skip(str(exc))
+    if os.geteuid() != 0 or shutil.which("bwrap") is None:
+        pytest.skip("build servers need root and bubblewrap (.ci/run installs bubblewrap)")
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    needs_a_farm()
+    with Farm(tmp_path_factory.mktemp("farm"), servers=2) as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def clones(tmp_path_factory):
+    found = Clones(tmp_path_factory.mktemp("clones"))
+    yield found
+    found.stop_all()
+
+
+def dist_environ(farm: Farm, **more: str) -> dict[str, str]:
+    environ = {"VLLM_COMPILER_DIST": farm.url}
+    environ["VLLM_COMPILER_DIST_TOKEN_FILE"] = str(farm.token_file)
+    return {**environ, **more}
+
+
+def built(result: subprocess.CompletedProcess) -> dict:
+    """The summary line's numbers; the cluster part is None when the build did not use it."""
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
+    match = SUMMARY.search(result.stderr)
+    assert match, result.stdout[-3000:] + result.stderr[-3000:]
+    compiled, total, local_hits, remote_hits, misses, url, remote, here = match.groups()
+    return {
+        "compiled": int(compiled),
+        "total": int(total),
+        "hits": int(local_hits) + int(remote_hits),
+        "misses": int(misses),
+        "cluster": url,
+        "remote": None if remote is None else int(remote),
+        "here": None if here is None else int(here),
+    }
+
+
+def warnings(result: subprocess.CompletedProcess) -> list[str]:
+    return WARNING.findall(result.stdout + result.stderr)
+
+
+def secrets_of(farm: Farm) -> list[str]:
+    text = (farm.directory / "scheduler.toml").read_text()
+    return [farm.token_file.read_text().strip(), *re.findall(r'secret_key = "(.+)"', text)]
+
+
+def assert_nothing_secret(result: subprocess.CompletedProcess, farm: Farm) -> None:
+    for secret in secrets_of(farm):
+        assert secret not in result.stdout + result.stderr
+
+
+# -- the setting, without a cluster -------------------------------------------------
+
+
+def test_the_setting_is_checked_before_any_work(tmp_path):
+    def resolve(**environ):
+        return dist.resolve(environ)
+
+    assert resolve() is None
+    for url in ("10.0.0.5:10600", "ftp://sched:10600", "http://sched:10600/api", "http://sched"):
+        with pytest.raises(DevkitError, match=r"DIST=.*(not a scheduler URL|no valid port)"):
+            resolve(VLLM_COMPILER_DIST=url, VLLM_COMPILER_DIST_TOKEN="t")
+    with pytest.raises(DevkitError, match="has a user or token in it") as caught:
+        resolve(VLLM_COMPILER_DIST="http://me:s3cret@sched:10600")
+    assert "s3cret" not in str(caught.value)
+    with pytest.raises(DevkitError, match="no token is: set VLLM_COMPILER_DIST_TOKEN_FILE"):
+        resolve(VLLM_COMPILER_DIST="http://sched:10600")
+    cluster = resolve(VLLM_COMPILER_DIST="https://sched:443/", VLLM_COMPILER_DIST_TOKEN=" t0k ")
+    assert (cluster.url, cluster.token_from) == ("https://sched:443", "VLLM_COMPILER_DIST_TOKEN")
+    assert cluster.token({"VLLM_COMPILER_DIST_TOKEN": " t0k "}) == "t0k"
+
+    missing = tmp_path / "no-token"
+    environ = {"VLLM_COMPILER_DIST": "http://sched:10600"}
+    environ["VLLM_COMPILER_DIST_TOKEN_FILE"] = str(missing)
+    with pytest.raises(DevkitError, match=f"VLLM_COMPILER_DIST_TOKEN_FILE={missing}: can't read"):
+        resolve(**environ).token(environ)
+    missing.write_text("\n")
+    with pytest.raises(DevkitError, match="is empty; put the cluster's client token in it"):
+        resolve(**environ).token(environ)
+
+
+def test_ccache_or_no_cache_with_a_cluster_is_one_line(tmp_path):
+    from devkit import compiler_cache
+
+    environ = {"VLLM_COMPILER_DIST": "http://sched:10600", "VLLM_COMPILER_DIST_TOKEN": "t"}
+    for choice in ("ccache", "off"):
+        with pytest.raises(DevkitError, match=f"needs sccache, but VLLM_COMPILER_CACHE={choice}"):
+            compiler_cache.resolve({**environ, "VLLM_COMPILER_CACHE": choice}, root=tmp_path)
+    cache = compiler_cache.resolve(environ, root=tmp_path)
+    assert (cache.kind, cache.dist) == ("sccache", "http://sched:10600")
+    conf = Path(cache.environ["SCCACHE_CONF"])
+    assert conf.parent == tmp_path / "build" and conf.name.startswith("sccache-dist-")
+    other = compiler_cache.resolve({**environ, "VLLM_COMPILER_DIST_TOKEN": "u"}, root=tmp_path)
+    # Another token: another client config, so another sccache server.
+    assert other.environ["SCCACHE_CONF"] != str(conf) and other.port != cache.port
+    assert not conf.exists()  # written when a build starts, not when the plan is made
+
+
+def test_client_config_is_private_and_complete(tmp_path):
+    cluster = dist.Cluster("http://127.0.0.1:10600", "VLLM_COMPILER_DIST_TOKEN")
+    path = tmp_path / "build" / "sccache-dist.toml"
+    dist.write_config(cluster, path, {"VLLM_COMPILER_DIST_TOKEN": 'a"b'})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads(path.read_text())["dist"]
+    assert config["scheduler_url"] == cluster.url
+    assert config["auth"] == {"type": "token", "token": 'a"b'}
+    assert config["cache_dir"] == str(tmp_path / "build" / "sccache-dist-toolchains")
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # nothing half-written
+
+
+def test_jobs_follow_the_cluster_and_max_jobs_still_wins():
+    cpu = targets.get_target("cpu")
+    plan = resources.plan_jobs(cpu, 2, 20 * GIB, {}, cluster=(30, "http://s:1 (..)"))
+    assert plan.jobs == 20  # 30 free slots + 2 cores, bounded by 1 GiB a job here
+    assert plan.reason.startswith("MAX_JOBS=20: 30 free slots on the cluster http://s:1 (..)")
+    assert plan.reason.endswith("memory here decides")
+    plan = resources.plan_jobs(cpu, 2, 20 * GIB, {}, cluster=(4, "c"))
+    assert plan.jobs == 6 and plan.reason.endswith("slots and cores decide")
+    plan = resources.plan_jobs(cpu, 2, 20 * GIB, {"MAX_JOBS": "3"}, cluster=(4, "c"))
+    assert plan.jobs == 3
+    assert plan.reason.startswith("MAX_JOBS=3: set by you") and "cluster has 4 free" in plan.reason
+
+
+def test_compiles_are_read_from_sccaches_stats():
+    text = json.dumps(
+        {"stats": {"compilations": 7, "dist_compiles": {"a:1": 4, "b:2": 1}, "dist_errors": 2}}
+    )
+    assert dist.parse_compiles(text) == dist.Compiles(remote=5, local=2, failed_remote=2)
+    lines = dist.summary("http://s:1", dist.Compiles(5, 2, 2) - dist.Compiles(1, 1, 0))
+    assert lines[0] == "cluster http://s:1: 4 compiler runs on the cluster, 1 here"
+    assert lines[1].startswith("warning: 2 compile(s) failed on the cluster http://s:1")
+
+
+# -- a real scheduler -----------------------------------------------------------------
+
+
+def test_the_scheduler_reports_servers_and_checks_the_token(farm, tmp_path):
+    cluster = dist.Cluster(farm.url, f"VLLM_COMPILER_DIST_TOKEN_FILE={farm.token_file}")
+    found, error = dist.probe(cluster)
+    assert error == "" and found.servers == 2 and found.cpus >= 2 and found.free == found.cpus
+    assert dist.free_slots(cluster) == (found.cpus, f"{farm.url} ({found.describe()})")
+    assert "the token from VLLM_COMPILER_DIST_TOKEN_FILE=" in dist.doctor_line(cluster)
+
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("not-the-token\n")
+    cluster = dist.Cluster(farm.url, f"VLLM_COMPILER_DIST_TOKEN_FILE={wrong}")
+    assert dist.probe(cluster)[1] == f"refuses the token from VLLM_COMPILER_DIST_TOKEN_FILE={wrong}"
+    assert dist.free_slots(cluster) is None
+    down = dist.Cluster(f"http://127.0.0.1:{free_port()}", "VLLM_COMPILER_DIST_TOKEN")
+    assert dist.probe(down, {"VLLM_COMPILER_DIST_TOKEN": "t"})[1].startswith("does not answer (")
+
+
+def test_doctor_shows_the_cluster(farm, tmp_path):
+    from devkit.pipeline import copy_checkout
+
+    copy = copy_checkout(tmp_path)
+    result = nox(copy, "-s", "doctor", "--", "--target", "cpu", **dist_environ(farm))
+    assert result.returncode == 0, result.stdout
+    assert re.search(
+        rf"compile cluster +{farm.url}: 2 build server\(s\), \d+ slots, 0 busy", result.stdout
+    )
+    assert re.search(r"MAX_JOBS=\d+: \d+ free slots on the cluster", result.stdout)
+    assert "misses compile on the cluster" in result.stdout
+    assert_nothing_secret(result, farm)
+
+
+# -- builds through it -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built_copy(farm, clones):
+    """A copy built cold through the farm (an empty local cache): every unit a miss."""
+    copy = clones.clone("cluster", "a")
+    result = clones.build(copy, **dist_environ(farm))
+    return copy, result
+
+
+def test_a_cold_build_compiles_on_the_cluster_and_its_kernels_pass(farm, built_copy):
+    copy, result = built_copy
+    found = built(result)
+    assert found["compiled"] == found["total"] >= 5 and found["misses"] == found["total"]
+    assert found["cluster"] == farm.url
+    # sccache may run a unit here when no slot is free; most run on the cluster.
+    assert found["remote"] + found["here"] == found["total"] and found["remote"] >= 1
+    assert not warnings(result), warnings(result)
+    assert_nothing_secret(result, farm)
+    assert re.search(r"MAX_JOBS=\d+: \d+ free slots on the cluster", result.stderr)
+    # The toolchain went to the servers: sccache packaged g++ for them.
+    assert any((farm.directory / "server-1" / "toolchains").rglob("*")) or any(
+        (farm.directory / "server-2" / "toolchains").rglob("*")
+    )
+    tests = ["tests/kernels/test_activation.py", "tests/kernels/test_layernorm.py", "-q"]
+    kernels = nox(copy, "-s", "test-kernels-cpu", "--", *tests, timeout=900)
+    assert kernels.returncode == 0, kernels.stdout[-3000:] + kernels.stderr[-2000:]
+    assert re.search(r"\d+ passed", kernels.stdout)
+
+
+def fault_build(clones, copy, **environ) -> tuple[dict, list[str], subprocess.CompletedProcess]:
+    change(copy, "csrc/cpu/activation.cpp")
+    result = clones.build(copy, **environ)
+    return built(result), warnings(result), result
+
+
+def test_a_scheduler_that_is_not_there(clones, built_copy, farm):
+    copy, _ = built_copy
+    down = f"http://127.0.0.1:{free_port()}"
+    found, lines, _ = fault_build(clones, copy, **dist_environ(farm, VLLM_COMPILER_DIST=down))
+    assert found["misses"] == 1 and found["cluster"] is None
+    assert lines == [
+        f"warning: the compile cluster {down} does not answer (Connection refused); "
+        "compiling on this machine only"
+    ]
+
+
+def test_a_wrong_token(clones, built_copy, farm, tmp_path):
+    copy, _ = built_copy
+    wrong = tmp_path / "token"
+    wrong.write_text("guessed\n")
+    environ = dist_environ(farm, VLLM_COMPILER_DIST_TOKEN_FILE=str(wrong))
+    found, lines, result = fault_build(clones, copy, **environ)
+    assert found["misses"] == 1 and found["cluster"] is None
+    assert lines == [
+        f"warning: the compile cluster {farm.url} refuses the token from "
+        f"VLLM_COMPILER_DIST_TOKEN_FILE={wrong}; compiling on this machine only"
+    ]
+    assert "guessed" not in result.stdout + result.stderr
+    # The same by variable: its name is printed, never its value.
+    environ = {"VLLM_COMPILER_DIST": farm.url, "VLLM_COMPILER_DIST_TOKEN": "guessed-again"}
+    found, lines, result = fault_build(clones, copy, **environ)
+    assert lines == [
+        f"warning: the compile cluster {farm.url} refuses the token from "
+        "VLLM_COMPILER_DIST_TOKEN; compiling on this machine only"
+    ]
+    assert "guessed-again" not in result.stdout + result.stderr
+
+
+def fake_bwrap(where: Path) -> Path:
+    """A bubblewrap that passes sccache-dist's version check and runs nothing."""
+    path = where / "bwrap"
+    path.write_text(
+        '#!/bin/sh\n[ "$1" = --version ] && { echo "bubblewrap 0.8.0"; exit 0; }\n'
+        'echo "bwrap: no sandbox here" >&2\nexit 1\n'
+    )
+    path.chmod(0o755)
+    return path
+
+
+def test_servers_without_bubblewrap(clones, built_copy, tmp_path):
+    needs_a_farm()
+    copy, _ = built_copy
+    # No bwrap at all: the server won't start, and the farm says why in one line.
+    with pytest.raises(DevkitError, match="server-1 exited .*bwrap") as caught:
+        Farm(tmp_path / "none", servers=1, bwrap=str(tmp_path / "missing" / "bwrap")).start()
+    assert "\n" not in str(caught.value)
+    # A scheduler whose only server never joined: the build says so and compiles here.
+    with Farm(tmp_path / "empty", servers=0) as empty:
+        found, lines, _ = fault_build(clones, copy, **dist_environ(empty))
+    assert found["misses"] == 1 and found["cluster"] is None
+    assert lines == [
+        f"warning: the compile cluster {empty.url} has no build servers; "
+        "compiling on this machine only"
+    ]
+    # A bubblewrap that can't sandbox: every compile fails there and runs here.
+    with Farm(tmp_path / "broken", servers=1, bwrap=str(fake_bwrap(tmp_path))) as broken:
+        found, lines, _ = fault_build(clones, copy, **dist_environ(broken))
+    assert found["misses"] == 1 and (found["remote"], found["here"]) == (0, 1)
+    assert lines == [
+        f"warning: 1 compile(s) failed on the cluster {broken.url} (a build server went away "
+        "or could not run them) and ran on this machine instead"
+    ]
+
+
+def test_build_servers_killed_mid_build(clones, tmp_path):
+    """Both servers die while compiles run on them: those compiles run here, the build ends."""
+    needs_a_farm()
+    with Farm(tmp_path / "dies", servers=2) as farm:
+        copy = clones.clone("dies", "a")
+        cluster = dist.Cluster(farm.url, f"VLLM_COMPILER_DIST_TOKEN_FILE={farm.token_file}")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nox", "-s", "build-cpu"],
+            cwd=copy,
+            env={**nox_environ(), **dist_environ(farm)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            while process.poll() is None:
+                found, _ = dist.status(cluster)
+                if found and found.in_progress:
+                    break
+                time.sleep(0.2)
+            for name in ("server-1", "server-2"):
+                farm.stop_process(name, signal.SIGKILL)
+            stdout, stderr = process.communicate(timeout=1800)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+            clones._record_ports(copy)
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    found = built(result)
+    assert found["compiled"] == found["total"] and found["cluster"] == farm.url
+    assert found["here"] >= 1  # at least the compiles that were running on the dead servers
+    (line,) = warnings(result)
+    assert re.fullmatch(
+        rf"warning: \d+ compile\(s\) failed on the cluster {farm.url} \(a build server went "
+        r"away or could not run them\) and ran on this machine instead",
+        line,
+    )
