@@ -212,18 +212,21 @@ REGISTRY: dict[str, EnvVar] = {
             "str",
             None,
             "sccache-dist scheduler that compiles cache misses: http(s)://host:port.",
+            values="`http(s)://host:port`",
         ),
         EnvVar(
             "VLLM_COMPILER_DIST_TOKEN",
             "str",
             None,
             "The cluster's client token (prefer VLLM_COMPILER_DIST_TOKEN_FILE).",
+            values="token",
         ),
         EnvVar(
             "VLLM_COMPILER_DIST_TOKEN_FILE",
             "str",
             None,
             "A file holding the cluster's client token (the farm writes client-token).",
+            values="path",
         ),
         EnvVar(
             "AWS_ENDPOINT_URL",
@@ -295,6 +298,7 @@ REGISTRY: dict[str, EnvVar] = {
             "str",
             None,
             "Directory of the local binary store; default: the user cache dir's vllm/binaries.",
+            values="path",
         ),
         EnvVar(
             "VLLM_BINARY_STORE_MAX_MB",

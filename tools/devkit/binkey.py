@@ -52,6 +52,7 @@ BUILD_MODULES = frozenset(
         "cmakecache",
         "compiler_cache",
         "cuda",
+        "dist",
         "envs",
         "gitbase",
         "layout",
