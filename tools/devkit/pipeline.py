@@ -607,6 +607,7 @@ def precompiled_env(target_name: str, options: Options, venv_name: str) -> tuple
     Where no source can serve a wheel, this fails in one line before any venv
     is made or torch downloaded.
     """
+    procs.install_handlers()  # SIGTERM while locating or downloading: one line too
     procs.resume_note = "a download starts again; nothing half-fetched is kept"
     given = f"VLLM_CACHE_ROOT={envs.get('VLLM_CACHE_ROOT')}"
     layout.check_dir(given, precompiled.cache_dir(), "VLLM_CACHE_ROOT")  # before any venv
