@@ -174,6 +174,27 @@ def test_a_shared_root_keeps_what_is_not_this_checkouts(checkout, tmp_path, monk
     assert snapshot(*others, neighbour) == before
 
 
+def test_a_shared_roots_build_dirs_from_before_the_subdirectories(checkout, tmp_path, monkeypatch):
+    """Build dirs at the top of a shared root (made before each checkout had its own
+    subdirectory) are ours only if their plan names a venv of this checkout."""
+    shared = tmp_path / "shared"
+    monkeypatch.setenv("VLLM_BUILD_DIR", str(shared))
+    make_checkout(checkout)
+    mine = shared / "cpu-torch2.13.0+cpu-cp311"
+    make_build(checkout, mine)
+    neighbour = tmp_path / "neighbour"
+    theirs = shared / "cpu-torch2.13.0+cpu-cp311-plugins"
+    make_build(neighbour, theirs, ".venv-plugins")
+    before = snapshot(theirs)
+    lines = clean.clean(root=checkout)
+    assert not mine.exists() and snapshot(theirs) == before
+    assert any(
+        line.startswith(f"removed {mine} (build dir of cpu, from before the per-checkout")
+        for line in lines
+    )
+    assert not any(str(theirs) in line for line in lines)
+
+
 def test_a_symlinked_build_root_loses_only_our_build_dirs(checkout, tmp_path):
     others = bystanders(tmp_path)
     disk = tmp_path / "disk"
@@ -370,3 +391,26 @@ def test_nox_clean_with_the_parent_as_build_root_end_to_end(tmp_path):
     assert {k: v for k, v in after.items() if not k.endswith(".lock")} == before
     refused = nox(copy, "-s", "build-cpu", VLLM_BUILD_DIR="a;b")
     assert "VLLM_BUILD_DIR=a;b holds ';', which CMake reads as a list separator" in refused.stderr
+
+
+def test_nox_clean_during_a_real_build_waits_for_it(tmp_path):
+    """A clean started while build-cpu compiles waits for the build (saying whose it
+    is), then removes what it made; the build itself succeeds."""
+    from test_faults import BUILD, start_build
+    from test_sessions import nox, summary
+
+    from devkit.pipeline import copy_checkout
+
+    copy = copy_checkout(tmp_path / "copy")
+    log = tmp_path / "build.log"
+    build = start_build(copy, log)  # returns once a compiler runs
+    cleaning = nox(copy, "-s", "clean", timeout=BUILD)
+    assert build.wait(timeout=BUILD) == 0, log.read_text()[-3000:]
+    summary(subprocess.CompletedProcess([], 0, log.read_text(), log.read_text()))
+    assert cleaning.returncode == 0, cleaning.stderr[-3000:]
+    said = cleaning.stderr
+    assert "waiting for the build in build/cpu-torch" in said and "to finish" in said
+    assert "removed .venv-cpu (venv of cpu" in said
+    assert "removed build/cpu-torch" in said
+    assert not (copy / ".venv-cpu").exists()
+    assert not list((copy / "build").glob("cpu-torch*"))

@@ -457,9 +457,10 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
             say(followed.summary())
         lookups = served.lookups()
         smoke_check(env)
+        # Read while the lock is held: a clean waiting for it removes the build dir.
+        objects = ninja_objects(env.build_dir)
+        compiled = len(ninja_outputs(env.build_dir, started_ns) & objects)
 
-    objects = ninja_objects(env.build_dir)
-    compiled = len(ninja_outputs(env.build_dir, started_ns) & objects)
     total = len(objects)
     kind = f"{served.cache.kind} " if served.cache else ""
     stats = f"{kind}{lookups.describe()}" if lookups else "cache hits unknown"
