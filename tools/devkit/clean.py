@@ -331,6 +331,39 @@ def _build_locks(found: Survey, say: Callable[[str], None], root: Path):
         yield
 
 
+def _remove_all(
+    found: Survey, bases: list[Path], root: Path, dry_run: bool, say: Callable[[str], None]
+) -> tuple[list[str], int]:
+    """Removes what was surveyed, under the build's locks; the lines and bytes freed."""
+    verb = "would remove" if dry_run else "removed"
+    lines, freed = [], 0
+    with contextlib.nullcontext() if dry_run else _build_locks(found, say, root):
+        for removal in found.removals:
+            if not (removal.path.exists() or removal.path.is_symlink()):
+                continue  # gone while this clean waited for a lock
+            size = size_of(removal.path)
+            if not dry_run:
+                _remove(removal.path, bases, root)
+            freed += size
+            lines.append(f"{verb} {_show(removal.path, root)} ({removal.why}, {size / GB:.2f} GB)")
+    return lines, freed
+
+
+def _after(found: Survey, root: Path, dry_run: bool) -> list[str]:
+    """Our presets out of the presets file, and git told the bench worktrees are gone."""
+    lines = []
+    presets_file = root / presets.PRESETS_FILE
+    if found.presets and not dry_run:
+        done = drop_presets(presets_file, found.presets)
+        lines += [done] if done else []
+    elif found.presets and any(_is_ours(presets_file, n) for n in found.presets):
+        lines.append(f"would remove our presets from {presets.PRESETS_FILE}; yours are kept")
+    if found.bench and not dry_run:
+        subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True, check=False)
+        lines.append("unregistered the bench worktrees from git (`git worktree prune`)")
+    return lines
+
+
 def clean(
     target: str | None = None,
     everything: bool = False,
@@ -350,30 +383,11 @@ def clean(
             f"not cleaning: git tracks files in {', '.join(map(str, refused))}; "
             "move them out of the build paths (or untrack them) first"
         )
-    verb = "would remove" if dry_run else "removed"
     lines = [f"left alone {_show(path, root)} ({why})" for path, why in found.left]
-    freed, removed = 0, 0
-    with contextlib.nullcontext() if dry_run else _build_locks(found, say, root):
-        for removal in found.removals:
-            if not (removal.path.exists() or removal.path.is_symlink()):
-                continue  # gone while this clean waited for a lock
-            size = size_of(removal.path)
-            if not dry_run:
-                _remove(removal.path, bases, root)
-            freed += size
-            removed += 1
-            lines.append(f"{verb} {_show(removal.path, root)} ({removal.why}, {size / GB:.2f} GB)")
-    presets_file = root / presets.PRESETS_FILE
-    if found.presets and not dry_run:
-        done = drop_presets(presets_file, found.presets)
-        if done:
-            lines.append(done)
-            removed += 1
-    elif found.presets and any(_is_ours(presets_file, n) for n in found.presets):
-        lines.append(f"would remove our presets from {presets.PRESETS_FILE}; yours are kept")
-    if found.bench and not dry_run:
-        subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True, check=False)
-        lines.append("unregistered the bench worktrees from git (`git worktree prune`)")
+    done, freed = _remove_all(found, bases, root, dry_run, say)
+    done += _after(found, root, dry_run)
+    lines += done
+    removed = len(done)
     if everything:
         cache_lines, cache_freed = _empty_caches(root, dry_run)
         lines += cache_lines
