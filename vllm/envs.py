@@ -96,8 +96,7 @@ REGISTRY: dict[str, EnvVar] = {
             "VLLM_BUILD_DIR",
             "str",
             "build",
-            "Root of the persistent CMake build directories (one per target and torch); "
-            "outside the checkout, each checkout gets a subdirectory.",
+            "Root of the persistent CMake build directories (one per target and torch).",
         ),
         EnvVar(
             "TORCH_CUDA_ARCH_LIST",
