@@ -181,3 +181,16 @@ def test_sigterm_while_fetching_says_the_download_starts_again(tmp_path, drip):
         "resumes where this one stopped (a download starts again; nothing half-fetched is kept)"
     )
     assert not (tmp_path / ".cache").exists()
+
+
+def test_a_cache_root_that_is_a_file_is_one_line(tmp_path, monkeypatch):
+    """VLLM_CACHE_ROOT naming a file: by hand (the backend's fetch), as in a session."""
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("VLLM_CACHE_ROOT", str(tmp_path / "afile"))
+    wheel = precompiled.Wheel("http://127.0.0.1:9/x.whl", "0" * 64, "x")
+    with pytest.raises(DevkitError) as err:
+        precompiled.fetch(wheel)
+    assert str(err.value) == (
+        f"VLLM_CACHE_ROOT={tmp_path / 'afile'}: {tmp_path / 'afile'} is a file, not a "
+        "directory; point VLLM_CACHE_ROOT at a directory (or unset it)"
+    )
