@@ -144,3 +144,15 @@ def test_a_variable_uv_refuses_is_named_not_blamed_on_the_venv(tmp_path):
     assert str(err.value).endswith("; fix or unset UV_HTTP_TIMEOUT") and "delete" not in str(
         err.value
     )
+
+
+@pytest.mark.parametrize("url", ["redis://h:abc", "redis://h:99999", "http://[::1"])
+def test_doctor_names_a_bad_store_url_in_one_line(url, monkeypatch, capsys):
+    from devkit import doctor
+
+    monkeypatch.setenv("VLLM_COMPILER_CACHE_REMOTE", url)
+    assert doctor.diagnose("cpu") != 0
+    out = capsys.readouterr()
+    problems = [line for line in out.out.splitlines() if "is not a valid URL" in line]
+    assert problems and all(f"VLLM_COMPILER_CACHE_REMOTE='{url}'" in line for line in problems)
+    assert "Traceback" not in out.out + out.err

@@ -100,6 +100,24 @@ def checkout(tmp_path, monkeypatch):
     return root
 
 
+@pytest.fixture(params=["parent", "shared", "symlink"])
+def any_root(request, checkout, tmp_path, monkeypatch):
+    """The checkout with its build root as `..`, a shared directory, or a `build` link
+    to another disk, each beside things that are not ours: after the test, every one
+    of those is still there, byte for byte."""
+    others = bystanders(tmp_path)
+    if request.param == "parent":
+        monkeypatch.setenv("VLLM_BUILD_DIR", "..")
+    elif request.param == "shared":
+        monkeypatch.setenv("VLLM_BUILD_DIR", str(tmp_path / "shared"))
+    else:
+        (checkout / "build").symlink_to(tmp_path / "disk")
+    before = snapshot(*others)
+    yield checkout
+    after = snapshot(*others)
+    assert {k: after.get(k) for k in before} == before
+
+
 def test_one_target_then_everything(checkout):
     make_checkout(checkout)
     lines = clean.clean("cuda", root=checkout)
@@ -174,6 +192,27 @@ def test_a_shared_root_keeps_what_is_not_this_checkouts(checkout, tmp_path, monk
     assert snapshot(*others, neighbour) == before
 
 
+def test_a_shared_roots_build_dirs_from_before_the_subdirectories(checkout, tmp_path, monkeypatch):
+    """Build dirs at the top of a shared root (made before each checkout had its own
+    subdirectory) are ours only if their plan names a venv of this checkout."""
+    shared = tmp_path / "shared"
+    monkeypatch.setenv("VLLM_BUILD_DIR", str(shared))
+    make_checkout(checkout)
+    mine = shared / "cpu-torch2.13.0+cpu-cp311"
+    make_build(checkout, mine)
+    neighbour = tmp_path / "neighbour"
+    theirs = shared / "cpu-torch2.13.0+cpu-cp311-plugins"
+    make_build(neighbour, theirs, ".venv-plugins")
+    before = snapshot(theirs)
+    lines = clean.clean(root=checkout)
+    assert not mine.exists() and snapshot(theirs) == before
+    assert any(
+        line.startswith(f"removed {mine} (build dir of cpu, from before the per-checkout")
+        for line in lines
+    )
+    assert not any(str(theirs) in line for line in lines)
+
+
 def test_a_symlinked_build_root_loses_only_our_build_dirs(checkout, tmp_path):
     others = bystanders(tmp_path)
     disk = tmp_path / "disk"
@@ -215,7 +254,8 @@ def test_a_home_relative_build_root_is_cleaned(checkout, tmp_path, monkeypatch):
     assert not build_dir.exists()
 
 
-def test_what_the_build_preserves_clean_preserves(checkout):
+def test_what_the_build_preserves_clean_preserves(any_root):
+    checkout = any_root
     make_checkout(checkout)
     mine = {"name": "mine", "generator": "Ninja", "binaryDir": "/tmp/mine"}
     path = checkout / presets.PRESETS_FILE
@@ -226,7 +266,8 @@ def test_what_the_build_preserves_clean_preserves(checkout):
     (checkout / "compile_commands.json").write_text('[{"file": "mine.c"}]\n')
     # A venv made by hand (CONTRIBUTING's "By hand"), which a build's plan names,
     # and one named like ours but not made by a session.
-    make_build(checkout, checkout / "build" / "cpu-torch2.13.0+cpu-cp311-byhand", ".venv")
+    byhand = layout.build_root(None, checkout) / "cpu-torch2.13.0+cpu-cp311-byhand"
+    make_build(checkout, byhand, ".venv")
     make_venv(checkout / ".venv", ours=False)
     make_venv(checkout / ".venv-mine", ours=False)
     before = snapshot(
@@ -244,14 +285,15 @@ def test_what_the_build_preserves_clean_preserves(checkout):
     assert after == before
 
 
-def test_dry_run_lists_and_removes_nothing(checkout):
+def test_dry_run_lists_and_removes_nothing(any_root):
+    checkout = any_root
     make_checkout(checkout)
-    before = snapshot(checkout)
+    before = snapshot(checkout, layout.build_root(None, checkout))
     lines = clean.clean(root=checkout, dry_run=True)
     assert "would remove .venv-cpu (venv of cpu, 0.00 GB)" in lines
     assert "would remove our presets from CMakeUserPresets.json; yours are kept" in lines
     assert lines[-1] == "would free 0.01 GB: this checkout's build dirs and venvs"
-    assert snapshot(checkout) == before
+    assert snapshot(checkout, layout.build_root(None, checkout)) == before
 
 
 # Holds the build's lock (argv[1]), as a build does; releases when stdin closes.
@@ -266,7 +308,8 @@ with lock.hold(Path(sys.argv[1]), "the build in b", print):
 """
 
 
-def test_clean_waits_for_a_running_build_and_says_whose(checkout):
+def test_clean_waits_for_a_running_build_and_says_whose(any_root):
+    checkout = any_root
     build_dir = make_checkout(checkout)
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER.format(tools=str(TOOLS)), str(build_dir / "build.lock")],
@@ -370,3 +413,26 @@ def test_nox_clean_with_the_parent_as_build_root_end_to_end(tmp_path):
     assert {k: v for k, v in after.items() if not k.endswith(".lock")} == before
     refused = nox(copy, "-s", "build-cpu", VLLM_BUILD_DIR="a;b")
     assert "VLLM_BUILD_DIR=a;b holds ';', which CMake reads as a list separator" in refused.stderr
+
+
+def test_nox_clean_during_a_real_build_waits_for_it(tmp_path):
+    """A clean started while build-cpu compiles waits for the build (saying whose it
+    is), then removes what it made; the build itself succeeds."""
+    from test_faults import BUILD, start_build
+    from test_sessions import nox, summary
+
+    from devkit.pipeline import copy_checkout
+
+    copy = copy_checkout(tmp_path / "copy")
+    log = tmp_path / "build.log"
+    build = start_build(copy, log)  # returns once a compiler runs
+    cleaning = nox(copy, "-s", "clean", timeout=BUILD)
+    assert build.wait(timeout=BUILD) == 0, log.read_text()[-3000:]
+    summary(subprocess.CompletedProcess([], 0, log.read_text(), log.read_text()))
+    assert cleaning.returncode == 0, cleaning.stderr[-3000:]
+    said = cleaning.stderr
+    assert "waiting for the build in build/cpu-torch" in said and "to finish" in said
+    assert "removed .venv-cpu (venv of cpu" in said
+    assert "removed build/cpu-torch" in said
+    assert not (copy / ".venv-cpu").exists()
+    assert not list((copy / "build").glob("cpu-torch*"))

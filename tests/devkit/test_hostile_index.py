@@ -23,6 +23,7 @@ class DripServer:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.every_s = every_s
+        self.served = 0  # requests answered
         self.closed = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -39,6 +40,7 @@ class DripServer:
             try:
                 conn.recv(65536)
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                self.served += 1
                 while not self.closed.wait(self.every_s):
                     conn.sendall(b"x")
             except OSError:
@@ -139,3 +141,56 @@ def test_build_info_that_is_not_an_object_is_one_line(tmp_path):
         zf.writestr(precompiled.BUILD_INFO, "[1, 2]")
     with pytest.raises(DevkitError, match=rf"^{WHEEL}: .* is list, not an object; republish it$"):
         precompiled.read_build_info(wheel)
+
+
+# A dev-precompiled session's first steps, against the index given as argv[1].
+SESSION = """
+import sys
+sys.path[:0] = [{tools!r}, {root!r}]
+from devkit import DevkitError, pipeline
+try:
+    pipeline.precompiled_env("cpu", pipeline.Options(), "precompiled-cpu")
+except DevkitError as exc:
+    print(exc, flush=True)
+"""
+
+
+def test_sigterm_while_fetching_says_the_download_starts_again(tmp_path, drip):
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    script = SESSION.format(tools=str(root / "tools"), root=str(root))
+    environ = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "VLLM_PRECOMPILED_WHEEL_INDEX": drip.url,
+        "VLLM_PRECOMPILED_WHEEL_COMMIT": "c0ffee" * 6 + "abcd",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=environ, stdout=subprocess.PIPE, text=True
+    )
+    while drip.served == 0:  # the metadata is being dripped
+        assert proc.poll() is None
+        threading.Event().wait(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert out.strip() == (
+        "SIGTERM stopped the session; its processes were stopped too, and the next run "
+        "resumes where this one stopped (a download starts again; nothing half-fetched is kept)"
+    )
+    assert not (tmp_path / ".cache").exists()
+
+
+def test_a_cache_root_that_is_a_file_is_one_line(tmp_path, monkeypatch):
+    """VLLM_CACHE_ROOT naming a file: by hand (the backend's fetch), as in a session."""
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("VLLM_CACHE_ROOT", str(tmp_path / "afile"))
+    wheel = precompiled.Wheel("http://127.0.0.1:9/x.whl", "0" * 64, "x")
+    with pytest.raises(DevkitError) as err:
+        precompiled.fetch(wheel)
+    assert str(err.value) == (
+        f"VLLM_CACHE_ROOT={tmp_path / 'afile'}: {tmp_path / 'afile'} is a file, not a "
+        "directory; point VLLM_CACHE_ROOT at a directory (or unset it)"
+    )

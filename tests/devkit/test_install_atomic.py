@@ -4,12 +4,23 @@ old binary or the new one, never none or half of one (issue 20, item 6)."""
 
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def tool(name: str) -> str:
+    """The test venv's own (requirements/build.txt), else the one on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} comes with requirements/build.txt; install it")
+    return found
+
 
 PROJECT = """
 cmake_minimum_required(VERSION 3.26)
@@ -25,20 +36,19 @@ def build(src: Path, body: str) -> bytes:
     (src / "m.c").write_text(
         f"const char blob[4 << 20] = {{{body}}};\nint f(void) {{ return 1; }}\n"
     )
-    subprocess.run(["cmake", "--build", str(src / "b")], check=True, capture_output=True)
+    subprocess.run([tool("cmake"), "--build", str(src / "b")], check=True, capture_output=True)
     return next((src / "b").glob("*m.so")).read_bytes()
 
 
 def test_a_reader_never_sees_the_extension_missing_or_partial(tmp_path):
-    if shutil.which("cmake") is None or shutil.which("ninja") is None:
-        pytest.fail("cmake and ninja come with requirements/build.txt; install them")
     src = tmp_path / "src"
     src.mkdir()
     script = ROOT / "cmake" / "install_atomically.cmake"
     (src / "CMakeLists.txt").write_text(PROJECT.format(script=script))
     (src / "m.c").write_text("int f(void) { return 0; }\n")
     prefix = tmp_path / "prefix"
-    configure = ["cmake", "-S", str(src), "-B", str(src / "b"), "-G", "Ninja"]
+    configure = [tool("cmake"), "-S", str(src), "-B", str(src / "b"), "-G", "Ninja"]
+    configure.append(f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}")
     subprocess.run(
         [*configure, f"-DCMAKE_INSTALL_PREFIX={prefix}"], check=True, capture_output=True
     )
@@ -47,7 +57,7 @@ def test_a_reader_never_sees_the_extension_missing_or_partial(tmp_path):
         versions.append(build(src, body))
         shutil.copy(next((src / "b").glob("*m.so")), tmp_path / f"v{body}.so")
     installed = prefix / "vllm" / next((src / "b").glob("*m.so")).name
-    subprocess.run(["cmake", "--install", str(src / "b")], check=True, capture_output=True)
+    subprocess.run([tool("cmake"), "--install", str(src / "b")], check=True, capture_output=True)
 
     seen: list[str] = []
     done = threading.Event()
@@ -67,7 +77,10 @@ def test_a_reader_never_sees_the_extension_missing_or_partial(tmp_path):
         for i in range(20):  # install the other version over it, 20 times
             shutil.copy(tmp_path / f"v{1 + i % 2}.so", next((src / "b").glob("*m.so")))
             out = subprocess.run(
-                ["cmake", "--install", str(src / "b")], check=True, capture_output=True, text=True
+                [tool("cmake"), "--install", str(src / "b")],
+                check=True,
+                capture_output=True,
+                text=True,
             )
             assert f"-- Installing: {installed}" in out.stdout
     finally:
@@ -79,6 +92,6 @@ def test_a_reader_never_sees_the_extension_missing_or_partial(tmp_path):
     # An identical file is left alone (its inode kept: nothing to see for a reader).
     inode = installed.stat().st_ino
     out = subprocess.run(
-        ["cmake", "--install", str(src / "b")], check=True, capture_output=True, text=True
+        [tool("cmake"), "--install", str(src / "b")], check=True, capture_output=True, text=True
     )
     assert f"-- Up-to-date: {installed}" in out.stdout and installed.stat().st_ino == inode

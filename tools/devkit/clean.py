@@ -107,6 +107,8 @@ def survey(
     if build_root.is_dir():
         for entry in sorted(build_root.iterdir()):
             _sort_entry(entry, target, root, found, venvs)
+    if layout.is_shared(environ, root):
+        _earlier_shared(layout.shared_root(environ, root), target, root, found)
     for venv in sorted(root.glob(f"{layout.VENV_PREFIX}*")):
         if venv.suffix == ".lock" or ".tmp-" in venv.name or not venv.is_dir():
             continue
@@ -155,6 +157,21 @@ def _sort_entry(
             Removal(entry, f"build dir of {build.target}", entry / layout.BUILD_LOCK)
         )
         found.presets += [build.name, f"{build.name}-install"]
+
+
+def _earlier_shared(shared: Path, target: str | None, root: Path, found: Survey) -> None:
+    """Build dirs this checkout made at the top of a shared root, before each checkout
+    had a subdirectory there: ours only if their plan names a venv of this checkout.
+    The rest of a shared root is other people's: not even listed."""
+    if not shared.is_dir():
+        return
+    for entry in sorted(shared.iterdir()):
+        build = _build_dir_plan(entry)
+        venv = Path(build.python).parent.parent if build else None
+        if build and venv and venv.parent.resolve() == root.resolve():
+            if target in (None, build.target):
+                why = f"build dir of {build.target}, from before the per-checkout subdirectory"
+                found.removals.append(Removal(entry, why, entry / layout.BUILD_LOCK))
 
 
 def _editor_files(root: Path, build_root: Path, found: Survey) -> None:
@@ -245,14 +262,14 @@ def tracked(paths: list[Path], root: Path = ROOT) -> list[Path]:
     return [p for p in inside if any(f.is_relative_to(p.resolve()) for f in files)]
 
 
-def _remove(path: Path, build_root: Path, root: Path) -> None:
+def _remove(path: Path, bases: list[Path], root: Path) -> None:
     """Removes one surveyed path, checked again: never through a link, never outside
-    the build root or the checkout, never the checkout or a parent of it."""
+    the build roots or the checkout, never the checkout or a parent of it."""
     if path.is_symlink():
         path.unlink()
         return
     real = path.resolve()
-    within = real.is_relative_to(build_root.resolve()) or real.is_relative_to(root.resolve())
+    within = any(real.is_relative_to(base.resolve()) and real != base.resolve() for base in bases)
     if not within or root.resolve().is_relative_to(real):
         raise DevkitError(f"not removing {path}: it is outside this checkout's build paths")
     if path.is_file():
@@ -314,6 +331,39 @@ def _build_locks(found: Survey, say: Callable[[str], None], root: Path):
         yield
 
 
+def _remove_all(
+    found: Survey, bases: list[Path], root: Path, dry_run: bool, say: Callable[[str], None]
+) -> tuple[list[str], int]:
+    """Removes what was surveyed, under the build's locks; the lines and bytes freed."""
+    verb = "would remove" if dry_run else "removed"
+    lines, freed = [], 0
+    with contextlib.nullcontext() if dry_run else _build_locks(found, say, root):
+        for removal in found.removals:
+            if not (removal.path.exists() or removal.path.is_symlink()):
+                continue  # gone while this clean waited for a lock
+            size = size_of(removal.path)
+            if not dry_run:
+                _remove(removal.path, bases, root)
+            freed += size
+            lines.append(f"{verb} {_show(removal.path, root)} ({removal.why}, {size / GB:.2f} GB)")
+    return lines, freed
+
+
+def _after(found: Survey, root: Path, dry_run: bool) -> list[str]:
+    """Our presets out of the presets file, and git told the bench worktrees are gone."""
+    lines = []
+    presets_file = root / presets.PRESETS_FILE
+    if found.presets and not dry_run:
+        done = drop_presets(presets_file, found.presets)
+        lines += [done] if done else []
+    elif found.presets and any(_is_ours(presets_file, n) for n in found.presets):
+        lines.append(f"would remove our presets from {presets.PRESETS_FILE}; yours are kept")
+    if found.bench and not dry_run:
+        subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True, check=False)
+        lines.append("unregistered the bench worktrees from git (`git worktree prune`)")
+    return lines
+
+
 def clean(
     target: str | None = None,
     everything: bool = False,
@@ -325,7 +375,7 @@ def clean(
     returns the lines to print, the last one the total freed."""
     if target is not None:
         targets.get_target(target)  # an unknown target is one line, before anything
-    build_root = layout.build_root(None, root)
+    bases = [layout.build_root(None, root), layout.shared_root(None, root), root]
     found = survey(target, root)
     refused = tracked([r.path for r in found.removals], root)
     if refused:
@@ -333,30 +383,11 @@ def clean(
             f"not cleaning: git tracks files in {', '.join(map(str, refused))}; "
             "move them out of the build paths (or untrack them) first"
         )
-    verb = "would remove" if dry_run else "removed"
     lines = [f"left alone {_show(path, root)} ({why})" for path, why in found.left]
-    freed, removed = 0, 0
-    with contextlib.nullcontext() if dry_run else _build_locks(found, say, root):
-        for removal in found.removals:
-            if not (removal.path.exists() or removal.path.is_symlink()):
-                continue  # gone while this clean waited for a lock
-            size = size_of(removal.path)
-            if not dry_run:
-                _remove(removal.path, build_root, root)
-            freed += size
-            removed += 1
-            lines.append(f"{verb} {_show(removal.path, root)} ({removal.why}, {size / GB:.2f} GB)")
-    presets_file = root / presets.PRESETS_FILE
-    if found.presets and not dry_run:
-        done = drop_presets(presets_file, found.presets)
-        if done:
-            lines.append(done)
-            removed += 1
-    elif found.presets and any(_is_ours(presets_file, n) for n in found.presets):
-        lines.append(f"would remove our presets from {presets.PRESETS_FILE}; yours are kept")
-    if found.bench and not dry_run:
-        subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True, check=False)
-        lines.append("unregistered the bench worktrees from git (`git worktree prune`)")
+    done, freed = _remove_all(found, bases, root, dry_run, say)
+    done += _after(found, root, dry_run)
+    lines += done
+    removed = len(done)
     if everything:
         cache_lines, cache_freed = _empty_caches(root, dry_run)
         lines += cache_lines

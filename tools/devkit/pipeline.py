@@ -470,9 +470,10 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
         smoke_check(env)
         if key and env.plan.install_dir:
             binaries.store_build(key, env.plan.install_dir / "vllm", say)
+        # Read while the lock is held: a clean waiting for it removes the build dir.
+        objects = ninja_objects(env.build_dir)
+        compiled = len(ninja_outputs(env.build_dir, started_ns) & objects)
 
-    objects = ninja_objects(env.build_dir)
-    compiled = len(ninja_outputs(env.build_dir, started_ns) & objects)
     total = len(objects)
     kind = f"{served.cache.kind} " if served.cache else ""
     stats = f"{kind}{lookups.describe()}" if lookups else "cache hits unknown"
@@ -638,6 +639,7 @@ def precompiled_env(target_name: str, options: Options, venv_name: str) -> tuple
     local store, then the index: devkit.binaries), and where none has them the
     target is built once, here, and its binaries stored for every later checkout.
     """
+    procs.install_handlers()  # SIGTERM while locating or downloading: one line too
     procs.resume_note = "a download starts again; nothing half-fetched is kept"
     given = f"VLLM_CACHE_ROOT={envs.get('VLLM_CACHE_ROOT')}"
     layout.check_dir(given, precompiled.cache_dir(), "VLLM_CACHE_ROOT")  # before any venv

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from devkit import DevkitError, cuda, envs, gitbase, targets
+from devkit import DevkitError, cuda, envs, gitbase, layout, targets
 from devkit.envs import ROOT
 
 METADATA = "metadata.json"
@@ -356,7 +356,10 @@ def fetch(wheel: Wheel, cache: Path | None = None) -> Path:
             _check_sha(local, wheel.sha256, wheel)
         return local
 
-    cache = cache or cache_dir()
+    if cache is None:  # the user's setting: a file there is one line, not a traceback
+        cache = cache_dir()
+        given = f"VLLM_CACHE_ROOT={envs.get('VLLM_CACHE_ROOT')}"
+        layout.check_dir(given, cache, "VLLM_CACHE_ROOT")
     cached = cache / (wheel.sha256 or "unchecked") / wheel.name
     if wheel.sha256 and cached.is_file() and sha256_of(cached) == wheel.sha256:
         say(f"{wheel.name}: in the cache ({cached.parent}), nothing to download")
