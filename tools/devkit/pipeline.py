@@ -649,11 +649,13 @@ def precompiled_env(target_name: str, options: Options, venv_name: str) -> tuple
         say(f"precompiled wheel: {wheel.name}, from {wheel.origin}")
         env = prepare_env(target_name, options, venv_name, precompiled=True)
         return env, install_precompiled(env)
-    env = prepare_env(target_name, options, venv_name, precompiled=True)
-    key = binaries.lookup_key(target, env.torch, options.arch)
+    # Looked up before any venv is made or torch downloaded: the venv will hold the
+    # target's pinned torch, which is what the key names.
+    key = binaries.lookup_key(target, plan_module.expected_torch(target), options.arch)
     found = binaries.lookup(target, key, say)
     if found is None:
         found = build_once(target_name, options, key)
+    env = prepare_env(target_name, options, venv_name, precompiled=True)
     return env, install_precompiled(env, found)
 
 
