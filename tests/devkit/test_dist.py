@@ -295,14 +295,17 @@ def test_a_cold_build_through_the_cluster_then_each_fault(farm, clones, tmp_path
         "compiling on this machine only"
     ]
 
-    # A bubblewrap that can't sandbox: the compile fails there and runs here.
+    # A bubblewrap that can't sandbox: sccache fails the job (it does not fall back
+    # by itself), so the build runs again here, incrementally.
     with Farm(tmp_path / "broken", servers=1, bwrap=str(fake_bwrap(tmp_path))) as broken:
         found, lines, _ = fault_build(clones, copy, **dist_environ(broken))
-    assert found["misses"] == 1 and (found["remote"], found["here"]) == (0, 1)
-    assert lines == [
-        f"warning: 1 compile(s) failed on the cluster {broken.url} (a build server went away "
-        "or could not run them) and ran on this machine instead"
-    ]
+    assert found["compiled"] == 1 and found["misses"] == 1 and found["cluster"] is None
+    (line,) = lines
+    assert re.fullmatch(
+        rf"warning: the compile cluster {broken.url} failed 1 job\(s\) \(Job failed on server "
+        r"127\.0\.0\.1:\d+: bwrap: no sandbox here\); building again on this machine only",
+        line,
+    )
 
 
 def test_build_servers_killed_mid_build(clones, tmp_path):
@@ -335,14 +338,21 @@ def test_build_servers_killed_mid_build(clones, tmp_path):
             clones._record_ports(copy)
     result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     found = built(result)
-    assert found["compiled"] == found["total"] and found["cluster"] == farm.url
-    assert found["here"] >= 1  # at least the compiles that were running on the dead servers
+    assert found["compiled"] == found["total"]
+    if found["cluster"] is not None:  # sccache fell back by itself
+        assert found["here"] >= 1  # at least the compiles that were running on the dead servers
+    # sccache compiles here what a dead server can't take; a job cut off mid-way is a
+    # failed job, and the build runs again here: either way one line.
     (line,) = warnings(result)
     assert re.fullmatch(
         rf"warning: \d+ compile\(s\) failed on the cluster {farm.url} \(a build server went "
         r"away or could not run them\) and ran on this machine instead",
         line,
-    )
+    ) or re.fullmatch(
+        rf"warning: the compile cluster {farm.url} failed \d+ job\(s\) \(.*\); "
+        "building again on this machine only",
+        line,
+    ), line
 
 
 @pytest.mark.skipif(

@@ -329,6 +329,32 @@ def compiles(launcher: str, environ: Mapping[str, str]) -> Compiles | None:
         return None
 
 
+JOB_FAILED = "sccache: Job failed on server "
+
+
+class JobFailures:
+    """Wraps the build's screen (progress.Screen) and keeps the lines in which sccache
+    says a job failed on a build server (the sandbox, not the code, failed: sccache
+    then fails the compile instead of running it here)."""
+
+    def __init__(self, screen: Any) -> None:
+        self.screen = screen
+        self.failed: list[str] = []
+        self._next = False
+
+    def line(self, text: str) -> None:
+        if self._next:  # the server's own message follows sccache's line
+            self.failed[-1] += f": {text.strip()[:160]}"
+            self._next = False
+        if text.startswith(JOB_FAILED):
+            self.failed.append(text.removeprefix("sccache: ").rstrip(":"))
+            self._next = True
+        self.screen.line(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.screen, name)
+
+
 def summary(url: str, done: Compiles) -> list[str]:
     """The build summary's cluster part, and a warning line when compiles came back."""
     lines = [f"cluster {url}: {done.describe()}"]

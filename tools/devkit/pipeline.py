@@ -36,6 +36,7 @@ from devkit import (
     precompiled,
     procs,
     progress,
+    resources,
     rocm,
     sources,
     targets,
@@ -453,7 +454,24 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
         ran_before = dist.compiles(cache.launcher, environ) if cache and cache.dist else None
         # The command a contributor can type in the activated venv, plus the plan.
         cmd = env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT))
-        followed = progress.run(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs)
+        screen = dist.JobFailures(progress.Screen()) if cache and cache.dist else None
+        try:
+            followed = progress.run(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs, screen)
+        except DevkitError:
+            if not (cache and screen and screen.failed):
+                raise
+            # A build server failed jobs (not the code): the rest builds here, incrementally.
+            say(
+                f"warning: the compile cluster {cache.dist} failed {len(screen.failed)} job(s) "
+                f"({screen.failed[0]}); building again on this machine only"
+            )
+            cache = compiler_cache.ready(compiler_cache.without_dist(cache), say)
+            jobs = resources.plan_for_this_machine(env.target)
+            env.plan = dataclasses.replace(env.plan, compiler_cache=cache, jobs=jobs)
+            served.cache, served.restarted, ran_before = cache, True, None
+            environ, settings = backend_env(env)
+            cmd = env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT))
+            followed = progress.run(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs)
         if followed.summary():
             say(followed.summary())
         lookups = served.lookups()
