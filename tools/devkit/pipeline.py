@@ -477,8 +477,12 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
         lookups = served.lookups()
         ran = dist.compiles(cache.launcher, environ) if ran_before and cache else None
         cluster_lines = []
-        if cache and cache.dist and ran and ran_before:
-            cluster_lines = dist.summary(cache.dist, ran - ran_before)
+        if cache and cache.dist and ran_before:
+            done = ran - ran_before if ran else None
+            compiled_now = len(
+                ninja_outputs(env.build_dir, started_ns) & ninja_objects(env.build_dir)
+            )
+            cluster_lines = dist.summary(cache.dist, done, compiled_now)
         for line in cluster_lines[1:]:
             say(line)  # compiles that came back from the cluster
         smoke_check(env)
