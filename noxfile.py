@@ -223,6 +223,16 @@ def farm(session: nox.Session) -> None:
         session.error("the farm stopped: a process exited; its log line is above")
 
 
+@nox.session(name="test-dist-cuda")
+def test_dist_cuda(session: nox.Session) -> None:
+    """Compile-only build-cuda through a local sccache-dist farm (minutes; root, nvcc)."""
+    session.install("-r", "requirements/test.txt", "-r", "requirements/build.txt", "nox", "uv")
+    test = "tests/devkit/test_dist.py::test_compile_only_cuda_build_through_the_cluster"
+    session.run(
+        "pytest", "-p", "no:xdist", test, *session.posargs, env={"VLLM_TEST_DIST_CUDA": "1"}
+    )
+
+
 @nox.session(name="bench-build", venv_backend="none")
 def bench_build(session: nox.Session) -> None:
     """Time builds in fresh copies: cold, no-op, one file, a second checkout from a shared store."""

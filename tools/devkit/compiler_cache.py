@@ -560,6 +560,11 @@ def _dist_ready(cache: CompilerCache, warn: Callable[[str], None]) -> CompilerCa
     if error is None:
         return cache
     warn(f"warning: the compile cluster {cache.dist} {error}; compiling on this machine only")
+    return without_dist(cache)
+
+
+def without_dist(cache: CompilerCache) -> CompilerCache:
+    """`cache` compiling here alone: no client config, so a server of its own (another port)."""
     settings = {k: v for k, v in cache.environ.items() if k != "SCCACHE_CONF"}
     if "SCCACHE_SERVER_PORT" not in os.environ:
         root = Path(settings.get("SCCACHE_BASEDIRS") or envs.ROOT)

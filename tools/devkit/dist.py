@@ -329,8 +329,42 @@ def compiles(launcher: str, environ: Mapping[str, str]) -> Compiles | None:
         return None
 
 
-def summary(url: str, done: Compiles) -> list[str]:
+JOB_FAILED = "sccache: Job failed on server "
+
+
+class JobFailures:
+    """Wraps the build's screen (progress.Screen) and keeps the lines in which sccache
+    says a job failed on a build server (the sandbox, not the code, failed: sccache
+    then fails the compile instead of running it here)."""
+
+    def __init__(self, screen: Any) -> None:
+        self.screen = screen
+        self.failed: list[str] = []
+        self._next = False
+
+    def line(self, text: str) -> None:
+        said = text.strip()  # uv indents the backend's output when it reports a failure
+        if self._next:  # the server's own message follows sccache's line
+            self.failed[-1] += f": {said[:160]}"
+            self._next = False
+        if said.startswith(JOB_FAILED):
+            self.failed.append(said.removeprefix("sccache: ").rstrip(":"))
+            self._next = True
+        self.screen.line(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.screen, name)
+
+
+def summary(url: str, done: Compiles | None, compiled: int) -> list[str]:
     """The build summary's cluster part, and a warning line when compiles came back."""
+    if done is None or (compiled and done.remote + done.local <= 0):
+        return [
+            f"cluster {url}: compiler runs unknown",
+            f"warning: sccache's server stopped counting mid-build (it stopped answering, as "
+            f"when a build server goes away mid-compile): {compiled} unit(s) compiled without "
+            "it, on this machine",
+        ]
     lines = [f"cluster {url}: {done.describe()}"]
     if done.failed_remote:
         lines.append(

@@ -39,6 +39,7 @@ from devkit import (
     precompiled,
     procs,
     progress,
+    resources,
     rocm,
     sources,
     targets,
@@ -457,14 +458,35 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
         ran_before = dist.compiles(cache.launcher, environ) if cache and cache.dist else None
         # The command a contributor can type in the activated venv, plus the plan.
         cmd = env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT))
-        followed = progress.run(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs)
+        screen = dist.JobFailures(progress.Screen()) if cache and cache.dist else None
+        try:
+            followed = progress.run(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs, screen)
+        except DevkitError:
+            if not (cache and screen and screen.failed):
+                raise
+            # A build server failed jobs (not the code): the rest builds here, incrementally.
+            say(
+                f"warning: the compile cluster {cache.dist} failed {len(screen.failed)} job(s) "
+                f"({screen.failed[0]}); building again on this machine only"
+            )
+            cache = compiler_cache.ready(compiler_cache.without_dist(cache), say)
+            jobs = resources.plan_for_this_machine(env.target)
+            env.plan = dataclasses.replace(env.plan, compiler_cache=cache, jobs=jobs)
+            served.cache, served.restarted, ran_before = cache, True, None
+            environ, settings = backend_env(env)
+            cmd = env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT))
+            followed = progress.run(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs)
         if followed.summary():
             say(followed.summary())
         lookups = served.lookups()
         ran = dist.compiles(cache.launcher, environ) if ran_before and cache else None
         cluster_lines = []
-        if cache and cache.dist and ran and ran_before:
-            cluster_lines = dist.summary(cache.dist, ran - ran_before)
+        if cache and cache.dist and ran_before:
+            done = ran - ran_before if ran else None
+            compiled_now = len(
+                ninja_outputs(env.build_dir, started_ns) & ninja_objects(env.build_dir)
+            )
+            cluster_lines = dist.summary(cache.dist, done, compiled_now)
         for line in cluster_lines[1:]:
             say(line)  # compiles that came back from the cluster
         smoke_check(env)
