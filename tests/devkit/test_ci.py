@@ -100,7 +100,7 @@ def test_python_only_without_binaries_builds_and_says_why():
         "nox -s lint",
         "nox -s build-cpu",
         "nox -s test-kernels-cpu",
-        "nox -s test-plugins",
+        "nox -s test-plugins -- --precompiled",
     ]
     assert plan[1].reason.endswith("; but http://index has no cpu wheel for 0123456789ab: build")
 
@@ -116,7 +116,7 @@ def test_a_cpu_kernel_change_builds_cpu_and_no_cuda():
         "nox -s lint",
         "nox -s build-cpu",
         "nox -s test-kernels-cpu",
-        "nox -s test-plugins",
+        "nox -s test-plugins -- --precompiled",
     ]
     assert plan[1].reason == (
         "csrc/cpu/cache.cpp changed: CPU kernels: the CPU build reads them, no CUDA unit does"
@@ -134,7 +134,7 @@ def test_a_shared_header_builds_both_and_cuda_compile_only():
         "nox -s lint",
         "nox -s build-cpu",
         "nox -s test-kernels-cpu",
-        "nox -s test-plugins",
+        "nox -s test-plugins -- --precompiled",
         "nox -s build-cuda -- --arch 9.0",
     ]
     assert not any(step.skip for step in plan)
@@ -149,7 +149,7 @@ def test_all_and_nothing():
         "nox -s tests",
         "nox -s build-cpu",
         "nox -s test-kernels-cpu",
-        "nox -s test-plugins",
+        "nox -s test-plugins -- --precompiled",
         "nox -s build-cuda -- --arch 9.0",
     ]
     assert ci.steps(ci.needs_of([]), None, nvcc=True) == []

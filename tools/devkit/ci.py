@@ -235,7 +235,10 @@ def steps(
                 Step("test-kernels-cpu", pytest_args, f"{why(KERNELS)}{only} (on this build)")
             )
         if PLUGINS in needs:
-            plan.append(Step("test-plugins", reason=f"{why(PLUGINS)} (on this build)"))
+            # build-cpu stored its binaries under this checkout's key: the plugin venv
+            # takes them from the local store instead of compiling them again.
+            stored = f"{why(PLUGINS)} (this build's binaries, from the local store)"
+            plan.append(Step("test-plugins", ("--precompiled",), stored))
     elif tests and source is not None and source.available:
         first = needs[tests[0]]
         plan.append(
@@ -257,7 +260,8 @@ def steps(
         if KERNELS in needs:
             plan.append(Step("test-kernels-cpu", pytest_args, f"{why(KERNELS)}{only}"))
         if PLUGINS in needs:
-            plan.append(Step("test-plugins", reason=why(PLUGINS)))
+            stored = f"{why(PLUGINS)} (this build's binaries, from the local store)"
+            plan.append(Step("test-plugins", ("--precompiled",), stored))
     if CUDA_BUILD in needs:
         no_nvcc = "" if nvcc else "nvcc is not installed here"
         cuda_why = (
