@@ -530,43 +530,74 @@ def run_ab(args: argparse.Namespace, device: torch.device) -> int:
 
 
 def chart(verdicts: list[verdict.Verdict], label: str, path: Path) -> None:
-    """Each case's ratio with its interval; coloured only where the verdict is a change.
+    """Each case's median ratio and 95% interval, coloured only where the verdict is a change.
 
     The grey span around 1 is the band of no change (the threshold, or the
-    control's noise where larger); the black tick with its whisker is the
-    control, the working tree against itself.
+    control's difference where larger); the hollow marker under each case
+    is the control, the working tree against itself: the noise.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     shown = [v for v in verdicts if v.ratio is not None]
     colours = {verdict.FASTER: "tab:green", verdict.SLOWER: "tab:red"}
-    fig, ax = plt.subplots(figsize=(8.5, 0.32 * len(shown) + 1.8))
+    fig, ax = plt.subplots(figsize=(9, 0.4 * len(shown) + 1.6))
+    xs = [1.0]
     for y, v in enumerate(shown):
         assert v.ratio is not None
-        lo, hi = math.exp(-v.band), math.exp(v.band)
-        ax.barh(y, hi - lo, left=lo, height=0.9, color="0.9", zorder=0)
-        ax.barh(y, v.ratio.median, height=0.55, color=colours.get(v.verdict or "", "0.65"))
-        if v.ratio.known:
-            err = [[v.ratio.median - v.ratio.low], [v.ratio.high - v.ratio.median]]
-            ax.errorbar(v.ratio.median, y, xerr=err, color="black", capsize=2, linewidth=0.8)
-        if v.control is not None:
-            cerr = None
-            if v.control.known:
-                cerr = [[v.control.median - v.control.low], [v.control.high - v.control.median]]
-            ax.errorbar(v.control.median, y + 0.33, xerr=cerr, fmt="|", color="0.3", linewidth=0.6)
+        ax.barh(y, 2 * math.sinh(v.band), left=math.exp(-v.band), height=0.8, color="0.88")
+        for interval, dy, style in ((v.ratio, 0.0, "o"), (v.control, 0.25, "o")):
+            if interval is None:
+                continue
+            err = None
+            if interval.known:
+                err = [[interval.median - interval.low], [interval.high - interval.median]]
+                xs += [interval.low, interval.high]
+            xs.append(interval.median)
+            control = dy > 0
+            colour = "0.45" if control else colours.get(v.verdict or "", "0.3")
+            ax.errorbar(
+                interval.median,
+                y + dy,
+                xerr=err,
+                fmt=style,
+                color=colour,
+                mfc="white" if control else colour,
+                markersize=4 if control else 6,
+                capsize=2,
+                linewidth=0.8 if control else 1.4,
+            )
     ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    lo, hi = min(min(xs), 0.9) / 1.05, max(max(xs), 1.1) * 1.05
+    ax.set_xlim(lo, hi)
+    ticks = (0.1, 0.2, 0.25, 1 / 3, 0.5, 2 / 3, 0.8, 0.9, 1, 1.1, 1.25, 1.5, 2, 3, 4, 5, 10)
+    ax.set_xticks([t for t in ticks if lo <= t <= hi], minor=False)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2gx"))
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_yticks(range(len(shown)), [f"{v.case}: {v.verdict}" for v in shown], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel(
-        f"speed new / old ({label}); > 1 is faster\n"
-        "bar: median of rounds, whisker: 95% interval; grey: no-change band; "
-        "tick above: same build"
+    ax.set_ylim(len(shown) - 0.5, -0.6)
+    ax.set_xlabel(f"speed new / old ({label}); > 1 is faster")
+    ax.legend(
+        handles=[
+            Line2D([], [], marker="o", color="0.3", label="new/old, 95% interval"),
+            Line2D([], [], marker="o", color="0.45", mfc="white", label="same build (noise)"),
+            Patch(color="0.88", label="no-change band"),
+            Patch(color="tab:red", label="slower"),
+            Patch(color="tab:green", label="faster"),
+        ],
+        fontsize=7,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=5,
+        frameon=False,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
