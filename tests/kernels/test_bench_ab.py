@@ -61,3 +61,16 @@ def test_a_planted_slowdown_is_slower_and_fails_the_gate(
     assert result.returncode == 1 and data["exit_status"] == 1, result.stdout
     assert "exit status 1: a case is slower" in result.stdout
     assert data["planted"] == 3
+
+
+def test_bad_options_are_one_line_each(tmp_path: Path) -> None:
+    for bad, named in (
+        (["--ops", "rms_nrom"], "--ops rms_nrom: no such op; choose from rms_norm,"),
+        (["--threshold", "-5"], "--threshold -5.0: pass a percentage, 0 or more"),
+    ):
+        cmd = [sys.executable, str(SCRIPT), "--against-lib", "x.so", "--out", str(tmp_path), *bad]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"bench_kernels.py: {named}"), line
+    assert not list(tmp_path.iterdir()), "nothing written"
