@@ -18,7 +18,7 @@ same op names, so one process can't hold both) and its own, identical,
 inputs: the new build, the old one, and the new one again (the control,
 the noise of unchanged code; --no-control leaves it out). Rounds go through
 them in rotating order, one timing while the others wait; a round times
-every case once, as the fastest of --repeats calls. Per case, the rounds'
+every case once, as the fastest of --repeats samples. Per case, the rounds'
 speed ratios new/old (old time / new time; > 1 is faster) give a median, its
 95% interval and a verdict, "faster", "slower" or "no change"
 (tools/devkit/verdict.py says how), printed with warnings for sizes too small
