@@ -50,3 +50,19 @@ def default_vllm_config() -> None:
     VllmConfig). This package has no engine config, so there is nothing to
     set; it exists so those tests run here unchanged."""
     return None
+
+
+@pytest.fixture
+def kv_cache_factory():
+    """vLLM's cache tests take their paged KV caches from this fixture, as here."""
+    from vllm.utils.torch_utils import create_kv_caches_with_random
+
+    return create_kv_caches_with_random
+
+
+@pytest.fixture
+def kv_cache_factory_flashinfer():
+    """The flash-layout caches of vLLM's reshape_and_cache_flash tests."""
+    from vllm.utils.torch_utils import create_kv_caches_with_random_flash
+
+    return create_kv_caches_with_random_flash
