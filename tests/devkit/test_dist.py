@@ -370,6 +370,7 @@ def test_build_servers_killed_mid_build(clones, tmp_path):
     # sccache compiles here what a dead server can't take; a job cut off mid-way is a
     # failed job, and the build runs again here: either way one line.
     (line,) = warnings(result)
+    print(line)  # which of sccache's paths this run took (pytest -rP shows it)
     assert (
         re.fullmatch(
             rf"warning: \d+ compile\(s\) failed on the cluster {farm.url} \(a build server went "
