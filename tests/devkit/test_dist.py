@@ -370,6 +370,7 @@ def test_build_servers_killed_mid_build(clones, tmp_path):
     # sccache compiles here what a dead server can't take; a job cut off mid-way is a
     # failed job, and the build runs again here: either way one line.
     (line,) = warnings(result)
+    print(line)  # which of sccache's paths this run took (pytest -rP shows it)
     assert (
         re.fullmatch(
             rf"warning: \d+ compile\(s\) failed on the cluster {farm.url} \(a build server went "
@@ -416,3 +417,39 @@ def test_compile_only_cuda_build_through_the_cluster(farm, clones):
     assert match[2] == farm.url and int(match[3]) >= int(match[1])
     assert not warnings(result), warnings(result)
     assert_nothing_secret(result, farm)
+
+
+def test_the_farm_session_runs_until_stopped(tmp_path):
+    """`nox -s farm`, the recipe's command: up with auth, then SIGTERM stops all it started."""
+    needs_a_farm()
+    port = free_port()
+    args = ["--dir", str(tmp_path / "farm"), "--servers", "1", "--port", str(port)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nox", "-s", "farm", "--", *args],
+        cwd=Path(__file__).resolve().parents[2],
+        env=nox_environ(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    cluster = dist.Cluster(f"http://127.0.0.1:{port}", "VLLM_COMPILER_DIST_TOKEN")
+    try:
+        deadline = time.monotonic() + 60
+        found = None
+        while time.monotonic() < deadline and process.poll() is None:
+            found, _ = dist.status(cluster)
+            if found and found.servers == 1:
+                break
+            time.sleep(0.2)
+        assert found and found.servers == 1
+        token = (tmp_path / "farm" / "client-token").read_text().strip()
+        assert stat.S_IMODE((tmp_path / "farm" / "client-token").stat().st_mode) == 0o600
+        assert dist.token_error(cluster, token) is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    assert f"export VLLM_COMPILER_DIST=http://127.0.0.1:{port}" in out
+    assert token not in out + err
+    assert dist.status(cluster)[0] is None  # the scheduler is gone
+    logs = [tmp_path / "farm" / name for name in ("scheduler.log", "server-1.log")]
+    assert all(log.is_file() for log in logs)

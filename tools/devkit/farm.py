@@ -277,6 +277,12 @@ def main(argv: list[str]) -> int:
         args.port,
         args.scheduler_url,
     )
+
+    def stop_on(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # `with farm` stops what it started (systemd, timeout, kill)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop_on)
     with farm:
         here = f"{args.servers} build server(s) here"
         print(f"farm: scheduler {farm.url}, {here}; configs and logs in {args.dir}")
