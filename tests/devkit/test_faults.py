@@ -28,6 +28,8 @@ from devkit.pipeline import copy_checkout, find_uv
 
 BUILD = 1800  # seconds a cold build may take on a busy 2-core machine
 
+pytestmark = pytest.mark.e2e
+
 
 def aborted(result: subprocess.CompletedProcess) -> str:
     """The session's one `aborted:` line, without the duration nox may add."""
@@ -294,6 +296,7 @@ def start_build(copy: Path, log: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.xdist_group("cold-build")  # compiles without a cache
 def test_sigterm_says_what_it_stopped_and_sigkills_orphans_dont_race(tmp_path):
     copy = copy_checkout(tmp_path / "copy")
     log = tmp_path / "build.log"
