@@ -25,7 +25,7 @@ except RuntimeError as exc:
 """
 
 
-@pytest.mark.e2e
+@pytest.mark.nightly  # a build, a preset rebuild, build-profile's matplotlib venv: minutes
 def test_presets_edit_loop_profile_and_clean(tmp_path):
     copy = copy_checkout(tmp_path / "copy")
     result = nox(copy, "-s", "build-cpu", timeout=1800)

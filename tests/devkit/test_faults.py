@@ -106,6 +106,7 @@ def test_a_venv_half_made_by_ctrl_c_is_made_again_not_installed_into_its_base(
 # -- items 2, 3, 5 and 7 on one built copy -------------------------------------
 
 
+@pytest.mark.nightly  # seven builds and a torch reinstall, one after another: minutes
 def test_stale_variables_offline_and_a_damaged_torch(tmp_path):
     # Item 7: a non-ASCII checkout path under LC_ALL=C (Python would read the editable
     # install's .pth as ASCII and not start).
