@@ -60,7 +60,9 @@ def _precompiled(session: nox.Session, options: pipeline.Options, venv_name: str
 
 def _test_kernels(session: nox.Session, env: pipeline.Env, device: str) -> None:
     _step(session, pipeline.install_test_requirements, env)
-    args = env.options.rest or ("-n", "auto", "tests/kernels")
+    from devkit import tiers
+
+    args = env.options.rest or tiers.kernel_tests(device)
     # On prebuilt binaries the tests know no compiler is meant to run.
     environ = {"VLLM_USE_PRECOMPILED": "1"} if env.plan.precompiled else None
     cmd = [str(env.python), "-m", "pytest", "--device", device, *args]
@@ -239,19 +241,26 @@ def bench_build(session: nox.Session) -> None:
     session.run(sys.executable, "benchmarks/bench_build.py", *session.posargs, external=True)
 
 
-@nox.session
-def tests(session: nox.Session) -> None:
-    """Unit tests of tools/devkit and end-to-end tests of the sessions."""
+def _devkit_tests(session: nox.Session) -> None:
+    from devkit import tiers
+
     # Build tools too: the end-to-end tests build in a copy of the checkout.
     session.install("-r", "requirements/test.txt", "-r", "requirements/build.txt", "nox", "uv")
-    if session.posargs:
-        session.run("pytest", "-n", "auto", "tests/devkit", *session.posargs)
-        return
-    shared_cache = "tests/devkit/test_shared_cache.py"
-    session.run("pytest", "-n", "auto", "tests/devkit", "--ignore", shared_cache)
-    # Real sccache servers against real stores, on their own: beside the other
-    # end-to-end builds their servers were seen to go away mid-build (unexplained).
-    session.run("pytest", "-n", "2", shared_cache)
+    for run in tiers.runs(session.name, session.posargs):
+        session.log(f"tests/devkit: {run.what}")
+        session.run("pytest", *run.args)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """tests/devkit: unit tests, then the end-to-end ones but the nightly (-- pytest args)."""
+    _devkit_tests(session)
+
+
+@nox.session(name="tests-e2e")
+def tests_e2e(session: nox.Session) -> None:
+    """tests/devkit's nightly end-to-end tests, too slow for README's test command."""
+    _devkit_tests(session)
 
 
 @nox.session(venv_backend="none")

@@ -1,12 +1,37 @@
+"""Fixtures of tests/devkit, and its tiers.
+
+Three tiers, chosen by marker (registered in pyproject.toml):
+
+- unit (no marker): a function or module of tools/devkit, real files and real
+  servers on 127.0.0.1 allowed, seconds each. `nox -s tests` runs them first.
+- `@pytest.mark.e2e`: runs sessions, builds or the package for real (usually
+  `nox -s ...` in a copy of the checkout). `nox -s tests` runs them after the unit
+  tests, in README's test command, with `--dist loadgroup`: give a test that
+  compiles for real (no compiler cache) `@pytest.mark.xdist_group("cold-build")`
+  so two of those never run at once.
+- `@pytest.mark.nightly`: end to end and too slow for README's test command (8
+  minutes in all on a 2-core machine); `nox -s tests-e2e` runs them, and the
+  nightly workflow runs that session. Nightly implies e2e.
+
+A whole module takes one with `pytestmark = pytest.mark.e2e`. A test that needs
+a built CPU wheel published to an index takes `published_cpu_wheel`: it is built
+once per run, whatever the number of xdist workers. `pytest --durations=0` says
+what a test costs; CONTRIBUTING.md, "Test tiers", says which tier runs where.
+"""
+
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -158,3 +183,73 @@ def sccache_port():
     port = str(free_port())
     yield port
     stop_sccache(port)
+
+
+# -- the tiers ------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A nightly test is an end-to-end one: `-m "not e2e"` (the unit tier) leaves it out."""
+    for item in items:
+        if item.get_closest_marker("nightly") and not item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.e2e)
+
+
+# -- builds the end-to-end tests share: made once per run, xdist workers included --
+
+
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]):
+    """The directory `name`, filled by `make` once per pytest run: under pytest-xdist the
+    workers share their base temp's parent, and the first worker to take the lock makes
+    it while the others wait. A failed try leaves no mark, so the next one tries again."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # pytest-N/, above each worker's popen-gwK/
+    root = base / name
+    with FileLock(f"{root}.lock"):
+        done = base / f"{name}.made"
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            make(root)
+            done.write_text("")
+    return root
+
+
+@dataclass(frozen=True)
+class Published:
+    """A CPU wheel built by `nox -s wheel -- --target cpu --index` and published."""
+
+    repo: Path  # a git repository of this checkout's files, one commit on main
+    commit: str
+    index: Path  # the wheel index: <commit>/cpu/, nightly/cpu/, their simple pages
+    wheel: Path  # index/<commit>/cpu/vllm-*.whl
+
+
+def _publish_cpu_wheel(root: Path) -> None:
+    from test_precompiled import git
+    from test_sessions import nox
+
+    from devkit.pipeline import copy_checkout
+
+    repo = copy_checkout(root / "repo")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "snapshot")
+    index = root / "index"
+    result = nox(repo, "-s", "wheel", "--", "--target", "cpu", "--index", str(index), timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def published_cpu_wheel(tmp_path_factory) -> Published:
+    """One real CPU wheel of this checkout in a wheel index, shared by every test of the
+    run (read it, clone the repository; write elsewhere)."""
+    from test_precompiled import git
+
+    root = made_once(tmp_path_factory, "published-cpu", _publish_cpu_wheel)
+    repo, index = root / "repo", root / "index"
+    commit = git(repo, "rev-parse", "HEAD")
+    (wheel,) = (index / commit / "cpu").glob("*.whl")
+    assert (index / "nightly" / "cpu" / wheel.name).is_file()
+    return Published(repo, commit, index, wheel)

@@ -14,9 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.nightly  # two builds and a benchmark: minutes
 def test_against_head_1_in_a_fresh_clone(tmp_path):
     clone = tmp_path / "clone"
     head = subprocess.run(

@@ -1,9 +1,10 @@
 """`nox -s ci` end to end: pull requests in fresh clones against an index on 127.0.0.1.
 
-One module-scoped index (one real CPU wheel, built by `nox -s wheel -- --index`)
-serves every test. Inside, `nox -s ci` skips `tests`, which would run this file
-again; the compile-only CUDA build is listed but skipped here, since
-test_sessions.py's test_build_cuda_compiles_sm90_without_a_gpu runs it.
+One index (one real CPU wheel, built by `nox -s wheel -- --index` once per run:
+conftest.py's published_cpu_wheel, shared with test_precompiled.py) serves every
+test. Inside, `nox -s ci` skips `tests`, which would run this file again; the
+compile-only CUDA build is listed but skipped here, since test_sessions.py's
+test_build_cuda_compiles_sm90_without_a_gpu runs it.
 """
 
 from __future__ import annotations
@@ -23,22 +24,15 @@ from devkit.pipeline import copy_checkout
 
 SKIP = ("--skip", "tests", "--skip", "build-cuda")
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
-def index(tmp_path_factory):
+def index(published_cpu_wheel):
     """(the repository, its commit, the index's URL, the published wheel)."""
-    tmp = tmp_path_factory.mktemp("ci")
-    repo = copy_checkout(tmp / "repo")
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "snapshot")
-    commit = git(repo, "rev-parse", "HEAD")
-    served = tmp / "served"
-    result = nox(repo, "-s", "wheel", "--", "--target", "cpu", "--index", str(served), timeout=1800)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (wheel,) = (served / commit / "cpu").glob("*.whl")
-    server = Server(served)
-    yield repo, commit, server.url, wheel
+    published = published_cpu_wheel
+    server = Server(published.index)
+    yield published.repo, published.commit, server.url, published.wheel
     server.close()
 
 
@@ -81,6 +75,7 @@ def table(result) -> dict[str, str]:
     return dict(rows)
 
 
+@pytest.mark.nightly  # the whole kernel suite in a clone: minutes
 def test_python_only_pr_runs_the_kernel_tests_on_precompiled_binaries(index, tmp_path):
     repo, commit, url, wheel = index
     clone = pull_request(index, tmp_path, "vllm/platforms/__init__.py")
@@ -101,6 +96,7 @@ def test_python_only_pr_runs_the_kernel_tests_on_precompiled_binaries(index, tmp
     assert "compiling nothing" in result.stdout + result.stderr
 
 
+@pytest.mark.nightly  # a build and the whole kernel suite in a clone: minutes
 def test_csrc_pr_compiles_and_tests(index, tmp_path):
     _, _, url, _ = index
     clone = pull_request(index, tmp_path, "csrc/cpu/cache.cpp")

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from test_sessions import ROOT, nox
 
 from devkit.pipeline import copy_checkout, ninja_outputs
@@ -24,6 +25,7 @@ except RuntimeError as exc:
 """
 
 
+@pytest.mark.nightly  # a build, a preset rebuild, build-profile's matplotlib venv: minutes
 def test_presets_edit_loop_profile_and_clean(tmp_path):
     copy = copy_checkout(tmp_path / "copy")
     result = nox(copy, "-s", "build-cpu", timeout=1800)

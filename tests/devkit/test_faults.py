@@ -28,6 +28,8 @@ from devkit.pipeline import copy_checkout, find_uv
 
 BUILD = 1800  # seconds a cold build may take on a busy 2-core machine
 
+pytestmark = pytest.mark.e2e
+
 
 def aborted(result: subprocess.CompletedProcess) -> str:
     """The session's one `aborted:` line, without the duration nox may add."""
@@ -104,6 +106,7 @@ def test_a_venv_half_made_by_ctrl_c_is_made_again_not_installed_into_its_base(
 # -- items 2, 3, 5 and 7 on one built copy -------------------------------------
 
 
+@pytest.mark.nightly  # seven builds and a torch reinstall, one after another: minutes
 def test_stale_variables_offline_and_a_damaged_torch(tmp_path):
     # Item 7: a non-ASCII checkout path under LC_ALL=C (Python would read the editable
     # install's .pth as ASCII and not start).
@@ -294,6 +297,7 @@ def start_build(copy: Path, log: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.xdist_group("cold-build")  # compiles without a cache
 def test_sigterm_says_what_it_stopped_and_sigkills_orphans_dont_race(tmp_path):
     copy = copy_checkout(tmp_path / "copy")
     log = tmp_path / "build.log"

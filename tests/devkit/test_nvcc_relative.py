@@ -82,6 +82,7 @@ def compile_in(root: Path, sccache: str, nvcc: str, port: str, cache: Path, rela
 
 
 @pytest.mark.parametrize("relative", [True, False], ids=["nvcc_relative", "sccache-alone"])
+@pytest.mark.e2e  # nvcc, for real
 def test_a_second_checkout_hits_every_device_step(tmp_path, sccache_port, relative):
     nvcc = shutil.which("nvcc")
     sccache = find_sccache()

@@ -1,9 +1,10 @@
 """The precompiled path: a wheel index, and installs that compile nothing.
 
 The unit tests use small wheels made here and a real HTTP server on
-127.0.0.1; the end-to-end test builds a real CPU wheel, publishes and serves
-it, and runs `nox -s dev-precompiled` in a fresh clone with compilers that
-fail if anything calls them.
+127.0.0.1; the end-to-end test serves a real CPU wheel (built and published
+once per run: conftest.py's published_cpu_wheel) and runs `nox -s
+dev-precompiled` in a fresh clone with compilers that fail if anything calls
+them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pytest
 from test_sessions import abort_line, nox
 
 from devkit import DevkitError, cuda, precompiled, targets
-from devkit.pipeline import EXPECTED_OPS, copy_checkout
+from devkit.pipeline import EXPECTED_OPS
 
 CPU = targets.get_target("cpu")
 TORCH = targets.TorchInfo("2.13.0+cpu", None, None, "abc")
@@ -421,20 +422,14 @@ def snapshot(tree: Path) -> dict[str, str]:
     }
 
 
-def test_dev_precompiled_end_to_end(tmp_path, server):
-    # A fresh repository with this checkout's files, one commit on main.
-    repo = copy_checkout(tmp_path / "repo")
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "snapshot")
-    commit = git(repo, "rev-parse", "HEAD")
-
-    served = tmp_path / "served"
-    good = served / "good"
-    result = nox(repo, "-s", "wheel", "--", "--target", "cpu", "--index", str(good), timeout=1800)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (wheel,) = (good / commit / "cpu").glob("*.whl")
-    assert (good / "nightly" / "cpu" / wheel.name).is_file()
+@pytest.mark.e2e
+def test_dev_precompiled_end_to_end(tmp_path, server, published_cpu_wheel):
+    # A fresh repository with this checkout's files, one commit on main, its CPU wheel
+    # published by `nox -s wheel -- --index` (conftest.py: built once per run).
+    published = published_cpu_wheel
+    repo, commit, wheel = published.repo, published.commit, published.wheel
+    served = tmp_path / "served"  # the server's root
+    (served / "good").symlink_to(published.index)
 
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)

@@ -22,6 +22,8 @@ from devkit.pipeline import EXPECTED_OPS, copy_checkout, ninja_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.e2e
+
 
 def nox(cwd: Path, *args: str, timeout: int = 60, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("NOX", "VIRTUAL_ENV"))}
@@ -198,6 +200,7 @@ def test_kernel_tests_without_gpu_say_so_and_pass(tmp_path):
     )
 
 
+@pytest.mark.nightly  # a CUDA torch and nvcc: minutes; PR CI's `nox -s ci` compiles it too
 def test_build_cuda_compiles_sm90_without_a_gpu(tmp_path):
     """CI's compile-only CUDA build: sm_90 machine code and CUDA kernels registered."""
     from devkit import cuda

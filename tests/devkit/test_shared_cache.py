@@ -26,6 +26,9 @@ SUMMARY = re.compile(
 )
 WARNING = "warning: the compiler-cache store"
 
+# Cold compiles, five of them: minutes. `nox -s tests-e2e` runs this module on its own.
+pytestmark = pytest.mark.nightly
+
 
 class Clones:
     """Checkouts that build with sccache; every sccache server they start is stopped after."""

@@ -66,3 +66,39 @@ def kv_cache_factory_flashinfer():
     from vllm.utils.torch_utils import create_kv_caches_with_random_flash
 
     return create_kv_caches_with_random_flash
+
+
+# -- the big cases README's test command leaves to the nightly workflow ---------
+#
+# The big token counts are there for the path a big output takes: streaming stores
+# once it is half the last-level cache or more (csrc/cpu/cpu_utils.h,
+# stream_output). One size past that line reaches it as well as all of them, and on
+# 2 cores each big case costs seconds (the float16 reference most). So per test,
+# only the big cases that match KEPT run by default; the others are marked
+# `nightly`: `nox -s test-kernels-cpu` deselects them (`-m "not nightly"`) and the
+# nightly workflow runs them (`nox -s test-kernels-cpu -- -n auto -m nightly
+# tests/kernels`; CONTRIBUTING.md, "Test tiers"). The GPU session runs them all.
+BIG = {"num_tokens": 2048}  # a case with this many tokens or more is big
+KEPT: dict[str, dict[str, tuple[object, ...]]] = {
+    # A tail past the vector width, and an output streamed in every dtype.
+    "test_rms_norm": {"hidden_size": (5125,)},
+    "test_gemma_rms_norm": {"hidden_size": (5125,)},
+    "test_rms_norm_weightless": {"hidden_size": (5125,)},
+    # The gated kernel streams (activation on the first half, then on the second);
+    # the elementwise ones and swigluoai's don't, so their big cases add no path.
+    "test_act_and_mul": {"d": (13824,), "activation": ("silu", "mul_and_silu")},
+    "test_activation": {"d": ()},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(item, "callspec", None)
+        kept = KEPT.get(getattr(item, "originalname", item.name))
+        if params is None or kept is None:
+            continue
+        values = params.params
+        if values.get("num_tokens", 0) < BIG["num_tokens"]:
+            continue
+        if not all(values.get(name) in allowed for name, allowed in kept.items()):
+            item.add_marker(pytest.mark.nightly)
