@@ -116,7 +116,7 @@ def test_docs_pr_runs_lint_only(index, tmp_path):
     _, _, url, _ = index
     clone = pull_request(index, tmp_path, "README.md")
     result, _ = run_ci(clone, tmp_path, url)
-    assert "README.md changed: lint" in result.stdout
+    assert "README.md changed: documentation" in result.stdout
     assert table(result) == {"nox -s lint": "passed"}
     assert not list(clone.glob(".venv*"))
 
