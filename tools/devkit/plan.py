@@ -99,6 +99,8 @@ class BuildPlan:
             "VLLM_BUILD_INFO_CUDA_VERSION": self.torch.cuda or "",
             "VLLM_BUILD_INFO_HIP_VERSION": self.torch.hip or "",
             "VLLM_BUILD_INFO_GPU_ARCH": self.gpu_arch,
+            # The stable-ABI floor (targets.Target.torch_floor); empty: the full API.
+            "VLLM_TORCH_FLOOR": self.row.torch_floor or "",
             # <build dir>/compile_commands.json, for clangd (presets.py links it).
             "CMAKE_EXPORT_COMPILE_COMMANDS": "ON",
         }

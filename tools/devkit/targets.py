@@ -33,6 +33,15 @@ class Target:
     cuda_version: str | None = None  # CUDA of the torch flavour, checked against nvcc
     hip_version: str | None = None  # ROCm of the torch flavour
     build_tools: tuple[str, ...] = ()  # extra packages for the build venv
+    # The oldest torch (MAJOR.MINOR) the binary runs under: its kernels are built on
+    # LibTorch's stable ABI (TORCH_TARGET_VERSION), so one binary serves every torch
+    # from there on. None: built on torch's full C++ API, for the exact torch only.
+    torch_floor: str | None = None
+
+    @property
+    def torch_requirement(self) -> str:
+        """What the wheel needs of torch: torch>=2.10 on the stable ABI, else the pin."""
+        return f"torch>={self.torch_floor}" if self.torch_floor else self.torch_spec
 
     @property
     def torch_spec(self) -> str:
@@ -61,6 +70,7 @@ TARGETS: dict[str, Target] = {
             job_memory=1 * GIB,
             version_suffix="cpu",
             dispatch_key="CPU",
+            torch_floor="2.10",
         ),
         Target(
             name="cuda",
@@ -78,6 +88,7 @@ TARGETS: dict[str, Target] = {
             cuda_version="13.0",
             # cuobjdump, to check the machine code the build holds.
             build_tools=("nvidia-cuda-cuobjdump",),
+            torch_floor="2.10",
         ),
         Target(
             name="rocm",
@@ -158,12 +169,17 @@ def python_tag() -> str:
 def build_dir(target: str, torch_version: str, venv_name: str = "") -> Path:
     """The persistent CMake build directory of one target, torch and Python.
 
-    A venv other than the target's own gets a directory of its own: its torch
-    headers live at another path, and sharing would recompile everything
-    each time the two alternate.
+    A target on the stable ABI (torch_floor) builds one binary for every torch
+    from its floor on, so its directory names the floor (cpu-torch2.10abi-cp311)
+    and a torch upgrade reuses it; others name the exact torch. A venv other
+    than the target's own gets a directory of its own: its torch headers live
+    at another path, and sharing would recompile everything each time the two
+    alternate.
     """
     suffix = f"-{venv_name}" if venv_name else ""
-    return build_root() / f"{target}-torch{torch_version}-{python_tag()}{suffix}"
+    row = TARGETS.get(target)
+    torch_part = f"{row.torch_floor}abi" if row and row.torch_floor else torch_version
+    return build_root() / f"{target}-torch{torch_part}-{python_tag()}{suffix}"
 
 
 def build_root(environ=None) -> Path:
