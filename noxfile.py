@@ -92,7 +92,8 @@ def test_kernels_cpu(session: nox.Session) -> None:
         staged = _step(session, crossversion.stage, built, tested)
         args = found.rest or ("-n", "auto", "tests/kernels")
         cmd = [str(tested.python), "-m", "pytest", "--device", "cpu", *args]
-        session.run(*cmd, external=True, env={"PYTHONPATH": str(staged)})
+        environ = {"PYTHONPATH": str(staged), "PYTHONSAFEPATH": "1"}
+        session.run(*cmd, external=True, env=environ)
         return
     if found.precompiled:
         env = _precompiled(session, found, "precompiled-cpu")

@@ -11,9 +11,11 @@ hold it to that:
         a binary built against 2.14.1's headers (.venv-cpu-build-torch2.14.1,
         a build dir of its own) runs tests/kernels in .venv-cpu-torch2.13.0
 
-The test venv has torch and requirements/test.txt but no vllm: the tests
-import a staged copy of vllm/ holding the binary under test (in the build dir,
-stage-<venv>), put first on PYTHONPATH. Only the targets' pins can be installed
+The test venv has torch, the build tools and requirements/test.txt but no
+vllm: the tests import a staged copy of vllm/ holding the binary under test
+(in the build dir, stage-<venv>), first on PYTHONPATH, with PYTHONSAFEPATH=1
+so that the checkout's own vllm/ (the working directory) can't shadow it, in
+pytest and in the processes the tests start. Only the targets' pins can be installed
 (the mirrors here hold those; PyTorch's indexes hold them too).
 """
 
@@ -68,9 +70,8 @@ def test_env(test_torch: str | None, built: pipeline.Env) -> pipeline.Env:
             f"the binary was built against torch {built.torch.version} and would be tested "
             f"under it too: pass --torch with another pin, or drop --torch and --build-torch"
         )
-    env = pipeline.prepare_env(
-        "cpu", Options(), f"cpu-torch{row.torch_version}", precompiled=True, torch_pin=row
-    )
+    # The build tools too: some kernel tests run CMake (3.26+, from requirements/build.txt).
+    env = pipeline.prepare_env("cpu", Options(), f"cpu-torch{row.torch_version}", torch_pin=row)
     pipeline.install_test_requirements(env)
     return env
 
