@@ -15,7 +15,15 @@ import nox
 
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
 
-from devkit import DevkitError, bench, options, pipeline, precompiled, workflows  # noqa: E402
+from devkit import (  # noqa: E402
+    DevkitError,
+    bench,
+    crossversion,
+    options,
+    pipeline,
+    precompiled,
+    workflows,
+)
 from devkit import ci as ci_module  # noqa: E402
 
 # Without uv, the sessions that make nox venvs (tests, lint) fall back to virtualenv;
@@ -77,8 +85,18 @@ def build_cpu(session: nox.Session) -> None:
 
 @nox.session(name="test-kernels-cpu", venv_backend="none")
 def test_kernels_cpu(session: nox.Session) -> None:
-    """Run tests/kernels on the CPU build (incremental, or -- --precompiled; posargs: pytest)."""
+    """Run tests/kernels on the CPU build (-- --precompiled, --torch V, --build-torch V; pytest)."""
     found = _options(session)
+    if found.torch or found.build_torch:
+        built = _step(session, crossversion.build_env, found, found.build_torch)
+        session.log(_step(session, pipeline.build, built))
+        tested = _step(session, crossversion.test_env, found.torch, built)
+        staged = _step(session, crossversion.stage, built, tested)
+        args = found.rest or ("-n", "auto", "tests/kernels")
+        cmd = [str(tested.python), "-m", "pytest", "--device", "cpu", *args]
+        environ = {"PYTHONPATH": str(staged), "PYTHONSAFEPATH": "1"}
+        session.run(*cmd, external=True, env=environ)
+        return
     if found.precompiled:
         env = _precompiled(session, found, "precompiled-cpu")
     else:

@@ -39,6 +39,7 @@ macro(vllm_find_python_and_torch)
   endif()
   list(PREPEND CMAKE_PREFIX_PATH "${_torch_prefix}")
   find_package(Torch REQUIRED)
+  set(VLLM_TORCH_LINK torch)
   # Torch >= 2.14 headers use C++20; older ones build with it as well.
   set(CMAKE_CXX_STANDARD 20)
   set(CMAKE_CXX_STANDARD_REQUIRED ON)
@@ -47,6 +48,36 @@ macro(vllm_find_python_and_torch)
   set(CMAKE_HIP_STANDARD 20)
   set(CMAKE_HIP_STANDARD_REQUIRED ON)
   message(STATUS "Torch ${Torch_VERSION} from ${_torch_prefix}")
+endmacro()
+
+# The interpreter and its torch, for a target built only on torch's stable ABI
+# (the CPU kernels): torch's headers and the two libraries that export the C
+# shim (libtorch_cpu, libc10), without torch's CMake config. That config needs
+# CUDA when torch is a CUDA build (2.14.1 from PyPI is), and takes most of a
+# configure; the stable ABI needs none of what it sets up.
+macro(vllm_find_python_and_stable_torch)
+  find_package(Python REQUIRED COMPONENTS Interpreter Development.SABIModule)
+  execute_process(
+    COMMAND "${Python_EXECUTABLE}" -c
+      "import importlib.util as u, os; print(os.path.dirname(u.find_spec('torch').origin), end='')"
+    OUTPUT_VARIABLE TORCH_INSTALL_PREFIX
+    RESULT_VARIABLE _torch_rc)
+  if(NOT _torch_rc EQUAL 0)
+    message(FATAL_ERROR
+      "torch is not importable by ${Python_EXECUTABLE}; install the target's "
+      "torch first (nox -s build-cpu does) and build with --no-build-isolation")
+  endif()
+  file(READ "${TORCH_INSTALL_PREFIX}/version.py" _torch_version_py)
+  string(REGEX MATCH "__version__ = '([^']+)'" _ "${_torch_version_py}")
+  set(Torch_VERSION "${CMAKE_MATCH_1}")
+  add_library(vllm_torch_stable INTERFACE IMPORTED)
+  target_include_directories(vllm_torch_stable INTERFACE "${TORCH_INSTALL_PREFIX}/include")
+  target_link_libraries(vllm_torch_stable INTERFACE
+    "${TORCH_INSTALL_PREFIX}/lib/libtorch_cpu.so" "${TORCH_INSTALL_PREFIX}/lib/libc10.so")
+  set(VLLM_TORCH_LINK vllm_torch_stable)
+  set(CMAKE_CXX_STANDARD 20)
+  set(CMAKE_CXX_STANDARD_REQUIRED ON)
+  message(STATUS "Torch ${Torch_VERSION} from ${TORCH_INSTALL_PREFIX} (stable ABI: headers and C shim only)")
 endmacro()
 
 # Picks the x86 vector ISA of the CPU kernels. "auto" reads the build
@@ -136,30 +167,50 @@ function(vllm_hipified_sources out_var hipified_dir)
   set(${out_var} ${_sources} PARENT_SCOPE)
 endfunction()
 
-# Makes at::parallel_for really parallel: it is header code that runs
-# serially unless the kernels are compiled with OpenMP. The libgomp.so.1
-# that torch loads (torch/lib) then serves the extension too.
-function(vllm_link_openmp target)
-  find_package(OpenMP REQUIRED COMPONENTS CXX)
-  target_link_libraries(${target} PRIVATE OpenMP::OpenMP_CXX)
+# The oldest torch the binary runs under, as TORCH_TARGET_VERSION's value:
+# "2.10" -> 0x020a000000000000 (major, minor, patch, tweak bytes, then zeros).
+# With it defined, torch's headers offer only the stable ABI (torch/csrc/stable,
+# torch/headeronly) as of that version, and refuse ATen (#error): the binary
+# then calls torch only through its versioned C shim and loads under any torch
+# at or above the floor. The build info records the floor (torch_floor).
+function(vllm_torch_target_version out_var floor)
+  if(NOT floor MATCHES "^([0-9]+)\\.([0-9]+)$")
+    message(FATAL_ERROR "VLLM_TORCH_FLOOR='${floor}' is not MAJOR.MINOR (e.g. 2.10)")
+  endif()
+  math(EXPR _v "(${CMAKE_MATCH_1} << 8) + ${CMAKE_MATCH_2}" OUTPUT_FORMAT HEXADECIMAL)
+  string(REGEX REPLACE "^0x" "" _v "${_v}")
+  string(LENGTH "${_v}" _len)
+  while(_len LESS 4)
+    string(PREPEND _v "0")
+    math(EXPR _len "${_len} + 1")
+  endwhile()
+  message(STATUS "Torch stable ABI floor: ${floor} (TORCH_TARGET_VERSION=0x${_v}000000000000)")
+  set(${out_var} "0x${_v}000000000000" PARENT_SCOPE)
+  set(VLLM_TORCH_STABLE_FLOOR "${floor}" CACHE INTERNAL "")
 endfunction()
 
 # Defines a stable-ABI Python extension module linked against torch, whose
 # ops register for DISPATCH_KEY, and installs it into the package directory
 # DESTINATION.
+# TORCH_TARGET_VERSION (vllm_torch_target_version), when given, puts every
+# source on torch's stable ABI.
 function(vllm_define_extension name)
-  cmake_parse_arguments(ARG "" "DESTINATION;DISPATCH_KEY"
+  cmake_parse_arguments(ARG "" "DESTINATION;DISPATCH_KEY;TORCH_TARGET_VERSION"
                         "SOURCES;COMPILE_FLAGS;CUDA_FLAGS;HIP_FLAGS" ${ARGN})
   Python_add_library(${name} MODULE USE_SABI 3.9 WITH_SOABI ${ARG_SOURCES})
   target_compile_definitions(${name} PRIVATE
     "-DTORCH_EXTENSION_NAME=${name}" "-DPy_LIMITED_API=0x03090000"
     "-DVLLM_DISPATCH_KEY=${ARG_DISPATCH_KEY}")
+  if(ARG_TORCH_TARGET_VERSION)
+    target_compile_definitions(${name} PRIVATE
+      "-DTORCH_TARGET_VERSION=${ARG_TORCH_TARGET_VERSION}")
+  endif()
   target_compile_options(${name} PRIVATE
     $<$<COMPILE_LANGUAGE:CXX>:${ARG_COMPILE_FLAGS}>
     $<$<COMPILE_LANGUAGE:CUDA>:${ARG_CUDA_FLAGS}>
     $<$<COMPILE_LANGUAGE:HIP>:${ARG_HIP_FLAGS}>)
   target_include_directories(${name} PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}/csrc")
-  target_link_libraries(${name} PRIVATE torch)
+  target_link_libraries(${name} PRIVATE ${VLLM_TORCH_LINK})
   # One CUDA runtime per process: torch's shared libcudart, not a static
   # copy inside the extension (CMake's default).
   set_target_properties(${name} PROPERTIES CUDA_RUNTIME_LIBRARY Shared)
@@ -204,6 +255,25 @@ function(vllm_write_build_info destination)
   _put_string(cuda_version "${VLLM_BUILD_INFO_CUDA_VERSION}")
   _put_string(hip_version "${VLLM_BUILD_INFO_HIP_VERSION}")
   _put_string(gpu_arch "${VLLM_BUILD_INFO_GPU_ARCH}")
+  # What the binary needs of torch: on the stable ABI (torch_abi "stable"), any
+  # torch from torch_floor on, of the same flavour (target) and CUDA major; on
+  # the full C++ API, exactly torch_version. The precompiled check reads these.
+  if(VLLM_TORCH_STABLE_FLOOR)
+    _put_string(torch_abi "stable")
+    _put_string(torch_floor "${VLLM_TORCH_STABLE_FLOOR}")
+  else()
+    _put_string(torch_abi "full")
+    _put_string(torch_floor "")
+  endif()
+  set(_cuda_major "")
+  if(VLLM_BUILD_INFO_CUDA_VERSION MATCHES "^([0-9]+)")
+    set(_cuda_major "${CMAKE_MATCH_1}")
+  endif()
+  if(_cuda_major STREQUAL "")
+    _put(cuda_major "null")
+  else()
+    _put(cuda_major "${_cuda_major}")
+  endif()
   if(VLLM_TARGET_DEVICE STREQUAL "cpu")
     _put_string(cpu_isa "${VLLM_CPU_ISA_RESOLVED}")
   else()

@@ -131,7 +131,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T, int N, typename Act>
-void launch_act_and_mul(at::Tensor& out, const at::Tensor& input,
+void launch_act_and_mul(Tensor& out, const Tensor& input,
                         const RowIndexer& out_rows, const RowIndexer& in_rows,
                         int64_t d, const Act& act) {
   using vllm::gpu::ceil_div;
@@ -149,25 +149,23 @@ void launch_act_and_mul(at::Tensor& out, const at::Tensor& input,
       round_up<int64_t>(ceil_div<int64_t>(d, col_blocks), pass);
   const dim3 grid(vllm::gpu::row_grid(in_rows.num_rows),
                   static_cast<unsigned int>(ceil_div(d, cols_per_block)));
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = vllm::gpu::current_stream();
   act_and_mul_kernel<T, N, Act><<<grid, threads, 0, stream>>>(
       out.mutable_data_ptr<T>(), input.const_data_ptr<T>(), out_rows, in_rows,
       d, cols_per_block, act);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  VLLM_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename Act>
-void act_and_mul_impl(at::Tensor& out, const at::Tensor& input,
-                      const Act& act) {
+void act_and_mul_impl(Tensor& out, const Tensor& input, const Act& act) {
   const int64_t nd = input.dim() - 1;
   const RowIndexer in_rows(input, nd);
   const RowIndexer out_rows(out, nd);
   if (!in_rows.fits || !out_rows.fits) {
     // Leading dims too scattered to address: work on contiguous copies.
-    vllm::gpu::on_contiguous_copies(out, input,
-                                    [&](at::Tensor& o, const at::Tensor& i) {
-                                      act_and_mul_impl<Act>(o, i, act);
-                                    });
+    vllm::gpu::on_contiguous_copies(
+        out, input,
+        [&](Tensor& o, const Tensor& i) { act_and_mul_impl<Act>(o, i, act); });
     return;
   }
   const int64_t d = out.size(-1);
@@ -191,10 +189,9 @@ void act_and_mul_impl(at::Tensor& out, const at::Tensor& input,
 }
 
 template <typename Act>
-void act_and_mul(const char* op, at::Tensor& out, at::Tensor& input,
-                 const Act& act) {
-  vllm::check_act_and_mul_args(op, out, input, c10::DeviceType::CUDA);
-  const c10::cuda::OptionalCUDAGuard device_guard(input.device());
+void act_and_mul(const char* op, Tensor& out, Tensor& input, const Act& act) {
+  vllm::check_act_and_mul_args(op, out, input, vllm::DeviceType::CUDA);
+  const vllm::gpu::DeviceGuard device_guard(input);
   act_and_mul_impl<Act>(out, input, act);
 }
 
@@ -286,15 +283,14 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename Op>
-void rowwise_impl(at::Tensor& out, const at::Tensor& input, const Op& op) {
+void rowwise_impl(Tensor& out, const Tensor& input, const Op& op) {
   const int64_t nd = input.dim() - 1;
   const RowIndexer in_rows(input, nd);
   const RowIndexer out_rows(out, nd);
   if (!in_rows.fits || !out_rows.fits) {
-    vllm::gpu::on_contiguous_copies(out, input,
-                                    [&](at::Tensor& o, const at::Tensor& i) {
-                                      rowwise_impl<Op>(o, i, op);
-                                    });
+    vllm::gpu::on_contiguous_copies(
+        out, input,
+        [&](Tensor& o, const Tensor& i) { rowwise_impl<Op>(o, i, op); });
     return;
   }
   const int64_t d = out.size(-1);
@@ -306,63 +302,62 @@ void rowwise_impl(at::Tensor& out, const at::Tensor& input, const Op& op) {
       vllm::gpu::row_grid(in_rows.num_rows),
       static_cast<unsigned int>(std::min<int64_t>(
           ceil_div<int64_t>(d, static_cast<int64_t>(threads)), 65535)));
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = vllm::gpu::current_stream();
   VLLM_CUDA_DISPATCH_FLOATING_TYPES(input.scalar_type(), "activation", [&] {
     rowwise_kernel<scalar_t, Op><<<grid, threads, 0, stream>>>(
         out.mutable_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
         out_rows, in_rows, d, op);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    VLLM_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
 template <typename Op>
-void elementwise(const char* op, at::Tensor& out, at::Tensor& input) {
-  vllm::check_activation_args(op, out, input, c10::DeviceType::CUDA);
-  const c10::cuda::OptionalCUDAGuard device_guard(input.device());
+void elementwise(const char* op, Tensor& out, Tensor& input) {
+  vllm::check_activation_args(op, out, input, vllm::DeviceType::CUDA);
+  const vllm::gpu::DeviceGuard device_guard(input);
   rowwise_impl(out, input, Op{});
 }
 
 }  // namespace
 
-void silu_and_mul(at::Tensor& out, at::Tensor& input) {
+void silu_and_mul(Tensor& out, Tensor& input) {
   act_and_mul("silu_and_mul", out, input, SiluOp{});
 }
 
-void mul_and_silu(at::Tensor& out, at::Tensor& input) {
+void mul_and_silu(Tensor& out, Tensor& input) {
   act_and_mul("mul_and_silu", out, input, MulSiluOp{});
 }
 
-void gelu_and_mul(at::Tensor& out, at::Tensor& input) {
+void gelu_and_mul(Tensor& out, Tensor& input) {
   act_and_mul("gelu_and_mul", out, input, GeluOp{});
 }
 
-void gelu_tanh_and_mul(at::Tensor& out, at::Tensor& input) {
+void gelu_tanh_and_mul(Tensor& out, Tensor& input) {
   act_and_mul("gelu_tanh_and_mul", out, input, GeluTanhOp{});
 }
 
-void fatrelu_and_mul(at::Tensor& out, at::Tensor& input, double threshold) {
+void fatrelu_and_mul(Tensor& out, Tensor& input, double threshold) {
   act_and_mul("fatrelu_and_mul", out, input,
               FatreluOp{static_cast<float>(threshold)});
 }
 
-void swigluoai_and_mul(at::Tensor& out, at::Tensor& input, double alpha,
-                       double limit) {
+void swigluoai_and_mul(Tensor& out, Tensor& input, double alpha, double limit) {
   vllm::check_swigluoai_and_mul_args(out, input, alpha, limit,
-                                     c10::DeviceType::CUDA);
-  const c10::cuda::OptionalCUDAGuard device_guard(input.device());
+                                     vllm::DeviceType::CUDA);
+  const vllm::gpu::DeviceGuard device_guard(input);
   rowwise_impl(
       out, input,
       SwigluOaiOp{static_cast<float>(alpha), static_cast<float>(limit)});
 }
 
-void gelu_new(at::Tensor& out, at::Tensor& input) {
+void gelu_new(Tensor& out, Tensor& input) {
   elementwise<GeluNewOp>("gelu_new", out, input);
 }
 
-void gelu_fast(at::Tensor& out, at::Tensor& input) {
+void gelu_fast(Tensor& out, Tensor& input) {
   elementwise<GeluFastOp>("gelu_fast", out, input);
 }
 
-void gelu_quick(at::Tensor& out, at::Tensor& input) {
+void gelu_quick(Tensor& out, Tensor& input) {
   elementwise<GeluQuickOp>("gelu_quick", out, input);
 }

@@ -173,9 +173,8 @@ __global__ void dequantize_fp8_kernel(const uint8_t* __restrict__ src,
   }
 }
 
-CacheStrides strides_of(const at::Tensor& key, const at::Tensor& value,
-                        const at::Tensor& key_cache,
-                        const at::Tensor& value_cache) {
+CacheStrides strides_of(const Tensor& key, const Tensor& value,
+                        const Tensor& key_cache, const Tensor& value_cache) {
   CacheStrides s;
   for (int i = 0; i < 3; ++i) s.key[i] = key.stride(i);
   for (int i = 0; i < 3; ++i) s.value[i] = value.stride(i);
@@ -185,17 +184,18 @@ CacheStrides strides_of(const at::Tensor& key, const at::Tensor& value,
 }
 
 template <__nv_fp8_interpretation_t kFormat>
-void launch_reshape_and_cache_fp8(
-    const at::Tensor& key, const at::Tensor& value, at::Tensor& key_cache,
-    at::Tensor& value_cache, const at::Tensor& slot_mapping,
-    const at::Tensor& k_scale, const at::Tensor& v_scale,
-    const vllm::CacheLayout& l, vllm::gpu::RangeError* error) {
+void launch_reshape_and_cache_fp8(const Tensor& key, const Tensor& value,
+                                  Tensor& key_cache, Tensor& value_cache,
+                                  const Tensor& slot_mapping,
+                                  const Tensor& k_scale, const Tensor& v_scale,
+                                  const vllm::CacheLayout& l,
+                                  vllm::gpu::RangeError* error) {
   const CacheStrides s = strides_of(key, value, key_cache, value_cache);
   const int64_t units = l.num_heads * l.head_size;
   const int threads = static_cast<int>(std::min<int64_t>(
       kMaxThreads, vllm::gpu::round_up<int64_t>(units, vllm::gpu::kWarpSize)));
   const unsigned int grid = vllm::gpu::row_grid(l.num_tokens);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = vllm::gpu::current_stream();
   VLLM_CUDA_DISPATCH_FLOATING_TYPES(
       key.scalar_type(), "reshape_and_cache", [&] {
         reshape_and_cache_fp8_kernel<scalar_t, kFormat>
@@ -211,13 +211,13 @@ void launch_reshape_and_cache_fp8(
                 k_scale.const_data_ptr<float>(),
                 v_scale.const_data_ptr<float>(), error);
       });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  VLLM_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename W>
-void launch_reshape_and_cache(const at::Tensor& key, const at::Tensor& value,
-                              at::Tensor& key_cache, at::Tensor& value_cache,
-                              const at::Tensor& slot_mapping,
+void launch_reshape_and_cache(const Tensor& key, const Tensor& value,
+                              Tensor& key_cache, Tensor& value_cache,
+                              const Tensor& slot_mapping,
                               const vllm::CacheLayout& l,
                               vllm::gpu::RangeError* error) {
   static_assert(sizeof(W) == 2 || sizeof(W) == 4);
@@ -240,7 +240,7 @@ void launch_reshape_and_cache(const at::Tensor& key, const at::Tensor& value,
   const int threads = static_cast<int>(std::min<int64_t>(
       kMaxThreads, vllm::gpu::round_up<int64_t>(units, vllm::gpu::kWarpSize)));
   const unsigned int grid = vllm::gpu::row_grid(l.num_tokens);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = vllm::gpu::current_stream();
   const auto launch = [&](auto key_chunks) {
     reshape_and_cache_kernel<W, decltype(key_chunks)::value>
         <<<grid, threads, 0, stream>>>(
@@ -254,20 +254,19 @@ void launch_reshape_and_cache(const at::Tensor& key, const at::Tensor& value,
   } else {
     launch(std::false_type{});
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  VLLM_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace
 
-void reshape_and_cache(at::Tensor& key, at::Tensor& value,
-                       at::Tensor& key_cache, at::Tensor& value_cache,
-                       at::Tensor& slot_mapping,
-                       const std::string& kv_cache_dtype, at::Tensor& k_scale,
-                       at::Tensor& v_scale) {
+void reshape_and_cache(Tensor& key, Tensor& value, Tensor& key_cache,
+                       Tensor& value_cache, Tensor& slot_mapping,
+                       const std::string& kv_cache_dtype, Tensor& k_scale,
+                       Tensor& v_scale) {
   const vllm::CacheLayout layout = vllm::check_reshape_and_cache_args(
       key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale,
-      v_scale, c10::DeviceType::CUDA);
-  const c10::cuda::OptionalCUDAGuard device_guard(key.device());
+      v_scale, vllm::DeviceType::CUDA);
+  const vllm::gpu::DeviceGuard device_guard(key);
 
   // A slot past the cache, met by an earlier call's kernel (which skipped
   // it), throws now: reading the record waits for nothing.
@@ -312,12 +311,12 @@ void reshape_and_cache(at::Tensor& key, at::Tensor& value,
 namespace {
 
 template <__nv_fp8_interpretation_t kFormat>
-void launch_convert_fp8(at::Tensor& dst, const at::Tensor& src, float scale,
+void launch_convert_fp8(Tensor& dst, const Tensor& src, float scale,
                         const vllm::Fp8Conversion& c) {
   constexpr int kThreads = 256;
   const unsigned int grid = static_cast<unsigned int>(std::min<int64_t>(
       vllm::gpu::ceil_div<int64_t>(c.numel, kThreads), 65535));
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = vllm::gpu::current_stream();
   if (c.quantize) {
     VLLM_CUDA_DISPATCH_FLOATING_TYPES(src.scalar_type(), "convert_fp8", [&] {
       quantize_fp8_kernel<scalar_t, kFormat><<<grid, kThreads, 0, stream>>>(
@@ -331,17 +330,17 @@ void launch_convert_fp8(at::Tensor& dst, const at::Tensor& src, float scale,
           dst.mutable_data_ptr<scalar_t>(), c.numel, scale);
     });
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  VLLM_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace
 
-void convert_fp8(at::Tensor& dst_cache, at::Tensor& src_cache, double scale,
+void convert_fp8(Tensor& dst_cache, Tensor& src_cache, double scale,
                  const std::string& kv_cache_dtype) {
   const vllm::Fp8Conversion c = vllm::check_convert_fp8_args(
-      dst_cache, src_cache, scale, kv_cache_dtype, c10::DeviceType::CUDA);
+      dst_cache, src_cache, scale, kv_cache_dtype, vllm::DeviceType::CUDA);
   if (c.numel == 0) return;
-  const c10::cuda::OptionalCUDAGuard device_guard(src_cache.device());
+  const vllm::gpu::DeviceGuard device_guard(src_cache);
   const float s = static_cast<float>(scale);
   if (c.fp8 == vllm::KvCacheDtype::kFp8E5M2) {
     launch_convert_fp8<__NV_E5M2>(dst_cache, src_cache, s, c);

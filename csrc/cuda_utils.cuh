@@ -15,18 +15,28 @@
 #include <cstring>
 #include <mutex>
 
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAFunctions.h>
-#include <c10/cuda/CUDAGraphsC10Utils.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
+#include <torch/csrc/stable/accelerator.h>
 
 #include "op_checks.h"
+#include "torch_stable.h"
+
+// The current CUDA stream of a device, from torch's C shim (declared in
+// torch's shim.h under USE_CUDA, which an extension's build doesn't define):
+// part of the stable ABI, as the audit (torch-abi-audit) checks.
+extern "C" AOTITorchError aoti_torch_get_current_cuda_stream(
+    int32_t device_index, void** ret_stream);
+
+// A failed CUDA runtime call: throws from op_checks.cpp, naming the call.
+#define VLLM_CUDA_CHECK(expr)                                               \
+  do {                                                                      \
+    const cudaError_t vllm_cuda_error_ = (expr);                            \
+    if (vllm_cuda_error_ != cudaSuccess) {                                  \
+      ::vllm::fail_cuda_error(#expr, cudaGetErrorString(vllm_cuda_error_)); \
+    }                                                                       \
+  } while (0)
+
+// After a kernel launch: a bad launch configuration throws here.
+#define VLLM_CUDA_KERNEL_LAUNCH_CHECK() VLLM_CUDA_CHECK(cudaGetLastError())
 
 // The dtypes every kernel supports: float32, bfloat16 and float16 (scalar_t
 // is float, c10::BFloat16 or c10::Half). Math is always done in float32.
@@ -35,17 +45,17 @@
 // nvcc compiles no message formatting.
 #define VLLM_CUDA_DISPATCH_FLOATING_TYPES(TYPE, NAME, ...)            \
   [&] {                                                               \
-    const at::ScalarType vllm_dispatch_dtype_ = (TYPE);               \
+    const vllm::ScalarType vllm_dispatch_dtype_ = (TYPE);             \
     switch (vllm_dispatch_dtype_) {                                   \
-      case at::ScalarType::Float: {                                   \
+      case vllm::ScalarType::Float: {                                 \
         using scalar_t [[maybe_unused]] = float;                      \
         return __VA_ARGS__();                                         \
       }                                                               \
-      case at::ScalarType::BFloat16: {                                \
+      case vllm::ScalarType::BFloat16: {                              \
         using scalar_t [[maybe_unused]] = c10::BFloat16;              \
         return __VA_ARGS__();                                         \
       }                                                               \
-      case at::ScalarType::Half: {                                    \
+      case vllm::ScalarType::Half: {                                  \
         using scalar_t [[maybe_unused]] = c10::Half;                  \
         return __VA_ARGS__();                                         \
       }                                                               \
@@ -55,6 +65,31 @@
   }()
 
 namespace vllm::gpu {
+
+// Makes `t`'s device current for the guard's lifetime (torch's DeviceGuard,
+// through the stable shim).
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(const Tensor& t) : guard_(t.get_device()) {}
+
+ private:
+  torch::stable::accelerator::DeviceGuard guard_;
+};
+
+// torch's current stream on the current device: what every launch uses, so
+// the ops order with the caller's work and CUDA graph capture sees them.
+inline cudaStream_t current_stream() {
+  void* stream = nullptr;
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(
+      torch::stable::accelerator::getCurrentDeviceIndex(), &stream));
+  return static_cast<cudaStream_t>(stream);
+}
+
+// Whether two tensors start at one address (a contiguous() that copied
+// doesn't).
+inline bool same_memory(const Tensor& a, const Tensor& b) {
+  return a.data_ptr() == b.data_ptr();
+}
 
 constexpr int kWarpSize = 32;
 constexpr int kVecBytes = 16;  // one 128-bit access
@@ -199,7 +234,7 @@ struct RowIndexer {
 
   RowIndexer() = default;
 
-  RowIndexer(const at::Tensor& t, int64_t leading_dims) {
+  RowIndexer(const Tensor& t, int64_t leading_dims) {
     for (int64_t i = 0; i < leading_dims; ++i) {
       const int64_t size = t.size(i);
       const int64_t stride = t.stride(i);
@@ -249,13 +284,13 @@ struct RowIndexer {
 // RowIndexer can't address: input.contiguous(), and out itself when it is
 // contiguous, else a contiguous buffer whose result is copied back into out.
 template <typename Fn>
-void on_contiguous_copies(at::Tensor& out, const at::Tensor& input, Fn&& fn) {
-  const at::Tensor in_dense = input.contiguous();
-  at::Tensor out_dense =
-      out.is_contiguous() ? out
-                          : at::empty_like(out, at::MemoryFormat::Contiguous);
+void on_contiguous_copies(Tensor& out, const Tensor& input, Fn&& fn) {
+  const Tensor in_dense = torch::stable::contiguous(input);
+  Tensor out_dense =
+      out.is_contiguous() ? out : torch::stable::new_empty(out, out.sizes());
   fn(out_dense, in_dense);
-  if (!out_dense.is_same(out)) out.copy_(out_dense);
+  if (!vllm::gpu::same_memory(out_dense, out))
+    torch::stable::copy_(out, out_dense);
 }
 
 // Grid size for `rows` blocks of a grid-stride loop over rows.
@@ -287,13 +322,13 @@ inline RangeError* range_error_record(RangeErrorSlot slot) {
   constexpr int kSlots = static_cast<int>(RangeErrorSlot::kCount);
   static RangeError* records[kMaxDevices] = {};
   static std::mutex mutex;
-  const int device = c10::cuda::current_device();
+  const int device = torch::stable::accelerator::getCurrentDeviceIndex();
   if (device < 0 || device >= kMaxDevices) return nullptr;
   std::lock_guard<std::mutex> lock(mutex);
   if (records[device] == nullptr) {
     void* p = nullptr;
-    C10_CUDA_CHECK(cudaHostAlloc(&p, sizeof(RangeError) * kSlots,
-                                 cudaHostAllocMapped | cudaHostAllocPortable));
+    VLLM_CUDA_CHECK(cudaHostAlloc(&p, sizeof(RangeError) * kSlots,
+                                  cudaHostAllocMapped | cudaHostAllocPortable));
     std::memset(p, 0, sizeof(RangeError) * kSlots);
     records[device] = static_cast<RangeError*>(p);
   }
@@ -304,7 +339,7 @@ inline RangeError* range_error_record(RangeErrorSlot slot) {
 inline RangeError* device_address(RangeError* record) {
   if (record == nullptr) return nullptr;
   void* d = nullptr;
-  C10_CUDA_CHECK(cudaHostGetDevicePointer(&d, record, 0));
+  VLLM_CUDA_CHECK(cudaHostGetDevicePointer(&d, record, 0));
   return static_cast<RangeError*>(d);
 }
 
@@ -355,19 +390,19 @@ __global__ void check_range_kernel(const int64_t* __restrict__ values,
 // Launches a scan of the int64 CUDA tensor `t` for values outside [lo, hi)
 // on the current stream, recording the first one found in `record`; nothing
 // waits for it. The caller holds a device guard for t's device.
-inline void check_range_async(const at::Tensor& t, int64_t lo, int64_t hi,
+inline void check_range_async(const Tensor& t, int64_t lo, int64_t hi,
                               RangeError* record) {
   RowIndexer rows(t, t.dim());
-  const at::Tensor dense = rows.fits ? t : t.contiguous();
+  const Tensor dense = rows.fits ? t : torch::stable::contiguous(t);
   if (!rows.fits) rows = RowIndexer(dense, dense.dim());
   if (rows.num_rows == 0 || record == nullptr) return;
   constexpr int kThreads = 256;
   const int64_t blocks =
       std::min<int64_t>(ceil_div<int64_t>(rows.num_rows, kThreads), 1024);
   check_range_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0,
-                       at::cuda::getCurrentCUDAStream()>>>(
+                       vllm::gpu::current_stream()>>>(
       dense.const_data_ptr<int64_t>(), rows, lo, hi, device_address(record));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  VLLM_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace vllm::gpu

@@ -20,8 +20,6 @@
 #include <optional>
 #include <type_traits>
 
-#include <ATen/ops/ones.h>
-
 #include "cuda_utils.cuh"
 #include "op_checks.h"
 #include "ops.h"
@@ -268,13 +266,13 @@ void with_cache(int cache, const F& f) {
 }
 
 template <typename T, int N>
-void launch_rms_norm(at::Tensor& out, const at::Tensor& input,
-                     const at::Tensor& weight, const RowIndexer& out_rows,
-                     const RowIndexer& in_rows, float eps) {
+void launch_rms_norm(Tensor& out, const Tensor& input, const Tensor& weight,
+                     const RowIndexer& out_rows, const RowIndexer& in_rows,
+                     float eps) {
   const int64_t hidden = input.size(-1);
   const NormConfig config = norm_config(in_rows.num_rows, hidden / N);
   const unsigned int grid = vllm::gpu::row_grid(in_rows.num_rows);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = vllm::gpu::current_stream();
   T* o = out.mutable_data_ptr<T>();
   const T* x = input.const_data_ptr<T>();
   const T* w = weight.const_data_ptr<T>();
@@ -284,18 +282,17 @@ void launch_rms_norm(at::Tensor& out, const at::Tensor& input,
         <<<grid, config.threads, 0, stream>>>(o, x, w, out_rows, in_rows,
                                               hidden, eps, inv_hidden);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  VLLM_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename T, int N>
-void launch_fused_add_rms_norm(at::Tensor& input, at::Tensor& residual,
-                               const at::Tensor& weight,
-                               const RowIndexer& in_rows,
+void launch_fused_add_rms_norm(Tensor& input, Tensor& residual,
+                               const Tensor& weight, const RowIndexer& in_rows,
                                const RowIndexer& res_rows, float eps) {
   const int64_t hidden = input.size(-1);
   const NormConfig config = norm_config(in_rows.num_rows, hidden / N);
   const unsigned int grid = vllm::gpu::row_grid(in_rows.num_rows);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = vllm::gpu::current_stream();
   T* x = input.mutable_data_ptr<T>();
   T* r = residual.mutable_data_ptr<T>();
   const T* w = weight.const_data_ptr<T>();
@@ -305,7 +302,7 @@ void launch_fused_add_rms_norm(at::Tensor& input, at::Tensor& residual,
         <<<grid, config.threads, 0, stream>>>(x, r, w, in_rows, res_rows,
                                               hidden, eps, inv_hidden);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  VLLM_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // Whether rows of `hidden` elements at these pointers and row strides can be
@@ -323,17 +320,16 @@ bool can_vectorize(int64_t hidden, int64_t vec,
   return true;
 }
 
-void rms_norm_impl(at::Tensor& out, const at::Tensor& input,
-                   const at::Tensor& weight, float eps) {
+void rms_norm_impl(Tensor& out, const Tensor& input, const Tensor& weight,
+                   float eps) {
   const int64_t nd = input.dim() - 1;
   const RowIndexer in_rows(input, nd);
   const RowIndexer out_rows(out, nd);
   if (!in_rows.fits || !out_rows.fits) {
     // Leading dims too scattered to address: work on contiguous copies.
-    vllm::gpu::on_contiguous_copies(out, input,
-                                    [&](at::Tensor& o, const at::Tensor& i) {
-                                      rms_norm_impl(o, i, weight, eps);
-                                    });
+    vllm::gpu::on_contiguous_copies(
+        out, input,
+        [&](Tensor& o, const Tensor& i) { rms_norm_impl(o, i, weight, eps); });
     return;
   }
   const int64_t hidden = input.size(-1);
@@ -353,17 +349,19 @@ void rms_norm_impl(at::Tensor& out, const at::Tensor& input,
   });
 }
 
-void fused_add_rms_norm_impl(at::Tensor& input, at::Tensor& residual,
-                             const at::Tensor& weight, float eps) {
+void fused_add_rms_norm_impl(Tensor& input, Tensor& residual,
+                             const Tensor& weight, float eps) {
   const int64_t nd = input.dim() - 1;
   const RowIndexer in_rows(input, nd);
   const RowIndexer res_rows(residual, nd);
   if (!in_rows.fits || !res_rows.fits) {
-    at::Tensor in_dense = input.contiguous();
-    at::Tensor res_dense = residual.contiguous();
+    Tensor in_dense = torch::stable::contiguous(input);
+    Tensor res_dense = torch::stable::contiguous(residual);
     fused_add_rms_norm_impl(in_dense, res_dense, weight, eps);
-    if (!in_dense.is_same(input)) input.copy_(in_dense);
-    if (!res_dense.is_same(residual)) residual.copy_(res_dense);
+    if (!vllm::gpu::same_memory(in_dense, input))
+      torch::stable::copy_(input, in_dense);
+    if (!vllm::gpu::same_memory(res_dense, residual))
+      torch::stable::copy_(residual, res_dense);
     return;
   }
   const int64_t hidden = input.size(-1);
@@ -387,27 +385,30 @@ void fused_add_rms_norm_impl(at::Tensor& input, at::Tensor& residual,
 
 // Without a weight the norms scale by ones: x * scale * 1 is x * scale
 // exactly, so one kernel serves both.
-at::Tensor weight_or_ones(const std::optional<at::Tensor>& weight,
-                          const at::Tensor& input) {
-  return weight.has_value() ? weight->contiguous()
-                            : at::ones({input.size(-1)}, input.options());
+Tensor weight_or_ones(const std::optional<Tensor>& weight,
+                      const Tensor& input) {
+  if (weight.has_value()) return torch::stable::contiguous(*weight);
+  const int64_t shape[1] = {input.size(-1)};
+  Tensor ones = torch::stable::new_empty(input, vllm::IntArrayRef(shape, 1));
+  return torch::stable::fill_(ones, 1.0);
 }
 
 }  // namespace
 
-void rms_norm(at::Tensor& out, at::Tensor& input,
-              std::optional<at::Tensor> weight, double epsilon) {
-  vllm::check_rms_norm_args(out, input, weight, epsilon, c10::DeviceType::CUDA);
-  const c10::cuda::OptionalCUDAGuard device_guard(input.device());
-  const at::Tensor w = weight_or_ones(weight, input);
+void rms_norm(Tensor& out, Tensor& input, std::optional<Tensor> weight,
+              double epsilon) {
+  vllm::check_rms_norm_args(out, input, weight, epsilon,
+                            vllm::DeviceType::CUDA);
+  const vllm::gpu::DeviceGuard device_guard(input);
+  const Tensor w = weight_or_ones(weight, input);
   rms_norm_impl(out, input, w, static_cast<float>(epsilon));
 }
 
-void fused_add_rms_norm(at::Tensor& input, at::Tensor& residual,
-                        std::optional<at::Tensor> weight, double epsilon) {
+void fused_add_rms_norm(Tensor& input, Tensor& residual,
+                        std::optional<Tensor> weight, double epsilon) {
   vllm::check_fused_add_rms_norm_args(input, residual, weight, epsilon,
-                                      c10::DeviceType::CUDA);
-  const c10::cuda::OptionalCUDAGuard device_guard(input.device());
-  const at::Tensor w = weight_or_ones(weight, input);
+                                      vllm::DeviceType::CUDA);
+  const vllm::gpu::DeviceGuard device_guard(input);
+  const Tensor w = weight_or_ones(weight, input);
   fused_add_rms_norm_impl(input, residual, w, static_cast<float>(epsilon));
 }

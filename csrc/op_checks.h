@@ -5,8 +5,10 @@
 // Only declarations live here; the definitions are in op_checks.cpp, which
 // the host C++ compiler builds once for every target. The CUDA sources
 // include this header, and nvcc then never compiles the message formatting
-// (c10::str, std::ostream) of a failing check: a check that fails inside a
-// CUDA op throws from code built like the CPU kernels' checks.
+// (std::ostream) of a failing check: a check that fails inside a CUDA op
+// throws from code built like the CPU kernels' checks. Everything is on the
+// stable ABI (torch_stable.h): the overlap rules, which torch keeps out of
+// it, are computed here from the metadata, as ATen's MemoryOverlap does.
 //
 // The per-op validators take the device type of the implementation calling
 // them: its tensors must be dense (strided) tensors of that type. On an
@@ -23,10 +25,7 @@
 #include <optional>
 #include <string>
 
-#include <ATen/core/Tensor.h>
-#include <c10/core/DeviceType.h>
-#include <c10/core/ScalarType.h>
-#include <c10/macros/Macros.h>
+#include "torch_stable.h"
 
 namespace vllm {
 
@@ -34,46 +33,49 @@ namespace vllm {
 // Single-tensor checks.
 // ---------------------------------------------------------------------------
 
-void check_defined(const char* op, const char* name, const at::Tensor& t);
+void check_defined(const char* op, const char* name, const Tensor& t);
 
 // Defined, dense (strided layout) and on a device of type `device_type`.
-void check_device(const char* op, const char* name, const at::Tensor& t,
-                  c10::DeviceType device_type);
+void check_device(const char* op, const char* name, const Tensor& t,
+                  DeviceType device_type);
 
 // check_device, and on an accelerator the same device as `ref` (which has
 // passed check_device already). CPU tensors share the one CPU device.
-void check_device(const char* op, const char* name, const at::Tensor& t,
-                  c10::DeviceType device_type, const char* ref_name,
-                  const at::Tensor& ref);
+void check_device(const char* op, const char* name, const Tensor& t,
+                  DeviceType device_type, const char* ref_name,
+                  const Tensor& ref);
 
-inline bool is_supported_float(at::ScalarType dt) {
-  return dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf;
+inline bool is_supported_float(ScalarType dt) {
+  return dt == ScalarType::Float || dt == ScalarType::BFloat16 ||
+         dt == ScalarType::Half;
 }
 
-void check_float_dtype(const char* op, const char* name, const at::Tensor& t);
+void check_float_dtype(const char* op, const char* name, const Tensor& t);
 
-void check_same_dtype(const char* op, const char* name, const at::Tensor& t,
-                      const char* ref_name, const at::Tensor& ref);
+void check_same_dtype(const char* op, const char* name, const Tensor& t,
+                      const char* ref_name, const Tensor& ref);
 
-void check_dtype(const char* op, const char* name, const at::Tensor& t,
-                 at::ScalarType expected);
+void check_dtype(const char* op, const char* name, const Tensor& t,
+                 ScalarType expected);
 
-void check_min_dim(const char* op, const char* name, const at::Tensor& t,
+void check_min_dim(const char* op, const char* name, const Tensor& t,
                    int64_t min_dim);
 
-void check_dim(const char* op, const char* name, const at::Tensor& t,
-               int64_t dim);
+void check_dim(const char* op, const char* name, const Tensor& t, int64_t dim);
 
 // The last dim must be contiguous (stride 1); other dims may be strided.
 void check_last_dim_contiguous(const char* op, const char* name,
-                               const at::Tensor& t);
+                               const Tensor& t);
 
 // A tensor the op writes (an output, or an argument updated in place): no
 // two of its elements may share memory (an expand()ed or stride-0 tensor),
 // the rule of at::assert_no_internal_overlap; and, under grad mode, it must
 // not be a leaf that requires grad, nor a view of one (autograd's in-place
 // rule, with its message). Metadata only: nothing is read from the device.
-void check_written(const char* op, const char* name, const at::Tensor& t);
+// The stable ABI has no getter for a tensor's autograd state, so under grad
+// mode that part asks vllm._grad_state (a Python op, registered when vllm._C
+// is imported); without grad mode (inference) it costs nothing.
+void check_written(const char* op, const char* name, const Tensor& t);
 
 // `written` (a tensor the op writes) and `other` (another of its arguments)
 // must not share memory, wholly or partly, the rule of at::assert_no_overlap.
@@ -81,49 +83,50 @@ void check_written(const char* op, const char* name, const at::Tensor& t);
 // (either not dense, e.g. query and key as strided slices of one qkv tensor)
 // passes. Metadata only.
 void check_no_overlap(const char* op, const char* written_name,
-                      const at::Tensor& written, const char* other_name,
-                      const at::Tensor& other);
+                      const Tensor& written, const char* other_name,
+                      const Tensor& other);
 
 // The default case of a kernel's dtype dispatch (VLLM_CUDA_DISPATCH_...):
 // throws NotImplementedError "\"<name>\" not implemented for '<dtype>'", the
 // message of ATen's AT_DISPATCH_SWITCH. Unreachable after the validators.
 [[noreturn]] void fail_dtype_not_implemented(const char* name,
-                                             at::ScalarType dtype);
+                                             ScalarType dtype);
+
+// A CUDA runtime call that failed (VLLM_CUDA_CHECK in cuda_utils.cuh):
+// throws "<call> failed: <error>", formatted here, not by nvcc.
+[[noreturn]] void fail_cuda_error(const char* call, const char* error);
 
 // ---------------------------------------------------------------------------
 // Activations: silu_and_mul, gelu_and_mul, gelu_tanh_and_mul. `out` is called
 // "result", its name in the op schema.
 // ---------------------------------------------------------------------------
 
-void check_act_and_mul_args(const char* op, const at::Tensor& out,
-                            const at::Tensor& input,
-                            c10::DeviceType device_type);
+void check_act_and_mul_args(const char* op, const Tensor& out,
+                            const Tensor& input, DeviceType device_type);
 
 // swigluoai_and_mul: check_act_and_mul_args, and alpha and limit are numbers
 // (not NaN).
-void check_swigluoai_and_mul_args(const at::Tensor& out,
-                                  const at::Tensor& input, double alpha,
-                                  double limit, c10::DeviceType device_type);
+void check_swigluoai_and_mul_args(const Tensor& out, const Tensor& input,
+                                  double alpha, double limit,
+                                  DeviceType device_type);
 
 // Elementwise activations (gelu_new, gelu_fast, gelu_quick): result has
 // input's shape and dtype.
-void check_activation_args(const char* op, const at::Tensor& out,
-                           const at::Tensor& input,
-                           c10::DeviceType device_type);
+void check_activation_args(const char* op, const Tensor& out,
+                           const Tensor& input, DeviceType device_type);
 
 // ---------------------------------------------------------------------------
 // RMS norms: rms_norm, fused_add_rms_norm. weight (optional): 1-D, input's
 // last dim elements, same dtype and device as input; epsilon finite and >= 0.
 // ---------------------------------------------------------------------------
 
-void check_rms_norm_args(const at::Tensor& out, const at::Tensor& input,
-                         const std::optional<at::Tensor>& weight,
-                         double epsilon, c10::DeviceType device_type);
+void check_rms_norm_args(const Tensor& out, const Tensor& input,
+                         const std::optional<Tensor>& weight, double epsilon,
+                         DeviceType device_type);
 
-void check_fused_add_rms_norm_args(const at::Tensor& input,
-                                   const at::Tensor& residual,
-                                   const std::optional<at::Tensor>& weight,
-                                   double epsilon, c10::DeviceType device_type);
+void check_fused_add_rms_norm_args(const Tensor& input, const Tensor& residual,
+                                   const std::optional<Tensor>& weight,
+                                   double epsilon, DeviceType device_type);
 
 // ---------------------------------------------------------------------------
 // rotary_embedding.
@@ -143,12 +146,12 @@ struct RotaryLayout {
 // Everything but the range of the position values (check_position_in_range).
 // query/key: positions.sizes() followed by [num_heads * head_size] or
 // [num_heads, head_size].
-RotaryLayout check_rotary_embedding_args(const at::Tensor& positions,
-                                         const at::Tensor& query,
-                                         const std::optional<at::Tensor>& key,
+RotaryLayout check_rotary_embedding_args(const Tensor& positions,
+                                         const Tensor& query,
+                                         const std::optional<Tensor>& key,
                                          int64_t head_size,
-                                         const at::Tensor& cos_sin_cache,
-                                         c10::DeviceType device_type);
+                                         const Tensor& cos_sin_cache,
+                                         DeviceType device_type);
 
 // A position must be a row of cos_sin_cache (max_position rows).
 inline bool position_in_range(int64_t position, int64_t max_position) {
@@ -208,10 +211,10 @@ struct CacheLayout {
 // an fp8 kv_cache_dtype, k_scale and v_scale must be float32 tensors of one
 // element on key's device; "auto" ignores them.
 CacheLayout check_reshape_and_cache_args(
-    const at::Tensor& key, const at::Tensor& value, const at::Tensor& key_cache,
-    const at::Tensor& value_cache, const at::Tensor& slot_mapping,
-    const std::string& kv_cache_dtype, const at::Tensor& k_scale,
-    const at::Tensor& v_scale, c10::DeviceType device_type);
+    const Tensor& key, const Tensor& value, const Tensor& key_cache,
+    const Tensor& value_cache, const Tensor& slot_mapping,
+    const std::string& kv_cache_dtype, const Tensor& k_scale,
+    const Tensor& v_scale, DeviceType device_type);
 
 // A slot must be negative (a padding token, skipped) or a slot of the cache.
 inline bool slot_in_range(int64_t slot, int64_t num_slots) {
@@ -252,9 +255,9 @@ struct Fp8Conversion {
 };
 
 // Both contiguous, of one shape, on one device; scale finite and positive.
-Fp8Conversion check_convert_fp8_args(const at::Tensor& dst,
-                                     const at::Tensor& src, double scale,
+Fp8Conversion check_convert_fp8_args(const Tensor& dst, const Tensor& src,
+                                     double scale,
                                      const std::string& kv_cache_dtype,
-                                     c10::DeviceType device_type);
+                                     DeviceType device_type);
 
 }  // namespace vllm

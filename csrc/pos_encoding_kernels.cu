@@ -80,10 +80,10 @@ __global__ void __launch_bounds__(kMaxThreads) rotary_embedding_kernel(
 }
 
 template <typename T, typename C>
-void launch_rotary_embedding(const at::Tensor& positions, at::Tensor& query,
-                             std::optional<at::Tensor>& key,
+void launch_rotary_embedding(const Tensor& positions, Tensor& query,
+                             std::optional<Tensor>& key,
                              const vllm::RotaryLayout& layout,
-                             const at::Tensor& cos_sin_cache, bool is_neox,
+                             const Tensor& cos_sin_cache, bool is_neox,
                              const RowIndexer& pos_rows,
                              const RowIndexer& q_rows,
                              const RowIndexer& k_rows) {
@@ -97,7 +97,7 @@ void launch_rotary_embedding(const at::Tensor& positions, at::Tensor& query,
       kMaxThreads,
       vllm::gpu::round_up<int64_t>(max_units, vllm::gpu::kWarpSize)));
   const unsigned int grid = vllm::gpu::row_grid(pos_rows.num_rows);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = vllm::gpu::current_stream();
 
   const auto launch = [&](auto neox) {
     rotary_embedding_kernel<T, C, decltype(neox)::value>
@@ -115,13 +115,13 @@ void launch_rotary_embedding(const at::Tensor& positions, at::Tensor& query,
   } else {
     launch(std::false_type{});
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  VLLM_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-void rotary_embedding_impl(const at::Tensor& positions, at::Tensor& query,
-                           std::optional<at::Tensor>& key,
+void rotary_embedding_impl(const Tensor& positions, Tensor& query,
+                           std::optional<Tensor>& key,
                            const vllm::RotaryLayout& layout,
-                           const at::Tensor& cos_sin_cache, bool is_neox) {
+                           const Tensor& cos_sin_cache, bool is_neox) {
   const int64_t pdim = positions.dim();
   const RowIndexer pos_rows(positions, pdim);
   const RowIndexer q_rows(query, pdim);
@@ -132,21 +132,23 @@ void rotary_embedding_impl(const at::Tensor& positions, at::Tensor& query,
     // head layouts are unchanged: [..., heads * head_size] stays so, and a
     // contiguous [..., heads, head_size] has head stride head_size).
     vllm::RotaryLayout dense_layout = layout;
-    at::Tensor q_dense = query.contiguous();
+    Tensor q_dense = torch::stable::contiguous(query);
     if (q_dense.dim() == pdim + 2) {
       dense_layout.query.head_stride = q_dense.stride(-2);
     }
-    std::optional<at::Tensor> k_dense;
+    std::optional<Tensor> k_dense;
     if (key.has_value()) {
-      k_dense = key->contiguous();
+      k_dense = torch::stable::contiguous(*key);
       if (k_dense->dim() == pdim + 2) {
         dense_layout.key.head_stride = k_dense->stride(-2);
       }
     }
-    rotary_embedding_impl(positions.contiguous(), q_dense, k_dense,
-                          dense_layout, cos_sin_cache, is_neox);
-    if (!q_dense.is_same(query)) query.copy_(q_dense);
-    if (key.has_value() && !k_dense->is_same(*key)) key->copy_(*k_dense);
+    rotary_embedding_impl(torch::stable::contiguous(positions), q_dense,
+                          k_dense, dense_layout, cos_sin_cache, is_neox);
+    if (!vllm::gpu::same_memory(q_dense, query))
+      torch::stable::copy_(query, q_dense);
+    if (key.has_value() && !vllm::gpu::same_memory(*k_dense, *key))
+      torch::stable::copy_(*key, *k_dense);
     return;
   }
   if (pos_rows.num_rows == 0) return;
@@ -154,7 +156,7 @@ void rotary_embedding_impl(const at::Tensor& positions, at::Tensor& query,
   VLLM_CUDA_DISPATCH_FLOATING_TYPES(
       query.scalar_type(), "rotary_embedding", [&] {
         if constexpr (!std::is_same_v<scalar_t, float>) {
-          if (cos_sin_cache.scalar_type() == at::kFloat) {
+          if (cos_sin_cache.scalar_type() == vllm::ScalarType::Float) {
             launch_rotary_embedding<scalar_t, float>(
                 positions, query, key, layout, cos_sin_cache, is_neox, pos_rows,
                 q_rows, k_rows);
@@ -169,12 +171,12 @@ void rotary_embedding_impl(const at::Tensor& positions, at::Tensor& query,
 
 }  // namespace
 
-void rotary_embedding(at::Tensor& positions, at::Tensor& query,
-                      std::optional<at::Tensor> key, int64_t head_size,
-                      at::Tensor& cos_sin_cache, bool is_neox) {
+void rotary_embedding(Tensor& positions, Tensor& query,
+                      std::optional<Tensor> key, int64_t head_size,
+                      Tensor& cos_sin_cache, bool is_neox) {
   const vllm::RotaryLayout layout = vllm::check_rotary_embedding_args(
-      positions, query, key, head_size, cos_sin_cache, c10::DeviceType::CUDA);
-  const c10::cuda::OptionalCUDAGuard device_guard(query.device());
+      positions, query, key, head_size, cos_sin_cache, vllm::DeviceType::CUDA);
+  const vllm::gpu::DeviceGuard device_guard(query);
 
   // Every position must index a row of the cache. The kernel skips a token
   // whose position is out of range; a scan launched beside it records such a

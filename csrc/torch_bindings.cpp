@@ -2,10 +2,10 @@
 // A build compiles one target's kernels (csrc/cpu/ or csrc/*.cu), so the
 // functions of ops.h are registered for that target's dispatch key, which
 // CMake passes as VLLM_DISPATCH_KEY (CPU, CUDA). Fake (meta) implementations
-// live in vllm/_custom_ops.py.
+// live in vllm/_custom_ops.py. Registered through the stable ABI
+// (STABLE_TORCH_LIBRARY, TORCH_BOX: torch_stable.h), so the same binary
+// registers them under every torch at or above the build's floor.
 #include <Python.h>
-
-#include <torch/library.h>
 
 #include "ops.h"
 
@@ -13,7 +13,7 @@
 #error "VLLM_DISPATCH_KEY (CPU, CUDA) must be defined by the build"
 #endif
 
-TORCH_LIBRARY(_C, ops) {
+STABLE_TORCH_LIBRARY(_C, ops) {
   ops.def("silu_and_mul(Tensor! result, Tensor input) -> ()");
   ops.def("gelu_and_mul(Tensor! result, Tensor input) -> ()");
   ops.def("gelu_tanh_and_mul(Tensor! result, Tensor input) -> ()");
@@ -37,7 +37,7 @@ TORCH_LIBRARY(_C, ops) {
       "int head_size, Tensor cos_sin_cache, bool is_neox) -> ()");
 }
 
-TORCH_LIBRARY(_C_cache_ops, cache_ops) {
+STABLE_TORCH_LIBRARY(_C_cache_ops, cache_ops) {
   cache_ops.def(
       "reshape_and_cache(Tensor key, Tensor value, Tensor! key_cache, "
       "Tensor! value_cache, Tensor slot_mapping, str kv_cache_dtype, "
@@ -47,30 +47,35 @@ TORCH_LIBRARY(_C_cache_ops, cache_ops) {
       "str kv_cache_dtype) -> ()");
 }
 
-TORCH_LIBRARY_IMPL(_C, VLLM_DISPATCH_KEY, ops) {
-  ops.impl("silu_and_mul", &silu_and_mul);
-  ops.impl("gelu_and_mul", &gelu_and_mul);
-  ops.impl("gelu_tanh_and_mul", &gelu_tanh_and_mul);
-  ops.impl("mul_and_silu", &mul_and_silu);
-  ops.impl("fatrelu_and_mul", &fatrelu_and_mul);
-  ops.impl("swigluoai_and_mul", &swigluoai_and_mul);
-  ops.impl("gelu_new", &gelu_new);
-  ops.impl("gelu_fast", &gelu_fast);
-  ops.impl("gelu_quick", &gelu_quick);
-  ops.impl("rms_norm", &rms_norm);
-  ops.impl("fused_add_rms_norm", &fused_add_rms_norm);
-  ops.impl("rotary_embedding", &rotary_embedding);
+STABLE_TORCH_LIBRARY_IMPL(_C, VLLM_DISPATCH_KEY, ops) {
+  ops.impl("silu_and_mul", TORCH_BOX(&silu_and_mul));
+  ops.impl("gelu_and_mul", TORCH_BOX(&gelu_and_mul));
+  ops.impl("gelu_tanh_and_mul", TORCH_BOX(&gelu_tanh_and_mul));
+  ops.impl("mul_and_silu", TORCH_BOX(&mul_and_silu));
+  ops.impl("fatrelu_and_mul", TORCH_BOX(&fatrelu_and_mul));
+  ops.impl("swigluoai_and_mul", TORCH_BOX(&swigluoai_and_mul));
+  ops.impl("gelu_new", TORCH_BOX(&gelu_new));
+  ops.impl("gelu_fast", TORCH_BOX(&gelu_fast));
+  ops.impl("gelu_quick", TORCH_BOX(&gelu_quick));
+  ops.impl("rms_norm", TORCH_BOX(&rms_norm));
+  ops.impl("fused_add_rms_norm", TORCH_BOX(&fused_add_rms_norm));
+  ops.impl("rotary_embedding", TORCH_BOX(&rotary_embedding));
 }
 
-TORCH_LIBRARY_IMPL(_C_cache_ops, VLLM_DISPATCH_KEY, cache_ops) {
-  cache_ops.impl("reshape_and_cache", &reshape_and_cache);
-  cache_ops.impl("convert_fp8", &convert_fp8);
+STABLE_TORCH_LIBRARY_IMPL(_C_cache_ops, VLLM_DISPATCH_KEY, cache_ops) {
+  cache_ops.impl("reshape_and_cache", TORCH_BOX(&reshape_and_cache));
+  cache_ops.impl("convert_fp8", TORCH_BOX(&convert_fp8));
 }
 
-// `import vllm._C` loads this library, which runs the registrations above.
-// The module itself has no Python-level members.
+// `import vllm._C` loads this library, which runs the registrations above,
+// and imports vllm._grad_state, the op through which the checks read a
+// tensor's autograd state (op_checks.h, check_written). The module itself
+// has no Python-level members.
 extern "C" PyObject* PyInit__C(void) {
   static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, 0,
                                nullptr};
+  PyObject* grad_state = PyImport_ImportModule("vllm._grad_state");
+  if (grad_state == nullptr) return nullptr;
+  Py_DECREF(grad_state);
   return PyModule_Create(&module);
 }

@@ -21,8 +21,8 @@
 #include <string>
 #include <vector>
 
-#include <c10/util/Float8_e4m3fn.h>
-#include <c10/util/Float8_e5m2.h>
+#include <torch/headeronly/util/Float8_e4m3fn.h>
+#include <torch/headeronly/util/Float8_e5m2.h>
 
 #if defined(CPU_CAPABILITY_AVX512)
 #include <immintrin.h>
@@ -36,6 +36,26 @@
 namespace {
 
 using vllm::KvCacheDtype;
+using vllm_cpu::Tensor;
+
+// dst[j * ld_dst + i] = src[i * ld_src + j] for the m x n block at src: a
+// loop the compiler unrolls for the fixed 16 x 16 tiles (at::vec's
+// transpose_mxn did this before the stable ABI).
+template <typename T>
+inline void transpose_block(const T* __restrict src, int64_t ld_src,
+                            T* __restrict dst, int64_t ld_dst, int64_t m,
+                            int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t i = 0; i < m; ++i) dst[j * ld_dst + i] = src[i * ld_src + j];
+  }
+}
+template <typename T, int64_t M, int64_t N>
+inline void transpose_block(const T* __restrict src, int64_t ld_src,
+                            T* __restrict dst, int64_t ld_dst) {
+  for (int64_t j = 0; j < N; ++j) {
+    for (int64_t i = 0; i < M; ++i) dst[j * ld_dst + i] = src[i * ld_src + j];
+  }
+}
 
 // ---------------------------------------------------------------------------
 // fp8 <-> float. Quantizing saturates to the largest finite value (as the
@@ -173,7 +193,7 @@ inline void transpose_chunks16(const T* __restrict src, int64_t ld,
 // become
 //   the key tile   [head_size / x][16][x]: chunk j of row i at (j * 16 + i) * x
 //   the value tile [head_size][16]:        element d of row i at d * 16 + i
-// the value tile by at::vec's fixed-size 16 x 16 transposes, 16 columns at a
+// the value tile by fixed-size 16 x 16 transposes, 16 columns at a
 // time. With `stream`, each tile is assembled in `tile` and sent out with
 // streaming stores (the caller fences).
 template <typename T>
@@ -187,8 +207,8 @@ inline void write_whole_tiles16(const T* ksrc, const T* vsrc, int64_t ld,
   if (stream) stream_copy(kdst, tile, tile_bytes);
   T* vout = stream ? tile : vdst;
   for (int64_t d0 = 0; d0 < head_size; d0 += kSlots) {
-    at::vec::transpose_mxn<T, kSlots, kSlots>(vsrc + d0, ld, vout + d0 * kSlots,
-                                              kSlots);
+    transpose_block<T, kSlots, kSlots>(vsrc + d0, ld, vout + d0 * kSlots,
+                                       kSlots);
   }
   if (stream) stream_copy(vdst, tile, tile_bytes);
 }
@@ -208,7 +228,7 @@ struct Plan {
 };
 
 // Also the range check: every slot is read, before anything is written.
-Plan make_plan(const at::Tensor& slot_mapping, const vllm::CacheLayout& l) {
+Plan make_plan(const Tensor& slot_mapping, const vllm::CacheLayout& l) {
   const int64_t* slots = slot_mapping.const_data_ptr<int64_t>();
   const int64_t stride = slot_mapping.stride(0);
   Plan plan;
@@ -247,8 +267,8 @@ Plan make_plan(const at::Tensor& slot_mapping, const vllm::CacheLayout& l) {
 }
 
 template <typename scalar_t, typename Conv>
-void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
-                              at::Tensor& key_cache, at::Tensor& value_cache,
+void reshape_and_cache_kernel(const Tensor& key, const Tensor& value,
+                              Tensor& key_cache, Tensor& value_cache,
                               const Plan& plan, const vllm::CacheLayout& l,
                               const Conv key_conv, const Conv value_conv) {
   using cache_t = typename Conv::cache_t;
@@ -260,8 +280,8 @@ void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
 
   const scalar_t* k_src = key.const_data_ptr<scalar_t>();
   const scalar_t* v_src = value.const_data_ptr<scalar_t>();
-  cache_t* kc = static_cast<cache_t*>(key_cache.data_ptr());
-  cache_t* vc = static_cast<cache_t*>(value_cache.data_ptr());
+  cache_t* kc = static_cast<cache_t*>(key_cache.mutable_data_ptr());
+  cache_t* vc = static_cast<cache_t*>(value_cache.mutable_data_ptr());
 
   const int64_t ks0 = key.stride(0), ks1 = key.stride(1), ks2 = key.stride(2);
   const int64_t vs0 = value.stride(0), vs1 = value.stride(1),
@@ -281,7 +301,7 @@ void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
   // entries are taken kBatch at a time, all at once when it has at most
   // kBatch slots: a full block (every slot written) then has each tile
   // written whole, which, laid out densely, is a vectorized transpose
-  // (at::vec::transpose_mxn) of the tokens' rows, straight from the source
+  // (transpose_block) of the tokens' rows, straight from the source
   // when the tokens are consecutive (a prefill), else from `rows`.
   constexpr int64_t kBatch = 64;
   constexpr int64_t kRow = 64 / static_cast<int64_t>(sizeof(cache_t));
@@ -301,7 +321,8 @@ void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
   // on a 2-core VM with a 32 MiB L3, 4096 tokens: streaming a 16 MiB (bf16) or
   // 32 MiB (fp32) pair of caches took 0.85-0.9x the time of plain stores.
   const bool stream =
-      vllm_cpu::stream_output(key_cache.nbytes() + value_cache.nbytes());
+      vllm_cpu::stream_output((key_cache.numel() + value_cache.numel()) *
+                              static_cast<int64_t>(sizeof(cache_t)));
 
   const int64_t num_runs = static_cast<int64_t>(plan.runs.size()) - 1;
   const Entry* entries = plan.entries.data();
@@ -333,7 +354,7 @@ void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
                           vc2,         vc3,    key_memcpy, value_rows_dense,
                           tiles_dense, stream, key_conv,   value_conv};
 
-  at::parallel_for(
+  vllm_cpu::parallel_for(
       0, num_runs, vllm_cpu::grain_for(block_size * num_heads * head_size),
       [&](int64_t begin, int64_t end) {
         const Geometry g = geometry;
@@ -442,8 +463,7 @@ void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
                   if (whole) {
                     // Rows d0 .. d0 + dn of the tile are contiguous: transpose
                     // the tokens' [n, dn] sub-rows into them, vectorized, 16
-                    // tokens at a time (at::vec's transposes take up to 16
-                    // rows of float and 32 of 16-bit types).
+                    // tokens at a time (16 rows per transpose).
                     const cache_t* src = rows[0];
                     int64_t ld = kRow;
                     if (consecutive) {
@@ -458,10 +478,9 @@ void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
                     }
                     cache_t* dst = g.stream ? tile : vdst + d0 * g.block_size;
                     for (int64_t i0 = 0; i0 < n; i0 += 16) {
-                      at::vec::transpose_mxn<cache_t>(
-                          src + i0 * ld, ld, dst + i0, n,
-                          static_cast<int>(std::min<int64_t>(16, n - i0)),
-                          static_cast<int>(dn));
+                      transpose_block<cache_t>(src + i0 * ld, ld, dst + i0, n,
+                                               std::min<int64_t>(16, n - i0),
+                                               dn);
                     }
                     if (g.stream) {
                       stream_copy(vdst + d0 * g.block_size, tile, dn * n * es);
@@ -493,16 +512,16 @@ void reshape_and_cache_kernel(const at::Tensor& key, const at::Tensor& value,
       });
 }
 
-float scale_value(const at::Tensor& scale) {
-  return scale.to(at::kFloat).item<float>();
+float scale_value(const Tensor& scale) {
+  const Tensor f = torch::stable::to(scale, vllm::ScalarType::Float);
+  return *f.const_data_ptr<float>();
 }
 
 template <typename scalar_t>
-void dispatch_cache_dtype(const at::Tensor& key, const at::Tensor& value,
-                          at::Tensor& key_cache, at::Tensor& value_cache,
+void dispatch_cache_dtype(const Tensor& key, const Tensor& value,
+                          Tensor& key_cache, Tensor& value_cache,
                           const Plan& plan, const vllm::CacheLayout& l,
-                          const at::Tensor& k_scale,
-                          const at::Tensor& v_scale) {
+                          const Tensor& k_scale, const Tensor& v_scale) {
   switch (l.kv_dtype) {
     case KvCacheDtype::kAuto:
       reshape_and_cache_kernel<scalar_t>(key, value, key_cache, value_cache,
@@ -527,42 +546,43 @@ void dispatch_cache_dtype(const at::Tensor& key, const at::Tensor& value,
 }
 
 template <typename Fp8>
-void convert_fp8_kernel(at::Tensor& dst, const at::Tensor& src, float scale,
+void convert_fp8_kernel(Tensor& dst, const Tensor& src, float scale,
                         const vllm::Fp8Conversion& c) {
   constexpr int64_t kGrain = 32768;
   if (c.quantize) {
-    uint8_t* out = static_cast<uint8_t*>(dst.data_ptr());
+    uint8_t* out = static_cast<uint8_t*>(dst.mutable_data_ptr());
     VLLM_CPU_DISPATCH_FLOATING_TYPES(src.scalar_type(), "convert_fp8", [&] {
       const scalar_t* in = src.const_data_ptr<scalar_t>();
-      at::parallel_for(0, c.numel, kGrain, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          out[i] = fp8_bits<Fp8>(static_cast<float>(in[i]) / scale);
-        }
-      });
+      vllm_cpu::parallel_for(
+          0, c.numel, kGrain, [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) {
+              out[i] = fp8_bits<Fp8>(static_cast<float>(in[i]) / scale);
+            }
+          });
     });
   } else {
     const uint8_t* in = static_cast<const uint8_t*>(src.const_data_ptr());
     VLLM_CPU_DISPATCH_FLOATING_TYPES(dst.scalar_type(), "convert_fp8", [&] {
-      scalar_t* out = dst.data_ptr<scalar_t>();
-      at::parallel_for(0, c.numel, kGrain, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          out[i] = static_cast<scalar_t>(fp8_value<Fp8>(in[i]) * scale);
-        }
-      });
+      scalar_t* out = dst.mutable_data_ptr<scalar_t>();
+      vllm_cpu::parallel_for(
+          0, c.numel, kGrain, [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) {
+              out[i] = static_cast<scalar_t>(fp8_value<Fp8>(in[i]) * scale);
+            }
+          });
     });
   }
 }
 
 }  // namespace
 
-void reshape_and_cache(at::Tensor& key, at::Tensor& value,
-                       at::Tensor& key_cache, at::Tensor& value_cache,
-                       at::Tensor& slot_mapping,
-                       const std::string& kv_cache_dtype, at::Tensor& k_scale,
-                       at::Tensor& v_scale) {
+void reshape_and_cache(Tensor& key, Tensor& value, Tensor& key_cache,
+                       Tensor& value_cache, Tensor& slot_mapping,
+                       const std::string& kv_cache_dtype, Tensor& k_scale,
+                       Tensor& v_scale) {
   const vllm::CacheLayout layout = vllm::check_reshape_and_cache_args(
       key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale,
-      v_scale, c10::DeviceType::CPU);
+      v_scale, vllm::DeviceType::CPU);
   // Every non-negative slot must lie inside the cache; checked before writing.
   const Plan plan = make_plan(slot_mapping, layout);
   if (plan.entries.empty() || layout.num_heads == 0 || layout.head_size == 0) {
@@ -574,10 +594,10 @@ void reshape_and_cache(at::Tensor& key, at::Tensor& value,
   });
 }
 
-void convert_fp8(at::Tensor& dst_cache, at::Tensor& src_cache, double scale,
+void convert_fp8(Tensor& dst_cache, Tensor& src_cache, double scale,
                  const std::string& kv_cache_dtype) {
   const vllm::Fp8Conversion c = vllm::check_convert_fp8_args(
-      dst_cache, src_cache, scale, kv_cache_dtype, c10::DeviceType::CPU);
+      dst_cache, src_cache, scale, kv_cache_dtype, vllm::DeviceType::CPU);
   if (c.numel == 0) return;
   const float s = static_cast<float>(scale);
   if (c.fp8 == KvCacheDtype::kFp8E5M2) {

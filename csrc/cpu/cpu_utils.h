@@ -1,7 +1,7 @@
 // Helpers shared by the CPU kernels: row addressing of tensors whose leading
-// dims are strided, and float32 <-> scalar_t vector loads/stores built on
-// at::vec::Vectorized. Input validation, shared with the other devices, is in
-// csrc/op_checks.h.
+// dims are strided, float32 <-> scalar_t vector loads/stores on our vector
+// layer (vec.h), and torch's thread pool through the stable ABI. Input
+// validation, shared with the other devices, is in csrc/op_checks.h.
 #pragma once
 
 #include <algorithm>
@@ -11,32 +11,45 @@
 #include <tuple>
 #include <type_traits>
 
-#if defined(__SSE__)
-#include <xmmintrin.h>
-#endif
-
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
-#include <c10/util/Exception.h>
-#include <c10/util/SmallVector.h>
-
 #include "../op_checks.h"
+#include "vec.h"
 
 namespace vllm_cpu {
 
-using fvec = at::vec::Vectorized<float>;
+using vllm::ScalarType;
+using vllm::Tensor;
 
 // The dtypes every kernel supports: float32, bfloat16 and float16. Math is
-// always done in float32.
-#define VLLM_CPU_DISPATCH_FLOATING_TYPES(TYPE, NAME, ...)         \
-  AT_DISPATCH_SWITCH(                                             \
-      TYPE, NAME,                                                 \
-      AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__)        \
-          AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__) \
-              AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__))
+// always done in float32. The body (a lambda) sees the element type as
+// scalar_t, as with ATen's AT_DISPATCH macros.
+#define VLLM_CPU_DISPATCH_FLOATING_TYPES(TYPE, NAME, ...) \
+  [&] {                                                   \
+    const ::vllm::ScalarType _st = (TYPE);                \
+    switch (_st) {                                        \
+      case ::vllm::ScalarType::Float: {                   \
+        using scalar_t = float;                           \
+        return __VA_ARGS__();                             \
+      }                                                   \
+      case ::vllm::ScalarType::BFloat16: {                \
+        using scalar_t = c10::BFloat16;                   \
+        return __VA_ARGS__();                             \
+      }                                                   \
+      case ::vllm::ScalarType::Half: {                    \
+        using scalar_t = c10::Half;                       \
+        return __VA_ARGS__();                             \
+      }                                                   \
+      default:                                            \
+        ::vllm::fail_dtype_not_implemented(NAME, _st);    \
+    }                                                     \
+  }()
+
+// torch's intra-op thread pool (at::parallel_for), through the stable ABI:
+// fn(begin, end) on chunks of at least `grain` of [begin, end).
+template <typename Fn>
+inline void parallel_for(int64_t begin, int64_t end, int64_t grain,
+                         const Fn& fn) {
+  torch::stable::parallel_for(begin, end, grain, fn);
+}
 
 // ---------------------------------------------------------------------------
 // Row addressing: the first `ndim` dims of a tensor, flattened into rows.
@@ -44,9 +57,21 @@ using fvec = at::vec::Vectorized<float>;
 // (contiguous, or one strided token dim) cost a single multiply per row;
 // arbitrary strides still work through an index decomposition.
 // ---------------------------------------------------------------------------
+// Up to 8 merged dims inline (more: a tensor has at most 64 dims).
+struct SmallDims {
+  int64_t v[64];
+  int n = 0;
+  bool empty() const { return n == 0; }
+  size_t size() const { return static_cast<size_t>(n); }
+  int64_t& back() { return v[n - 1]; }
+  const int64_t& back() const { return v[n - 1]; }
+  void push_back(int64_t x) { v[n++] = x; }
+  int64_t operator[](int64_t i) const { return v[i]; }
+};
+
 class RowIndexer {
  public:
-  RowIndexer(const at::Tensor& t, int64_t ndim) {
+  RowIndexer(const Tensor& t, int64_t ndim) {
     for (int64_t i = 0; i < ndim; ++i) {
       const int64_t size = t.size(i);
       const int64_t stride = t.stride(i);
@@ -79,51 +104,68 @@ class RowIndexer {
 
  private:
   int64_t num_rows_ = 1;
-  c10::SmallVector<int64_t, 4> sizes_;
-  c10::SmallVector<int64_t, 4> strides_;
+  SmallDims sizes_;
+  SmallDims strides_;
 };
 
 // ---------------------------------------------------------------------------
 // float32 views of scalar_t data. One "step" is kStep = 2 * fvec::size()
 // elements, held as two float vectors (lo, hi). Partial steps use the count
-// argument of loadu/store: lanes past the count load as zero and are never
+// argument of load/store: lanes past the count load as zero and are never
 // written.
 // ---------------------------------------------------------------------------
 template <typename T>
 struct FloatIO {
-  static_assert(at::vec::is_reduced_floating_point_v<T>,
+  static_assert(std::is_same_v<T, c10::BFloat16> ||
+                    std::is_same_v<T, c10::Half>,
                 "FloatIO supports float, BFloat16 and Half");
-  using Vec = at::vec::Vectorized<T>;
-  static constexpr int64_t kStep = Vec::size();
-  static_assert(kStep == 2 * fvec::size(),
-                "a reduced-precision vector must hold two float vectors");
+  static constexpr int64_t kF = fvec::size();
+  static constexpr int64_t kStep = 2 * kF;
 
   static inline void load(const T* p, fvec& lo, fvec& hi) {
-    std::tie(lo, hi) = at::vec::convert_to_float<T>(Vec::loadu(p));
+    lo = to_float<T>(load_bits(p));
+    hi = to_float<T>(load_bits(p + kF));
   }
   // 0 < count <= kStep
   static inline void load(const T* p, fvec& lo, fvec& hi, int64_t count) {
-    std::tie(lo, hi) =
-        at::vec::convert_to_float<T>(Vec::loadu(p, static_cast<int>(count)));
+    if (count >= kStep) {
+      load(p, lo, hi);
+    } else if (count > kF) {
+      lo = to_float<T>(load_bits(p));
+      hi = to_float<T>(load_bits(p + kF, count - kF));
+    } else {
+      lo = to_float<T>(load_bits(p, count));
+      hi = fvec(0.0f);
+    }
   }
   static inline void store(T* p, const fvec& lo, const fvec& hi) {
-    at::vec::convert_from_float<T>(lo, hi).store(p);
+    store_bits(p, from_float<T>(lo));
+    store_bits(p + kF, from_float<T>(hi));
   }
   static inline void store(T* p, const fvec& lo, const fvec& hi,
                            int64_t count) {
-    at::vec::convert_from_float<T>(lo, hi).store(p, static_cast<int>(count));
+    if (count >= kStep) {
+      store(p, lo, hi);
+    } else if (count > kF) {
+      store_bits(p, from_float<T>(lo));
+      store_bits(p + kF, from_float<T>(hi), count - kF);
+    } else {
+      store_bits(p, from_float<T>(lo), count);
+    }
   }
   // One float vector's worth: 0 < count <= fvec::size().
   static inline fvec load_one(const T* p, int64_t count) {
-    return std::get<0>(
-        at::vec::convert_to_float<T>(Vec::loadu(p, static_cast<int>(count))));
+    return to_float<T>(load_bits(p, count));
   }
   // store() with a streaming store, to a 64-byte aligned p (the caller
   // checks, and ends its stores with stream_fence()).
   static inline void stream(T* p, const fvec& lo, const fvec& hi) {
 #if defined(CPU_CAPABILITY_AVX512)
-    const __m512i v = at::vec::convert_from_float<T>(lo, hi);
-    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), v);
+    struct Pair {
+      vhalf a, b;
+    } pair{from_float<T>(lo), from_float<T>(hi)};
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(p),
+                        bit_cast_vec<__m512i>(pair));
 #else
     store(p, lo, hi);
 #endif
@@ -170,8 +212,8 @@ struct FloatIO<float> {
   }
   static inline void stream(float* p, const fvec& lo, const fvec& hi) {
 #if defined(CPU_CAPABILITY_AVX512)
-    _mm512_stream_ps(p, lo);
-    _mm512_stream_ps(p + kF, hi);
+    _mm512_stream_ps(p, static_cast<__m512>(lo.v));
+    _mm512_stream_ps(p + kF, static_cast<__m512>(hi.v));
 #else
     store(p, lo, hi);
 #endif
@@ -186,32 +228,24 @@ inline void stream_fence() {
 #endif
 }
 
-#if defined(CPU_CAPABILITY_AVX512)
-// float32 lanes rounded to bfloat16 precision, as float32: bit for bit what
-// at::vec's float -> BFloat16 -> float round trip gives (round to nearest
-// even: add 0x7fff plus the lowest kept bit, clear the low 16 bits; a NaN
-// becomes 0xffff0000, the widened 0xffff torch stores for it), without
-// packing to 16 bits and unpacking again. No sum can wrap: the largest
-// non-NaN pattern, 0xff800000 (-inf), plus 0x8000 stays below 2^32.
+// float32 lanes rounded to bfloat16 precision, as float32: bit for bit the
+// float -> BFloat16 -> float round trip (round to nearest even: add 0x7fff
+// plus the lowest kept bit, clear the low 16 bits; a NaN becomes 0xffff0000,
+// the widened 0xffff the vector conversion stores for it), without packing
+// to 16 bits and unpacking again. No sum can wrap: the largest non-NaN
+// pattern, 0xff800000 (-inf), plus 0x8000 stays below 2^32.
 // kOfBf16: v is a product or sum of bfloat16 values, whose NaNs (a NaN
 // operand's, or the default NaN) have their low 16 bits zero, where the
 // rounding can't carry: they stay NaN without the NaN blend.
 template <bool kOfBf16 = false>
 inline fvec round_to_bf16(const fvec& v) {
-  const __m512i bits = _mm512_castps_si512(v);
-  const __m512i lsb =
-      _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  __m512i r =
-      _mm512_add_epi32(_mm512_add_epi32(bits, lsb), _mm512_set1_epi32(0x7fff));
-  r = _mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u)));
+  const vuint bits = bit_cast_vec<vuint>(v.v);
+  vuint r = (bits + ((bits >> 16) & 1u) + 0x7fffu) & 0xffff0000u;
   if constexpr (!kOfBf16) {
-    const __mmask16 ordered = _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
-    r = _mm512_mask_blend_epi32(
-        ordered, _mm512_set1_epi32(static_cast<int>(0xffff0000u)), r);
+    r = (v.v != v.v) ? vuint{} + 0xffff0000u : r;
   }
-  return _mm512_castsi512_ps(r);
+  return bit_cast_vec<vfloat>(r);
 }
-#endif
 
 // Rounds float32 values to T and widens them back: what storing an
 // intermediate result in a T tensor does. A no-op for float. Kernels that
@@ -220,16 +254,12 @@ inline fvec round_to_bf16(const fvec& v) {
 // (see round_to_bf16).
 template <typename T, bool kOfT = false>
 inline void round_to(fvec& lo, fvec& hi) {
-#if defined(CPU_CAPABILITY_AVX512)
-  if constexpr (std::is_same_v<T, at::BFloat16>) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
     lo = round_to_bf16<kOfT>(lo);
     hi = round_to_bf16<kOfT>(hi);
-    return;
-  }
-#endif
-  if constexpr (!std::is_same_v<T, float>) {
-    std::tie(lo, hi) =
-        at::vec::convert_to_float<T>(at::vec::convert_from_float<T>(lo, hi));
+  } else if constexpr (std::is_same_v<T, c10::Half>) {
+    lo = half_to_float(float_to_half(lo));
+    hi = half_to_float(float_to_half(hi));
   }
 }
 
@@ -269,7 +299,7 @@ inline bool stream_output(int64_t bytes) {
   return bytes >= last_level_cache_bytes() / 2;
 }
 
-// Grain size (in work units) for at::parallel_for so that one chunk holds at
+// Grain size (in work units) for parallel_for so that one chunk holds at
 // least ~min_elems elements of work.
 inline int64_t grain_for(int64_t elems_per_unit, int64_t min_elems = 16384) {
   return std::max<int64_t>(1, min_elems / std::max<int64_t>(1, elems_per_unit));
@@ -282,7 +312,7 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // write one row of `out` (same leading dims, each flattened by a RowIndexer).
 // Each row's `d` columns are cut into blocks of `block` columns (the last one
 // may be short), and the blocks of all rows, numbered row by row, are the
-// work units of one at::parallel_for: many short rows then share a chunk,
+// work units of one parallel_for: many short rows then share a chunk,
 // and a few long rows still spread over every thread. The grain keeps at
 // least ~min_elems columns per chunk, so a small tensor runs on one thread.
 // `block` should be a multiple of the kernel's vector step, so that only a
@@ -292,14 +322,14 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // row, 9 units; unit 4 is row 1, columns [4096, 8192); unit 5 is row 1,
 // columns [8192, 10000); the grain is 32768 / 4096 = 8 units, so at most
 // ceil(9 / 8) = 2 threads take part, each an even share of the range (units
-// 0-4 and 5-8 with at::parallel_for's OpenMP backend).
+// 0-4 and 5-8 with torch's OpenMP backend).
 // fn(in_offset, out_offset, col_begin, col_end) gets the element offsets of
 // the unit's row in `in` and `out` and its column range.
 // ---------------------------------------------------------------------------
 class RowBlocks {
  public:
-  RowBlocks(const at::Tensor& in, const at::Tensor& out, int64_t d,
-            int64_t block, int64_t min_elems = 32768)
+  RowBlocks(const Tensor& in, const Tensor& out, int64_t d, int64_t block,
+            int64_t min_elems = 32768)
       : in_rows_(in, in.dim() - 1),
         out_rows_(out, out.dim() - 1),
         d_(d),
@@ -313,15 +343,16 @@ class RowBlocks {
   template <typename Fn>
   void parallel_for(const Fn& fn) const {
     if (empty()) return;
-    at::parallel_for(0, num_rows() * blocks_per_row_, grain_,
-                     [&](int64_t begin, int64_t end) {
-                       for (int64_t u = begin; u < end; ++u) {
-                         const int64_t row = u / blocks_per_row_;
-                         const int64_t col = (u % blocks_per_row_) * block_;
-                         fn(in_rows_.offset(row), out_rows_.offset(row), col,
-                            std::min(d_, col + block_));
-                       }
-                     });
+    vllm_cpu::parallel_for(0, num_rows() * blocks_per_row_, grain_,
+                           [&](int64_t begin, int64_t end) {
+                             for (int64_t u = begin; u < end; ++u) {
+                               const int64_t row = u / blocks_per_row_;
+                               const int64_t col =
+                                   (u % blocks_per_row_) * block_;
+                               fn(in_rows_.offset(row), out_rows_.offset(row),
+                                  col, std::min(d_, col + block_));
+                             }
+                           });
   }
 
  private:

@@ -1,11 +1,10 @@
 // RMS norms over the last dim, computed in float32:
 //   rms_norm:           out ("result") = x * rsqrt(mean(x^2) + eps) * weight
 //   fused_add_rms_norm: residual = x + residual; x = rms_norm(residual)
+#include <array>
 #include <cmath>
 #include <memory>
 #include <optional>
-
-#include <ATen/ops/ones.h>
 
 #include "../ops.h"
 #include "cpu_utils.h"
@@ -14,15 +13,12 @@ namespace {
 
 using vllm_cpu::FloatIO;
 using vllm_cpu::fvec;
-
-inline float sum_lanes(const fvec& v) {
-  return at::vec::vec_reduce_all<float>([](fvec& a, fvec& b) { return a + b; },
-                                        v);
-}
+using vllm_cpu::sum_lanes;
+using vllm_cpu::Tensor;
 
 template <typename scalar_t>
-void rms_norm_kernel(at::Tensor& out, const at::Tensor& input,
-                     const at::Tensor& weight, float eps) {
+void rms_norm_kernel(Tensor& out, const Tensor& input, const Tensor& weight,
+                     float eps) {
   using IO = FloatIO<scalar_t>;
   constexpr int64_t kStep = IO::kStep;
   constexpr int64_t kStepBytes = kStep * sizeof(scalar_t);
@@ -35,14 +31,15 @@ void rms_norm_kernel(at::Tensor& out, const at::Tensor& input,
 
   const scalar_t* in_base = input.const_data_ptr<scalar_t>();
   const scalar_t* w = weight.const_data_ptr<scalar_t>();
-  scalar_t* out_base = out.data_ptr<scalar_t>();
+  scalar_t* out_base = out.mutable_data_ptr<scalar_t>();
   const float inv_hidden = 1.0f / static_cast<float>(hidden);
 
   // Streaming stores for an output too big to stay cached (0.58-0.67x the
   // time at 4096 x 4096).
-  const bool stream_out = vllm_cpu::stream_output(out.nbytes());
+  const bool stream_out = vllm_cpu::stream_output(
+      out.numel() * static_cast<int64_t>(sizeof(scalar_t)));
   const int64_t grain = vllm_cpu::grain_for(hidden);
-  at::parallel_for(0, num_rows, grain, [&](int64_t begin, int64_t end) {
+  vllm_cpu::parallel_for(0, num_rows, grain, [&](int64_t begin, int64_t end) {
     bool streamed = false;
     for (int64_t row = begin; row < end; ++row) {
       const scalar_t* x = in_base + in_rows.offset(row);
@@ -57,14 +54,14 @@ void rms_norm_kernel(at::Tensor& out, const at::Tensor& input,
       for (; i + kStep <= hidden; i += kStep) {
         fvec a, b;
         IO::load(x + i, a, b);
-        acc0 = at::vec::fmadd(a, a, acc0);
-        acc1 = at::vec::fmadd(b, b, acc1);
+        acc0 = vllm_cpu::fmadd(a, a, acc0);
+        acc1 = vllm_cpu::fmadd(b, b, acc1);
       }
       if (i < hidden) {
         fvec a, b;
         IO::load(x + i, a, b, hidden - i);
-        acc0 = at::vec::fmadd(a, a, acc0);
-        acc1 = at::vec::fmadd(b, b, acc1);
+        acc0 = vllm_cpu::fmadd(a, a, acc0);
+        acc1 = vllm_cpu::fmadd(b, b, acc1);
       }
       const float mean_sq = sum_lanes(acc0 + acc1) * inv_hidden;
       const fvec scale(1.0f / std::sqrt(mean_sq + eps));
@@ -104,8 +101,8 @@ void rms_norm_kernel(at::Tensor& out, const at::Tensor& input,
 }
 
 template <typename scalar_t>
-void fused_add_rms_norm_kernel(at::Tensor& input, at::Tensor& residual,
-                               const at::Tensor& weight, float eps) {
+void fused_add_rms_norm_kernel(Tensor& input, Tensor& residual,
+                               const Tensor& weight, float eps) {
   using IO = FloatIO<scalar_t>;
   constexpr int64_t kStep = IO::kStep;
   constexpr int64_t kStepBytes = kStep * sizeof(scalar_t);
@@ -117,14 +114,14 @@ void fused_add_rms_norm_kernel(at::Tensor& input, at::Tensor& residual,
   const int64_t num_rows = in_rows.num_rows();
   if (num_rows == 0 || hidden == 0) return;
 
-  scalar_t* in_base = input.data_ptr<scalar_t>();
-  scalar_t* res_base = residual.data_ptr<scalar_t>();
+  scalar_t* in_base = input.mutable_data_ptr<scalar_t>();
+  scalar_t* res_base = residual.mutable_data_ptr<scalar_t>();
   const scalar_t* w = weight.const_data_ptr<scalar_t>();
   const float inv_hidden = 1.0f / static_cast<float>(hidden);
   const int64_t padded = vllm_cpu::ceil_div(hidden, kStep) * kStep;
 
   const int64_t grain = vllm_cpu::grain_for(hidden);
-  at::parallel_for(0, num_rows, grain, [&](int64_t begin, int64_t end) {
+  vllm_cpu::parallel_for(0, num_rows, grain, [&](int64_t begin, int64_t end) {
     // The float32 sum x + residual of one row, normalized in the second
     // pass (the stored residual is rounded to scalar_t; the norm is not).
     std::unique_ptr<float[]> sum(new float[padded]);
@@ -153,8 +150,8 @@ void fused_add_rms_norm_kernel(at::Tensor& input, at::Tensor& residual,
         } else {
           IO::store(r + i, za, zb, n);
         }
-        acc0 = at::vec::fmadd(za, za, acc0);
-        acc1 = at::vec::fmadd(zb, zb, acc1);
+        acc0 = vllm_cpu::fmadd(za, za, acc0);
+        acc1 = vllm_cpu::fmadd(zb, zb, acc1);
       }
       const float mean_sq = sum_lanes(acc0 + acc1) * inv_hidden;
       const fvec scale(1.0f / std::sqrt(mean_sq + eps));
@@ -193,32 +190,35 @@ void fused_add_rms_norm_kernel(at::Tensor& input, at::Tensor& residual,
 
 // Without a weight the norms scale by ones: x * scale * 1 is x * scale
 // exactly, so one kernel serves both.
-at::Tensor weight_or_ones(const std::optional<at::Tensor>& weight,
-                          const at::Tensor& input) {
-  return weight.has_value() ? weight->contiguous()
-                            : at::ones({input.size(-1)}, input.options());
+Tensor weight_or_ones(const std::optional<Tensor>& weight,
+                      const Tensor& input) {
+  if (weight.has_value()) return torch::stable::contiguous(*weight);
+  const std::array<int64_t, 1> shape{input.size(-1)};
+  Tensor ones = torch::stable::new_empty(
+      input, vllm::IntArrayRef(shape.data(), shape.size()));
+  return torch::stable::fill_(ones, 1.0);
 }
 
 }  // namespace
 
-void rms_norm(at::Tensor& out, at::Tensor& input,
-              std::optional<at::Tensor> weight, double epsilon) {
+void rms_norm(Tensor& out, Tensor& input, std::optional<Tensor> weight,
+              double epsilon) {
   constexpr const char* op = "rms_norm";
-  vllm::check_rms_norm_args(out, input, weight, epsilon, c10::DeviceType::CPU);
+  vllm::check_rms_norm_args(out, input, weight, epsilon, vllm::DeviceType::CPU);
 
-  const at::Tensor w = weight_or_ones(weight, input);
+  const Tensor w = weight_or_ones(weight, input);
   VLLM_CPU_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
     rms_norm_kernel<scalar_t>(out, input, w, static_cast<float>(epsilon));
   });
 }
 
-void fused_add_rms_norm(at::Tensor& input, at::Tensor& residual,
-                        std::optional<at::Tensor> weight, double epsilon) {
+void fused_add_rms_norm(Tensor& input, Tensor& residual,
+                        std::optional<Tensor> weight, double epsilon) {
   constexpr const char* op = "fused_add_rms_norm";
   vllm::check_fused_add_rms_norm_args(input, residual, weight, epsilon,
-                                      c10::DeviceType::CPU);
+                                      vllm::DeviceType::CPU);
 
-  const at::Tensor w = weight_or_ones(weight, input);
+  const Tensor w = weight_or_ones(weight, input);
   VLLM_CPU_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
     fused_add_rms_norm_kernel<scalar_t>(input, residual, w,
                                         static_cast<float>(epsilon));

@@ -20,6 +20,7 @@ namespace {
 
 using vllm_cpu::FloatIO;
 using vllm_cpu::fvec;
+using vllm_cpu::Tensor;
 
 using vllm::HeadLayout;
 using vllm_cpu::round_to;
@@ -45,10 +46,10 @@ inline void rotate(const fvec& x0, const fvec& x1, const fvec& y0,
 }
 
 template <typename scalar_t, typename cache_t>
-void rotary_kernel(const at::Tensor& positions, at::Tensor& query,
-                   const std::optional<at::Tensor>& key,
-                   const HeadLayout& q_layout, const HeadLayout& k_layout,
-                   const at::Tensor& cache, bool is_neox) {
+void rotary_kernel(const Tensor& positions, Tensor& query,
+                   const std::optional<Tensor>& key, const HeadLayout& q_layout,
+                   const HeadLayout& k_layout, const Tensor& cache,
+                   bool is_neox) {
   using IO = FloatIO<scalar_t>;
   using CIO = FloatIO<cache_t>;
   constexpr int64_t kStep = IO::kStep;
@@ -64,8 +65,9 @@ void rotary_kernel(const at::Tensor& positions, at::Tensor& query,
 
   const int64_t* pos_base = positions.const_data_ptr<int64_t>();
   const cache_t* cache_base = cache.const_data_ptr<cache_t>();
-  scalar_t* q_base = query.data_ptr<scalar_t>();
-  scalar_t* k_base = key.has_value() ? key->data_ptr<scalar_t>() : nullptr;
+  scalar_t* q_base = query.mutable_data_ptr<scalar_t>();
+  scalar_t* k_base =
+      key.has_value() ? key->mutable_data_ptr<scalar_t>() : nullptr;
   const vllm_cpu::RowIndexer k_rows =
       key.has_value() ? vllm_cpu::RowIndexer(*key, pdim) : q_rows;
 
@@ -77,7 +79,7 @@ void rotary_kernel(const at::Tensor& positions, at::Tensor& query,
   // A token's cos and sin rows, as float32 rounded to scalar_t, made once
   // and used by all of its heads (padded to whole steps).
   const int64_t padded = vllm_cpu::ceil_div(half, kStep) * kStep;
-  at::parallel_for(
+  vllm_cpu::parallel_for(
       0, units, vllm_cpu::grain_for(rot_dim), [&](int64_t begin, int64_t end) {
         std::vector<float> rows(2 * padded);
         float* cos = rows.data();
@@ -130,13 +132,13 @@ void rotary_kernel(const at::Tensor& positions, at::Tensor& query,
                 IO::load(x + 2 * i, a, b, 2 * np);
                 const fvec c = fvec::loadu(cos + i);
                 const fvec s = fvec::loadu(sin + i);
-                const auto [ev, od] = at::vec::deinterleave2(a, b);
+                const auto [ev, od] = vllm_cpu::deinterleave2(a, b);
                 // One float vector of pairs: the second lanes are padding.
                 const fvec zero(0.0f);
                 fvec e0, e1, o0, o1;
                 rotate<scalar_t>(ev, zero, od, zero, c, zero, s, zero, e0, e1,
                                  o0, o1);
-                const auto [oa, ob] = at::vec::interleave2(e0, o0);
+                const auto [oa, ob] = vllm_cpu::interleave2(e0, o0);
                 IO::store(x + 2 * i, oa, ob, 2 * np);
               }
             }
@@ -147,11 +149,11 @@ void rotary_kernel(const at::Tensor& positions, at::Tensor& query,
 
 }  // namespace
 
-void rotary_embedding(at::Tensor& positions, at::Tensor& query,
-                      std::optional<at::Tensor> key, int64_t head_size,
-                      at::Tensor& cos_sin_cache, bool is_neox) {
+void rotary_embedding(Tensor& positions, Tensor& query,
+                      std::optional<Tensor> key, int64_t head_size,
+                      Tensor& cos_sin_cache, bool is_neox) {
   const vllm::RotaryLayout layout = vllm::check_rotary_embedding_args(
-      positions, query, key, head_size, cos_sin_cache, c10::DeviceType::CPU);
+      positions, query, key, head_size, cos_sin_cache, vllm::DeviceType::CPU);
   const HeadLayout& q_layout = layout.query;
   const HeadLayout& k_layout = layout.key;
 
@@ -168,7 +170,7 @@ void rotary_embedding(at::Tensor& positions, at::Tensor& query,
   VLLM_CPU_DISPATCH_FLOATING_TYPES(
       query.scalar_type(), "rotary_embedding", [&] {
         if constexpr (!std::is_same_v<scalar_t, float>) {
-          if (cos_sin_cache.scalar_type() == at::kFloat) {
+          if (cos_sin_cache.scalar_type() == vllm::ScalarType::Float) {
             rotary_kernel<scalar_t, float>(positions, query, key, q_layout,
                                            k_layout, cos_sin_cache, is_neox);
             return;

@@ -224,7 +224,7 @@ def test_two_sessions_at_once_take_turns(tmp_path):
     assert "[vllm] waiting for " in both
     waited_for = {s.pid for s in sessions}
     assert any(
-        f"waiting for the build in build/cpu-torch2.13.0+cpu-cp3{sys.version_info[1]} "
+        f"waiting for the build in build/cpu-torch2.10abi-cp3{sys.version_info[1]} "
         f"(pid {pid}) to finish"
         in both
         or f"waiting for the setup of .venv-cpu (pid {pid}) to finish" in both

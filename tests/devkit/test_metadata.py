@@ -52,3 +52,15 @@ def test_uncommitted_changes_add_the_date(repo):
 def test_outside_git_the_base_version(tmp_path):
     assert metadata.scm_version("cpu", tmp_path, "0.1.0") == "0.1.0+cpu"
     assert metadata.base_version() == "0.1.0"
+
+
+def test_a_stable_abi_target_requires_torch_from_its_floor(monkeypatch):
+    """The wheel's Requires-Dist: the CPU binary runs on any torch >= its floor."""
+    monkeypatch.setattr(metadata, "_plan", None)
+    monkeypatch.setenv("VLLM_TARGET_DEVICE", "cpu")
+    dependencies = metadata.dynamic_metadata("dependencies")
+    assert [d for d in dependencies if d.startswith("torch")] == ["torch>=2.10"]
+    monkeypatch.setenv("VLLM_TARGET_DEVICE", "rocm")  # the full C++ API: the exact pin
+    assert any(
+        d.startswith("torch==2.9.1+rocm6.4") for d in metadata.dynamic_metadata("dependencies")
+    )

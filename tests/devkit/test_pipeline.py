@@ -39,7 +39,7 @@ def test_version_and_dependencies_follow_the_target(monkeypatch):
     # 0.1.0+cpu outside git, 0.1.0.devN+g<sha12>.cpu in a checkout.
     assert re.search(r"[+.]cpu$", dynamic_metadata("version"))
     deps = dynamic_metadata("dependencies")
-    assert 'torch==2.13.0+cpu; platform_machine == "x86_64"' in deps
+    assert "torch>=2.10" in deps  # the stable ABI: any torch from the floor
 
 
 def test_requirement_lines_drop_comments_and_options(tmp_path):

@@ -136,6 +136,35 @@ def test_every_mismatch_is_listed_with_its_fix():
     ]
 
 
+STABLE_INFO = {**INFO, "torch_abi": "stable", "torch_floor": "2.10", "cuda_major": None}
+
+
+def test_a_stable_abi_wheel_fits_any_torch_from_its_floor():
+    for version, cuda_version in (("2.13.0+cpu", None), ("2.14.1", "13.0"), ("2.10.0", None)):
+        torch = targets.TorchInfo(version, cuda_version, None)
+        assert precompiled.check_compat(STABLE_INFO, CPU, torch, AVX512) == [], version
+
+
+def test_a_stable_abi_wheel_refuses_a_torch_below_its_floor_in_one_line():
+    torch = targets.TorchInfo("2.9.1+cpu", None, None)
+    assert precompiled.check_compat(STABLE_INFO, CPU, torch, AVX512) == [
+        "built on torch's stable ABI for torch>=2.10 (against 2.13.0+cpu), the venv has "
+        "torch 2.9.1+cpu: install torch>=2.10"
+    ]
+
+
+def test_a_stable_abi_cuda_wheel_binds_the_cuda_major_only():
+    cuda_row = targets.get_target("cuda")
+    info = {**STABLE_INFO, "target": "cuda", "torch_version": "2.14.1", "cuda_version": "13.0"}
+    info["cuda_major"], info["cpu_isa"] = 13, None
+    same_major = targets.TorchInfo("2.15.0", "13.2", None)
+    assert precompiled.check_compat(info, cuda_row, same_major, AVX512) == []
+    other_major = targets.TorchInfo("2.14.1", "12.8", None)
+    assert precompiled.check_compat(info, cuda_row, other_major, AVX512) == [
+        "built for CUDA 13 (13.0), the venv's torch has CUDA 12.8: install a torch for CUDA 13"
+    ]
+
+
 def test_target_cuda_version_and_unknown_isa():
     cuda = targets.get_target("cuda")
     torch = targets.TorchInfo("2.14.1", "12.8", None)

@@ -67,11 +67,26 @@ def test_read_torch_info_without_importing(tmp_path, monkeypatch):
 
 def test_build_dir_is_per_target_torch_and_python(monkeypatch, tmp_path):
     tag = targets.python_tag()
-    assert targets.build_dir("cpu", "2.13.0+cpu") == ROOT / "build" / f"cpu-torch2.13.0+cpu-{tag}"
+    # The CPU binary is on the stable ABI: one build dir for every torch from its floor.
+    expected = ROOT / "build" / f"cpu-torch2.10abi-{tag}"
+    assert targets.build_dir("cpu", "2.13.0+cpu") == expected
+    assert targets.build_dir("cpu", "2.14.1") == expected
+    assert targets.build_dir("cpu", "2.14.1", "cpu-torch2.14.1") == ROOT / "build" / (
+        f"cpu-torch2.10abi-{tag}-cpu-torch2.14.1"
+    )
     monkeypatch.setenv("VLLM_BUILD_DIR", str(tmp_path))
     # A build root outside the checkout is shared: this checkout gets a subdirectory.
     key = layout.checkout_key(ROOT)
-    assert targets.build_dir("cuda", "2.14.1") == tmp_path / key / f"cuda-torch2.14.1-{tag}"
+    assert targets.build_dir("cuda", "2.14.1") == tmp_path / key / f"cuda-torch2.10abi-{tag}"
+    rocm_dir = f"rocm-torch2.9.1+rocm6.4-{tag}"
+    assert targets.build_dir("rocm", "2.9.1+rocm6.4") == tmp_path / key / rocm_dir
+
+
+def test_stable_abi_targets_require_their_floor():
+    cpu, cuda, rocm = (targets.get_target(name) for name in ("cpu", "cuda", "rocm"))
+    assert cpu.torch_floor == "2.10" and cpu.torch_requirement == "torch>=2.10"
+    assert cuda.torch_requirement == "torch>=2.10"
+    assert rocm.torch_requirement == rocm.torch_spec  # the full C++ API: the exact pin
 
 
 def test_build_root_expands_home_and_refuses_files(monkeypatch, tmp_path):

@@ -16,7 +16,8 @@ left out of the count, with a warning naming it; a checkout git refuses (owned
 by another user) is one line naming git's safe.directory.
 
 and `.precompiled` after the target when the binaries come from a wheel. The
-dependencies are the target's requirements file (its torch pin). Both follow
+dependencies are the target's requirements file, whose torch pin becomes
+`torch>=<floor>` for a target on the stable ABI (Target.torch_floor). Both follow
 the build plan, which the backend hands over (`use`) before these run.
 setuptools-scm is imported only here, in the project venv (requirements/build.txt).
 """
@@ -157,6 +158,10 @@ def dynamic_metadata(field: str, settings: dict[str, Any] | None = None) -> Any:
     if field == "dependencies":
         lines = requirement_lines(target.requirements_file)
         if _plan and _plan.use_existing_torch:  # whatever torch is there stays
-            lines = [line for line in lines if not re.match(r"torch\b", line)]
-        return lines
+            return [line for line in lines if not re.match(r"torch\b", line)]
+        if target.torch_floor:  # a stable-ABI binary runs on any torch from its floor
+            lines = [
+                target.torch_requirement if re.match(r"torch\b", line) else line for line in lines
+            ]
+        return list(dict.fromkeys(lines))  # the pin's per-platform lines became one
     raise ValueError(f"devkit.metadata provides version and dependencies, not {field}")

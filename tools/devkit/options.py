@@ -26,6 +26,8 @@ class Options:
     build_dir: str | None = None  # build-profile: the build dir to read
     precompiled: bool = False  # test sessions: a prebuilt wheel's binaries, no compiler
     against: str | None = None  # bench-kernels: REF to A/B against; "": the merge-base
+    torch: str | None = None  # test-kernels-cpu: run the tests under this torch (a pin)
+    build_torch: str | None = None  # test-kernels-cpu: build against this torch's headers
     rest: tuple[str, ...] = ()  # passed through (to uv or pytest)
 
 
@@ -58,6 +60,16 @@ _OPTIONS: dict[str, tuple[dict, str]] = {
         {"metavar": "DIR"},
         "the build dir to read (default: the target's newest under build/)",
     ),
+    "--torch": (
+        {"metavar": "VERSION"},
+        "run the tests in a venv of their own with this torch (a target's pin: 2.13.0 or "
+        "2.14.1), against the binary built on the CPU pin: the stable ABI's promise",
+    ),
+    "--build-torch": (
+        {"metavar": "VERSION"},
+        "build the binary against this torch's headers (a target's pin) in a venv of its "
+        "own; with --torch, test it under that one (default: the CPU pin)",
+    ),
     "--against": (
         {"metavar": "REF", "nargs": "?", "const": ""},
         "also build REF (a commit, branch or tag) in a worktree and time both, interleaved, "
@@ -70,7 +82,10 @@ SESSIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "build-cpu": ((), "uv pip install (e.g. -v shows the compiler's output)"),
     "build-cuda": (("--arch", "--use-existing-torch"), "uv pip install (e.g. -v)"),
     "build-rocm": (("--arch", "--use-existing-torch"), "uv pip install (e.g. -v)"),
-    "test-kernels-cpu": (("--precompiled",), "pytest (default: -n auto tests/kernels)"),
+    "test-kernels-cpu": (
+        ("--precompiled", "--torch", "--build-torch"),
+        "pytest (default: -n auto tests/kernels)",
+    ),
     "test-kernels-cuda": (("--arch", "--use-existing-torch"), "pytest"),
     "test-plugins": (("--precompiled",), "pytest"),
     "wheel": (("--target", "--arch", "--index"), "nowhere: they are refused"),

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from devkit import (
     DevkitError,
+    abi_audit,
     binaries,
     binkey,
     cmakecache,
@@ -338,8 +339,13 @@ def prepare_env(
     options: Options = Options(),  # noqa: B008 (frozen)
     venv_name: str = "",
     precompiled: bool = False,
+    torch_pin: targets.Target | None = None,
 ) -> Env:
     """Venv with the build requirements and the target's torch, checked, and its build plan.
+
+    `torch_pin`: another target whose pinned torch the venv gets instead (the
+    cross-version tests: a CPU venv with the CUDA target's torch 2.14.1); only
+    for a target on the stable ABI, whose binary serves any torch from its floor.
 
     The venv is .venv-<target>, or .venv-<venv_name> for a session that needs
     its own (with a build directory of its own too: see targets.build_dir).
@@ -354,6 +360,9 @@ def prepare_env(
     use_utf8_for_a_non_ascii_checkout()
     envs.check_all()
     target = targets.get_target(target_name)
+    pinned_by = target
+    if torch_pin is not None and torch_pin.name != target.name:
+        target, pinned_by = _with_torch_of(target, torch_pin), torch_pin
     uv = find_uv()
     existing = _existing_torch(target) if options.use_existing_torch else None
     request = plan_module.Request(
@@ -389,7 +398,11 @@ def prepare_env(
             python = venv.usable(path, ROOT, say)
             wanted = [
                 *build_reqs,
-                *metadata.requirement_lines(target.requirements_file),
+                *[
+                    line
+                    for line in metadata.requirement_lines(target.requirements_file)
+                    if pinned_by is target or not re.match(r"torch\b", line)
+                ],
                 target.torch_spec,
             ]
             todo = unsatisfied(python, wanted) if python else wanted
@@ -403,7 +416,9 @@ def prepare_env(
                 reinstall = ["--reinstall-package", "torch"]
             # Sources are probed (seconds) only when something is to be installed,
             # before the venv is made: an unreachable index creates nothing.
-            torch_sources = sources.choose_torch_sources(target, pip, probe=bool(todo or damaged))
+            torch_sources = sources.choose_torch_sources(
+                pinned_by, pip, probe=bool(todo or damaged)
+            )
             say(torch_sources.note)
             source_args = torch_sources.uv_args()
             if python is None:
@@ -419,12 +434,28 @@ def prepare_env(
     if info is None:
         raise DevkitError(f"torch is not installed in {show(path)}; delete it and rerun")
     if not existing:
-        targets.check_torch(target, info)
+        targets.check_torch(pinned_by, info)
     say(f"torch {info.version} ({info.flavour}) in {show(path)}")
     # Again, now with the venv's torch (its version names the build dir) and tools.
     request = dataclasses.replace(request, python=str(python), bin_dir=str(python.parent))
     build_plan = plan_module.resolve(request, info)
     return Env(target, path, python, info, source_args, options, build_plan)
+
+
+def _with_torch_of(target: targets.Target, pin: targets.Target) -> targets.Target:
+    """`target`'s row with `pin`'s torch (version, local tag, index); stable-ABI targets only."""
+    if not target.torch_floor:
+        raise DevkitError(
+            f"the {target.name} target is built on torch's full C++ API, for its own pin "
+            f"{target.torch_spec} only: it can't be built or tested against {pin.torch_spec}"
+        )
+    return dataclasses.replace(
+        target,
+        torch_version=pin.torch_version,
+        torch_local=pin.torch_local,
+        torch_index=pin.torch_index,
+        index_strategy=pin.index_strategy,
+    )
 
 
 def backend_env(env: Env) -> tuple[dict[str, str], list[str]]:
@@ -552,6 +583,16 @@ def smoke_check(env: Env) -> None:
         )
     count = sum(map(len, EXPECTED_OPS.values()))
     say(f"smoke check: {count} ops with {env.target.dispatch_key} kernels in {smoke['so']}")
+    if env.plan.precompiled:
+        pass  # a prebuilt wheel's binary, audited by the build that made it
+    elif env.target.torch_floor:
+        exe = env.path / "bin" / "torch-abi-audit"
+        say(abi_audit.audit(exe, Path(smoke["so"]), env.target.torch_floor))
+    else:
+        say(
+            f"torch ABI: full C++ API ({env.target.name} stays off the stable ABI): "
+            "the binary needs exactly the torch it was built against"
+        )
     if env.plan.cuda:
         cuobjdump = cuda.find_cuobjdump(env.path, env.plan.cuda.home)
         if cuobjdump is None:

@@ -96,9 +96,13 @@ class BuildPlan:
             # Recorded in vllm/_build_info.json (cmake/utils.cmake).
             "VLLM_BUILD_INFO_TORCH_VERSION": self.torch.version,
             "VLLM_BUILD_INFO_TORCH_GIT_VERSION": self.torch.git_version or "",
-            "VLLM_BUILD_INFO_CUDA_VERSION": self.torch.cuda or "",
-            "VLLM_BUILD_INFO_HIP_VERSION": self.torch.hip or "",
+            # The GPU runtime the binary needs: a CPU binary needs none, whichever
+            # torch built it (a CPU build on the CUDA torch 2.14.1 runs on CPU torch).
+            "VLLM_BUILD_INFO_CUDA_VERSION": (self.torch.cuda or "") if self.cuda else "",
+            "VLLM_BUILD_INFO_HIP_VERSION": (self.torch.hip or "") if self.rocm else "",
             "VLLM_BUILD_INFO_GPU_ARCH": self.gpu_arch,
+            # The stable-ABI floor (targets.Target.torch_floor); empty: the full API.
+            "VLLM_TORCH_FLOOR": self.row.torch_floor or "",
             # <build dir>/compile_commands.json, for clangd (presets.py links it).
             "CMAKE_EXPORT_COMPILE_COMMANDS": "ON",
         }
@@ -282,7 +286,7 @@ def resolve(
     if request.build_dir:
         build_dir = envs.ROOT / request.build_dir  # an absolute one replaces ROOT
     else:
-        build_dir = layout.build_dir(target.name, torch.version, request.venv_name)
+        build_dir = targets.build_dir(target.name, torch.version, request.venv_name)
     common: dict[str, Any] = dict(
         target=target.name,
         torch=torch,

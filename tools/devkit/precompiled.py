@@ -478,6 +478,16 @@ def _major_minor(version: str | None) -> str | None:
     return ".".join(version.split(".")[:2]) if version else None
 
 
+def _major(version: str | None) -> str | None:
+    return version.split(".")[0] if version else None
+
+
+def _release(version: str) -> tuple[int, int]:
+    """(major, minor) of a torch version: 2.14.1+cu130 -> (2, 14); unreadable: (0, 0)."""
+    match = re.match(r"(\d+)\.(\d+)", version or "")
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
 def check_compat(
     info: Mapping[str, Any],
     target: targets.Target,
@@ -498,7 +508,15 @@ def check_compat(
             f"take a {target.version_suffix} wheel"
         )
     built = info.get("torch_version")
-    if built != torch.version:
+    floor = info.get("torch_floor") if info.get("torch_abi") == "stable" else None
+    if floor:
+        # The stable ABI: any torch from the floor on (same target and CUDA major).
+        if _release(torch.version) < _release(floor):
+            problems.append(
+                f"built on torch's stable ABI for torch>={floor} (against {built}), the venv "
+                f"has torch {torch.version}: install torch>={floor}"
+            )
+    elif built != torch.version:
         problems.append(
             f"built against torch {built}, the venv has torch {torch.version}: install "
             f"torch=={built}, or take a wheel built against {torch.version}"
@@ -507,7 +525,16 @@ def check_compat(
         ("cuda_version", torch.cuda, "CUDA"),
         ("hip_version", torch.hip, "HIP"),
     ):
-        if info.get(field) and _major_minor(info[field]) != _major_minor(have):
+        if not info.get(field):
+            continue
+        if floor and field == "cuda_version":
+            # On the stable ABI only the CUDA major binds (its runtime's ABI).
+            if _major(info[field]) != _major(have):
+                problems.append(
+                    f"built for CUDA {_major(info[field])} ({info[field]}), the venv's torch "
+                    f"has CUDA {have}: install a torch for CUDA {_major(info[field])}"
+                )
+        elif _major_minor(info[field]) != _major_minor(have):
             problems.append(
                 f"built for {name} {info[field]}, the venv's torch has {name} {have}: "
                 f"install a torch for {name} {_major_minor(info[field])}"

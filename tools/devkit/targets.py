@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from devkit import DevkitError, layout
 from devkit.envs import ROOT
@@ -30,6 +31,15 @@ class Target:
     cuda_version: str | None = None  # CUDA of the torch flavour, checked against nvcc
     hip_version: str | None = None  # ROCm of the torch flavour
     build_tools: tuple[str, ...] = ()  # extra packages for the build venv
+    # The oldest torch (MAJOR.MINOR) the binary runs under: its kernels are built on
+    # LibTorch's stable ABI (TORCH_TARGET_VERSION), so one binary serves every torch
+    # from there on. None: built on torch's full C++ API, for the exact torch only.
+    torch_floor: str | None = None
+
+    @property
+    def torch_requirement(self) -> str:
+        """What the wheel needs of torch: torch>=2.10 on the stable ABI, else the pin."""
+        return f"torch>={self.torch_floor}" if self.torch_floor else self.torch_spec
 
     @property
     def torch_spec(self) -> str:
@@ -58,6 +68,7 @@ TARGETS: dict[str, Target] = {
             job_memory=1 * GIB,
             version_suffix="cpu",
             dispatch_key="CPU",
+            torch_floor="2.10",
         ),
         Target(
             name="cuda",
@@ -75,6 +86,7 @@ TARGETS: dict[str, Target] = {
             cuda_version="13.0",
             # cuobjdump, to check the machine code the build holds.
             build_tools=("nvidia-cuda-cuobjdump",),
+            torch_floor="2.10",
         ),
         Target(
             name="rocm",
@@ -149,8 +161,19 @@ def read_torch_info() -> TorchInfo | None:
 
 # The paths live in devkit.layout; these names stay for the modules that use them.
 python_tag = layout.python_tag
-build_dir = layout.build_dir
 build_root = layout.build_root
+
+
+def build_dir(target: str, torch_version: str, venv_name: str = "") -> Path:
+    """The persistent CMake build directory of one target, torch and Python (layout's).
+
+    A target on the stable ABI (torch_floor) builds one binary for every torch
+    from its floor on, so its directory names the floor (cpu-torch2.10abi-cp311)
+    and a torch upgrade reuses it; others name the exact torch.
+    """
+    row = TARGETS.get(target)
+    torch_part = f"{row.torch_floor}abi" if row and row.torch_floor else torch_version
+    return layout.build_dir(target, torch_part, venv_name)
 
 
 def check_torch(target: Target, info: TorchInfo) -> None:
