@@ -263,6 +263,8 @@ def fault_build(clones, copy, **environ) -> tuple[dict, list[str], subprocess.Co
     return built(result), warnings(result), result
 
 
+@pytest.mark.e2e
+@pytest.mark.xdist_group("cold-build")
 def test_a_cold_build_through_the_cluster_then_each_fault(farm, clones, tmp_path):
     """One test, so that one pytest-xdist worker builds the copy the faults reuse."""
     copy = clones.clone("cluster", "a")
@@ -334,6 +336,7 @@ def test_a_cold_build_through_the_cluster_then_each_fault(farm, clones, tmp_path
     )
 
 
+@pytest.mark.nightly
 def test_build_servers_killed_mid_build(clones, tmp_path):
     """Both servers die while compiles run on them: those compiles run here, the build ends."""
     needs_a_farm()
@@ -419,6 +422,7 @@ def test_compile_only_cuda_build_through_the_cluster(farm, clones):
     assert_nothing_secret(result, farm)
 
 
+@pytest.mark.e2e
 def test_the_farm_session_runs_until_stopped(tmp_path):
     """`nox -s farm`, the recipe's command: up with auth, then SIGTERM stops all it started."""
     needs_a_farm()

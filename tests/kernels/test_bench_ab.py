@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_kernels.py"
@@ -35,6 +36,8 @@ def ab(device: torch.device, out: Path, *extra: str) -> tuple[subprocess.Complet
     return result, json.loads(written.read_text())
 
 
+# Minutes each on 2 cores: README's test command leaves them to the nightly workflow.
+@pytest.mark.nightly
 def test_the_same_kernel_is_no_change(device: torch.device, tmp_path: Path) -> None:
     result, data = ab(device, tmp_path)
     verdicts = {r["case"]: r["verdict"] for r in data["results"]}
@@ -49,6 +52,7 @@ def test_the_same_kernel_is_no_change(device: torch.device, tmp_path: Path) -> N
     assert (tmp_path / Path(next(tmp_path.glob("ab-*.json")).stem + ".png")).stat().st_size > 1000
 
 
+@pytest.mark.nightly
 def test_a_planted_slowdown_is_slower_and_fails_the_gate(
     device: torch.device, tmp_path: Path
 ) -> None:
