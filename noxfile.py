@@ -92,7 +92,9 @@ def test_kernels_cpu(session: nox.Session) -> None:
         session.log(_step(session, pipeline.build, built))
         tested = _step(session, crossversion.test_env, found.torch, built)
         staged = _step(session, crossversion.stage, built, tested)
-        args = found.rest or ("-n", "auto", "tests/kernels")
+        from devkit import tiers
+
+        args = found.rest or tiers.kernel_tests("cpu")  # the same selection as on the pin
         cmd = [str(tested.python), "-m", "pytest", "--device", "cpu", *args]
         environ = {"PYTHONPATH": str(staged), "PYTHONSAFEPATH": "1"}
         session.run(*cmd, external=True, env=environ)
