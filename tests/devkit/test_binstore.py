@@ -76,11 +76,17 @@ def test_the_key_follows_target_isa_torch_and_build_requirements(tmp_path):
     assert binkey.compute("cpu", TORCH, cpu_isa="avx512").digest != base.digest
     assert binkey.compute("cpu", TORCH, cpu_isa="avx2", build_type="Debug").digest != base.digest
     other = targets.TorchInfo("2.14.1", "13.0", None)
-    assert binkey.torch_identity(other) == {
-        "flavour": "cuda",
-        "cuda_major": "13",
-        "version": "2.14.1",
+    cpu, cuda, rocm = (targets.get_target(name) for name in ("cpu", "cuda", "rocm"))
+    # On the stable ABI the floor is the version: one key for every torch from it on.
+    assert binkey.torch_identity(cpu, other) == binkey.torch_identity(cpu, TORCH)
+    assert binkey.torch_identity(cpu, other) == {
+        "flavour": "cpu",
+        "cuda_major": "",
+        "version": "2.10abi",
     }
+    assert binkey.torch_identity(cuda, other)["cuda_major"] == "13"
+    rocm_torch = targets.TorchInfo("2.9.1+rocm6.4", None, "6.4")
+    assert binkey.torch_identity(rocm, rocm_torch)["version"] == "2.9.1+rocm6.4"
     copy = copy_checkout(tmp_path / "c")
     same = binkey.compute("cpu", TORCH, cpu_isa="avx2", root=copy)
     assert same.digest == base.digest

@@ -14,7 +14,8 @@ BUILD_MODULES and BUILD_SCRIPTS below, the one list, which ci.py uses too),
 the build requirements (requirements/build.txt, the target's torch pin, the
 build tables of pyproject.toml), the target, the machine's architecture and
 the CPU ISA or GPU arch the kernels are compiled for, the build type, and
-torch's identity (flavour, CUDA major, version: see `torch_identity`).
+torch's identity (flavour, CUDA major, and the stable-ABI floor or the exact
+version: see `torch_identity`).
 
 A build knows its compiler (it is about to run it), so its key names it; a
 checkout that only takes prebuilt binaries has no compiler to ask (and needs
@@ -80,14 +81,20 @@ PYPROJECT_TABLES = (("build-system",), ("tool", "scikit-build"))
 ISA_ORDER = ("avx512", "avx2")
 
 
-def torch_identity(torch: targets.TorchInfo) -> dict[str, str]:
+def torch_identity(target: targets.Target, torch: targets.TorchInfo) -> dict[str, str]:
     """What of torch the binaries depend on: its flavour, CUDA major and version.
 
-    The one place that says so: once the extension builds against the LibTorch
-    stable ABI, "version" becomes the torch floor it was built for.
+    The one place that says so. A target on the LibTorch stable ABI builds one
+    binary for every torch from its floor on, so its "version" is the floor
+    (2.10abi) and its flavour the target's: a torch bump keeps the key, as it
+    keeps the build directory; a full-ABI target (ROCm) names the exact torch.
     """
     cuda_major = (torch.cuda or "").split(".")[0]
-    return {"flavour": torch.flavour, "cuda_major": cuda_major, "version": torch.version}
+    if not target.torch_floor:
+        return {"flavour": torch.flavour, "cuda_major": cuda_major, "version": torch.version}
+    # A CPU binary on the stable ABI needs no CUDA, whichever torch built it.
+    cuda_major = cuda_major if target.cuda_version else ""
+    return {"flavour": target.name, "cuda_major": cuda_major, "version": f"{target.torch_floor}abi"}
 
 
 def resolve_cpu_isa(requested: str, cpu_flags: set[str] | None) -> str:
@@ -267,7 +274,7 @@ def compute(
     else:
         isa = ""  # the GPU targets' kernels don't take it
     files, count = files_digest(root)
-    torch_id = torch_identity(torch)
+    torch_id = torch_identity(target, torch)
     inputs = {
         "files": files,
         "requirements": requirements_digest(target, root),
