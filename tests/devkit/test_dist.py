@@ -437,6 +437,7 @@ def test_the_farm_session_runs_until_stopped(tmp_path):
         text=True,
     )
     cluster = dist.Cluster(f"http://127.0.0.1:{port}", "VLLM_COMPILER_DIST_TOKEN")
+    said: list[str] = []  # what it prints once it is up: read before stopping it
     try:
         deadline = time.monotonic() + 60
         found = None
@@ -446,12 +447,16 @@ def test_the_farm_session_runs_until_stopped(tmp_path):
                 break
             time.sleep(0.2)
         assert found and found.servers == 1
+        while process.stdout and not (said and said[-1].startswith("Ctrl-C stops it")):
+            said.append(process.stdout.readline())
+            assert said[-1], "nox -s farm ended before saying how builds use it"
         token = (tmp_path / "farm" / "client-token").read_text().strip()
         assert stat.S_IMODE((tmp_path / "farm" / "client-token").stat().st_mode) == 0o600
         assert dist.token_error(cluster, token) is None
     finally:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)
+    out = "".join(said) + out
     assert f"export VLLM_COMPILER_DIST=http://127.0.0.1:{port}" in out
     assert token not in out + err
     assert dist.status(cluster)[0] is None  # the scheduler is gone

@@ -520,9 +520,10 @@ def test_dev_precompiled_end_to_end(tmp_path, server, published_cpu_wheel):
     cases = {  # (an index without the key: builds once, test_ci_e2e)
         "corrupt": (bad_index("corrupt", corrupt), f"{wheel.name} is not a valid wheel"),
         "sha": (bad_index("sha", wheel, "f" * 64), f"{wheel.name} has sha256 "),
+        # A stable-ABI wheel runs on every torch from its floor: one above the venv's is refused.
         "torch": (
-            bad_index("torch", forge(wheel, tmp_path / wheel.name, torch_version="2.12.0+cpu")),
-            f"{wheel.name} does not fit this venv: (1) built against torch 2.12.0+cpu",
+            bad_index("torch", forge(wheel, tmp_path / wheel.name, torch_floor="2.99")),
+            f"{wheel.name} does not fit this venv: (1) built on torch's stable ABI for torch>=2.99",
         ),
         "slip": (bad_index("slip", slip), f"{wheel.name} has an entry that escapes the package"),
         "down": (closed_port_url(), "can't reach 127.0.0.1:"),

@@ -289,7 +289,7 @@ def main(argv: list[str]) -> int:
         print("builds use it with:")
         print(f"  export VLLM_COMPILER_DIST={farm.url}")
         print(f"  export VLLM_COMPILER_DIST_TOKEN_FILE={farm.token_file}")
-        print("Ctrl-C stops it")
+        print("Ctrl-C stops it", flush=True)  # a pipe (a supervisor, a test) sees it now
         try:
             while all(p.poll() is None for p in farm.processes.values()):
                 time.sleep(1)
