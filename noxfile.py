@@ -7,6 +7,7 @@ pick a target and call its steps. Build sessions manage their own uv venv
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,13 @@ from devkit import ci as ci_module  # noqa: E402
 # Without uv, the sessions that make nox venvs (tests, lint) fall back to virtualenv;
 # the build sessions need uv and say `pip install uv`.
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["tests", "build-cpu", "test-kernels-cpu", "test-plugins"]
+nox.options.sessions = [
+    "tests",
+    "build-cpu",
+    "test-kernels-cpu",
+    "test-kernels-torch",
+    "test-plugins",
+]
 nox.options.stop_on_first_error = True  # no kernel tests after a failed build
 nox.needs_version = ">=2024.4.15"
 
@@ -88,22 +95,35 @@ def test_kernels_cpu(session: nox.Session) -> None:
     """Run tests/kernels on the CPU build (-- --precompiled, --torch V, --build-torch V; pytest)."""
     found = _options(session)
     if found.torch or found.build_torch:
-        built = _step(session, crossversion.build_env, found, found.build_torch)
-        session.log(_step(session, pipeline.build, built))
-        tested = _step(session, crossversion.test_env, found.torch, built)
-        staged = _step(session, crossversion.stage, built, tested)
-        from devkit import tiers
-
-        args = found.rest or tiers.kernel_tests("cpu")  # the same selection as on the pin
-        cmd = [str(tested.python), "-m", "pytest", "--device", "cpu", *args]
-        environ = {"PYTHONPATH": str(staged), "PYTHONSAFEPATH": "1"}
-        session.run(*cmd, external=True, env=environ)
+        _cross_version(session, found)
         return
     if found.precompiled:
         env = _precompiled(session, found, "precompiled-cpu")
     else:
         env = _build(session, "cpu")
     _test_kernels(session, env, "cpu")
+
+
+@nox.session(name="test-kernels-torch", venv_backend="none")
+def test_kernels_torch(session: nox.Session) -> None:
+    """Run tests/kernels with the CPU binary under another torch (default: the newest pin)."""
+    found = _options(session)
+    if not (found.torch or found.build_torch):
+        found = dataclasses.replace(found, torch=_step(session, crossversion.other_pin))
+    _cross_version(session, found)
+
+
+def _cross_version(session: nox.Session, found: options.Options) -> None:
+    """The binary built against one torch pin, its kernel tests run under another."""
+    built = _step(session, crossversion.build_env, found, found.build_torch)
+    session.log(_step(session, pipeline.build, built))
+    tested = _step(session, crossversion.test_env, found.torch, built)
+    staged = _step(session, crossversion.stage, built, tested)
+    from devkit import tiers
+
+    args = found.rest or tiers.kernel_tests("cpu")  # the same selection as on the pin
+    cmd = [str(tested.python), "-m", "pytest", "--device", "cpu", *args]
+    session.run(*cmd, external=True, env={"PYTHONPATH": str(staged), "PYTHONSAFEPATH": "1"})
 
 
 @nox.session(venv_backend="none")

@@ -4,6 +4,7 @@ The CPU target is built on LibTorch's stable ABI (targets.Target.torch_floor),
 which promises one binary for every torch from the floor on. These sessions
 hold it to that:
 
+    nox -s test-kernels-torch      (README's test command runs it)
     nox -s test-kernels-cpu -- --torch 2.14.1
         the binary of .venv-cpu (built against the pin, 2.13.0+cpu) runs
         tests/kernels in .venv-cpu-torch2.14.1
@@ -50,6 +51,18 @@ def pin_for(version: str) -> targets.Target:
         f"torch {version} is no target's pin at or above the CPU binary's floor {floor}; "
         f"the cross-version tests install one of {known}, which the package mirrors hold"
     )
+
+
+def other_pin() -> str:
+    """The newest target pin other than the CPU's (2.14.1): what `test-kernels-torch`
+    runs the CPU binary under when no --torch is given."""
+    floor = _release(targets.get_target("cpu").torch_floor or "0.0")
+    cpu = targets.get_target("cpu").torch_version
+    pins = {row.torch_version for row in targets.TARGETS.values()} - {cpu}
+    usable = sorted((p for p in pins if _release(p) >= floor), key=_release)
+    if not usable:
+        raise DevkitError(f"no target pins a torch other than {cpu} at or above the floor")
+    return usable[-1]
 
 
 def build_env(options: Options, build_torch: str | None) -> pipeline.Env:

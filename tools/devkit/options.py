@@ -86,6 +86,7 @@ SESSIONS: dict[str, tuple[tuple[str, ...], str]] = {
         ("--precompiled", "--torch", "--build-torch"),
         "pytest (default: -n auto tests/kernels)",
     ),
+    "test-kernels-torch": (("--torch", "--build-torch"), "pytest (default: -n auto tests/kernels)"),
     "test-kernels-cuda": (("--arch", "--use-existing-torch"), "pytest"),
     "test-plugins": (("--precompiled",), "pytest"),
     "wheel": (("--target", "--arch", "--index"), "nowhere: they are refused"),
