@@ -23,6 +23,12 @@ fills it, clone B in another directory, with an empty local cache, builds from
 it. Prints B's time as a share of A's, and what a store that does not answer
 (a closed port) costs a build.
 
+`--against REF`: instead, cold `build-cpu` of this tree against REF's (a
+commit before a change to what every unit compiles, e.g. the stable-ABI port),
+alternating, each round in a fresh copy with an empty ccache and no venv; the
+medians and their ratio, then each translation unit's peak memory, compiled
+again alone under /usr/bin/time from the build's compile_commands.json.
+
 `--cluster`: instead, a cold build here (sccache, empty cache) against a cold
 build through an sccache-dist farm of two build servers on this machine
 (`nox -s farm`'s code; needs root and bubblewrap), with how many compiler runs
@@ -189,6 +195,65 @@ def through_cluster(tmp: Path, name: str, args: list[str]) -> None:
     print(f"{name}, cold through 2 servers:   {there:6.1f} s = {share} ({there_counts})")
 
 
+def export(ref: str, dest: Path) -> Path:
+    """REF's tracked files, as `git archive` writes them, in dest."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def unit_peaks(tree: Path) -> dict[str, int]:
+    """Peak RSS (bytes) of each translation unit of tree's CPU build, compiled alone."""
+    (build_dir,) = (tree / "build").glob("cpu-*")
+    peaks = {}
+    for entry in json.loads((build_dir / "compile_commands.json").read_text()):
+        cmd = entry["command"].split()
+        cmd = [word for word in cmd if not word.endswith(("ccache", "sccache"))]
+        out = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", *cmd],
+            cwd=entry["directory"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        name = str(Path(entry["file"]).resolve().relative_to(tree.resolve()))
+        peaks[name] = int(out.stderr.strip().splitlines()[-1]) * 1024
+    return peaks
+
+
+def against(ref: str, rounds: int) -> None:
+    """Cold build-cpu of this tree and of REF's, alternating; then their units' peak RSS."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short=12", ref], cwd=ROOT, capture_output=True, text=True
+    )
+    if sha.returncode != 0:
+        raise SystemExit(f"bench_build: --against {ref} is no commit here; name one, e.g. main")
+    times: dict[str, list[float]] = {"this tree": [], ref: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(rounds):
+            for name in times:
+                tree = Path(tmp) / f"{round_}-{len(times[name])}-{name.replace('/', '_')}"
+                if name == ref:
+                    export(ref, tree)
+                else:
+                    tree.mkdir()
+                    copy_checkout(tree)
+                env = {**os.environ, "CCACHE_DIR": str(tree.with_name(tree.name + "-ccache"))}
+                times[name].append(nox(tree, env, "-s", "build-cpu"))
+                print(f"round {round_ + 1}, {name}: cold build-cpu {times[name][-1]:.1f} s")
+                if round_ == rounds - 1:
+                    peaks = unit_peaks(tree)
+                    for unit, peak in sorted(peaks.items()):
+                        print(f"  {name}: {unit} peaks at {peak / 2**20:.0f} MiB")
+                    print(f"  {name}: largest job {max(peaks.values()) / 2**20:.0f} MiB")
+    new, old = (statistics.median(t) for t in times.values())
+    print(
+        f"cold build-cpu, median of {rounds}: this tree {new:.1f} s, {ref} ({sha.stdout.strip()}) "
+        f"{old:.1f} s: after/before = {new / old:.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -198,7 +263,14 @@ def main() -> None:
     parser.add_argument(
         "--cluster", action="store_true", help="only: cold here vs through sccache-dist"
     )
+    parser.add_argument(
+        "--against", metavar="REF", help="only: cold build-cpu of this tree against REF's"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --against (default 2)")
     args = parser.parse_args()
+    if args.against:
+        against(args.against, args.rounds)
+        return
     if not (args.only_second_checkout or args.cluster):
         local_cache()
     case = through_cluster if args.cluster else second_checkout
