@@ -42,6 +42,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import statistics
@@ -63,9 +64,11 @@ EDITED = "csrc/op_checks.cpp"
 def nox(copy: Path, env: dict[str, str], *args: str) -> float:
     """Runs a session in the copy; returns its wall time."""
     started = time.monotonic()
-    subprocess.run(
-        [sys.executable, "-m", "nox", *args], cwd=copy, env=env, check=True, capture_output=True
+    out = subprocess.run(
+        [sys.executable, "-m", "nox", *args], cwd=copy, env=env, capture_output=True, text=True
     )
+    if out.returncode != 0:
+        raise SystemExit(f"nox {' '.join(args)} failed in {copy}:\n{out.stderr[-3000:]}")
     return time.monotonic() - started
 
 
@@ -208,15 +211,16 @@ def unit_peaks(tree: Path) -> dict[str, int]:
     (build_dir,) = (tree / "build").glob("cpu-*")
     peaks = {}
     for entry in json.loads((build_dir / "compile_commands.json").read_text()):
-        cmd = entry["command"].split()
+        cmd = shlex.split(entry["command"])
         cmd = [word for word in cmd if not word.endswith(("ccache", "sccache"))]
         out = subprocess.run(
             ["/usr/bin/time", "-f", "%M", *cmd],
             cwd=entry["directory"],
             capture_output=True,
             text=True,
-            check=True,
         )
+        if out.returncode != 0:
+            raise SystemExit(f"{entry['file']} did not compile again alone:\n{out.stderr[-2000:]}")
         name = str(Path(entry["file"]).resolve().relative_to(tree.resolve()))
         peaks[name] = int(out.stderr.strip().splitlines()[-1]) * 1024
     return peaks
@@ -233,7 +237,8 @@ def against(ref: str, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(rounds):
             for name in times:
-                tree = Path(tmp) / f"{round_}-{len(times[name])}-{name.replace('/', '_')}"
+                slug = re.sub(r"\W+", "-", name)
+                tree = Path(tmp) / f"{round_}-{slug}"
                 if name == ref:
                     export(ref, tree)
                 else:

@@ -16,13 +16,15 @@ def test_cores_decide_on_a_small_machine():
     plan = resources.plan_jobs(CPU, cores=2, memory=24 * GIB, environ={})
     assert plan.jobs == 2
     assert plan.nvcc_threads is None
-    assert plan.reason.startswith("MAX_JOBS=2: 2 cores; memory allows 24")
+    assert plan.reason.startswith(
+        f"MAX_JOBS=2: 2 cores; memory allows {24 * GIB // CPU.job_memory}"
+    )
     assert plan.reason.endswith("cores decide")
 
 
 def test_memory_decides_on_a_big_machine_with_little_memory():
     plan = resources.plan_jobs(CPU, cores=64, memory=int(8.5 * GIB), environ={})
-    assert plan.jobs == 8
+    assert plan.jobs == int(8.5 * GIB) // CPU.job_memory
     assert "memory decide" in plan.reason
 
 
