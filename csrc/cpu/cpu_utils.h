@@ -138,9 +138,25 @@ struct FloatIO {
       hi = fvec(0.0f);
     }
   }
+  // Both halves as one register of 2 * kF T's (AVX-512 only).
+#if defined(CPU_CAPABILITY_AVX512)
+  static inline __m512i pack(const fvec& lo, const fvec& hi) {
+    if constexpr (std::is_same_v<T, c10::BFloat16>) {
+      return float_to_bf16x2(lo, hi);
+    } else {
+      return _mm512_inserti64x4(
+          _mm512_castsi256_si512(bit_cast_vec<__m256i>(float_to_half(lo))),
+          bit_cast_vec<__m256i>(float_to_half(hi)), 1);
+    }
+  }
+#endif
   static inline void store(T* p, const fvec& lo, const fvec& hi) {
+#if defined(CPU_CAPABILITY_AVX512)
+    _mm512_storeu_si512(p, pack(lo, hi));
+#else
     store_bits(p, from_float<T>(lo));
     store_bits(p + kF, from_float<T>(hi));
+#endif
   }
   static inline void store(T* p, const fvec& lo, const fvec& hi,
                            int64_t count) {
@@ -161,11 +177,7 @@ struct FloatIO {
   // checks, and ends its stores with stream_fence()).
   static inline void stream(T* p, const fvec& lo, const fvec& hi) {
 #if defined(CPU_CAPABILITY_AVX512)
-    struct Pair {
-      vhalf a, b;
-    } pair{from_float<T>(lo), from_float<T>(hi)};
-    _mm512_stream_si512(reinterpret_cast<__m512i*>(p),
-                        bit_cast_vec<__m512i>(pair));
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), pack(lo, hi));
 #else
     store(p, lo, hi);
 #endif

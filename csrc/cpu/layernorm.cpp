@@ -40,6 +40,11 @@ void rms_norm_kernel(Tensor& out, const Tensor& input, const Tensor& weight,
       out.numel() * static_cast<int64_t>(sizeof(scalar_t)));
   const int64_t grain = vllm_cpu::grain_for(hidden);
   vllm_cpu::parallel_for(0, num_rows, grain, [&](int64_t begin, int64_t end) {
+    // Locals, not the captured references: the stores (through types that
+    // may alias anything) would otherwise make the compiler reload them at
+    // every step.
+    const int64_t hidden_ = hidden;
+    const scalar_t* const w_ = w;
     bool streamed = false;
     for (int64_t row = begin; row < end; ++row) {
       const scalar_t* x = in_base + in_rows.offset(row);
@@ -51,15 +56,15 @@ void rms_norm_kernel(Tensor& out, const Tensor& input, const Tensor& weight,
 
       fvec acc0(0.0f), acc1(0.0f);
       int64_t i = 0;
-      for (; i + kStep <= hidden; i += kStep) {
+      for (; i + kStep <= hidden_; i += kStep) {
         fvec a, b;
         IO::load(x + i, a, b);
         acc0 = vllm_cpu::fmadd(a, a, acc0);
         acc1 = vllm_cpu::fmadd(b, b, acc1);
       }
-      if (i < hidden) {
+      if (i < hidden_) {
         fvec a, b;
-        IO::load(x + i, a, b, hidden - i);
+        IO::load(x + i, a, b, hidden_ - i);
         acc0 = vllm_cpu::fmadd(a, a, acc0);
         acc1 = vllm_cpu::fmadd(b, b, acc1);
       }
@@ -73,7 +78,7 @@ void rms_norm_kernel(Tensor& out, const Tensor& input, const Tensor& weight,
           row + 1 < end
               ? reinterpret_cast<const char*>(in_base + in_rows.offset(row + 1))
               : nullptr;
-      for (i = 0; i + kStep <= hidden; i += kStep) {
+      for (i = 0; i + kStep <= hidden_; i += kStep) {
         if (next != nullptr) {
           for (int64_t b = 0; b < kStepBytes; b += 64) {
             __builtin_prefetch(next + i * sizeof(scalar_t) + b, 0, 2);
@@ -81,18 +86,18 @@ void rms_norm_kernel(Tensor& out, const Tensor& input, const Tensor& weight,
         }
         fvec a, b, wa, wb;
         IO::load(x + i, a, b);
-        IO::load(w + i, wa, wb);
+        IO::load(w_ + i, wa, wb);
         if (stream) {
           IO::stream(o + i, a * scale * wa, b * scale * wb);
         } else {
           IO::store(o + i, a * scale * wa, b * scale * wb);
         }
       }
-      if (i < hidden) {
-        const int64_t n = hidden - i;
+      if (i < hidden_) {
+        const int64_t n = hidden_ - i;
         fvec a, b, wa, wb;
         IO::load(x + i, a, b, n);
-        IO::load(w + i, wa, wb, n);
+        IO::load(w_ + i, wa, wb, n);
         IO::store(o + i, a * scale * wa, b * scale * wb, n);
       }
     }
@@ -125,14 +130,17 @@ void fused_add_rms_norm_kernel(Tensor& input, Tensor& residual,
     // The float32 sum x + residual of one row, normalized in the second
     // pass (the stored residual is rounded to scalar_t; the norm is not).
     std::unique_ptr<float[]> sum(new float[padded]);
+    // Locals, as in rms_norm_kernel.
+    const int64_t hidden_ = hidden;
+    const scalar_t* const w_ = w;
     for (int64_t row = begin; row < end; ++row) {
       scalar_t* x = in_base + in_rows.offset(row);
       scalar_t* r = res_base + res_rows.offset(row);
 
       fvec acc0(0.0f), acc1(0.0f);
       int64_t i = 0;
-      for (; i < hidden; i += kStep) {
-        const int64_t n = std::min(kStep, hidden - i);
+      for (; i < hidden_; i += kStep) {
+        const int64_t n = std::min(kStep, hidden_ - i);
         fvec xa, xb, ra, rb;
         if (n == kStep) {
           IO::load(x + i, xa, xb);
@@ -163,7 +171,7 @@ void fused_add_rms_norm_kernel(Tensor& input, Tensor& residual,
           in_base + in_rows.offset(last ? row : row + 1));
       const char* next_r = reinterpret_cast<const char*>(
           res_base + res_rows.offset(last ? row : row + 1));
-      for (i = 0; i + kStep <= hidden; i += kStep) {
+      for (i = 0; i + kStep <= hidden_; i += kStep) {
         if (!last) {
           for (int64_t b = 0; b < kStepBytes; b += 64) {
             __builtin_prefetch(next_x + i * sizeof(scalar_t) + b);
@@ -173,15 +181,15 @@ void fused_add_rms_norm_kernel(Tensor& input, Tensor& residual,
         const fvec za = fvec::loadu(sum.get() + i);
         const fvec zb = fvec::loadu(sum.get() + i + kF);
         fvec wa, wb;
-        IO::load(w + i, wa, wb);
+        IO::load(w_ + i, wa, wb);
         IO::store(x + i, za * scale * wa, zb * scale * wb);
       }
-      if (i < hidden) {
-        const int64_t n = hidden - i;
+      if (i < hidden_) {
+        const int64_t n = hidden_ - i;
         const fvec za = fvec::loadu(sum.get() + i);
         const fvec zb = fvec::loadu(sum.get() + i + kF);
         fvec wa, wb;
-        IO::load(w + i, wa, wb, n);
+        IO::load(w_ + i, wa, wb, n);
         IO::store(x + i, za * scale * wa, zb * scale * wb, n);
       }
     }
