@@ -24,7 +24,7 @@
 #include <torch/headeronly/util/Float8_e4m3fn.h>
 #include <torch/headeronly/util/Float8_e5m2.h>
 
-#if defined(CPU_CAPABILITY_AVX512)
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 #include <immintrin.h>
 #elif defined(__SSE2__)
 #include <emmintrin.h>
@@ -55,6 +55,142 @@ inline void transpose_block(const T* __restrict src, int64_t ld_src,
   for (int64_t j = 0; j < N; ++j) {
     for (int64_t i = 0; i < M; ++i) dst[j * ld_dst + i] = src[i * ld_src + j];
   }
+}
+
+// A 16 x 16 tile of 16-bit elements transposed in AVX2 registers: the rows
+// (one ymm each, two 128-bit lanes of 8 columns) go through an 8 x 8
+// interleave within each lane (16-, 32-, then 64-bit unpacks), for rows 0-7
+// and rows 8-15 apart; output row k then pairs the low lanes of both halves
+// and output row 8 + k their high lanes.
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+inline void transpose16x16_b16(const void* src, int64_t ld_src, void* dst,
+                               int64_t ld_dst) {
+  const auto* s = static_cast<const uint16_t*>(src);
+  auto* d = static_cast<uint16_t*>(dst);
+  __m256i half[2][8];
+  for (int h = 0; h < 2; ++h) {
+    __m256i r[8], a[8], b[8];
+    for (int i = 0; i < 8; ++i) {
+      r[i] = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(s + (h * 8 + i) * ld_src));
+    }
+    for (int i = 0; i < 4; ++i) {
+      a[2 * i] = _mm256_unpacklo_epi16(r[2 * i], r[2 * i + 1]);
+      a[2 * i + 1] = _mm256_unpackhi_epi16(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; ++i) {  // rows 4i .. 4i + 3
+      b[4 * i] = _mm256_unpacklo_epi32(a[4 * i], a[4 * i + 2]);
+      b[4 * i + 1] = _mm256_unpackhi_epi32(a[4 * i], a[4 * i + 2]);
+      b[4 * i + 2] = _mm256_unpacklo_epi32(a[4 * i + 1], a[4 * i + 3]);
+      b[4 * i + 3] = _mm256_unpackhi_epi32(a[4 * i + 1], a[4 * i + 3]);
+    }
+    for (int k = 0; k < 4; ++k) {  // columns 2k, 2k + 1 of each lane
+      half[h][2 * k] = _mm256_unpacklo_epi64(b[k], b[4 + k]);
+      half[h][2 * k + 1] = _mm256_unpackhi_epi64(b[k], b[4 + k]);
+    }
+  }
+  for (int k = 0; k < 8; ++k) {
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i*>(d + k * ld_dst),
+        _mm256_permute2x128_si256(half[0][k], half[1][k], 0x20));
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i*>(d + (8 + k) * ld_dst),
+        _mm256_permute2x128_si256(half[0][k], half[1][k], 0x31));
+  }
+}
+#endif
+
+// The same for 32-bit elements. With AVX-512 one zmm per row: 32- and
+// 64-bit unpacks within each 128-bit lane give, for 4 rows, one register per
+// column of each lane; two rounds of 128-bit lane shuffles then gather the 4
+// row groups. With AVX2, four 8 x 8 transposes in ymm registers.
+#if defined(CPU_CAPABILITY_AVX512)
+inline void transpose16x16_b32(const void* src, int64_t ld_src, void* dst,
+                               int64_t ld_dst) {
+  const auto* s = static_cast<const uint32_t*>(src);
+  auto* d = static_cast<uint32_t*>(dst);
+  __m512i r[16], t[16], u[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(s + i * ld_src);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; ++g) {  // u[4g + k]: rows 4g .. 4g + 3, column k
+    u[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+    u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+  }
+  for (int k = 0; k < 4; ++k) {
+    const __m512i v = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x88);
+    const __m512i w = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xDD);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x88);
+    const __m512i w2 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xDD);
+    _mm512_storeu_si512(d + k * ld_dst, _mm512_shuffle_i32x4(v, v2, 0x88));
+    _mm512_storeu_si512(d + (4 + k) * ld_dst,
+                        _mm512_shuffle_i32x4(w, w2, 0x88));
+    _mm512_storeu_si512(d + (8 + k) * ld_dst,
+                        _mm512_shuffle_i32x4(v, v2, 0xDD));
+    _mm512_storeu_si512(d + (12 + k) * ld_dst,
+                        _mm512_shuffle_i32x4(w, w2, 0xDD));
+  }
+}
+#elif defined(CPU_CAPABILITY_AVX2)
+inline void transpose8x8_b32(const uint32_t* s, int64_t ld_src, uint32_t* d,
+                             int64_t ld_dst) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm256_castsi256_ps(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i * ld_src)));
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 2; ++g) {  // u[4g + k]: rows 4g .. 4g + 3, column k
+    u[4 * g] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int k = 0; k < 4; ++k) {
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i*>(d + k * ld_dst),
+        _mm256_castps_si256(_mm256_permute2f128_ps(u[k], u[4 + k], 0x20)));
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i*>(d + (4 + k) * ld_dst),
+        _mm256_castps_si256(_mm256_permute2f128_ps(u[k], u[4 + k], 0x31)));
+  }
+}
+inline void transpose16x16_b32(const void* src, int64_t ld_src, void* dst,
+                               int64_t ld_dst) {
+  const auto* s = static_cast<const uint32_t*>(src);
+  auto* d = static_cast<uint32_t*>(dst);
+  for (int i0 = 0; i0 < 16; i0 += 8) {
+    for (int j0 = 0; j0 < 16; j0 += 8) {
+      transpose8x8_b32(s + i0 * ld_src + j0, ld_src, d + j0 * ld_dst + i0,
+                       ld_dst);
+    }
+  }
+}
+#endif
+
+// dst[j * ld_dst + i] = src[i * ld_src + j] for a 16 x 16 tile: in SIMD
+// registers for 16- and 32-bit elements where the ISA has them, else the
+// plain loop.
+template <typename T>
+inline void transpose16x16(const T* __restrict src, int64_t ld_src,
+                           T* __restrict dst, int64_t ld_dst) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  if constexpr (sizeof(T) == 2) {
+    transpose16x16_b16(src, ld_src, dst, ld_dst);
+    return;
+  } else if constexpr (sizeof(T) == 4) {
+    transpose16x16_b32(src, ld_src, dst, ld_dst);
+    return;
+  }
+#endif
+  transpose_block<T, 16, 16>(src, ld_src, dst, ld_dst);
 }
 
 // ---------------------------------------------------------------------------
@@ -193,7 +329,7 @@ inline void transpose_chunks16(const T* __restrict src, int64_t ld,
 // become
 //   the key tile   [head_size / x][16][x]: chunk j of row i at (j * 16 + i) * x
 //   the value tile [head_size][16]:        element d of row i at d * 16 + i
-// the value tile by fixed-size 16 x 16 transposes, 16 columns at a
+// the value tile by 16 x 16 transposes in SIMD registers, 16 columns at a
 // time. With `stream`, each tile is assembled in `tile` and sent out with
 // streaming stores (the caller fences).
 template <typename T>
@@ -207,8 +343,7 @@ inline void write_whole_tiles16(const T* ksrc, const T* vsrc, int64_t ld,
   if (stream) stream_copy(kdst, tile, tile_bytes);
   T* vout = stream ? tile : vdst;
   for (int64_t d0 = 0; d0 < head_size; d0 += kSlots) {
-    transpose_block<T, kSlots, kSlots>(vsrc + d0, ld, vout + d0 * kSlots,
-                                       kSlots);
+    transpose16x16(vsrc + d0, ld, vout + d0 * kSlots, kSlots);
   }
   if (stream) stream_copy(vdst, tile, tile_bytes);
 }
