@@ -100,6 +100,51 @@ inline void transpose16x16_b16(const void* src, int64_t ld_src, void* dst,
 }
 #endif
 
+#if defined(CPU_CAPABILITY_AVX512)
+// With AVX-512, two rows per zmm (row i in the low half, row 8 + i in the
+// high half): the same in-lane unpacks on half as many registers, then one
+// 64-bit permute per register puts column k of all 16 rows in its low half
+// and column 8 + k in its high half.
+inline void transpose16x16_b16_512(const void* src, int64_t ld_src, void* dst,
+                                   int64_t ld_dst) {
+  const auto* s = static_cast<const uint16_t*>(src);
+  auto* d = static_cast<uint16_t*>(dst);
+  __m512i r[8], a[8], b[8];
+  for (int i = 0; i < 8; ++i) {
+    const __m256i lo =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i * ld_src));
+    const __m256i hi = _mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(s + (8 + i) * ld_src));
+    r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+  }
+  for (int i = 0; i < 4; ++i) {
+    a[2 * i] = _mm512_unpacklo_epi16(r[2 * i], r[2 * i + 1]);
+    a[2 * i + 1] = _mm512_unpackhi_epi16(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    b[4 * i] = _mm512_unpacklo_epi32(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm512_unpackhi_epi32(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm512_unpacklo_epi32(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm512_unpackhi_epi32(a[4 * i + 1], a[4 * i + 3]);
+  }
+  // Lanes of column register k: rows 0-7 of columns k and 8 + k, then rows
+  // 8-15 of the same; reordered to column k (lanes 0, 2), column 8 + k (1, 3).
+  const __m512i order = _mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7);
+  for (int k = 0; k < 4; ++k) {
+    const __m512i c[2] = {_mm512_unpacklo_epi64(b[k], b[4 + k]),
+                          _mm512_unpackhi_epi64(b[k], b[4 + k])};
+    for (int q = 0; q < 2; ++q) {
+      const __m512i o = _mm512_permutexvar_epi64(order, c[q]);
+      const int64_t col = 2 * k + q;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + col * ld_dst),
+                          _mm512_castsi512_si256(o));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + (8 + col) * ld_dst),
+                          _mm512_extracti64x4_epi64(o, 1));
+    }
+  }
+}
+#endif
+
 // The same for 32-bit elements. With AVX-512 one zmm per row: 32- and
 // 64-bit unpacks within each 128-bit lane give, for 4 rows, one register per
 // column of each lane; two rounds of 128-bit lane shuffles then gather the 4
@@ -183,7 +228,11 @@ inline void transpose16x16(const T* __restrict src, int64_t ld_src,
                            T* __restrict dst, int64_t ld_dst) {
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
   if constexpr (sizeof(T) == 2) {
+#if defined(CPU_CAPABILITY_AVX512)
+    transpose16x16_b16_512(src, ld_src, dst, ld_dst);
+#else
     transpose16x16_b16(src, ld_src, dst, ld_dst);
+#endif
     return;
   } else if constexpr (sizeof(T) == 4) {
     transpose16x16_b32(src, ld_src, dst, ld_dst);
