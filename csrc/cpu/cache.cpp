@@ -105,8 +105,14 @@ inline void transpose16x16_b16(const void* src, int64_t ld_src, void* dst,
 // high half): the same in-lane unpacks on half as many registers, then one
 // 64-bit permute per register puts column k of all 16 rows in its low half
 // and column 8 + k in its high half.
+//
+// kDense: dst is the whole 16 x 16 tile, contiguous (ld_dst == 16), written
+// as 64-byte pairs of rows straight from the unpacks; kStream: with
+// streaming stores, to a 64-byte aligned dst (the caller fences).
+template <bool kDense = false, bool kStream = false>
 inline void transpose16x16_b16_512(const void* src, int64_t ld_src, void* dst,
                                    int64_t ld_dst) {
+  static_assert(kDense || !kStream, "streaming stores write whole tiles");
   const auto* s = static_cast<const uint16_t*>(src);
   auto* d = static_cast<uint16_t*>(dst);
   __m512i r[8], a[8], b[8];
@@ -129,6 +135,25 @@ inline void transpose16x16_b16_512(const void* src, int64_t ld_src, void* dst,
   }
   // Lanes of column register k: rows 0-7 of columns k and 8 + k, then rows
   // 8-15 of the same; reordered to column k (lanes 0, 2), column 8 + k (1, 3).
+  if constexpr (kDense) {
+    // Output rows 2k, 2k + 1 (64 contiguous bytes) are lanes 0, 2 of both
+    // column registers, rows 8 + 2k, 9 + 2k their lanes 1, 3.
+    for (int k = 0; k < 4; ++k) {
+      const __m512i c0 = _mm512_unpacklo_epi64(b[k], b[4 + k]);
+      const __m512i c1 = _mm512_unpackhi_epi64(b[k], b[4 + k]);
+      const __m512i lo = _mm512_shuffle_i64x2(c0, c1, 0x88);
+      const __m512i hi = _mm512_shuffle_i64x2(c0, c1, 0xDD);
+      if constexpr (kStream) {
+        _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 2 * k * 16), lo);
+        _mm512_stream_si512(reinterpret_cast<__m512i*>(d + (8 + 2 * k) * 16),
+                            hi);
+      } else {
+        _mm512_storeu_si512(d + 2 * k * 16, lo);
+        _mm512_storeu_si512(d + (8 + 2 * k) * 16, hi);
+      }
+    }
+    return;
+  }
   const __m512i order = _mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7);
   for (int k = 0; k < 4; ++k) {
     const __m512i c[2] = {_mm512_unpacklo_epi64(b[k], b[4 + k]),
@@ -390,6 +415,25 @@ inline void write_whole_tiles16(const T* ksrc, const T* vsrc, int64_t ld,
   const int64_t tile_bytes = head_size * kSlots * sizeof(T);
   transpose_chunks16(ksrc, ld, stream ? tile : kdst, head_size / x, x);
   if (stream) stream_copy(kdst, tile, tile_bytes);
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (sizeof(T) == 2) {
+    // Each 16 x 16 transpose is 512 contiguous bytes of the tile: written
+    // (or streamed, when vdst is 64-byte aligned) from its registers.
+    const bool stream_direct =
+        stream && reinterpret_cast<uintptr_t>(vdst) % 64 == 0;
+    T* out = stream && !stream_direct ? tile : vdst;
+    for (int64_t d0 = 0; d0 < head_size; d0 += kSlots) {
+      if (stream_direct) {
+        transpose16x16_b16_512<true, true>(vsrc + d0, ld, out + d0 * kSlots,
+                                           kSlots);
+      } else {
+        transpose16x16_b16_512<true>(vsrc + d0, ld, out + d0 * kSlots, kSlots);
+      }
+    }
+    if (stream && !stream_direct) stream_copy(vdst, tile, tile_bytes);
+    return;
+  }
+#endif
   T* vout = stream ? tile : vdst;
   for (int64_t d0 = 0; d0 < head_size; d0 += kSlots) {
     transpose16x16(vsrc + d0, ld, vout + d0 * kSlots, kSlots);
