@@ -175,6 +175,9 @@ inline void transpose16x16_b16_512(const void* src, int64_t ld_src, void* dst,
 // column of each lane; two rounds of 128-bit lane shuffles then gather the 4
 // row groups. With AVX2, four 8 x 8 transposes in ymm registers.
 #if defined(CPU_CAPABILITY_AVX512)
+// kStream: every output row (one zmm) with a streaming store, to a 64-byte
+// aligned dst with ld_dst a multiple of 16 (the caller fences).
+template <bool kStream = false>
 inline void transpose16x16_b32(const void* src, int64_t ld_src, void* dst,
                                int64_t ld_dst) {
   const auto* s = static_cast<const uint32_t*>(src);
@@ -196,13 +199,17 @@ inline void transpose16x16_b32(const void* src, int64_t ld_src, void* dst,
     const __m512i w = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xDD);
     const __m512i v2 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x88);
     const __m512i w2 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xDD);
-    _mm512_storeu_si512(d + k * ld_dst, _mm512_shuffle_i32x4(v, v2, 0x88));
-    _mm512_storeu_si512(d + (4 + k) * ld_dst,
-                        _mm512_shuffle_i32x4(w, w2, 0x88));
-    _mm512_storeu_si512(d + (8 + k) * ld_dst,
-                        _mm512_shuffle_i32x4(v, v2, 0xDD));
-    _mm512_storeu_si512(d + (12 + k) * ld_dst,
-                        _mm512_shuffle_i32x4(w, w2, 0xDD));
+    const __m512i out[4] = {
+        _mm512_shuffle_i32x4(v, v2, 0x88), _mm512_shuffle_i32x4(w, w2, 0x88),
+        _mm512_shuffle_i32x4(v, v2, 0xDD), _mm512_shuffle_i32x4(w, w2, 0xDD)};
+    for (int q = 0; q < 4; ++q) {  // output rows k, 4 + k, 8 + k, 12 + k
+      uint32_t* o = d + (4 * q + k) * ld_dst;
+      if constexpr (kStream) {
+        _mm512_stream_si512(reinterpret_cast<__m512i*>(o), out[q]);
+      } else {
+        _mm512_storeu_si512(o, out[q]);
+      }
+    }
   }
 }
 #elif defined(CPU_CAPABILITY_AVX2)
@@ -432,6 +439,15 @@ inline void write_whole_tiles16(const T* ksrc, const T* vsrc, int64_t ld,
     }
     if (stream && !stream_direct) stream_copy(vdst, tile, tile_bytes);
     return;
+  }
+  if constexpr (sizeof(T) == 4) {
+    // Each output row is one zmm: streamed straight from it.
+    if (stream && reinterpret_cast<uintptr_t>(vdst) % 64 == 0) {
+      for (int64_t d0 = 0; d0 < head_size; d0 += kSlots) {
+        transpose16x16_b32<true>(vsrc + d0, ld, vdst + d0 * kSlots, kSlots);
+      }
+      return;
+    }
   }
 #endif
   T* vout = stream ? tile : vdst;
