@@ -24,7 +24,7 @@
 #include <torch/headeronly/util/Float8_e4m3fn.h>
 #include <torch/headeronly/util/Float8_e5m2.h>
 
-#if defined(CPU_CAPABILITY_AVX512)
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 #include <immintrin.h>
 #elif defined(__SSE2__)
 #include <emmintrin.h>
@@ -55,6 +55,223 @@ inline void transpose_block(const T* __restrict src, int64_t ld_src,
   for (int64_t j = 0; j < N; ++j) {
     for (int64_t i = 0; i < M; ++i) dst[j * ld_dst + i] = src[i * ld_src + j];
   }
+}
+
+// A 16 x 16 tile of 16-bit elements transposed in AVX2 registers: the rows
+// (one ymm each, two 128-bit lanes of 8 columns) go through an 8 x 8
+// interleave within each lane (16-, 32-, then 64-bit unpacks), for rows 0-7
+// and rows 8-15 apart; output row k then pairs the low lanes of both halves
+// and output row 8 + k their high lanes.
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+inline void transpose16x16_b16(const void* src, int64_t ld_src, void* dst,
+                               int64_t ld_dst) {
+  const auto* s = static_cast<const uint16_t*>(src);
+  auto* d = static_cast<uint16_t*>(dst);
+  __m256i half[2][8];
+  for (int h = 0; h < 2; ++h) {
+    __m256i r[8], a[8], b[8];
+    for (int i = 0; i < 8; ++i) {
+      r[i] = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(s + (h * 8 + i) * ld_src));
+    }
+    for (int i = 0; i < 4; ++i) {
+      a[2 * i] = _mm256_unpacklo_epi16(r[2 * i], r[2 * i + 1]);
+      a[2 * i + 1] = _mm256_unpackhi_epi16(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; ++i) {  // rows 4i .. 4i + 3
+      b[4 * i] = _mm256_unpacklo_epi32(a[4 * i], a[4 * i + 2]);
+      b[4 * i + 1] = _mm256_unpackhi_epi32(a[4 * i], a[4 * i + 2]);
+      b[4 * i + 2] = _mm256_unpacklo_epi32(a[4 * i + 1], a[4 * i + 3]);
+      b[4 * i + 3] = _mm256_unpackhi_epi32(a[4 * i + 1], a[4 * i + 3]);
+    }
+    for (int k = 0; k < 4; ++k) {  // columns 2k, 2k + 1 of each lane
+      half[h][2 * k] = _mm256_unpacklo_epi64(b[k], b[4 + k]);
+      half[h][2 * k + 1] = _mm256_unpackhi_epi64(b[k], b[4 + k]);
+    }
+  }
+  for (int k = 0; k < 8; ++k) {
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i*>(d + k * ld_dst),
+        _mm256_permute2x128_si256(half[0][k], half[1][k], 0x20));
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i*>(d + (8 + k) * ld_dst),
+        _mm256_permute2x128_si256(half[0][k], half[1][k], 0x31));
+  }
+}
+#endif
+
+#if defined(CPU_CAPABILITY_AVX512)
+// With AVX-512, two rows per zmm (row i in the low half, row 8 + i in the
+// high half): the same in-lane unpacks on half as many registers, then one
+// 64-bit permute per register puts column k of all 16 rows in its low half
+// and column 8 + k in its high half.
+//
+// kDense: dst is the whole 16 x 16 tile, contiguous (ld_dst == 16), written
+// as 64-byte pairs of rows straight from the unpacks; kStream: with
+// streaming stores, to a 64-byte aligned dst (the caller fences).
+template <bool kDense = false, bool kStream = false>
+inline void transpose16x16_b16_512(const void* src, int64_t ld_src, void* dst,
+                                   int64_t ld_dst) {
+  static_assert(kDense || !kStream, "streaming stores write whole tiles");
+  const auto* s = static_cast<const uint16_t*>(src);
+  auto* d = static_cast<uint16_t*>(dst);
+  __m512i r[8], a[8], b[8];
+  for (int i = 0; i < 8; ++i) {
+    const __m256i lo =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i * ld_src));
+    const __m256i hi = _mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(s + (8 + i) * ld_src));
+    r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+  }
+  for (int i = 0; i < 4; ++i) {
+    a[2 * i] = _mm512_unpacklo_epi16(r[2 * i], r[2 * i + 1]);
+    a[2 * i + 1] = _mm512_unpackhi_epi16(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    b[4 * i] = _mm512_unpacklo_epi32(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm512_unpackhi_epi32(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm512_unpacklo_epi32(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm512_unpackhi_epi32(a[4 * i + 1], a[4 * i + 3]);
+  }
+  // Lanes of column register k: rows 0-7 of columns k and 8 + k, then rows
+  // 8-15 of the same; reordered to column k (lanes 0, 2), column 8 + k (1, 3).
+  if constexpr (kDense) {
+    // Output rows 2k, 2k + 1 (64 contiguous bytes) are lanes 0, 2 of both
+    // column registers, rows 8 + 2k, 9 + 2k their lanes 1, 3.
+    for (int k = 0; k < 4; ++k) {
+      const __m512i c0 = _mm512_unpacklo_epi64(b[k], b[4 + k]);
+      const __m512i c1 = _mm512_unpackhi_epi64(b[k], b[4 + k]);
+      const __m512i lo = _mm512_shuffle_i64x2(c0, c1, 0x88);
+      const __m512i hi = _mm512_shuffle_i64x2(c0, c1, 0xDD);
+      if constexpr (kStream) {
+        _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 2 * k * 16), lo);
+        _mm512_stream_si512(reinterpret_cast<__m512i*>(d + (8 + 2 * k) * 16),
+                            hi);
+      } else {
+        _mm512_storeu_si512(d + 2 * k * 16, lo);
+        _mm512_storeu_si512(d + (8 + 2 * k) * 16, hi);
+      }
+    }
+    return;
+  }
+  const __m512i order = _mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7);
+  for (int k = 0; k < 4; ++k) {
+    const __m512i c[2] = {_mm512_unpacklo_epi64(b[k], b[4 + k]),
+                          _mm512_unpackhi_epi64(b[k], b[4 + k])};
+    for (int q = 0; q < 2; ++q) {
+      const __m512i o = _mm512_permutexvar_epi64(order, c[q]);
+      const int64_t col = 2 * k + q;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + col * ld_dst),
+                          _mm512_castsi512_si256(o));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + (8 + col) * ld_dst),
+                          _mm512_extracti64x4_epi64(o, 1));
+    }
+  }
+}
+#endif
+
+// The same for 32-bit elements. With AVX-512 one zmm per row: 32- and
+// 64-bit unpacks within each 128-bit lane give, for 4 rows, one register per
+// column of each lane; two rounds of 128-bit lane shuffles then gather the 4
+// row groups. With AVX2, four 8 x 8 transposes in ymm registers.
+#if defined(CPU_CAPABILITY_AVX512)
+// kStream: every output row (one zmm) with a streaming store, to a 64-byte
+// aligned dst with ld_dst a multiple of 16 (the caller fences).
+template <bool kStream = false>
+inline void transpose16x16_b32(const void* src, int64_t ld_src, void* dst,
+                               int64_t ld_dst) {
+  const auto* s = static_cast<const uint32_t*>(src);
+  auto* d = static_cast<uint32_t*>(dst);
+  __m512i r[16], t[16], u[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(s + i * ld_src);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; ++g) {  // u[4g + k]: rows 4g .. 4g + 3, column k
+    u[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+    u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+  }
+  for (int k = 0; k < 4; ++k) {
+    const __m512i v = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x88);
+    const __m512i w = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xDD);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x88);
+    const __m512i w2 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xDD);
+    const __m512i out[4] = {
+        _mm512_shuffle_i32x4(v, v2, 0x88), _mm512_shuffle_i32x4(w, w2, 0x88),
+        _mm512_shuffle_i32x4(v, v2, 0xDD), _mm512_shuffle_i32x4(w, w2, 0xDD)};
+    for (int q = 0; q < 4; ++q) {  // output rows k, 4 + k, 8 + k, 12 + k
+      uint32_t* o = d + (4 * q + k) * ld_dst;
+      if constexpr (kStream) {
+        _mm512_stream_si512(reinterpret_cast<__m512i*>(o), out[q]);
+      } else {
+        _mm512_storeu_si512(o, out[q]);
+      }
+    }
+  }
+}
+#elif defined(CPU_CAPABILITY_AVX2)
+inline void transpose8x8_b32(const uint32_t* s, int64_t ld_src, uint32_t* d,
+                             int64_t ld_dst) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm256_castsi256_ps(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i * ld_src)));
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 2; ++g) {  // u[4g + k]: rows 4g .. 4g + 3, column k
+    u[4 * g] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int k = 0; k < 4; ++k) {
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i*>(d + k * ld_dst),
+        _mm256_castps_si256(_mm256_permute2f128_ps(u[k], u[4 + k], 0x20)));
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i*>(d + (4 + k) * ld_dst),
+        _mm256_castps_si256(_mm256_permute2f128_ps(u[k], u[4 + k], 0x31)));
+  }
+}
+inline void transpose16x16_b32(const void* src, int64_t ld_src, void* dst,
+                               int64_t ld_dst) {
+  const auto* s = static_cast<const uint32_t*>(src);
+  auto* d = static_cast<uint32_t*>(dst);
+  for (int i0 = 0; i0 < 16; i0 += 8) {
+    for (int j0 = 0; j0 < 16; j0 += 8) {
+      transpose8x8_b32(s + i0 * ld_src + j0, ld_src, d + j0 * ld_dst + i0,
+                       ld_dst);
+    }
+  }
+}
+#endif
+
+// dst[j * ld_dst + i] = src[i * ld_src + j] for a 16 x 16 tile: in SIMD
+// registers for 16- and 32-bit elements where the ISA has them, else the
+// plain loop.
+template <typename T>
+inline void transpose16x16(const T* __restrict src, int64_t ld_src,
+                           T* __restrict dst, int64_t ld_dst) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  if constexpr (sizeof(T) == 2) {
+#if defined(CPU_CAPABILITY_AVX512)
+    transpose16x16_b16_512(src, ld_src, dst, ld_dst);
+#else
+    transpose16x16_b16(src, ld_src, dst, ld_dst);
+#endif
+    return;
+  } else if constexpr (sizeof(T) == 4) {
+    transpose16x16_b32(src, ld_src, dst, ld_dst);
+    return;
+  }
+#endif
+  transpose_block<T, 16, 16>(src, ld_src, dst, ld_dst);
 }
 
 // ---------------------------------------------------------------------------
@@ -193,7 +410,7 @@ inline void transpose_chunks16(const T* __restrict src, int64_t ld,
 // become
 //   the key tile   [head_size / x][16][x]: chunk j of row i at (j * 16 + i) * x
 //   the value tile [head_size][16]:        element d of row i at d * 16 + i
-// the value tile by fixed-size 16 x 16 transposes, 16 columns at a
+// the value tile by 16 x 16 transposes in SIMD registers, 16 columns at a
 // time. With `stream`, each tile is assembled in `tile` and sent out with
 // streaming stores (the caller fences).
 template <typename T>
@@ -205,10 +422,37 @@ inline void write_whole_tiles16(const T* ksrc, const T* vsrc, int64_t ld,
   const int64_t tile_bytes = head_size * kSlots * sizeof(T);
   transpose_chunks16(ksrc, ld, stream ? tile : kdst, head_size / x, x);
   if (stream) stream_copy(kdst, tile, tile_bytes);
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (sizeof(T) == 2) {
+    // Each 16 x 16 transpose is 512 contiguous bytes of the tile: written
+    // (or streamed, when vdst is 64-byte aligned) from its registers.
+    const bool stream_direct =
+        stream && reinterpret_cast<uintptr_t>(vdst) % 64 == 0;
+    T* out = stream && !stream_direct ? tile : vdst;
+    for (int64_t d0 = 0; d0 < head_size; d0 += kSlots) {
+      if (stream_direct) {
+        transpose16x16_b16_512<true, true>(vsrc + d0, ld, out + d0 * kSlots,
+                                           kSlots);
+      } else {
+        transpose16x16_b16_512<true>(vsrc + d0, ld, out + d0 * kSlots, kSlots);
+      }
+    }
+    if (stream && !stream_direct) stream_copy(vdst, tile, tile_bytes);
+    return;
+  }
+  if constexpr (sizeof(T) == 4) {
+    // Each output row is one zmm: streamed straight from it.
+    if (stream && reinterpret_cast<uintptr_t>(vdst) % 64 == 0) {
+      for (int64_t d0 = 0; d0 < head_size; d0 += kSlots) {
+        transpose16x16_b32<true>(vsrc + d0, ld, vdst + d0 * kSlots, kSlots);
+      }
+      return;
+    }
+  }
+#endif
   T* vout = stream ? tile : vdst;
   for (int64_t d0 = 0; d0 < head_size; d0 += kSlots) {
-    transpose_block<T, kSlots, kSlots>(vsrc + d0, ld, vout + d0 * kSlots,
-                                       kSlots);
+    transpose16x16(vsrc + d0, ld, vout + d0 * kSlots, kSlots);
   }
   if (stream) stream_copy(vdst, tile, tile_bytes);
 }
