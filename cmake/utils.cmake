@@ -21,22 +21,31 @@ function(vllm_set_compiler_launcher launcher cuda_launcher)
   endif()
 endfunction()
 
-# Finds the interpreter that runs the build (with its stable-ABI module
-# support) and the torch installed in it. Torch is never searched for
-# elsewhere: building against another torch than the one you import is how
-# `undefined symbol` errors are born.
-macro(vllm_find_python_and_torch)
+# The interpreter, and the directory of the torch it imports, into OUT_DIR.
+# Example: vllm_python_and_torch_dir(_dir) sets _dir to
+# .venv-cpu/lib/python3.11/site-packages/torch; without an importable torch it
+# stops with the one line that says how to install it.
+macro(vllm_python_and_torch_dir OUT_DIR)
   find_package(Python REQUIRED COMPONENTS Interpreter Development.SABIModule)
   execute_process(
     COMMAND "${Python_EXECUTABLE}" -c
-      "import importlib.util as u, os; print(os.path.join(os.path.dirname(u.find_spec('torch').origin), 'share', 'cmake'), end='')"
-    OUTPUT_VARIABLE _torch_prefix
+      "import importlib.util as u, os; print(os.path.dirname(u.find_spec('torch').origin), end='')"
+    OUTPUT_VARIABLE ${OUT_DIR}
     RESULT_VARIABLE _torch_rc)
   if(NOT _torch_rc EQUAL 0)
     message(FATAL_ERROR
       "torch is not importable by ${Python_EXECUTABLE}; install the target's "
       "torch first (nox -s build-cpu does) and build with --no-build-isolation")
   endif()
+endmacro()
+
+# Finds the interpreter that runs the build (with its stable-ABI module
+# support) and the torch installed in it. Torch is never searched for
+# elsewhere: building against another torch than the one you import is how
+# `undefined symbol` errors are born.
+macro(vllm_find_python_and_torch)
+  vllm_python_and_torch_dir(_torch_dir)
+  set(_torch_prefix "${_torch_dir}/share/cmake")
   list(PREPEND CMAKE_PREFIX_PATH "${_torch_prefix}")
   find_package(Torch REQUIRED)
   set(VLLM_TORCH_LINK torch)
@@ -56,17 +65,7 @@ endmacro()
 # CUDA when torch is a CUDA build (2.14.1 from PyPI is), and takes most of a
 # configure; the stable ABI needs none of what it sets up.
 macro(vllm_find_python_and_stable_torch)
-  find_package(Python REQUIRED COMPONENTS Interpreter Development.SABIModule)
-  execute_process(
-    COMMAND "${Python_EXECUTABLE}" -c
-      "import importlib.util as u, os; print(os.path.dirname(u.find_spec('torch').origin), end='')"
-    OUTPUT_VARIABLE TORCH_INSTALL_PREFIX
-    RESULT_VARIABLE _torch_rc)
-  if(NOT _torch_rc EQUAL 0)
-    message(FATAL_ERROR
-      "torch is not importable by ${Python_EXECUTABLE}; install the target's "
-      "torch first (nox -s build-cpu does) and build with --no-build-isolation")
-  endif()
+  vllm_python_and_torch_dir(TORCH_INSTALL_PREFIX)
   file(READ "${TORCH_INSTALL_PREFIX}/version.py" _torch_version_py)
   string(REGEX MATCH "__version__ = '([^']+)'" _ "${_torch_version_py}")
   set(Torch_VERSION "${CMAKE_MATCH_1}")
