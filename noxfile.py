@@ -20,9 +20,13 @@ from devkit import (  # noqa: E402
     DevkitError,
     bench,
     crossversion,
+    machine,
     options,
     pipeline,
-    precompiled,
+    prebuilt,
+    procs,
+    uv,
+    wheelindex,
     workflows,
 )
 from devkit import ci as ci_module  # noqa: E402
@@ -68,7 +72,7 @@ def _build(session: nox.Session, target: str, posargs_to_uv: bool = False) -> pi
 
 def _precompiled(session: nox.Session, options: pipeline.Options, venv_name: str) -> pipeline.Env:
     """The CPU venv with a prebuilt wheel's binaries (--precompiled): no compiler runs."""
-    env, installed = _step(session, pipeline.precompiled_env, "cpu", options, venv_name)
+    env, installed = _step(session, prebuilt.precompiled_env, "cpu", options, venv_name)
     session.log(installed)
     return env
 
@@ -130,20 +134,20 @@ def _cross_version(session: nox.Session, found: options.Options) -> None:
 def wheel(session: nox.Session) -> None:
     """Build a wheel with build info into dist/ (-- --target cpu|cuda [--index DIR] [--arch X])."""
     found = _options(session)
-    env = _step(session, pipeline.prepare_env, found.target or pipeline.default_target(), found)
+    env = _step(session, pipeline.prepare_env, found.target or machine.default_target(), found)
     wheel = _step(session, pipeline.build_wheel, env)
     if found.index:
         key = _step(session, pipeline.binary_key, env).digest
         index = Path(found.index).resolve()
-        session.log(_step(session, precompiled.publish, wheel, index, pipeline.ROOT, key))
+        session.log(_step(session, wheelindex.publish, wheel, index, pipeline.ROOT, key))
 
 
 @nox.session(name="dev-precompiled", venv_backend="none")
 def dev_precompiled(session: nox.Session) -> None:
     """Editable install with prebuilt binaries found by key; else builds once (-- --target)."""
     found = _options(session)
-    target = found.target or pipeline.default_target()
-    _, installed = _step(session, pipeline.precompiled_env, target, found, f"precompiled-{target}")
+    target = found.target or machine.default_target()
+    _, installed = _step(session, prebuilt.precompiled_env, target, found, f"precompiled-{target}")
     session.log(installed)
 
 
@@ -163,7 +167,7 @@ def build_rocm(session: nox.Session) -> None:
 def test_kernels_cuda(session: nox.Session) -> None:
     """Run tests/kernels on the local GPU, CUDA or ROCm (--use-existing-torch; posargs: pytest)."""
     _options(session)  # --help, and a bad option, even without a GPU
-    target = pipeline.gpu_target()
+    target = machine.gpu_target()
     if target is None:
         session.skip(
             "no GPU here (nvidia-smi and rocminfo find none): the GPU kernel tests did not run"
@@ -182,7 +186,7 @@ def test_plugins(session: nox.Session) -> None:
         env = _step(session, pipeline.prepare_env, "cpu", pipeline.Options(), "plugins")
         session.log(_step(session, pipeline.build, env))
     _step(session, pipeline.install_test_requirements, env)
-    _step(session, pipeline.run, env.uv_pip("examples/vllm_plugin_example"), pipeline.uv_env())
+    _step(session, procs.check, env.uv_pip("examples/vllm_plugin_example"), uv.uv_env())
     session.run(str(env.python), "-m", "pytest", "tests/plugins", *found.rest, external=True)
 
 
@@ -206,7 +210,7 @@ def doctor(session: nox.Session) -> None:
     from devkit import doctor as doctor_module
 
     found = _options(session)
-    if doctor_module.diagnose(found.target or pipeline.default_target(), found.arch) != 0:
+    if doctor_module.diagnose(found.target or machine.default_target(), found.arch) != 0:
         session.error("doctor found problems; each is listed above with its fix")
 
 
@@ -214,13 +218,13 @@ def doctor(session: nox.Session) -> None:
 def bench_kernels(session: nox.Session) -> None:
     """Time the kernels against forward_native and a copy, or -- --against REF (A/B)."""
     found = _options(session)
-    env = _step(session, pipeline.prepare_env, pipeline.default_target(), found)
+    env = _step(session, pipeline.prepare_env, machine.default_target(), found)
     session.log(_step(session, pipeline.build, env))
     device = "cpu" if env.target.name == "cpu" else "cuda"  # ROCm's torch says cuda too
     args = ["--device", device, *found.rest]
     if found.against is not None:
         bench_txt = str(Path("requirements") / "bench.txt")
-        _step(session, pipeline.run, env.uv_pip("-r", bench_txt), pipeline.uv_env())
+        _step(session, procs.check, env.uv_pip("-r", bench_txt), uv.uv_env())
         ref = _step(session, bench.build_ref, env, found.against)
         args += ["--against-lib", str(ref.lib), "--against-name", f"{ref.name} ({ref.sha[:12]})"]
         args += ["--out", str(ref.out_dir)]

@@ -55,7 +55,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from devkit.pipeline import copy_checkout, ninja_outputs  # noqa: E402
+from devkit.gitbase import copy_checkout  # noqa: E402
+from devkit.progress import ninja_outputs  # noqa: E402
 
 TOUCHED = "csrc/cpu/activation.cpp"
 EDITED = "csrc/op_checks.cpp"

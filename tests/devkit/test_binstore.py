@@ -17,7 +17,7 @@ import pytest
 
 from devkit import binaries, binkey, binstore, gitbase, plan, targets
 from devkit.envs import ROOT
-from devkit.pipeline import copy_checkout
+from devkit.gitbase import copy_checkout
 
 CPU = targets.get_target("cpu")
 TORCH = plan.expected_torch(CPU)

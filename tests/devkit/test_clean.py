@@ -397,7 +397,7 @@ def test_nox_clean_with_the_parent_as_build_root_end_to_end(tmp_path):
     """The session itself, as the issue ran it: `VLLM_BUILD_DIR=.. nox -s clean`."""
     from test_sessions import nox
 
-    from devkit.pipeline import copy_checkout
+    from devkit.gitbase import copy_checkout
 
     others = bystanders(tmp_path)
     copy = copy_checkout(tmp_path / "checkout")
@@ -421,7 +421,7 @@ def test_nox_clean_during_a_real_build_waits_for_it(tmp_path):
     from test_faults import BUILD, start_build
     from test_sessions import nox, summary
 
-    from devkit.pipeline import copy_checkout
+    from devkit.gitbase import copy_checkout
 
     copy = copy_checkout(tmp_path / "copy")
     log = tmp_path / "build.log"

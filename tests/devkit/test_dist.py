@@ -229,7 +229,7 @@ def test_the_scheduler_reports_servers_and_checks_the_token(farm, tmp_path):
 
 
 def test_doctor_shows_the_cluster(farm, tmp_path):
-    from devkit.pipeline import copy_checkout
+    from devkit.gitbase import copy_checkout
 
     copy = copy_checkout(tmp_path)
     result = nox(copy, "-s", "doctor", "--", "--target", "cpu", **dist_environ(farm))

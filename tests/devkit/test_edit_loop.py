@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from test_sessions import ROOT, nox
 
-from devkit.pipeline import copy_checkout, ninja_outputs
+from devkit.gitbase import copy_checkout
+from devkit.progress import ninja_outputs
 
 BAD_DTYPE = """
 import torch, vllm._C

@@ -24,7 +24,8 @@ from test_sources import serve_hanging_index
 
 from devkit import layout, lock
 from devkit.envs import ROOT
-from devkit.pipeline import copy_checkout, find_uv
+from devkit.gitbase import copy_checkout
+from devkit.uv import find_uv
 
 BUILD = 1800  # seconds a cold build may take on a busy 2-core machine
 
@@ -256,7 +257,7 @@ def test_two_sessions_at_once_take_turns(tmp_path):
             pytest.fail("the by-hand build did not wait:\n" + "".join(seen)[-3000:])
     out = "".join(seen) + by_hand.communicate(timeout=BUILD)[0]
     assert by_hand.returncode == 0, out[-3000:]
-    assert "[vllm build] waited " in out
+    assert "[vllm] waited " in out
 
 
 # -- item 9: SIGTERM, and SIGKILL with its orphaned compilers --------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devkit import DevkitError, precompiled, targets
+from devkit import DevkitError, locations, precompiled, targets, wheelcheck, wheelindex
 
 CPU = targets.get_target("cpu")
 WHEEL = "vllm-0.1.0-cp311-abi3-linux_x86_64.whl"
@@ -61,7 +61,7 @@ def drip():
 @pytest.fixture
 def short_deadlines(monkeypatch):
     """The deadlines of a real session are 15 s; these tests wait 2."""
-    monkeypatch.setattr(precompiled, "_TIMEOUT_S", 2)
+    monkeypatch.setattr(locations, "TIMEOUT_S", 2)
     monkeypatch.setattr(precompiled, "_STALL_S", 2.0)
     monkeypatch.setattr(precompiled, "_PROGRESS_S", 0.5)
 
@@ -69,19 +69,19 @@ def short_deadlines(monkeypatch):
 def test_a_dripping_download_ends_in_one_line_with_progress(
     tmp_path, drip, short_deadlines, capsys
 ):
-    wheel = precompiled.Wheel(f"{drip.url}/{WHEEL}", "0" * 64, "the index")
+    wheel = wheelindex.Wheel(f"{drip.url}/{WHEEL}", "0" * 64, "the index")
     with pytest.raises(DevkitError) as err:
         precompiled.fetch(wheel, tmp_path / "cache")
     assert str(err.value).startswith(f"{drip.url}/{WHEEL}: the download stalled (")
     assert "try again later" in str(err.value) and "\n" not in str(err.value)
     progress = [line for line in capsys.readouterr().err.splitlines() if "downloading" in line]
-    assert progress and progress[0].startswith(f"[vllm precompiled] downloading {WHEEL}: 0.0/0.1")
+    assert progress and progress[0].startswith(f"[vllm] downloading {WHEEL}: 0.0/0.1")
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
 
 
 def test_dripping_metadata_ends_in_one_line(drip, short_deadlines):
     with pytest.raises(DevkitError) as err:
-        precompiled.read_metadata(drip.url, "c0ffee" * 6 + "abcd", "cpu")
+        wheelindex.read_metadata(drip.url, "c0ffee" * 6 + "abcd", "cpu")
     assert "did not arrive within 2s" in str(err.value) and "stalled" in str(err.value)
 
 
@@ -112,7 +112,7 @@ def test_hostile_metadata_is_one_line_and_makes_nothing(tmp_path, meta, expected
     }
     before = sorted(tmp_path.rglob("*"))
     with pytest.raises(DevkitError) as err:
-        precompiled.locate(CPU, None, environ, root=tmp_path)
+        wheelindex.locate(CPU, None, environ, root=tmp_path)
     assert expected in str(err.value) and "\n" not in str(err.value)
     assert sorted(tmp_path.rglob("*")) == before
 
@@ -122,14 +122,14 @@ def test_a_wheel_without_digest_is_refused_unless_named(tmp_path):
     commit = "c0ffee" * 6 + "abcd"
     environ = {"VLLM_PRECOMPILED_WHEEL_INDEX": str(index), "VLLM_PRECOMPILED_WHEEL_COMMIT": commit}
     with pytest.raises(DevkitError) as err:
-        precompiled.locate(CPU, None, environ, root=tmp_path)
+        wheelindex.locate(CPU, None, environ, root=tmp_path)
     location = index / commit / "cpu" / WHEEL
     assert str(err.value) == (
         f"{index} lists {WHEEL} for {commit[:12]} without a sha256, so it can't be checked: "
         "republish it, or take it unchecked by naming it: "
         f"VLLM_PRECOMPILED_WHEEL_LOCATION={location}"
     )
-    named = precompiled.locate(
+    named = wheelindex.locate(
         CPU, None, {"VLLM_PRECOMPILED_WHEEL_LOCATION": str(location)}, root=tmp_path
     )
     assert (named.location, named.sha256) == (str(location), None)
@@ -138,18 +138,18 @@ def test_a_wheel_without_digest_is_refused_unless_named(tmp_path):
 def test_build_info_that_is_not_an_object_is_one_line(tmp_path):
     wheel = tmp_path / WHEEL
     with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr(precompiled.BUILD_INFO, "[1, 2]")
+        zf.writestr(wheelcheck.BUILD_INFO, "[1, 2]")
     with pytest.raises(DevkitError, match=rf"^{WHEEL}: .* is list, not an object; republish it$"):
-        precompiled.read_build_info(wheel)
+        wheelcheck.read_build_info(wheel)
 
 
 # A dev-precompiled session's first steps, against the index given as argv[1].
 SESSION = """
 import sys
 sys.path[:0] = [{tools!r}, {root!r}]
-from devkit import DevkitError, pipeline
+from devkit import DevkitError, pipeline, prebuilt
 try:
-    pipeline.precompiled_env("cpu", pipeline.Options(), "precompiled-cpu")
+    prebuilt.precompiled_env("cpu", pipeline.Options(), "precompiled-cpu")
 except DevkitError as exc:
     print(exc, flush=True)
 """
@@ -189,7 +189,7 @@ def test_a_cache_root_that_is_a_file_is_one_line(tmp_path, monkeypatch):
     """VLLM_CACHE_ROOT naming a file: by hand (the backend's fetch), as in a session."""
     (tmp_path / "afile").write_text("")
     monkeypatch.setenv("VLLM_CACHE_ROOT", str(tmp_path / "afile"))
-    wheel = precompiled.Wheel("http://127.0.0.1:9/x.whl", "0" * 64, "x")
+    wheel = wheelindex.Wheel("http://127.0.0.1:9/x.whl", "0" * 64, "x")
     with pytest.raises(DevkitError) as err:
         precompiled.fetch(wheel)
     assert str(err.value) == (

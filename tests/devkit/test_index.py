@@ -9,7 +9,7 @@ from pathlib import Path
 
 from test_precompiled import Server, git, make_wheel
 
-from devkit import precompiled
+from devkit import files, wheelindex
 
 
 def test_publish_writes_a_simple_index_beside_each_entry(tmp_path):
@@ -21,17 +21,17 @@ def test_publish_writes_a_simple_index_beside_each_entry(tmp_path):
     name = f"vllm-0.1.0.dev1+g{commit[:12]}.cpu-cp39-abi3-linux_x86_64.whl"
     wheel = make_wheel(tmp_path / "w" / name, {"target": "cpu", "git_commit": commit})
     index = tmp_path / "index"
-    precompiled.publish(wheel, index, repo)
-    sha = precompiled.sha256_of(wheel)
+    wheelindex.publish(wheel, index, repo)
+    sha = files.sha256_of(wheel)
     for entry in (index / commit / "cpu", index / "nightly" / "cpu"):
         page = (entry / "simple" / "vllm" / "index.html").read_text()
         href = f'href="../../vllm-0.1.0.dev1%2Bg{commit[:12]}.cpu-cp39-abi3-linux_x86_64.whl'
         assert f'{href}#sha256={sha}"' in page
         assert (entry / "simple" / "index.html").read_text().count('href="vllm/"') == 1
     # dev-precompiled's dist/ lookup knows these names are cpu wheels.
-    assert precompiled.is_variant(name, "cpu")
-    assert precompiled.is_variant("vllm-0.1.0+rocm6.4-cp39-abi3-linux_x86_64.whl", "rocm6.4")
-    assert not precompiled.is_variant(name, "cu130")
+    assert wheelindex.is_variant(name, "cpu")
+    assert wheelindex.is_variant("vllm-0.1.0+rocm6.4-cp39-abi3-linux_x86_64.whl", "rocm6.4")
+    assert not wheelindex.is_variant(name, "cu130")
 
 
 def test_uv_resolves_the_simple_index_over_http(tmp_path):
@@ -42,7 +42,7 @@ def test_uv_resolves_the_simple_index_over_http(tmp_path):
     entry = index / "nightly" / "cpu"
     entry.mkdir(parents=True)
     shutil.copy(wheel, entry / wheel.name)
-    for name, page in precompiled.simple_pages(wheel.name, precompiled.sha256_of(wheel)).items():
+    for name, page in wheelindex.simple_pages(wheel.name, files.sha256_of(wheel)).items():
         (entry / name).parent.mkdir(parents=True, exist_ok=True)
         (entry / name).write_bytes(page)
     server = Server(index)

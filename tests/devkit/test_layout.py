@@ -51,7 +51,7 @@ def test_two_checkouts_of_one_shared_root_share_the_store_not_their_binaries(
     from test_sessions import nox
     from test_shared_cache import counts
 
-    from devkit.pipeline import copy_checkout
+    from devkit.gitbase import copy_checkout
 
     shared = tmp_path / "vllm-build"
     environ = {"VLLM_BUILD_DIR": str(shared), "VLLM_COMPILER_CACHE_REMOTE": redis_server.url}

@@ -2,7 +2,7 @@
 
 import re
 
-from devkit import pipeline
+from devkit import layout, progress, uv
 from devkit.metadata import dynamic_metadata, requirement_lines
 
 LOG = """# ninja log v7
@@ -14,24 +14,24 @@ LOG = """# ninja log v7
 
 
 def test_ninja_outputs(tmp_path):
-    assert pipeline.ninja_outputs(tmp_path) == set()
+    assert progress.ninja_outputs(tmp_path) == set()
     (tmp_path / ".ninja_log").write_text(LOG)
-    assert pipeline.ninja_outputs(tmp_path) == {
+    assert progress.ninja_outputs(tmp_path) == {
         "CMakeFiles/_C.dir/csrc/torch_bindings.cpp.o",
         "CMakeFiles/_C.dir/csrc/cpu/activation.cpp.o",
     }
-    assert pipeline.ninja_outputs(tmp_path, since_ns=2500) == {
+    assert progress.ninja_outputs(tmp_path, since_ns=2500) == {
         "CMakeFiles/_C.dir/csrc/cpu/activation.cpp.o"
     }
 
 
 def test_ninja_objects_are_those_build_ninja_makes(tmp_path):
-    assert pipeline.ninja_objects(tmp_path) == set()
+    assert progress.ninja_objects(tmp_path) == set()
     (tmp_path / "build.ninja").write_text(
         "build CMakeFiles/_C.dir/csrc/torch_bindings.cpp.o: CXX_COMPILER__C_Release /x.cpp\n"
         "build _C.abi3.so: CXX_SHARED_LIBRARY_LINKER__C_Release a.o\n"
     )
-    assert pipeline.ninja_objects(tmp_path) == {"CMakeFiles/_C.dir/csrc/torch_bindings.cpp.o"}
+    assert progress.ninja_objects(tmp_path) == {"CMakeFiles/_C.dir/csrc/torch_bindings.cpp.o"}
 
 
 def test_version_and_dependencies_follow_the_target(monkeypatch):
@@ -49,7 +49,7 @@ def test_requirement_lines_drop_comments_and_options(tmp_path):
 
 
 def test_venvs_are_per_target():
-    assert pipeline.venv_dir("cpu").name == ".venv-cpu"
+    assert layout.venv_dir("cpu").name == ".venv-cpu"
 
 
 def test_a_failed_fetch_of_uv_is_one_line_naming_the_url():
@@ -60,8 +60,8 @@ def test_a_failed_fetch_of_uv_is_one_line_naming_the_url():
         "  cause: error sending request for url (http://127.0.0.1:9/simple/numpy/)\n"
         "  cause: operation timed out\n"
     )
-    assert pipeline.uv_network_error(stderr).startswith(
+    assert uv.network_error(stderr).startswith(
         "uv couldn't fetch http://127.0.0.1:9/simple/numpy/ (no answer within "
         "UV_HTTP_TIMEOUT=8 s, retried); fix or remove that index"
     )
-    assert pipeline.uv_network_error("error: No solution found\n") is None
+    assert uv.network_error("error: No solution found\n") is None

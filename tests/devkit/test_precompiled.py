@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from test_sessions import abort_line, nox
 
-from devkit import DevkitError, cuda, precompiled, targets
+from devkit import DevkitError, cuda, precompiled, targets, wheelcheck, wheelindex
 from devkit.pipeline import EXPECTED_OPS
 
 CPU = targets.get_target("cpu")
@@ -61,7 +61,7 @@ def forge(wheel: Path, dest: Path, **changes) -> Path:
     with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(dest, "w") as out:
         for item in src.infolist():
             data = src.read(item)
-            if item.filename == precompiled.BUILD_INFO:
+            if item.filename == wheelcheck.BUILD_INFO:
                 data = json.dumps({**json.loads(data), **changes}).encode()
             out.writestr(item, data)
     return dest
@@ -121,12 +121,12 @@ AVX512 = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"}
 
 
 def test_a_matching_wheel_has_no_problems():
-    assert precompiled.check_compat(INFO, CPU, TORCH, AVX512) == []
+    assert wheelcheck.check_compat(INFO, CPU, TORCH, AVX512) == []
 
 
 def test_every_mismatch_is_listed_with_its_fix():
     info = {**INFO, "torch_version": "2.12.0+cpu", "cpu_isa": "avx512", "python_abi": "cp310"}
-    problems = precompiled.check_compat(info, CPU, TORCH, {"avx2", "fma"}, python=(3, 11))
+    problems = wheelcheck.check_compat(info, CPU, TORCH, {"avx2", "fma"}, python=(3, 11))
     assert problems == [
         "built against torch 2.12.0+cpu, the venv has torch 2.13.0+cpu: install "
         "torch==2.12.0+cpu, or take a wheel built against 2.13.0+cpu",
@@ -142,12 +142,12 @@ STABLE_INFO = {**INFO, "torch_abi": "stable", "torch_floor": "2.10", "cuda_major
 def test_a_stable_abi_wheel_fits_any_torch_from_its_floor():
     for version, cuda_version in (("2.13.0+cpu", None), ("2.14.1", "13.0"), ("2.10.0", None)):
         torch = targets.TorchInfo(version, cuda_version, None)
-        assert precompiled.check_compat(STABLE_INFO, CPU, torch, AVX512) == [], version
+        assert wheelcheck.check_compat(STABLE_INFO, CPU, torch, AVX512) == [], version
 
 
 def test_a_stable_abi_wheel_refuses_a_torch_below_its_floor_in_one_line():
     torch = targets.TorchInfo("2.9.1+cpu", None, None)
-    assert precompiled.check_compat(STABLE_INFO, CPU, torch, AVX512) == [
+    assert wheelcheck.check_compat(STABLE_INFO, CPU, torch, AVX512) == [
         "built on torch's stable ABI for torch>=2.10 (against 2.13.0+cpu), the venv has "
         "torch 2.9.1+cpu: install torch>=2.10"
     ]
@@ -158,9 +158,9 @@ def test_a_stable_abi_cuda_wheel_binds_the_cuda_major_only():
     info = {**STABLE_INFO, "target": "cuda", "torch_version": "2.14.1", "cuda_version": "13.0"}
     info["cuda_major"], info["cpu_isa"] = 13, None
     same_major = targets.TorchInfo("2.15.0", "13.2", None)
-    assert precompiled.check_compat(info, cuda_row, same_major, AVX512) == []
+    assert wheelcheck.check_compat(info, cuda_row, same_major, AVX512) == []
     other_major = targets.TorchInfo("2.14.1", "12.8", None)
-    assert precompiled.check_compat(info, cuda_row, other_major, AVX512) == [
+    assert wheelcheck.check_compat(info, cuda_row, other_major, AVX512) == [
         "built for CUDA 13 (13.0), the venv's torch has CUDA 12.8: install a torch for CUDA 13"
     ]
 
@@ -170,12 +170,12 @@ def test_target_cuda_version_and_unknown_isa():
     torch = targets.TorchInfo("2.14.1", "12.8", None)
     info = {**INFO, "target": "cuda", "torch_version": "2.14.1", "cuda_version": "13.0"}
     info["cpu_isa"] = "avx10"
-    problems = precompiled.check_compat(info, cuda, torch, AVX512)
+    problems = wheelcheck.check_compat(info, cuda, torch, AVX512)
     assert problems == [
         "built for CUDA 13.0, the venv's torch has CUDA 12.8: install a torch for CUDA 13.0",
         "built for an unknown CPU ISA 'avx10': take a wheel built by this repo",
     ]
-    assert precompiled.check_compat(INFO, cuda, torch, AVX512)[0].startswith(
+    assert wheelcheck.check_compat(INFO, cuda, torch, AVX512)[0].startswith(
         "built for target cpu, not cuda: take a cu130 wheel"
     )
 
@@ -200,18 +200,18 @@ def test_which_gpus_a_cuda_build_runs_on(built, gpu, runs):
 
 def test_a_wheel_for_another_gpu_is_refused():
     info = {**INFO, "gpu_arch": "sm_90"}
-    (problem,) = precompiled.check_compat(info, CPU, TORCH, AVX512, gpu=cuda.parse_arch("8.0"))
+    (problem,) = wheelcheck.check_compat(info, CPU, TORCH, AVX512, gpu=cuda.parse_arch("8.0"))
     assert problem == (
         "built for sm_90, which this GPU (compute capability 8.0) can't run: take a wheel "
         "built for it, or build it here (nox -s build-cpu -- --arch 8.0)"
     )
-    assert precompiled.check_compat(info, CPU, TORCH, AVX512, gpu=None) == []
+    assert wheelcheck.check_compat(info, CPU, TORCH, AVX512, gpu=None) == []
 
 
 def test_ensure_fits_is_one_line_naming_the_wheel():
     info = {**INFO, "torch_version": "2.12.0+cpu"}
     with pytest.raises(DevkitError, match=r"^w.whl does not fit this venv: \(1\) built against"):
-        precompiled.ensure_fits(info, CPU, TORCH, "w.whl")
+        wheelcheck.ensure_fits(info, CPU, TORCH, "w.whl")
 
 
 # -- reading wheels -------------------------------------------------------------
@@ -223,19 +223,19 @@ def test_ensure_fits_is_one_line_naming_the_wheel():
 def test_a_zip_slip_entry_refuses_the_whole_wheel(tmp_path, entry):
     wheel = make_wheel(tmp_path / WHEEL_NAME, extra={entry: b"x"})
     with pytest.raises(DevkitError, match="has an entry that escapes the package"):
-        precompiled.read_build_info(wheel)
+        wheelcheck.read_build_info(wheel)
 
 
 def test_corrupt_and_info_less_wheels(tmp_path):
     corrupt = tmp_path / "corrupt.whl"
     corrupt.write_bytes(b"PK\x03\x04 this is not a zip")
     with pytest.raises(DevkitError, match=r"is not a valid wheel \(a corrupt zip\)"):
-        precompiled.read_build_info(corrupt)
+        wheelcheck.read_build_info(corrupt)
     bare = tmp_path / "bare.whl"
     with zipfile.ZipFile(bare, "w") as zf:
         zf.writestr("vllm/_C.abi3.so", b"x")
     with pytest.raises(DevkitError, match="has no vllm/_build_info.json"):
-        precompiled.read_build_info(bare)
+        wheelcheck.read_build_info(bare)
 
 
 def test_stage_takes_only_the_binaries_and_is_complete_or_absent(tmp_path):
@@ -253,7 +253,7 @@ def test_a_member_failing_its_crc_stages_nothing(tmp_path):
     wheel = make_wheel(tmp_path / WHEEL_NAME)
     data = wheel.read_bytes()
     wheel.write_bytes(data.replace(b"ELF not really", b"ELF not REALLY"))  # stored, not deflated
-    info = precompiled.read_build_info(wheel)  # the build info itself is intact
+    info = wheelcheck.read_build_info(wheel)  # the build info itself is intact
     with pytest.raises(DevkitError, match=r"vllm/_C.abi3.so: .*CRC.*; fetch it again"):
         precompiled.stage(wheel, info, tmp_path / "staged")
     assert list((tmp_path / "staged").iterdir()) == []
@@ -271,14 +271,14 @@ def test_locate_order_location_then_dist_then_index(tmp_path, monkeypatch, capsy
         "VLLM_PRECOMPILED_WHEEL_INDEX": str(index),
         "VLLM_PRECOMPILED_WHEEL_COMMIT": "c0ffee",
     }
-    found = precompiled.locate(CPU, TORCH, environ, root=tmp_path)
+    found = wheelindex.locate(CPU, TORCH, environ, root=tmp_path)
     assert (found.origin, found.sha256) == (
         f"index {index} at c0ffee",
         sha256(index / "c0ffee/cpu" / WHEEL_NAME),
     )
 
     in_dist = make_wheel(tmp_path / "dist" / WHEEL_NAME)
-    assert precompiled.locate(CPU, TORCH, environ, root=tmp_path).location == str(in_dist)
+    assert wheelindex.locate(CPU, TORCH, environ, root=tmp_path).location == str(in_dist)
 
     # A newer wheel in dist/ built against another torch is passed over, with a word.
     other = make_wheel(
@@ -286,14 +286,14 @@ def test_locate_order_location_then_dist_then_index(tmp_path, monkeypatch, capsy
         {**INFO, "torch_version": "2.12.0+cpu"},
     )
     os.utime(other, (other.stat().st_mtime + 10,) * 2)
-    assert precompiled.locate(CPU, TORCH, environ, root=tmp_path).location == str(in_dist)
+    assert wheelindex.locate(CPU, TORCH, environ, root=tmp_path).location == str(in_dist)
     in_dist.unlink()
-    assert precompiled.locate(CPU, TORCH, environ, root=tmp_path).origin.startswith("index")
+    assert wheelindex.locate(CPU, TORCH, environ, root=tmp_path).origin.startswith("index")
     assert "dist/ has 1 cpu wheel(s), none for this venv" in capsys.readouterr().err
 
     environ["VLLM_PRECOMPILED_WHEEL_LOCATION"] = "https://example.invalid/x.whl"
     assert (
-        precompiled.locate(CPU, TORCH, environ, root=tmp_path).origin
+        wheelindex.locate(CPU, TORCH, environ, root=tmp_path).origin
         == "VLLM_PRECOMPILED_WHEEL_LOCATION"
     )
 
@@ -302,26 +302,24 @@ def test_locate_falls_back_to_nightly_with_a_warning(tmp_path, capsys):
     index = tmp_path / "index"
     publish_fake(index, make_wheel(tmp_path / "w" / WHEEL_NAME), "nightly")
     environ = {"VLLM_PRECOMPILED_WHEEL_INDEX": str(index), "VLLM_PRECOMPILED_WHEEL_COMMIT": "beef"}
-    assert (
-        precompiled.locate(CPU, TORCH, environ, root=tmp_path).origin == f"index {index}, nightly"
-    )
+    assert wheelindex.locate(CPU, TORCH, environ, root=tmp_path).origin == f"index {index}, nightly"
     assert f"warning: {index} has no cpu wheel for beef; taking nightly" in capsys.readouterr().err
     shutil.rmtree(index / "nightly")
     with pytest.raises(DevkitError, match="has no cpu wheel for beef nor in nightly/"):
-        precompiled.locate(CPU, TORCH, environ, root=tmp_path)
+        wheelindex.locate(CPU, TORCH, environ, root=tmp_path)
 
 
 def test_locate_without_any_source_says_how_to_set_one(tmp_path):
     with pytest.raises(
         DevkitError, match="^no precompiled wheel to use: no index is configured .*; set VLLM_"
     ):
-        precompiled.locate(CPU, TORCH, {}, root=tmp_path)
+        wheelindex.locate(CPU, TORCH, {}, root=tmp_path)
 
 
 def test_fetch_downloads_once_then_hits_the_cache(tmp_path, server):
     wheel = make_wheel(tmp_path / "served" / WHEEL_NAME)
     url = f"{server.url}/{WHEEL_NAME.replace('+', '%2B')}"
-    found = precompiled.Wheel(url, sha256(wheel), "test")
+    found = wheelindex.Wheel(url, sha256(wheel), "test")
     first = precompiled.fetch(found, tmp_path / "cache")
     assert first.read_bytes() == wheel.read_bytes() and first.name == WHEEL_NAME
     assert precompiled.fetch(found, tmp_path / "cache") == first
@@ -331,15 +329,15 @@ def test_fetch_downloads_once_then_hits_the_cache(tmp_path, server):
 def test_fetch_failures_leave_nothing_in_the_cache(tmp_path, server):
     wheel = make_wheel(tmp_path / "served" / WHEEL_NAME)
     cache = tmp_path / "cache"
-    wrong = precompiled.Wheel(f"{server.url}/{WHEEL_NAME}", "0" * 64, "the index")
+    wrong = wheelindex.Wheel(f"{server.url}/{WHEEL_NAME}", "0" * 64, "the index")
     with pytest.raises(
         DevkitError, match=r"has sha256 [0-9a-f]{16}\.\.\., but the index says 0{16}"
     ):
         precompiled.fetch(wrong, cache)
-    missing = precompiled.Wheel(f"{server.url}/gone.whl", sha256(wheel), "the index")
+    missing = wheelindex.Wheel(f"{server.url}/gone.whl", sha256(wheel), "the index")
     with pytest.raises(DevkitError, match=r"gone.whl is not there \(HTTP 404"):
         precompiled.fetch(missing, cache)
-    down = precompiled.Wheel(f"{closed_port_url()}/{WHEEL_NAME}", sha256(wheel), "x")
+    down = wheelindex.Wheel(f"{closed_port_url()}/{WHEEL_NAME}", sha256(wheel), "x")
     with pytest.raises(
         DevkitError, match=r"^can't reach 127.0.0.1:\d+ for vllm-.*start the server"
     ):
@@ -360,7 +358,7 @@ def test_a_dropped_download_is_one_line_and_leaves_no_file(tmp_path):
     threading.Thread(target=serve_once, daemon=True).start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/{WHEEL_NAME}"
     with listener, pytest.raises(DevkitError, match=r": the download (failed|stopped)"):
-        precompiled.fetch(precompiled.Wheel(url, "0" * 64, "x"), tmp_path / "cache")
+        precompiled.fetch(wheelindex.Wheel(url, "0" * 64, "x"), tmp_path / "cache")
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
 
 
@@ -396,21 +394,21 @@ def test_publish_writes_the_entry_and_keeps_nightly_newest(tmp_path):
     newer = make_wheel(tmp_path / "a" / WHEEL_NAME, {**INFO, "git_commit": commits[0]})
     older = make_wheel(tmp_path / "b" / WHEEL_NAME, {**INFO, "git_commit": commits[1]})
 
-    assert precompiled.publish(newer, index, repo).endswith("and to nightly/")
+    assert wheelindex.publish(newer, index, repo).endswith("and to nightly/")
     meta = json.loads((index / commits[0] / "cpu" / "metadata.json").read_text())
     assert (meta["wheel"], meta["sha256"], meta["build_info"]["git_commit"]) == (
         WHEEL_NAME,
         sha256(newer),
         commits[0],
     )
-    assert precompiled.publish(older, index, repo).endswith(
+    assert wheelindex.publish(older, index, repo).endswith(
         f"nightly/ keeps the newer {commits[0][:12]}"
     )
     assert json.loads((index / "nightly/cpu/metadata.json").read_text())["commit"] == commits[0]
 
     dirty = make_wheel(tmp_path / "c" / WHEEL_NAME, {**INFO, "git_commit": commits[0] + "-dirty"})
     with pytest.raises(DevkitError, match="built from uncommitted changes"):
-        precompiled.publish(dirty, index, repo)
+        wheelindex.publish(dirty, index, repo)
 
 
 # -- end to end: a real wheel, a real server, a fresh clone, no compiler ------------
@@ -530,9 +528,9 @@ def test_dev_precompiled_end_to_end(tmp_path, server, published_cpu_wheel):
     }
     # This CPU has AVX-512, so an ISA mismatch is checked against a CPU without it.
     avx512 = forge(wheel, tmp_path / "isa.whl", cpu_isa="avx512")
-    info = precompiled.read_build_info(avx512)
+    info = wheelcheck.read_build_info(avx512)
     with pytest.raises(DevkitError, match=r"does not fit this venv: \(1\) built for avx512, "):
-        precompiled.ensure_fits(info, CPU, TORCH_HERE, avx512.name, cpu={"avx2", "fma"})
+        wheelcheck.ensure_fits(info, CPU, TORCH_HERE, avx512.name, cpu={"avx2", "fma"})
 
     before = snapshot(clone)
     for case, (index, expected) in cases.items():

@@ -55,7 +55,7 @@ pytestmark = pytest.mark.skipif(NINJA is None, reason="ninja comes with requirem
 def test_plain_output_has_one_line_per_translation_unit(tmp_path):
     src, build = project(tmp_path)
     out = io.StringIO()
-    follower = progress.run(build_command(tmp_path, build), None, build, 1, progress.Screen(out))
+    follower = progress.follow(build_command(tmp_path, build), None, build, 1, progress.Screen(out))
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue()  # no terminal: plain lines only
     assert "uv says hello" in lines  # uv's own output still shows
@@ -79,7 +79,7 @@ def test_plain_output_has_one_line_per_translation_unit(tmp_path):
     time.sleep(0.01)
     (src / "b.cpp").write_text("changed")
     out = io.StringIO()
-    follower = progress.run(build_command(tmp_path, build), None, build, 1, progress.Screen(out))
+    follower = progress.follow(build_command(tmp_path, build), None, build, 1, progress.Screen(out))
     units = [
         line for line in out.getvalue().splitlines() if re.match(r"\[vllm\] \[\d+/\d+\]", line)
     ]
@@ -89,11 +89,11 @@ def test_plain_output_has_one_line_per_translation_unit(tmp_path):
 
 def test_terminal_shows_one_updating_line_with_an_estimate(tmp_path):
     src, build = project(tmp_path, seconds=0.8)
-    progress.run(build_command(tmp_path, build), None, build, 1, progress.Screen(io.StringIO()))
+    progress.follow(build_command(tmp_path, build), None, build, 1, progress.Screen(io.StringIO()))
     for name in "abc":
         (src / f"{name}.cpp").write_text("changed")
     out = io.StringIO()
-    progress.run(build_command(tmp_path, build), None, build, 1, progress.Screen(out, tty=True))
+    progress.follow(build_command(tmp_path, build), None, build, 1, progress.Screen(out, tty=True))
     screen = out.getvalue()
     statuses = [part for part in screen.split("\r\033[K") if part.startswith("[vllm] compiling")]
     assert statuses, screen
@@ -110,7 +110,7 @@ def test_a_failing_build_is_one_line(tmp_path):
     out = io.StringIO()
     expected = "`sh -c echo oops; exit 3 ...` failed with exit code 3; its output is above"
     with pytest.raises(DevkitError) as failed:
-        progress.run(["sh", "-c", "echo oops; exit 3"], None, build, 1, progress.Screen(out))
+        progress.follow(["sh", "-c", "echo oops; exit 3"], None, build, 1, progress.Screen(out))
     assert str(failed.value) == expected
     assert "oops" in out.getvalue().splitlines()  # the output it points at
 

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from devkit.pipeline import EXPECTED_OPS, copy_checkout, ninja_outputs
+from devkit.gitbase import copy_checkout
+from devkit.pipeline import EXPECTED_OPS
+from devkit.progress import ninja_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
 

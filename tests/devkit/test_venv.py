@@ -15,7 +15,8 @@ import private_python
 import pytest
 
 from devkit import DevkitError, venv
-from devkit.pipeline import find_uv, run, uv_env
+from devkit.procs import check
+from devkit.uv import find_uv, uv_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +73,7 @@ def test_a_half_made_venv_is_made_again_and_uv_installs_into_it(tmp_path, base):
     )
     assert "environment at: " in poisoned.stderr and "base" in poisoned.stderr
     said = []
-    python = venv.ensure(path, tmp_path, uv, run, uv_env(), said.append, str(base_python(base)))
+    python = venv.ensure(path, tmp_path, uv, check, uv_env(), said.append, str(base_python(base)))
     assert said == [
         "work/.venv-cpu is half-made (no pyvenv.cfg: an interrupted `uv venv`?); making it again",
         "made work/.venv-cpu (activate with: source work/.venv-cpu/bin/activate)",
@@ -93,7 +94,7 @@ def test_a_half_made_venv_is_made_again_and_uv_installs_into_it(tmp_path, base):
 def test_uv_pointing_elsewhere_is_refused(tmp_path, base):
     """A path uv resolves to another environment than the venv: nothing is installed."""
     other = tmp_path / "other"
-    venv.create(other, str(base_python(base)), find_uv(), run, uv_env())
+    venv.create(other, str(base_python(base)), find_uv(), check, uv_env())
     with pytest.raises(DevkitError, match=r"uv would install into .*other, not into .*wrong"):
         # A python inside `other`, handed over as if it were the venv `wrong`.
         venv.check_uv_target(other / "bin" / "python", tmp_path / "wrong", find_uv(), uv_env())
@@ -101,7 +102,7 @@ def test_uv_pointing_elsewhere_is_refused(tmp_path, base):
 
 def test_a_venv_whose_python_is_gone_names_the_fix(tmp_path, base):
     path = tmp_path / ".venv-cpu"
-    venv.create(path, str(base_python(base)), find_uv(), run, uv_env())
+    venv.create(path, str(base_python(base)), find_uv(), check, uv_env())
     shutil.rmtree(base)
     found = venv.problem(path, path / "bin" / "python", tmp_path, sys.version_info[:2])
     assert found == (
@@ -114,7 +115,7 @@ def test_a_venv_whose_python_is_gone_names_the_fix(tmp_path, base):
 
 def test_a_venv_of_another_python_names_the_fix(tmp_path, base):
     path = tmp_path / ".venv-cpu"
-    venv.create(path, str(base_python(base)), find_uv(), run, uv_env())
+    venv.create(path, str(base_python(base)), find_uv(), check, uv_env())
     found = venv.problem(path, path / "bin" / "python", tmp_path, (3, 99))
     here = ".".join(map(str, sys.version_info[:3]))
     assert found == (
@@ -144,7 +145,7 @@ def test_leftovers_of_interrupted_creations_are_removed(tmp_path):
 
 def test_activate_finds_the_renamed_venv(tmp_path, base):
     path = tmp_path / ".venv-cpu"
-    venv.create(path, str(base_python(base)), find_uv(), run, uv_env())
+    venv.create(path, str(base_python(base)), find_uv(), check, uv_env())
     out = subprocess.run(
         ["bash", "-c", f". {path}/bin/activate && echo $VIRTUAL_ENV"],
         capture_output=True,

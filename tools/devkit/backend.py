@@ -48,6 +48,7 @@ from devkit import (
     targets,
 )
 from devkit.envs import ROOT
+from devkit.log import say_err as _say
 
 _Settings = dict[str, Any] | None
 
@@ -65,10 +66,6 @@ def _git_commit() -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
-
-
-def _say(message: str) -> None:
-    print(f"[vllm build] {message}", file=sys.stderr, flush=True)
 
 
 def _torch_and_target(why: str, session: str) -> tuple[targets.TorchInfo, str]:

@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from devkit import DevkitError, gitbase, pipeline, targets
+from devkit import DevkitError, files, gitbase, log, pipeline, procs, targets, uv
 from devkit.envs import ROOT
+from devkit.files import atomic_write
+from devkit.gitbase import git_output
 
 
 @dataclass(frozen=True)
@@ -48,18 +49,11 @@ class RefBuild:
     out_dir: Path  # where the A/B results go
 
 
-def _git(*args: str, cwd: Path = ROOT) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise DevkitError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
-    return result.stdout.strip()
-
-
 def resolve_ref(ref: str) -> tuple[str, str]:
     """(commit sha, label) of REF; "" is the merge-base of HEAD with main."""
     if ref:
         try:
-            return _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"), ref
+            return git_output("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"), ref
         except DevkitError:
             raise DevkitError(
                 f"--against {ref}: not a commit here; pass a branch, tag or sha "
@@ -78,14 +72,14 @@ def _worktree(sha: str, src: Path) -> None:
     """REF checked out, detached, at src (reused when it is there at sha)."""
     if src.exists():
         try:
-            if _git("rev-parse", "HEAD", cwd=src) == sha:
+            if git_output("rev-parse", "HEAD", root=src) == sha:
                 return
         except DevkitError:
             pass
-        _git("worktree", "remove", "--force", str(src))
-    _git("worktree", "prune")
+        git_output("worktree", "remove", "--force", str(src))
+    git_output("worktree", "prune")
     src.parent.mkdir(parents=True, exist_ok=True)
-    _git("worktree", "add", "--detach", str(src), sha)
+    git_output("worktree", "add", "--detach", str(src), sha)
 
 
 def build_ref(env: pipeline.Env, ref: str) -> RefBuild:
@@ -96,16 +90,16 @@ def build_ref(env: pipeline.Env, ref: str) -> RefBuild:
     stamp = root / "lib" / "stamp.json"
     expected = {"sha": sha, "torch": env.torch.version, "python": str(env.python)}
     if lib.exists() and stamp.exists() and json.loads(stamp.read_text()) == expected:
-        pipeline.say(f"--against {name}: {sha[:12]}'s extension is built ({pipeline.show(lib)})")
+        log.say(f"--against {name}: {sha[:12]}'s extension is built ({files.show(lib)})")
         return RefBuild(sha, name, lib, root)
 
     src = root / "src"
-    pipeline.say(f"--against {name}: {sha[:12]} in a worktree at {pipeline.show(src)}")
+    log.say(f"--against {name}: {sha[:12]} in a worktree at {files.show(src)}")
     _worktree(sha, src)
     # REF's backend may predate the build plan: it gets the plan's decisions as the
     # variables a contributor sets by hand, which every version of it reads.
     environ = {
-        **pipeline.uv_env(),
+        **uv.uv_env(),
         **env.plan.build_environ(),
         "VLLM_TARGET_DEVICE": env.plan.target,
         "MAX_JOBS": str(env.plan.jobs.jobs),
@@ -113,7 +107,7 @@ def build_ref(env: pipeline.Env, ref: str) -> RefBuild:
     staging = Path(tempfile.mkdtemp(prefix=".wheel-", dir=root))
     try:
         cmd = [
-            pipeline.find_uv(),
+            uv.find_uv(),
             "build",
             "--wheel",
             "--no-build-isolation",
@@ -125,7 +119,7 @@ def build_ref(env: pipeline.Env, ref: str) -> RefBuild:
             str(staging),
             str(src),
         ]
-        pipeline.run(cmd, env=environ)
+        procs.check(cmd, env=environ)
         wheels = list(staging.glob("*.whl"))
         if len(wheels) != 1:
             raise DevkitError(f"building {sha[:12]} made {len(wheels)} wheels, expected one")
@@ -134,11 +128,9 @@ def build_ref(env: pipeline.Env, ref: str) -> RefBuild:
             if not members:
                 raise DevkitError(f"{sha[:12]}'s wheel holds no vllm/_C*.so")
             lib.parent.mkdir(parents=True, exist_ok=True)
-            tmp = lib.with_suffix(".tmp")
-            tmp.write_bytes(whl.read(members[0]))
-            tmp.replace(lib)
+            atomic_write(lib, whl.read(members[0]))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     stamp.write_text(json.dumps(expected))
-    pipeline.say(f"--against {name}: built {pipeline.show(lib)}")
+    log.say(f"--against {name}: built {files.show(lib)}")
     return RefBuild(sha, name, lib, root)

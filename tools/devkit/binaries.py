@@ -22,17 +22,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devkit import DevkitError, binkey, binstore, cuda, envs, precompiled, targets
+from devkit import (
+    DevkitError,
+    binkey,
+    binstore,
+    cuda,
+    envs,
+    locations,
+    precompiled,
+    targets,
+    wheelcheck,
+    wheelindex,
+)
 from devkit.envs import ROOT
 
-KEYS = precompiled.KEYS
+KEYS = wheelindex.KEYS
 
 
 @dataclass(frozen=True)
 class Found:
     """Where a lookup found binaries for a key."""
 
-    wheel: precompiled.Wheel
+    wheel: wheelindex.Wheel
     by_key: bool  # the key matched: the binaries are this checkout's
 
 
@@ -82,7 +93,7 @@ def fallback_keys(key: binkey.Key, environ: Mapping[str, str] | None = None) -> 
 def _read_info(source: Path) -> dict[str, Any]:
     if source.is_dir():
         return json.loads((source / "_build_info.json").read_text())
-    return precompiled.read_build_info(source)
+    return wheelcheck.read_build_info(source)
 
 
 def compiler_of(info: Mapping[str, Any]) -> str:
@@ -138,12 +149,12 @@ def store_build(
     return entry
 
 
-def _index_wheel(index: str, where: str, variant: str, origin: str) -> precompiled.Wheel | None:
-    meta = precompiled.read_metadata(index, where, variant)
+def _index_wheel(index: str, where: str, variant: str, origin: str) -> wheelindex.Wheel | None:
+    meta = wheelindex.read_metadata(index, where, variant)
     if meta is None:
         return None
-    location = precompiled._join(index, *where.split("/"), variant, meta["wheel"])
-    return precompiled.Wheel(location, meta["sha256"], origin)
+    location = locations.join(index, *where.split("/"), variant, meta["wheel"])
+    return wheelindex.Wheel(location, meta["sha256"], origin)
 
 
 def lookup(
@@ -162,12 +173,12 @@ def lookup(
         if entry is not None:
             compiler = entry.manifest["compiler"]
             origin = f"the local binary store (key {candidate.short}, built with {compiler})"
-            wheel = precompiled.Wheel(str(entry.payload), entry.manifest["sha256"], origin)
+            wheel = wheelindex.Wheel(str(entry.payload), entry.manifest["sha256"], origin)
             _say_isa(candidate, key, log)
             return Found(wheel, by_key=True)
     log(f"key {key.short}: not in the local binary store ({store.root})")
 
-    index = precompiled.default_index(environ, root)
+    index = wheelindex.default_index(environ, root)
     variant = target.version_suffix
     if index:
         for candidate in candidates:
@@ -178,7 +189,7 @@ def lookup(
                 _say_isa(candidate, key, log)
                 return Found(_keep(found, candidate, store, log), by_key=True)
         log(f"key {key.short}: not in {index}")
-        commit = envs.get("VLLM_PRECOMPILED_WHEEL_COMMIT", environ) or precompiled.merge_base(root)
+        commit = envs.get("VLLM_PRECOMPILED_WHEEL_COMMIT", environ) or wheelindex.merge_base(root)
         if commit:
             legacy = _index_wheel(index, commit, variant, f"index {index} at {commit[:12]}")
             meta_key = _published_key(index, commit, variant)
@@ -188,12 +199,12 @@ def lookup(
         if not index:
             raise DevkitError(
                 "VLLM_TEST_USE_PRECOMPILED_NIGHTLY_WHEEL=1 needs an index; set "
-                f"{precompiled.INDEX_HINT.removeprefix('set ')}"
+                f"{wheelindex.INDEX_HINT.removeprefix('set ')}"
             )
-        nightly = _index_wheel(index, precompiled.NIGHTLY, variant, f"index {index}, nightly")
+        nightly = _index_wheel(index, wheelindex.NIGHTLY, variant, f"index {index}, nightly")
         if nightly is None:
             raise DevkitError(f"{index} has no {variant} nightly; publish one or unset the switch")
-        published = _published_key(index, precompiled.NIGHTLY, variant)
+        published = _published_key(index, wheelindex.NIGHTLY, variant)
         if published != key.digest:
             log(
                 f"warning: VLLM_TEST_USE_PRECOMPILED_NIGHTLY_WHEEL=1: the nightly's key "
@@ -213,18 +224,18 @@ def _say_isa(taken: binkey.Key, wanted: binkey.Key, log: Callable[[str], None]) 
 
 
 def _published_key(index: str, where: str, variant: str) -> str | None:
-    meta = precompiled.read_metadata(index, where, variant) or {}
+    meta = wheelindex.read_metadata(index, where, variant) or {}
     value = meta.get("binary_key")
     return value if isinstance(value, str) else None
 
 
 def _keep(
-    wheel: precompiled.Wheel, key: binkey.Key, store: binstore.Store, log: Callable[[str], None]
-) -> precompiled.Wheel:
+    wheel: wheelindex.Wheel, key: binkey.Key, store: binstore.Store, log: Callable[[str], None]
+) -> wheelindex.Wheel:
     """An index's wheel for `key`, fetched (checked by sha256) and kept in the local store:
     the next checkout finds it there."""
     path = precompiled.fetch(wheel)
     entry = store_build(key, path, log, store)
     if entry is None:
-        return precompiled.Wheel(str(path), wheel.sha256, wheel.origin)
-    return precompiled.Wheel(str(entry.payload), entry.manifest["sha256"], wheel.origin)
+        return wheelindex.Wheel(str(path), wheel.sha256, wheel.origin)
+    return wheelindex.Wheel(str(entry.payload), entry.manifest["sha256"], wheel.origin)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from devkit import DevkitError, envs, precompiled, targets
+from devkit import DevkitError, envs, gitbase, machine, targets, wheelcheck
 from devkit.envs import ROOT
 
 # The devkit modules the build backend imports (directly or not), and the
@@ -55,9 +55,13 @@ BUILD_MODULES = frozenset(
         "cuda",
         "dist",
         "envs",
+        "files",
         "gitbase",
         "layout",
+        "locations",
         "lock",
+        "log",
+        "machine",
         "metadata",
         "plan",
         "precompiled",
@@ -67,6 +71,8 @@ BUILD_MODULES = frozenset(
         "rocm",
         "targets",
         "toolchain",
+        "wheelcheck",
+        "wheelindex",
     )
 )
 BUILD_SCRIPTS = frozenset({"tools/devkit/nvcc_relative.py"})  # nvcc's launcher under sccache
@@ -104,7 +110,7 @@ def resolve_cpu_isa(requested: str, cpu_flags: set[str] | None) -> str:
     if platform.machine() not in ("x86_64", "AMD64") or cpu_flags is None:
         return "default"
     for isa in ISA_ORDER:
-        if set(precompiled.ISA_CPU_FLAGS[isa]) <= cpu_flags:
+        if set(wheelcheck.ISA_CPU_FLAGS[isa]) <= cpu_flags:
             return isa
     return "default"
 
@@ -145,11 +151,8 @@ def source_files(root: Path = ROOT) -> list[str]:
     otherwise every file under the directories.
     """
     wanted = [*SOURCE_DIRS, *SOURCE_FILES, *sorted(BUILD_MODULES | BUILD_SCRIPTS)]
-    out = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *wanted],
-        cwd=root,
-        capture_output=True,
-        text=True,
+    out = gitbase.git(
+        "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *wanted, root=root
     )
     if out.returncode == 0:
         names = {name for name in out.stdout.split("\0") if name}
@@ -270,7 +273,7 @@ def compute(
     target = targets.get_target(target_name)
     isa = cpu_isa or envs.get("VLLM_CPU_ISA", environ)
     if target.name == "cpu":
-        isa = resolve_cpu_isa(isa, flags if flags is not None else precompiled.cpu_flags())
+        isa = resolve_cpu_isa(isa, flags if flags is not None else machine.cpu_flags())
     else:
         isa = ""  # the GPU targets' kernels don't take it
     files, count = files_digest(root)

@@ -41,17 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devkit import DevkitError, envs
+from devkit import DevkitError, envs, log
 
 MANIFEST = "manifest.json"
 ENTRIES = "entries"
 TMP = "tmp"
 _STALE_TMP_S = 3600  # a writer's tmp dir this old is a crash's leftover
 MIB = 1 << 20
-
-
-def say(message: str) -> None:
-    print(f"[vllm binaries] {message}", flush=True)
 
 
 def default_root(environ: dict[str, str] | None = None) -> Path:
@@ -126,13 +122,13 @@ def binaries_zip(package_dir: Path, dest: Path) -> Path:
 
 
 class Store:
-    def __init__(self, root: Path, max_bytes: int, log: Callable[[str], None] = say) -> None:
+    def __init__(self, root: Path, max_bytes: int, log: Callable[[str], None] = log.say) -> None:
         self.root = root
         self.max_bytes = max_bytes
         self.log = log
 
     @classmethod
-    def default(cls, log: Callable[[str], None] = say) -> Store:
+    def default(cls, log: Callable[[str], None] = log.say) -> Store:
         return cls(default_root(), envs.get("VLLM_BINARY_STORE_MAX_MB") * MIB, log)
 
     @property

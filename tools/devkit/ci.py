@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from devkit import DevkitError, binaries, binkey, binstore, cuda, gitbase, plan, targets
+from devkit import DevkitError, binaries, binkey, binstore, cuda, gitbase, plan, targets, wheelindex
 from devkit.envs import ROOT
 
 BASE_REFS = gitbase.BASE_REFS
@@ -294,10 +294,6 @@ def not_planned(needs: Mapping[str, Need], run_all: bool = False) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
-def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-
-
 def merge_base(base: str | None, root: Path = ROOT) -> tuple[str, str]:
     """(the base ref, the merge-base commit of HEAD with it): devkit.gitbase's."""
     try:
@@ -310,8 +306,8 @@ def changed_files(commit: str, root: Path = ROOT) -> list[str]:
     """Files changed since `commit`: committed, staged, unstaged and untracked."""
     # -z: names as they are (without it git quotes a non-ASCII name, which then
     # matches no path rule and counts as a change to everything).
-    diff = _git(root, "diff", "-z", "--name-only", "--no-renames", commit)
-    untracked = _git(root, "ls-files", "-z", "--others", "--exclude-standard")
+    diff = gitbase.git("diff", "-z", "--name-only", "--no-renames", commit, root=root)
+    untracked = gitbase.git("ls-files", "-z", "--others", "--exclude-standard", root=root)
     if diff.returncode != 0 or untracked.returncode != 0:
         raise DevkitError(f"git diff {commit[:12]} failed ({diff.stderr.strip()}); check the repo")
     return sorted(set(diff.stdout.split("\0") + untracked.stdout.split("\0")) - {""})
@@ -333,16 +329,16 @@ def precompiled_source(
             if store.find(candidate.digest) is not None:
                 where = f"key {candidate.short} in the local binary store {store.root}"
                 return Source(True, where)
-        index = binaries.precompiled.default_index(environ, root)
+        index = wheelindex.default_index(environ, root)
         if not index:
             return Source(
                 False,
                 f"key {key.short} is not in the local binary store, and no precompiled "
-                f"index is configured ({binaries.precompiled.INDEX_HINT})",
+                f"index is configured ({wheelindex.INDEX_HINT})",
             )
         for candidate in candidates:
             where = f"{binaries.KEYS}/{candidate.digest}"
-            meta = binaries.precompiled.read_metadata(index, where, "cpu")
+            meta = wheelindex.read_metadata(index, where, "cpu")
             if meta is not None:
                 commit = str(meta.get("commit") or "?")[:12]
                 at = f"by key {candidate.short} (built at {commit})"

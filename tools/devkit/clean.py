@@ -25,14 +25,14 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devkit import DevkitError, layout, lock, plan, presets, targets, toolchain
+from devkit import DevkitError, gitbase, layout, lock, plan, presets, procs, targets, toolchain
 from devkit.envs import ROOT
+from devkit.files import atomic_write, show
 
 GB = 1000**3
 OUR_PRESET = "written by tools/devkit/presets.py from the build plan"
@@ -229,9 +229,7 @@ def drop_presets(path: Path, names: list[str]) -> str | None:
     if set(kept) <= {"version"}:
         path.unlink()
         return f"removed {path.name} (only our presets were in it)"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(kept, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(kept, indent=2) + "\n")
     return f"removed our presets {', '.join(sorted(ours))} from {path.name}; yours are kept"
 
 
@@ -246,16 +244,8 @@ def tracked(paths: list[Path], root: Path = ROOT) -> list[Path]:
     inside = [p for p in paths if p.resolve().is_relative_to(real)]
     if not inside:
         return []
-    try:
-        out = subprocess.run(
-            ["git", "ls-files", "-z", "--", *(str(p.resolve().relative_to(real)) for p in inside)],
-            cwd=real,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
+    names = (str(p.resolve().relative_to(real)) for p in inside)
+    out = gitbase.git("ls-files", "-z", "--", *names, root=real)
     if out.returncode != 0:  # not a git checkout
         return []
     files = [real / name for name in out.stdout.split("\0") if name]
@@ -292,8 +282,8 @@ def cache_dirs(
 
 
 def _uv_cache(uv: str) -> Path | None:
-    out = subprocess.run([uv, "cache", "dir"], capture_output=True, text=True, timeout=60)
-    return Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
+    out = procs.probe([uv, "cache", "dir"])
+    return Path(out.stdout.strip()) if out and out.returncode == 0 and out.stdout.strip() else None
 
 
 def _empty_caches(root: Path, dry_run: bool) -> tuple[list[str], int]:
@@ -311,7 +301,7 @@ def _empty_caches(root: Path, dry_run: bool) -> tuple[list[str], int]:
     if uv and cache and cache.exists():
         size = size_of(cache)
         if not dry_run:
-            subprocess.run([uv, "cache", "clean"], capture_output=True, timeout=600, check=False)
+            procs.probe([uv, "cache", "clean"], timeout=600)
         gone = size if dry_run else size - size_of(cache)
         freed += gone
         lines.append(f"{verb} {cache} (uv's cache, `uv cache clean`, {gone / GB:.2f} GB)")
@@ -345,7 +335,7 @@ def _remove_all(
             if not dry_run:
                 _remove(removal.path, bases, root)
             freed += size
-            lines.append(f"{verb} {_show(removal.path, root)} ({removal.why}, {size / GB:.2f} GB)")
+            lines.append(f"{verb} {show(removal.path, root)} ({removal.why}, {size / GB:.2f} GB)")
     return lines, freed
 
 
@@ -359,7 +349,7 @@ def _after(found: Survey, root: Path, dry_run: bool) -> list[str]:
     elif found.presets and any(_is_ours(presets_file, n) for n in found.presets):
         lines.append(f"would remove our presets from {presets.PRESETS_FILE}; yours are kept")
     if found.bench and not dry_run:
-        subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True, check=False)
+        gitbase.git("worktree", "prune", root=root)
         lines.append("unregistered the bench worktrees from git (`git worktree prune`)")
     return lines
 
@@ -383,7 +373,7 @@ def clean(
             f"not cleaning: git tracks files in {', '.join(map(str, refused))}; "
             "move them out of the build paths (or untrack them) first"
         )
-    lines = [f"left alone {_show(path, root)} ({why})" for path, why in found.left]
+    lines = [f"left alone {show(path, root)} ({why})" for path, why in found.left]
     done, freed = _remove_all(found, bases, root, dry_run, say)
     done += _after(found, root, dry_run)
     lines += done
@@ -399,7 +389,3 @@ def clean(
     caches = " and the compiler and uv caches" if everything else ""
     total = "would free" if dry_run else "freed"
     return [*lines, f"{total} {freed / GB:.2f} GB: {what} build dirs and venvs{caches}"]
-
-
-def _show(path: Path, root: Path) -> str:
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)

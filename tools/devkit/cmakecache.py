@@ -10,9 +10,10 @@ recompiles only what the new flags change.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
+
+from devkit.files import atomic_write
 
 RECORD = "cmake-args.txt"
 
@@ -35,7 +36,5 @@ def follow_cmake_args(build_dir: Path, cmake_args: str, say: Callable[[str], Non
         cache.unlink()
     if cmake_args != before or not record.is_file():
         build_dir.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_name(f".{RECORD}.{os.getpid()}")
-        tmp.write_text(cmake_args)
-        os.replace(tmp, record)
+        atomic_write(record, cmake_args)
     return dropped

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from devkit import DevkitError, dist, envs, layout
+from devkit import DevkitError, dist, envs, layout, procs
 from devkit.toolchain import find_tool
 
 # URL scheme -> sccache's name for the backend (its SCCACHE_MULTILEVEL_CHAIN level).
@@ -666,17 +666,9 @@ def cache_stats(cache: CompilerCache | None) -> CacheStats | None:
     if cache is None:
         return None
     if cache.kind == "ccache":
-        try:
-            out = subprocess.run(
-                [cache.launcher, "--print-stats"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                env=environ_for(cache, os.environ),
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return parse_ccache_stats(out.stdout) if out.returncode == 0 else None
+        env = environ_for(cache, os.environ)
+        out = procs.probe([cache.launcher, "--print-stats"], timeout=30, env=env)
+        return parse_ccache_stats(out.stdout) if out and out.returncode == 0 else None
     result = _sccache(cache, "--show-stats", "--stats-format=json", timeout=30)
     if result.returncode != 0:
         return None

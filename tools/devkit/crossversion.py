@@ -25,7 +25,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from devkit import DevkitError, pipeline, targets
+from devkit import DevkitError, files, log, pipeline, targets
 from devkit.envs import ROOT
 from devkit.options import Options
 
@@ -104,8 +104,8 @@ def stage(built: pipeline.Env, tested: pipeline.Env) -> Path:
     )
     shutil.copy2(binaries[0], dest / "vllm" / binaries[0].name)
     shutil.copy2(installed / "_build_info.json", dest / "vllm" / "_build_info.json")
-    pipeline.say(
+    log.say(
         f"testing {binaries[0].name} built against torch {built.torch.version} under torch "
-        f"{tested.torch.version} ({pipeline.show(tested.path)})"
+        f"{tested.torch.version} ({files.show(tested.path)})"
     )
     return dest

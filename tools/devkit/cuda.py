@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from devkit import DevkitError
+from devkit import DevkitError, procs
 
 # Names a contributor may type instead of a compute capability.
 ARCH_NAMES = {
@@ -152,7 +151,7 @@ def find_cuda_home(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def nvcc_version(nvcc: Path | str) -> tuple[int, int]:
-    out = _run([str(nvcc), "--version"])
+    out = _ask([str(nvcc), "--version"])
     match = re.search(r"release (\d+)\.(\d+)", out)
     if not match:
         raise DevkitError(f"can't read the CUDA version from `{nvcc} --version`")
@@ -161,7 +160,7 @@ def nvcc_version(nvcc: Path | str) -> tuple[int, int]:
 
 def nvcc_archs(nvcc: Path | str) -> list[str]:
     """compute_XY names nvcc can compile for."""
-    return _run([str(nvcc), "--list-gpu-arch"]).split()
+    return _ask([str(nvcc), "--list-gpu-arch"]).split()
 
 
 def check_versions(nvcc: tuple[int, int], torch_cuda: str, torch_version: str) -> str | None:
@@ -246,7 +245,7 @@ def find_cuobjdump(venv: Path, home: Path) -> str | None:
 
 def check_machine_code(cuobjdump: str, library: Path, arch: CudaArch) -> str:
     """The library must hold machine code for `arch` and no other; returns a log line."""
-    listed = _run([cuobjdump, "--list-elf", str(library)])
+    listed = _ask([cuobjdump, "--list-elf", str(library)])
     found = sorted(set(re.findall(r"\.(sm_\d+[af]?)\.cubin", listed)))
     expected = [f"sm_{arch.number}"]
     if found != expected:
@@ -263,18 +262,18 @@ def local_gpu_arch() -> CudaArch | None:
     if not smi:
         return None
     try:
-        out = _run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"])
+        out = _ask([smi, "--query-gpu=compute_cap", "--format=csv,noheader"])
     except DevkitError:
         return None
     first = out.split()[0] if out.split() else ""
     return parse_arch(first) if first else None
 
 
-def _run(cmd: list[str]) -> str:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise DevkitError(f"`{' '.join(cmd)}` failed: {exc}") from None
+def _ask(cmd: list[str]) -> str:
+    """The output of a CUDA tool's query; a failure is one DevkitError line."""
+    out = procs.probe(cmd)
+    if out is None:
+        raise DevkitError(f"`{' '.join(cmd)}` failed: it did not start, or answer within 60 s")
     if out.returncode != 0:
         raise DevkitError(f"`{' '.join(cmd)}` failed: {out.stderr.strip().splitlines()[-1:]}")
     return out.stdout

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import struct
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -36,7 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from devkit import DevkitError, envs
+from devkit import DevkitError, envs, procs
+from devkit.files import atomic_write
 
 PROBE_TIMEOUT_S = 3.0
 # What a job costs this machine when its compile runs on the cluster: the
@@ -265,15 +265,7 @@ def write_config(cluster: Cluster, path: Path, environ: Mapping[str, str] | None
     """sccache's client config at `path`, readable by this user alone, written whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = config_text(cluster, cluster.token(environ), path.parent / "sccache-dist-toolchains")
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    atomic_write(path, text, mode=0o600)
 
 
 def prepare(cluster: Cluster, path: Path) -> str | None:
@@ -317,16 +309,10 @@ def parse_compiles(text: str) -> Compiles:
 
 def compiles(launcher: str, environ: Mapping[str, str]) -> Compiles | None:
     """The counters of the sccache server `environ` names (its port); None when unknown."""
+    out = procs.probe([launcher, "--show-stats", "--stats-format=json"], 30, env=dict(environ))
     try:
-        out = subprocess.run(
-            [launcher, "--show-stats", "--stats-format=json"],
-            env=dict(environ),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        return parse_compiles(out.stdout) if out.returncode == 0 else None
-    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
+        return parse_compiles(out.stdout) if out and out.returncode == 0 else None
+    except (ValueError, KeyError, TypeError):
         return None
 
 

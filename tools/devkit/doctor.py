@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,13 +21,17 @@ from devkit import (
     cuda,
     dist,
     envs,
+    files,
+    layout,
+    machine,
     options,
-    pipeline,
     plan,
+    procs,
     resources,
     sources,
     targets,
     toolchain,
+    wheelindex,
 )
 from devkit.targets import GIB
 
@@ -55,9 +58,8 @@ class Report:
 def _version(tool: str | None) -> str:
     if not tool:
         return "not found"
-    try:
-        out = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
+    out = procs.probe([tool, "--version"], timeout=30)
+    if out is None:
         return f"{tool} (does not run)"
     first = (out.stdout or out.stderr).strip().splitlines()[:1]
     return f"{first[0] if first else '?'} ({tool})"
@@ -67,19 +69,14 @@ def _gpus() -> list[str]:
     smi = shutil.which("nvidia-smi")
     if not smi:
         return []
-    out = subprocess.run(
-        [smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    out = procs.probe([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"])
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out else []
 
 
 def _binary_key(report: Report, found: plan.BuildPlan) -> None:
     """The key this checkout's binaries are stored and looked up by, what went into it,
     and whether the local store has them."""
-    from devkit import binaries, binkey, binstore
+    from devkit import binkey, binstore
 
     try:
         compiler = binkey.compiler_identity(nvcc=str(found.cuda.nvcc) if found.cuda else None)
@@ -102,7 +99,7 @@ def _binary_key(report: Report, found: plan.BuildPlan) -> None:
         return
     have = f"has key {key.short} ({entry.build_id[:16]}...)" if entry else "lacks this key"
     report.fact("binary store", f"{store.root}: {have}")
-    index = binaries.precompiled.default_index()
+    index = wheelindex.default_index()
     report.fact("precompiled index", index or "none configured")
 
 
@@ -115,12 +112,12 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
     if target is None:
         return 1
 
-    venv = pipeline.venv_dir(target.name)
-    report.fact("venv", pipeline.show(venv) + ("" if venv.exists() else " (not made yet)"))
+    venv = layout.venv_dir(target.name)
+    report.fact("venv", files.show(venv) + ("" if venv.exists() else " (not made yet)"))
     info = (
         report.check(
             "torch in venv",
-            lambda: pipeline.probe_torch(venv / "bin" / "python"),
+            lambda: targets.probe_torch(venv / "bin" / "python"),
             lambda i: i.version if i else "none",
         )
         if venv.exists()
@@ -197,7 +194,7 @@ def arch_problem(built: cuda.CudaArch, local: cuda.CudaArch) -> str | None:
 
 def main(argv: list[str]) -> int:
     found = options.parse("doctor", argv)
-    return diagnose(found.target or pipeline.default_target(), found.arch)
+    return diagnose(found.target or machine.default_target(), found.arch)
 
 
 if __name__ == "__main__":

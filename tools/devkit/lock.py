@@ -13,6 +13,7 @@ members started since and work in the build's directories.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -21,7 +22,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from devkit import DevkitError, procs
+from devkit import DevkitError, log, procs
+from devkit.envs import ROOT
+from devkit.files import show
 
 STILL_WAITING_EVERY_S = 30.0
 POLL_S = 0.2
@@ -123,3 +126,28 @@ def _wait(fd: int, path: Path, what: str, say: Callable[[str], None]) -> None:
                 next_note = now + STILL_WAITING_EVERY_S
             time.sleep(POLL_S)
     say(f"waited {time.monotonic() - started:.1f}s for {what}")
+
+
+def lock_file(path: Path) -> Path:
+    """The lock of a venv: a file beside it, as the venv may not exist yet."""
+    return path.with_name(path.name + ".lock")
+
+
+def venv_lock(path: Path, what: str):
+    """One session at a time sets up or builds into the venv at `path`; `what` it does."""
+    return hold(lock_file(path), what, log.say, (ROOT,))
+
+
+@contextmanager
+def build_lock(build_dir: Path, venv: Path | None) -> Iterator[None]:
+    """One build per build directory at a time, and per venv (None: not ours, no lock):
+    the build installs into it, and a run killed during the build leaves processes that
+    use both (their groups are recorded in both locks, so the next run stops them
+    before it touches either)."""
+    with contextlib.ExitStack() as stack:
+        what = f"the build in {show(build_dir)}"
+        if venv is not None:
+            stack.enter_context(venv_lock(venv, what))
+        inside = (ROOT, build_dir)
+        stack.enter_context(hold(build_dir / "build.lock", what, log.say, inside))
+        yield

@@ -25,13 +25,12 @@ setuptools-scm is imported only here, in the project venv (requirements/build.tx
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from devkit import DevkitError, envs, targets
+from devkit import DevkitError, envs, gitbase, targets
 from devkit.envs import ROOT
+from devkit.log import say_err
 
 _plan = None  # the backend's devkit.plan.BuildPlan, set by use()
 
@@ -65,13 +64,9 @@ def base_version() -> str:
 _RELEASE_TAG = re.compile(r"^v\d+(\.\d+){1,2}((a|b|rc)\d+)?(\.post\d+)?$")
 
 
-def _git(root, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=60)
-
-
 def git_refusal(root=ROOT) -> str | None:
     """One line when git refuses the checkout because another user owns it."""
-    out = _git(root, "rev-parse", "--git-dir")
+    out = gitbase.git("rev-parse", "--git-dir", root=Path(root))
     if out.returncode != 0 and "dubious ownership" in out.stderr:
         return (
             f"git refuses {root}: another user owns it (git's safe.directory check), so its "
@@ -83,7 +78,7 @@ def git_refusal(root=ROOT) -> str | None:
 
 def non_version_tags(root=ROOT) -> list[str]:
     """Tags git describe would consider (v<digit>...) that are not release versions."""
-    out = _git(root, "tag", "--list", "v[0-9]*")
+    out = gitbase.git("tag", "--list", "v[0-9]*", root=Path(root))
     return [t for t in out.stdout.split() if not _RELEASE_TAG.match(t)]
 
 
@@ -120,11 +115,9 @@ def scm_version(suffix: str, root=ROOT, base: str | None = None) -> str:
         raise DevkitError(refusal)
     bad = non_version_tags(root)
     if bad:
-        print(
-            f"[vllm build] warning: ignoring git tag(s) {', '.join(bad)}: not release versions "
-            "(vX.Y.Z); delete them (git tag -d NAME) or rename them",
-            file=sys.stderr,
-            flush=True,
+        say_err(
+            f"warning: ignoring git tag(s) {', '.join(bad)}: not release versions "
+            "(vX.Y.Z); delete them (git tag -d NAME) or rename them"
         )
     try:
         return setuptools_scm.get_version(

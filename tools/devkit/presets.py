@@ -21,6 +21,7 @@ from typing import Any
 
 from devkit import DevkitError
 from devkit.envs import ROOT
+from devkit.files import atomic_write as _write_atomically
 from devkit.plan import BuildPlan
 
 PRESETS_FILE = "CMakeUserPresets.json"
@@ -59,12 +60,6 @@ def merge(existing: dict[str, Any], ours: dict[str, list[dict[str, Any]]]) -> di
         kept = [p for p in existing.get(kind, []) if p.get("name") not in names]
         merged[kind] = [*kept, *presets]
     return merged
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_presets(plan: BuildPlan, root: Path = ROOT) -> Path:

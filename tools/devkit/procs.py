@@ -10,11 +10,17 @@ can catch, the next run stops the leftovers before it builds.
 
 SIGTERM and SIGHUP become `Interrupted`, a DevkitError: one line naming the
 interrupted step and saying that the next run resumes.
+
+Three ways to run a command, one meaning of "run" (start it in a group of its
+own, wait, stop the group on any exception): `run` returns the result, `check`
+echoes the command and turns a failure into the one failure line, `probe` asks
+a tool a quick question (bounded, never raising).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -213,3 +219,47 @@ def run(
     finally:
         current_step = None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(err))
+
+
+def failure(cmd: Sequence[str], returncode: int, label: str | None = None) -> DevkitError:
+    """The one line of a command that failed: what it was, its exit code, where its output is."""
+    what = label or f"{Path(cmd[0]).name} {' '.join(map(str, cmd[1:3]))} ..."
+    return DevkitError(f"`{what}` failed with exit code {returncode}; its output is above")
+
+
+def check(
+    cmd: Sequence[str],
+    env: dict[str, str] | None = None,
+    capture: bool = False,
+    label: str | None = None,
+    explain: Callable[[str], str | None] | None = None,
+) -> str:
+    """Runs a command, echoed first (or its label); returns its stdout when `capture`.
+    A failure becomes the one failure line; with `explain`, the command's stderr is
+    passed through as it comes, and a line `explain` makes of it replaces that one."""
+    step = label or shlex.join(str(c) for c in cmd)
+    print("$ " + step, flush=True)
+    try:
+        result = run(cmd, env=env, capture=capture, step=step, tee_stderr=explain is not None)
+    except KeyboardInterrupt:
+        raise Interrupted("SIGINT (Ctrl-C)", step) from None
+    if result.returncode != 0:
+        why = explain(result.stderr or "") if explain else None
+        raise DevkitError(why) if why else failure(cmd, result.returncode, label)
+    return result.stdout or ""
+
+
+def probe(
+    cmd: Sequence[str],
+    timeout: float = 60,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess | None:
+    """A quick question to a tool (`--version`, a query), its output captured as text;
+    None when it can't start or doesn't answer within `timeout`."""
+    try:
+        return subprocess.run(
+            [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None

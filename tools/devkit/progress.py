@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from devkit import DevkitError, procs, toolchain
+from devkit import log, procs, toolchain
 
 POLL_S = 0.25
 # File times come from a coarse clock (a tick behind time.time_ns()).
@@ -71,6 +71,23 @@ def read_log(path: Path) -> dict[str, Step]:
     return {step.output: step for step in read_steps(path)}
 
 
+def ninja_outputs(build_dir: Path, since_ns: int = 0) -> set[str]:
+    """Object files in the build's .ninja_log, only those written after since_ns if given."""
+    return {
+        step.output
+        for step in read_steps(build_dir / ".ninja_log")
+        if step.output.endswith(".o") and step.mtime_ns >= since_ns
+    }
+
+
+def ninja_objects(build_dir: Path) -> set[str]:
+    """Object files the current build.ninja makes (the log also remembers removed ones)."""
+    build_file = build_dir / "build.ninja"
+    if not build_file.is_file():
+        return set()
+    return set(re.findall(r"^build (\S+\.o):", build_file.read_text(), re.M))
+
+
 def source_of(output: str) -> str:
     """The source an object is compiled from: CMakeFiles/_C.dir/csrc/x.cpp.o -> csrc/x.cpp."""
     name = re.sub(r"^CMakeFiles/[^/]+\.dir/", "", output)
@@ -107,13 +124,8 @@ def dry_run(build_dir: Path) -> str:
     ninja = _ninja(build_dir)
     if ninja is None:
         return ""
-    try:
-        out = subprocess.run(
-            [ninja, "-C", str(build_dir), "-n"], capture_output=True, text=True, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout
+    out = procs.probe([ninja, "-C", str(build_dir), "-n"])
+    return out.stdout if out else ""
 
 
 def _seconds(value: float) -> str:
@@ -304,13 +316,13 @@ class Screen:
             self.stream.flush()
 
 
-def run(
+def follow(
     cmd: Sequence[str],
     env: dict[str, str] | None,
     build_dir: Path,
     jobs: int,
     screen: Screen | None = None,
-    prefix: str = "[vllm] ",
+    prefix: str = log.PREFIX,
 ) -> Follower:
     """Runs `cmd` (uv running the backend), showing the build's progress; returns the
     follower, whose `summary()` names the slowest files. uv's own lines are shown as
@@ -351,8 +363,5 @@ def run(
         procs.current_step = None
         screen.done()
     if process.returncode != 0:
-        raise DevkitError(
-            f"`{Path(cmd[0]).name} {' '.join(map(str, cmd[1:3]))} ...` failed with exit "
-            f"code {process.returncode}; its output is above"
-        )
+        raise procs.failure(cmd, process.returncode)
     return follower

@@ -11,13 +11,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from devkit import DevkitError
+from devkit import DevkitError, procs
 
 # The archs the kernels are built and supported for (MI210/MI250, MI300,
 # MI350, RDNA3, RDNA4).
@@ -101,11 +100,10 @@ def local_gpu_arch(home: Path | None = None) -> str | None:
     candidates.append(Path("/opt/rocm/bin/rocminfo"))
     for tool in candidates:
         if tool.is_file():
-            try:
-                out = subprocess.run([tool], capture_output=True, text=True, timeout=60).stdout
-            except (OSError, subprocess.TimeoutExpired):
+            answer = procs.probe([tool])
+            if answer is None:
                 return None
-            match = re.search(r"^\s*Name:\s*(gfx[0-9a-f]+)\s*$", out, re.M)
+            match = re.search(r"^\s*Name:\s*(gfx[0-9a-f]+)\s*$", answer.stdout, re.M)
             return match.group(1) if match else None
     return None
 

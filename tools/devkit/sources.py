@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from devkit import DevkitError, envs
+from devkit import DevkitError, envs, locations
 from devkit.targets import Target, python_tag
 
 REACH_TIMEOUT_S = 4.0
@@ -94,22 +94,17 @@ def read_pip_sources(environ: Mapping[str, str] | None = None) -> PipSources:
 
 
 def _read(location: str, timeout: float) -> str | None:
-    """The text at a URL, file:// URL or path (a directory reads as its listing)."""
-    if "://" not in location or location.startswith("file://"):
-        path = Path(
-            urllib.parse.unquote(urllib.parse.urlparse(location).path)
-            if location.startswith("file://")
-            else location
-        )
-        if path.is_dir():
-            index = path / "index.html"
-            return index.read_text() if index.is_file() else "\n".join(os.listdir(path))
-        return path.read_text() if path.is_file() else None
+    """The text at a URL, file:// URL or path (a directory reads as its listing); None
+    when it isn't there or can't be read."""
+    path = locations.local_path(location)
+    if path is not None and path.is_dir():
+        index = path / "index.html"
+        return index.read_text() if index.is_file() else "\n".join(os.listdir(path))
     try:
-        with urllib.request.urlopen(location, timeout=timeout) as response:
-            return response.read().decode("utf-8", "replace")
-    except (urllib.error.URLError, OSError, ValueError):
+        raw = locations.read(location, "a package listing", timeout)
+    except (DevkitError, OSError):
         return None
+    return raw.decode("utf-8", "replace") if raw is not None else None
 
 
 def unreachable_because(url: str, timeout: float = REACH_TIMEOUT_S) -> str | None:

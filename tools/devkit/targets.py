@@ -6,12 +6,14 @@ no other module branches on the target's name for these facts.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from devkit import DevkitError, layout
+from devkit import DevkitError, layout, procs
 from devkit.envs import ROOT
+from devkit.files import show
 
 GIB = 1024**3
 
@@ -134,6 +136,17 @@ PROBE_TORCH = (
     "import json, sys; sys.path.insert(0, {tools!r}); from devkit.targets import read_torch_info; "
     "info = read_torch_info(); print(json.dumps(info and info.__dict__))"
 ).format(tools=str(ROOT / "tools"))
+
+
+def probe_torch(python: Path) -> TorchInfo | None:
+    """The torch of the environment of `python` (read, not imported); None if absent."""
+    out = procs.check(
+        [str(python), "-c", PROBE_TORCH],
+        capture=True,
+        label=f"{show(python)} -c <read torch's version>",
+    )
+    found = json.loads(out.strip().splitlines()[-1])
+    return TorchInfo(**found) if found else None
 
 
 def read_torch_info() -> TorchInfo | None:

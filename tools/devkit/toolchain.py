@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from devkit import procs
 
 
 def find_tool(name: str, bin_dir: Path | None = None) -> str | None:
@@ -33,12 +34,9 @@ def private_libstdcxx(library: Path) -> list[str] | None:
     nm = shutil.which("nm")
     if nm is None:
         return None
-    out = subprocess.run(
-        [nm, "-D", "--defined-only", "--demangle", str(library)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = procs.probe([nm, "-D", "--defined-only", "--demangle", str(library)])
+    if out is None:
+        return None
     return [
         line.split(" ", 2)[-1]
         for line in out.stdout.splitlines()

@@ -19,7 +19,8 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from devkit import DevkitError, layout
+from devkit import DevkitError, layout, procs
+from devkit.files import show
 
 # Run by the venv's interpreter: where it lives, and which Python it is.
 _WHERE = "import json, sys; print(json.dumps([sys.prefix, list(sys.version_info[:3])]))"
@@ -41,16 +42,12 @@ def read_cfg(path: Path) -> dict[str, str]:
     return values
 
 
-def _show(path: Path, root: Path) -> str:
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-
-
 def problem(path: Path, python: Path, root: Path, expected: tuple[int, int]) -> str | None:
     """Why the venv at `path` can't be used, as one line naming the fix; None if it can.
 
     "half-made" (no pyvenv.cfg) is the one problem `ensure` repairs by itself.
     """
-    name = _show(path, root)
+    name = show(path, root)
     fix = f"delete {name} and rerun (the session makes it again)"
     cfg = read_cfg(path)
     if not cfg:
@@ -62,15 +59,15 @@ def problem(path: Path, python: Path, root: Path, expected: tuple[int, int]) -> 
     home = cfg.get("home", "")
     if not python.exists():  # a dangling link: the interpreter it was made from is gone
         return f"{name} was made by a Python in {home or 'an unknown place'} that is gone; {fix}"
+    out = procs.probe([str(python), "-c", _WHERE])
     try:
-        out = subprocess.run(
-            [str(python), "-c", _WHERE], capture_output=True, text=True, timeout=60
-        )
-        prefix, version = json.loads(out.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
-        return f"{_show(python, root)} does not run (made by {home or 'an unknown Python'}); {fix}"
+        prefix, version = json.loads(out.stdout.strip().splitlines()[-1]) if out else ("", [])
+    except (ValueError, IndexError):
+        out = None
+    if out is None:
+        return f"{show(python, root)} does not run (made by {home or 'an unknown Python'}); {fix}"
     if Path(prefix).resolve() != path.resolve():
-        return f"{_show(python, root)} runs in {prefix}, not in the venv; {fix}"
+        return f"{show(python, root)} runs in {prefix}, not in the venv; {fix}"
     if tuple(version[:2]) != tuple(expected):
         made = ".".join(map(str, version))
         want = ".".join(map(str, expected))
@@ -114,7 +111,7 @@ def usable(path: Path, root: Path, say: Callable[[str], None]) -> Path | None:
     found = problem(path, python, root, sys.version_info[:2])
     if found == "half-made":
         say(
-            f"{_show(path, root)} is half-made (no pyvenv.cfg: an interrupted `uv venv`?); "
+            f"{show(path, root)} is half-made (no pyvenv.cfg: an interrupted `uv venv`?); "
             "making it again"
         )
         aside = path.with_name(f"{path.name}{_TMP_MARK}broken-{os.getpid()}")
@@ -144,7 +141,7 @@ def ensure(
     found = problem(path, python, root, sys.version_info[:2])
     if found:
         raise DevkitError(found)
-    say(f"made {_show(path, root)} (activate with: source {_show(path, root)}/bin/activate)")
+    say(f"made {show(path, root)} (activate with: source {show(path, root)}/bin/activate)")
     return python
 
 

@@ -1,0 +1,111 @@
+"""The dev-precompiled path: an editable install whose binaries come prebuilt.
+
+A wheel named on purpose (VLLM_PRECOMPILED_WHEEL_LOCATION) is taken as it is;
+otherwise the binaries are looked up by the checkout's binary key (the local
+store, then the index: devkit.binaries), and where none has them the target
+is built once, here, and its binaries stored for every later checkout. The
+wheel is located, fetched and checked once, here; the backend stages it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from devkit import DevkitError, binaries, binkey, envs, layout, precompiled, procs, targets
+from devkit import plan as plan_module
+from devkit.envs import ROOT
+from devkit.files import show
+from devkit.log import say
+from devkit.options import Options
+from devkit.pipeline import (
+    Env,
+    backend_env,
+    binary_key,
+    build,
+    build_lock,
+    prepare_env,
+    smoke_check,
+)
+from devkit.procs import check
+from devkit.wheelindex import locate
+
+
+def install_precompiled(env: Env, found: binaries.Found) -> str:
+    """Editable install whose binaries come from a prebuilt wheel; returns the summary.
+
+    The wheel `found` (named, or by key) is fetched and checked here, where its
+    progress and problems show; the backend (VLLM_USE_PRECOMPILED=1) then stages
+    the binaries from the local copy. No compiler runs.
+    """
+    started = time.monotonic()
+    wheel, path, info = precompiled.prepare(
+        env.target, env.torch, say=say, found=found.wheel, key_matches=found.by_key
+    )
+    with build_lock(env):
+        environ, settings = backend_env(env)
+        environ["VLLM_PRECOMPILED_WHEEL_LOCATION"] = str(path)  # the copy just checked
+        # --no-deps: prepare_env has just installed them, torch checked; no resolve.
+        uv_args = env.uv_pip("--no-build-isolation", *settings, "--no-deps", "-e", str(ROOT))
+        check(uv_args, env=environ)
+        smoke_check(env)
+    return (
+        f"installed {env.target.name} from {wheel.origin} in {time.monotonic() - started:.1f}s, "
+        f"compiling nothing (torch {info['torch_version']}, commit "
+        f"{(info.get('git_commit') or 'unknown')[:12]}); venv {show(env.path)}"
+    )
+
+
+def precompiled_env(target_name: str, options: Options, venv_name: str) -> tuple[Env, str]:
+    """A venv whose binaries come from a prebuilt build, and the install's summary.
+
+    A wheel named on purpose (VLLM_PRECOMPILED_WHEEL_LOCATION) is taken as it
+    is; otherwise the binaries are looked up by the checkout's binary key (the
+    local store, then the index: devkit.binaries), and where none has them the
+    target is built once, here, and its binaries stored for every later checkout.
+    """
+    procs.install_handlers()  # SIGTERM while locating or downloading: one line too
+    procs.resume_note = "a download starts again; nothing half-fetched is kept"
+    given = f"VLLM_CACHE_ROOT={envs.get('VLLM_CACHE_ROOT')}"
+    layout.check_dir(given, precompiled.cache_dir(), "VLLM_CACHE_ROOT")  # before any venv
+    target = targets.get_target(target_name)
+    if envs.get("VLLM_PRECOMPILED_WHEEL_LOCATION"):
+        found = binaries.Found(locate(target), by_key=False)  # located once, here
+        env = prepare_env(target_name, options, venv_name, precompiled=True)
+        return env, install_precompiled(env, found)
+    # Looked up before any venv is made or torch downloaded: the venv will hold the
+    # target's pinned torch, which is what the key names.
+    key = binaries.lookup_key(target, plan_module.expected_torch(target), options.arch)
+    found = binaries.lookup(target, key, say)
+    if found is None:
+        found = build_once(target_name, options, key)
+    env = prepare_env(target_name, options, venv_name, precompiled=True)
+    return env, install_precompiled(env, found)
+
+
+def build_once(target_name: str, options: Options, key: binkey.Key) -> binaries.Found:
+    """No store or index has the key's binaries: build them (the target's own venv and
+    build dir, as build-<target> does), which stores them; then take them from the store."""
+    say(
+        f"no prebuilt binaries for key {key.short} (the local store and the index lack it): "
+        f"building {target_name} once, which stores them; every later checkout with the same "
+        "compiled inputs takes them without a compiler"
+    )
+    started = time.monotonic()
+    env = prepare_env(target_name, options)
+    say(build(env))
+    say(f"built once in {time.monotonic() - started:.1f}s")
+    built_key = binary_key(env)
+    if built_key.digest != key.digest:
+        changed = binkey.describe_difference(built_key.inputs, key.inputs)
+        raise DevkitError(
+            f"the build's key {built_key.short} is not the lookup's {key.short} ({changed} "
+            "differ): pass the same --arch and VLLM_CPU_ISA, or run build-"
+            f"{target_name} and use its venv"
+        )
+    found = binaries.lookup(env.target, key, say)
+    if found is None:
+        raise DevkitError(
+            "the build succeeded but its binaries could not be stored (see the warning "
+            f"above); use its venv, {show(env.path)}, or free space and rerun"
+        )
+    return found
