@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from devkit import DevkitError, compiler_cache, plan
-from devkit.compiler_cache import CacheStats, CompilerCache
+from devkit import DevkitError, cache_server, compiler_cache, plan
+from devkit.cache_server import CacheStats
+from devkit.compiler_cache import CompilerCache
 from devkit.targets import TorchInfo
 
 ROOT = Path("/work/checkout")
@@ -66,7 +67,7 @@ def test_each_store_and_read_only(tools):
     assert s3.environ["SCCACHE_S3_USE_SSL"] == "false" and s3.environ["SCCACHE_REGION"]
     assert s3.environ["SCCACHE_S3_RW_MODE"] == "READ_ONLY"
     assert s3.environ["SCCACHE_MULTILEVEL_CHAIN"] == "disk,s3"
-    assert compiler_cache.store_address(s3) == ("127.0.0.1", 9000)
+    assert cache_server.store_address(s3) == ("127.0.0.1", 9000)
     gcs = resolve({"VLLM_COMPILER_CACHE_REMOTE": "gs://bkt/p"}, tools)
     assert gcs.environ["SCCACHE_GCS_BUCKET"] == "bkt" and gcs.backend == "gcs"
     assert gcs.environ["SCCACHE_GCS_RW_MODE"] == "READ_WRITE"
@@ -146,7 +147,7 @@ def test_the_plan_carries_the_cache(tools):
 
 def test_counters():
     ccache = "cache_miss\t4\ndirect_cache_hit\t5\npreprocessed_cache_hit\t1\nstamp\t17\n"
-    stats = compiler_cache.parse_ccache_stats(ccache)
+    stats = cache_server.parse_ccache_stats(ccache)
     assert stats == CacheStats(6, 0, 4)
     assert (stats - CacheStats(2, 0, 4)).describe() == (
         "cache: 4 local hits, 0 remote hits, 0 misses"
@@ -158,22 +159,22 @@ def test_counters():
         "multi_level": [{"name": "L0 (disk)", "hits": 1}, {"name": "L1 (redis)", "hits": 4}],
     }
     text = json.dumps({"stats": levels})
-    assert compiler_cache.parse_sccache_stats(text, remote=True) == CacheStats(1, 4, 1)
+    assert cache_server.parse_sccache_stats(text, remote=True) == CacheStats(1, 4, 1)
     flat = json.dumps({"stats": {**levels, "multi_level": None}})
-    unsplit = compiler_cache.parse_sccache_stats(flat, remote=True)
+    unsplit = cache_server.parse_sccache_stats(flat, remote=True)
     assert unsplit == CacheStats(0, 5, 1, split=False)
     assert unsplit.describe() == "cache: 5 hits, local or remote, 1 misses"
-    assert compiler_cache.parse_sccache_stats(flat, remote=False) == CacheStats(5, 0, 1)
+    assert cache_server.parse_sccache_stats(flat, remote=False) == CacheStats(5, 0, 1)
 
 
 def test_connect_error_names_the_address():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    error = compiler_cache.connect_error(("127.0.0.1", port), timeout=2)
+    error = cache_server.connect_error(("127.0.0.1", port), timeout=2)
     assert error.startswith(f"can't connect to 127.0.0.1:{port} (")
     with socket.create_server(("127.0.0.1", 0)) as server:
-        assert compiler_cache.connect_error(server.getsockname()[:2]) is None
+        assert cache_server.connect_error(server.getsockname()[:2]) is None
 
 
 # -- real servers ---------------------------------------------------------------
@@ -192,24 +193,24 @@ def real_cache(tmp_path, remote, **extra):
 
 
 def test_check_store_against_real_redis(tmp_path, redis_url, redis_with_password):
-    assert compiler_cache.check_store(real_cache(tmp_path, redis_url)) is None
+    assert cache_server.check_store(real_cache(tmp_path, redis_url)) is None
     wrong = redis_with_password.replace(":right@", ":wrong@")
-    error = compiler_cache.check_store(real_cache(tmp_path, wrong))
+    error = cache_server.check_store(real_cache(tmp_path, wrong))
     assert error  # sccache's startup check refuses the password
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = f"redis://127.0.0.1:{sock.getsockname()[1]}"
-    assert compiler_cache.check_store(real_cache(tmp_path, closed)).startswith("can't connect")
+    assert cache_server.check_store(real_cache(tmp_path, closed)).startswith("can't connect")
 
 
 def test_serve_falls_back_with_one_warning(tmp_path, redis_with_password, sccache_port):
     wrong = redis_with_password.replace(":right@", ":wrong@")
     cache = real_cache(tmp_path, wrong, SCCACHE_SERVER_PORT=sccache_port)
     warnings = []
-    with compiler_cache.serve(cache, warnings.append) as served:
+    with cache_server.serve(cache, warnings.append) as served:
         assert served.cache.remote is None and served.cache.fallback
-        assert compiler_cache.cache_stats(served.cache) == CacheStats(0, 0, 0)
-    compiler_cache.stop_server(served.cache)
+        assert cache_server.cache_stats(served.cache) == CacheStats(0, 0, 0)
+    cache_server.stop_server(served.cache)
     assert len(warnings) == 1
     assert warnings[0].startswith("warning: the compiler-cache store redis://:***@127.0.0.1:")
     assert warnings[0].endswith("building with the local cache only")
@@ -231,19 +232,19 @@ def test_a_port_held_by_something_else_moves_the_server(tmp_path, monkeypatch):
     cache = local_sccache(tmp_path)
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", int(cache.port)))
-        moved, error = compiler_cache.start_server(cache)
+        moved, error = cache_server.start_server(cache)
         try:
-            assert error is None and moved.port == compiler_cache._next_port(cache.port)
-            assert compiler_cache.connect_error(("127.0.0.1", int(moved.port))) is None
-            again, error = compiler_cache.start_server(cache)
+            assert error is None and moved.port == compiler_cache.next_port(cache.port)
+            assert cache_server.connect_error(("127.0.0.1", int(moved.port))) is None
+            again, error = cache_server.start_server(cache)
             assert error is None and again.port == moved.port
-            assert compiler_cache.cache_stats(again) == CacheStats(0, 0, 0)
+            assert cache_server.cache_stats(again) == CacheStats(0, 0, 0)
         finally:
-            compiler_cache.stop_server(moved)
+            cache_server.stop_server(moved)
 
         # A port the user chose is theirs: one line that says what to do.
         monkeypatch.setenv("SCCACHE_SERVER_PORT", cache.port)
-        same, error = compiler_cache.start_server(cache)
+        same, error = cache_server.start_server(cache)
         assert same.port == cache.port
         assert error.startswith("Server startup failed: Address in use")
         assert error.endswith(f"(SCCACHE_SERVER_PORT={cache.port} is taken; set it to a free one)")

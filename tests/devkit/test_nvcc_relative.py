@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, find_sccache
 
-from devkit import compiler_cache
+from devkit import cache_server
 
 sys.path.insert(0, str(ROOT / "tools" / "devkit"))
 import nvcc_relative  # noqa: E402  (a script: stdlib only, not part of the devkit package)
@@ -77,7 +77,7 @@ def compile_in(root: Path, sccache: str, nvcc: str, port: str, cache: Path, rela
         capture_output=True,
         text=True,
     )
-    counted = compiler_cache.parse_sccache_stats(stats.stdout, remote=False)
+    counted = cache_server.parse_sccache_stats(stats.stdout, remote=False)
     return counted.local_hits, counted.misses
 
 

@@ -27,7 +27,7 @@ import pytest
 from test_sessions import abort_line, nox
 
 from devkit import DevkitError, cuda, precompiled, targets, wheelcheck, wheelindex
-from devkit.pipeline import EXPECTED_OPS
+from devkit.smoke import EXPECTED_OPS
 
 CPU = targets.get_target("cpu")
 TORCH = targets.TorchInfo("2.13.0+cpu", None, None, "abc")

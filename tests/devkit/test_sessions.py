@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from devkit.gitbase import copy_checkout
-from devkit.pipeline import EXPECTED_OPS
 from devkit.progress import ninja_outputs
+from devkit.smoke import EXPECTED_OPS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -36,6 +36,7 @@ except ImportError:  # e.g. `pip install --no-build-isolation -e .` from a bare 
 
 from devkit import (
     DevkitError,
+    cache_server,
     cmakecache,
     compiler_cache,
     envs,
@@ -110,7 +111,7 @@ def _plan(config_settings: dict[str, Any]) -> plan.BuildPlan:
     found = plan.resolve(request, info)
     # By hand there is no session to check the store first; a dead one would
     # fail every compile, so it is checked here (one warning, the local cache).
-    cache = compiler_cache.ready(found.compiler_cache, _say)
+    cache = cache_server.ready(found.compiler_cache, _say)
     return dataclasses.replace(found, compiler_cache=cache)
 
 

@@ -50,6 +50,7 @@ BUILD_MODULES = frozenset(
     for name in (
         "__init__",
         "backend",
+        "cache_server",
         "cmakecache",
         "compiler_cache",
         "cuda",

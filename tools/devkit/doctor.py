@@ -17,6 +17,7 @@ from typing import Any
 
 from devkit import (
     DevkitError,
+    cache_server,
     compiler_cache,
     cuda,
     dist,
@@ -155,7 +156,7 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
     cache = found.compiler_cache if found else None
     if cache and cache.remote:
         started = time.monotonic()
-        error = compiler_cache.check_store(cache)
+        error = cache_server.check_store(cache)
         took = f"{time.monotonic() - started:.1f}s"
         report.fact(
             "compiler-cache store",

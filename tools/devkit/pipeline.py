@@ -1,16 +1,16 @@
 """The steps of a developer path, shared by every target.
 
-    sources -> venv -> torch -> resources -> build -> verify -> summary
+    sources -> venv -> torch -> plan -> build -> verify (devkit.smoke) -> summary
 
 Each step prints what it does and why; a failure is a DevkitError with one
-line that says what to do. noxfile.py calls these with a target name.
+line that says what to do. noxfile.py calls these with a target name. What
+the steps stand on lives in its own room: running commands (procs), uv (uv),
+locks (lock), following the build (progress), this machine (machine).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -23,12 +23,11 @@ from pathlib import Path
 
 from devkit import (
     DevkitError,
-    abi_audit,
     binaries,
     binkey,
+    cache_server,
     cmakecache,
     compiler_cache,
-    cuda,
     dist,
     envs,
     layout,
@@ -39,7 +38,6 @@ from devkit import (
     resources,
     sources,
     targets,
-    toolchain,
     uv,
     venv,
 )
@@ -50,57 +48,11 @@ from devkit.log import say
 from devkit.options import Options
 from devkit.plan import BuildPlan
 from devkit.procs import check
+from devkit.smoke import smoke_check
 from devkit.wheelcheck import read_build_info
-
-# The ops every build must register, by library.
-EXPECTED_OPS = {
-    "_C": [
-        "silu_and_mul",
-        "gelu_and_mul",
-        "gelu_tanh_and_mul",
-        "mul_and_silu",
-        "fatrelu_and_mul",
-        "swigluoai_and_mul",
-        "gelu_new",
-        "gelu_fast",
-        "gelu_quick",
-        "rms_norm",
-        "fused_add_rms_norm",
-        "rotary_embedding",
-    ],
-    "_C_cache_ops": ["reshape_and_cache", "convert_fp8"],
-}
 
 # What the build backend itself imports: all a precompiled install needs.
 BACKEND_PACKAGES = ("scikit-build-core", "packaging", "setuptools-scm")
-
-# Run in the venv with the dispatch key as argv[1]; prints JSON.
-SMOKE_CHECK = f"""
-import json, sys, torch, vllm._C, vllm._custom_ops
-key = sys.argv[1]
-missing = [f"{{lib}}::{{op}}" for lib, ops in {EXPECTED_OPS!r}.items() for op in ops
-           if not hasattr(getattr(torch.ops, lib), op)
-           or not torch._C._dispatch_has_kernel_for_dispatch_key(f"{{lib}}::{{op}}", key)]
-print(json.dumps({{"missing": missing, "so": vllm._C.__file__}}))
-"""
-
-
-def use_utf8_for_a_non_ascii_checkout() -> None:
-    """Python 3.11 reads .pth files in the locale's encoding (UTF-8 mode or not), and the
-    editable install's .pth names the checkout: under LC_ALL=C, with a non-ASCII path, the
-    venv's Python can't start. The session's processes get a UTF-8 locale, with a word."""
-    import codecs
-    import locale
-
-    getencoding = getattr(locale, "getencoding", lambda: locale.getpreferredencoding(False))
-    encoding = codecs.lookup(getencoding()).name
-    if str(ROOT).isascii() or encoding == "utf-8":
-        return
-    os.environ["LC_ALL"] = "C.UTF-8"
-    say(
-        f"the checkout's path {ROOT} is not ASCII and the locale's encoding is {encoding}: "
-        "the session runs with LC_ALL=C.UTF-8; set it too to use the venv's Python yourself"
-    )
 
 
 @dataclass
@@ -157,7 +109,7 @@ def prepare_env(
     is resolved first against the target's pin, then again against the venv.
     """
     procs.install_handlers()  # SIGTERM, SIGHUP: one line, and the build's processes stopped
-    use_utf8_for_a_non_ascii_checkout()
+    procs.use_utf8_for_a_non_ascii_checkout()
     envs.check_all()
     target = targets.get_target(target_name)
     pinned_by = target
@@ -306,7 +258,7 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
     extra = [*uv_args, "--no-deps"]
     key = binaries.key_of_build(env.plan, say)  # what the binaries are built from, before
     # The store is checked first: a dead one is one warning and the local cache.
-    with build_lock(env), compiler_cache.serve(env.plan.compiler_cache, say) as served:
+    with build_lock(env), cache_server.serve(env.plan.compiler_cache, say) as served:
         env.plan = dataclasses.replace(env.plan, compiler_cache=served.cache)
         cache = served.cache
         say(f"compiler cache: {cache.describe() if cache else 'none (VLLM_COMPILER_CACHE=auto)'}")
@@ -332,9 +284,7 @@ def build(env: Env, uv_args: Sequence[str] = ()) -> str:
     )
 
 
-def _compile(
-    env: Env, served: compiler_cache.Served, extra: list[str], started_ns: int
-) -> list[str]:
+def _compile(env: Env, served: cache_server.Served, extra: list[str], started_ns: int) -> list[str]:
     """The editable install that compiles, followed; where the compile cluster fails jobs
     (not the code), again on this machine alone. Returns the cluster's summary lines."""
     cache = served.cache
@@ -353,7 +303,7 @@ def _compile(
             f"warning: the compile cluster {cache.dist} failed {len(screen.failed)} job(s) "
             f"({screen.failed[0]}); building again on this machine only"
         )
-        cache = compiler_cache.ready(compiler_cache.without_dist(cache), say)
+        cache = cache_server.ready(cache_server.without_dist(cache), say)
         jobs = resources.plan_for_this_machine(env.target)
         env.plan = dataclasses.replace(env.plan, compiler_cache=cache, jobs=jobs)
         served.cache, served.restarted, ran_before = cache, True, None
@@ -375,69 +325,6 @@ def build_lock(env: Env):
     """The build's locks: its build directory's, and its venv's unless that is not ours."""
     venv_path = None if env.options.use_existing_torch else env.path
     return lock.build_lock(env.build_dir, venv_path)
-
-
-def _extension_stamp(env: Env) -> str | None:
-    """Identifies the installed extension binary by path and content.
-
-    Every editable install rewrites the file, so its mtime changes even when
-    ninja rebuilt nothing; its bytes don't.
-    """
-    installed = env.plan.install_dir.glob("vllm/_C*.so") if env.plan.install_dir else []
-    for so in [*sorted(installed), *sorted(env.path.glob("lib/python*/site-packages/vllm/_C*.so"))]:
-        return f"{so} {hashlib.sha256(so.read_bytes()).hexdigest()}"
-    return None
-
-
-def smoke_check(env: Env) -> None:
-    """Import the extension with torch and check every op is registered.
-
-    Importing torch takes seconds, so a binary that already passed (same
-    path and bytes, recorded in the venv) is not checked again.
-    """
-    stamp_file = env.build_dir / "smoke-checked"
-    stamp_file.parent.mkdir(parents=True, exist_ok=True)
-    stamp = _extension_stamp(env)
-    if stamp and stamp_file.is_file() and stamp_file.read_text() == stamp:
-        say("smoke check: passed before, and the extension is unchanged")
-        return
-    out = check(
-        [str(env.python), "-c", SMOKE_CHECK, env.target.dispatch_key],
-        capture=True,
-        label=f"{show(env.python)} -c <import vllm._C, check the ops>",
-    )
-    smoke = json.loads(out.strip().splitlines()[-1])
-    if smoke["missing"]:
-        raise DevkitError(
-            f"the build imported but lacks ops {', '.join(smoke['missing'])}; "
-            "check csrc/torch_bindings.cpp registers them"
-        )
-    private = toolchain.private_libstdcxx(Path(smoke["so"]))
-    if private:
-        raise DevkitError(
-            f"{Path(smoke['so']).name} defines libstdc++ internals ({private[0]}, "
-            f"{len(private)} in all): a static library linked a private libstdc++ into it, "
-            "and its error messages will crash; see CONTRIBUTING.md's troubleshooting"
-        )
-    count = sum(map(len, EXPECTED_OPS.values()))
-    say(f"smoke check: {count} ops with {env.target.dispatch_key} kernels in {smoke['so']}")
-    if env.plan.precompiled:
-        pass  # a prebuilt wheel's binary, audited by the build that made it
-    elif env.target.torch_floor:
-        exe = env.path / "bin" / "torch-abi-audit"
-        say(abi_audit.audit(exe, Path(smoke["so"]), env.target.torch_floor))
-    else:
-        say(
-            f"torch ABI: full C++ API ({env.target.name} stays off the stable ABI): "
-            "the binary needs exactly the torch it was built against"
-        )
-    if env.plan.cuda:
-        cuobjdump = cuda.find_cuobjdump(env.path, env.plan.cuda.home)
-        if cuobjdump is None:
-            say("cuobjdump not found (pip install nvidia-cuda-cuobjdump): machine code unchecked")
-        else:
-            say(cuda.check_machine_code(cuobjdump, Path(smoke["so"]), env.plan.cuda.arch))
-    stamp_file.write_text(_extension_stamp(env) or "")
 
 
 def install_test_requirements(env: Env) -> None:
@@ -463,7 +350,7 @@ def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".wheel-", dir=out_dir))
     key = binaries.key_of_build(env.plan, say)
     try:
-        with build_lock(env), compiler_cache.serve(env.plan.compiler_cache, say) as served:
+        with build_lock(env), cache_server.serve(env.plan.compiler_cache, say) as served:
             env.plan = dataclasses.replace(env.plan, compiler_cache=served.cache)
             environ, settings = backend_env(env)
             cmd = [uv.find_uv(), "build", "--wheel", "--no-build-isolation", "--python"]

@@ -24,9 +24,9 @@ from devkit.pipeline import (
     build,
     build_lock,
     prepare_env,
-    smoke_check,
 )
 from devkit.procs import check
+from devkit.smoke import smoke_check
 from devkit.wheelindex import locate
 
 

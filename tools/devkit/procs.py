@@ -28,7 +28,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from devkit import DevkitError
+from devkit import DevkitError, log
+from devkit.envs import ROOT
 
 STOP_GRACE_S = 10.0  # SIGTERM first; SIGKILL for what is still running after this
 
@@ -263,3 +264,21 @@ def probe(
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
+
+
+def use_utf8_for_a_non_ascii_checkout() -> None:
+    """Python 3.11 reads .pth files in the locale's encoding (UTF-8 mode or not), and the
+    editable install's .pth names the checkout: under LC_ALL=C, with a non-ASCII path, the
+    venv's Python can't start. The session's processes get a UTF-8 locale, with a word."""
+    import codecs
+    import locale
+
+    getencoding = getattr(locale, "getencoding", lambda: locale.getpreferredencoding(False))
+    encoding = codecs.lookup(getencoding()).name
+    if str(ROOT).isascii() or encoding == "utf-8":
+        return
+    os.environ["LC_ALL"] = "C.UTF-8"
+    log.say(
+        f"the checkout's path {ROOT} is not ASCII and the locale's encoding is {encoding}: "
+        "the session runs with LC_ALL=C.UTF-8; set it too to use the venv's Python yourself"
+    )
