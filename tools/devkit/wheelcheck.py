@@ -108,6 +108,18 @@ def check_compat(
             f"built for target {info.get('target')}, not {target.name}: "
             f"take a {target.version_suffix} wheel"
         )
+    problems += _torch_problems(info, torch)
+    problems += _machine_problems(info, target, cpu, gpu)
+    abi = info.get("python_abi")
+    here = "cp{}{}".format(*python)
+    if abi != "abi3" and abi != here:
+        problems.append(f"built for Python ABI {abi}, this venv is {here}: take an abi3 wheel")
+    return problems
+
+
+def _torch_problems(info: Mapping[str, Any], torch: targets.TorchInfo) -> list[str]:
+    """The venv's torch against the one the binaries were built for (and its CUDA, HIP)."""
+    problems = []
     built = info.get("torch_version")
     floor = info.get("torch_floor") if info.get("torch_abi") == "stable" else None
     if floor:
@@ -140,6 +152,17 @@ def check_compat(
                 f"built for {name} {info[field]}, the venv's torch has {name} {have}: "
                 f"install a torch for {name} {_major_minor(info[field])}"
             )
+    return problems
+
+
+def _machine_problems(
+    info: Mapping[str, Any],
+    target: targets.Target,
+    cpu: set[str] | None,
+    gpu: cuda.CudaArch | None,
+) -> list[str]:
+    """This CPU against the binaries' ISA, this GPU against their arch (None: unknown)."""
+    problems = []
     isa = info.get("cpu_isa")
     if isa:
         needed = ISA_CPU_FLAGS.get(isa)
@@ -159,10 +182,6 @@ def check_compat(
             f"built for {built_arch}, which this GPU (compute capability {gpu}) can't run: take "
             f"a wheel built for it, or build it here (nox -s build-{target.name} -- --arch {gpu})"
         )
-    abi = info.get("python_abi")
-    here = "cp{}{}".format(*python)
-    if abi != "abi3" and abi != here:
-        problems.append(f"built for Python ABI {abi}, this venv is {here}: take an abi3 wheel")
     return problems
 
 
