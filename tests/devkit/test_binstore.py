@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from devkit import binaries, binkey, binstore, gitbase, plan, targets
+from devkit import binaries, binkey, binstore, cpuisa, gitbase, plan, targets
 from devkit.envs import ROOT
 from devkit.gitbase import copy_checkout
 
@@ -102,8 +102,8 @@ def test_the_key_follows_target_isa_torch_and_build_requirements(tmp_path):
 
 
 def test_auto_isa_is_what_cmake_picks():
-    assert binkey.resolve_cpu_isa("auto", {"avx2", "fma"}) in ("avx2", "default")
-    assert binkey.resolve_cpu_isa("avx2", set()) == "avx2"
+    assert cpuisa.resolve("auto", {"avx2", "fma"}) in ("avx2", "default")
+    assert cpuisa.resolve("avx2", set()) == "avx2"
 
 
 def test_one_merge_base_call_site():

@@ -26,6 +26,7 @@ from devkit import (
     DevkitError,
     binkey,
     binstore,
+    cpuisa,
     cuda,
     envs,
     locations,
@@ -82,7 +83,7 @@ def fallback_keys(key: binkey.Key, environ: Mapping[str, str] | None = None) -> 
     x86-64 CPU with AVX2 runs it). None for a chosen ISA, or a GPU target."""
     if key.inputs.get("target") != "cpu" or envs.get("VLLM_CPU_ISA", environ) != "auto":
         return []
-    order = [*binkey.ISA_ORDER, "default"]
+    order = [*cpuisa.DETECT_ORDER, "default"]
     isa = key.inputs.get("cpu_isa")
     lower = order[order.index(isa) + 1 :] if isa in order else []
     return [

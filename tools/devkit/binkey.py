@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from devkit import DevkitError, envs, gitbase, machine, targets, wheelcheck
+from devkit import DevkitError, cpuisa, envs, gitbase, machine, targets
 from devkit.envs import ROOT
 
 # The devkit modules the build backend imports (directly or not), and the
@@ -53,6 +53,7 @@ BUILD_MODULES = frozenset(
         "cache_server",
         "cmakecache",
         "compiler_cache",
+        "cpuisa",
         "cuda",
         "dist",
         "envs",
@@ -83,9 +84,6 @@ SOURCE_FILES = ("CMakeLists.txt",)
 # The tables of pyproject.toml that steer the build (not [tool.vllm.precompiled],
 # nor the linters').
 PYPROJECT_TABLES = (("build-system",), ("tool", "scikit-build"))
-# What `auto` picks, as cmake/utils.cmake's vllm_cpu_isa_flags does: the first
-# ISA whose flags the build machine's CPU has.
-ISA_ORDER = ("avx512", "avx2")
 
 
 def torch_identity(target: targets.Target, torch: targets.TorchInfo) -> dict[str, str]:
@@ -102,18 +100,6 @@ def torch_identity(target: targets.Target, torch: targets.TorchInfo) -> dict[str
     # A CPU binary on the stable ABI needs no CUDA, whichever torch built it.
     cuda_major = cuda_major if target.cuda_version else ""
     return {"flavour": target.name, "cuda_major": cuda_major, "version": f"{target.torch_floor}abi"}
-
-
-def resolve_cpu_isa(requested: str, cpu_flags: set[str] | None) -> str:
-    """VLLM_CPU_ISA with `auto` replaced by what CMake would pick on this machine."""
-    if requested != "auto":
-        return requested
-    if platform.machine() not in ("x86_64", "AMD64") or cpu_flags is None:
-        return "default"
-    for isa in ISA_ORDER:
-        if set(wheelcheck.ISA_CPU_FLAGS[isa]) <= cpu_flags:
-            return isa
-    return "default"
 
 
 def compiler_identity(cxx: str | None = None, nvcc: str | None = None) -> str:
@@ -274,7 +260,7 @@ def compute(
     target = targets.get_target(target_name)
     isa = cpu_isa or envs.get("VLLM_CPU_ISA", environ)
     if target.name == "cpu":
-        isa = resolve_cpu_isa(isa, flags if flags is not None else machine.cpu_flags())
+        isa = cpuisa.resolve(isa, flags if flags is not None else machine.cpu_flags())
     else:
         isa = ""  # the GPU targets' kernels don't take it
     files, count = files_digest(root)

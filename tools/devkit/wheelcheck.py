@@ -17,18 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from devkit import DevkitError, cuda, gitbase, machine, targets
+from devkit import DevkitError, cpuisa, cuda, gitbase, machine, targets
 from devkit.envs import ROOT
 
 BUILD_INFO = "vllm/_build_info.json"
 
-# What the CPU must have for the kernels of each VLLM_CPU_ISA (the flags
-# cmake/utils.cmake's detection looks for).
-ISA_CPU_FLAGS: dict[str, tuple[str, ...]] = {
-    "default": (),
-    "avx2": ("avx2", "fma"),
-    "avx512": ("avx512f", "avx512bw", "avx512vl", "avx512dq"),
-}
 
 # Directories of the checkout whose changes the binaries would miss.
 _COMPILED_SOURCES = ("csrc", "cmake", "CMakeLists.txt")
@@ -165,7 +158,7 @@ def _machine_problems(
     problems = []
     isa = info.get("cpu_isa")
     if isa:
-        needed = ISA_CPU_FLAGS.get(isa)
+        needed = cpuisa.CPU_FLAGS.get(isa)
         if needed is None:
             problems.append(
                 f"built for an unknown CPU ISA {isa!r}: take a wheel built by this repo"
