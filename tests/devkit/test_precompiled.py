@@ -249,6 +249,22 @@ def test_stage_takes_only_the_binaries_and_is_complete_or_absent(tmp_path):
     assert precompiled.stage(wheel, INFO, tmp_path / "staged") == files  # reused
 
 
+def test_the_backend_repeats_no_line_the_session_said(tmp_path, monkeypatch, capsys):
+    """dev-precompiled announces the wheel and its csrc/ drift once: in the session. The
+    backend, handed the session's plan, checks the same wheel again without a word."""
+    info = {**INFO, "cpu_isa": "default", "torch_version": TORCH_HERE.version}
+    wheel = make_wheel(tmp_path / WHEEL_NAME, info)
+    monkeypatch.setenv("VLLM_PRECOMPILED_WHEEL_LOCATION", str(wheel))
+    by_hand = precompiled.install(CPU, TORCH_HERE, tmp_path / "staged")
+    said = capsys.readouterr().err.splitlines()
+    assert (
+        said[0] == f"[vllm] precompiled wheel: {WHEEL_NAME}, from VLLM_PRECOMPILED_WHEEL_LOCATION"
+    )
+    assert said[1].startswith("[vllm] warning: the wheel's commit 0123456789ab is not in this")
+    assert precompiled.install(CPU, TORCH_HERE, tmp_path / "staged", told=True) == by_hand
+    assert capsys.readouterr().err == ""
+
+
 def test_a_member_failing_its_crc_stages_nothing(tmp_path):
     wheel = make_wheel(tmp_path / WHEEL_NAME)
     data = wheel.read_bytes()

@@ -118,11 +118,12 @@ def _plan(config_settings: dict[str, Any]) -> plan.BuildPlan:
 def _settings(hook: str, config_settings: _Settings) -> tuple[plan.BuildPlan, dict[str, Any]]:
     """The plan, and scikit-build-core's settings for its build under those the caller gave."""
     given = dict(config_settings or {})
+    by_session = plan.CONFIG_KEY in given  # a session's plan: it said what it checked
     build = _plan(given)
     # The version and dependency providers (devkit.metadata) follow the plan.
     metadata.use(build)
     if build.precompiled:
-        return build, {**_precompiled_settings(hook, build), **given}
+        return build, {**_precompiled_settings(hook, build, by_session), **given}
     for line in build.describe():
         _say(line)
     environ = compiler_cache.environ_for(build.compiler_cache, os.environ)
@@ -150,7 +151,7 @@ def _settings(hook: str, config_settings: _Settings) -> tuple[plan.BuildPlan, di
     return build, {**ours, **given}
 
 
-def _precompiled_settings(hook: str, build: plan.BuildPlan) -> dict[str, Any]:
+def _precompiled_settings(hook: str, build: plan.BuildPlan, told: bool) -> dict[str, Any]:
     """VLLM_USE_PRECOMPILED: no CMake; the binaries of a prebuilt wheel instead.
 
     devkit.precompiled finds, checks and stages them under the build root; the
@@ -165,7 +166,7 @@ def _precompiled_settings(hook: str, build: plan.BuildPlan) -> dict[str, Any]:
     ours: dict[str, Any] = {"wheel.cmake": "false", "wheel.platlib": "true"}
     if hook == "build_editable":
         staging_root = targets.build_root() / "precompiled"
-        files = precompiled.install(build.row, build.torch, staging_root)
+        files = precompiled.install(build.row, build.torch, staging_root, told)
         # A dict setting's keys follow its name: wheel.force-include.<source> = <dest>.
         ours.update({f"wheel.force-include.{src}": dest for dest, src in files.items()})
         _say(f"no compiler: took {', '.join(files)} from a prebuilt wheel")

@@ -208,9 +208,17 @@ def prepare(
     return wheel, path, info
 
 
+def _silent(_line: str) -> None:
+    pass
+
+
 def install(
-    target: targets.Target, torch: targets.TorchInfo, staging_root: Path
+    target: targets.Target, torch: targets.TorchInfo, staging_root: Path, told: bool = False
 ) -> dict[str, Path]:
-    """prepare, then stage: what the backend's editable install needs."""
-    wheel, path, info = prepare(target, torch)
+    """prepare, then stage: what the backend's editable install needs.
+
+    `told`: a session located, checked and announced this wheel (and its csrc/ drift)
+    already; it is checked again here, silently, so each line shows once.
+    """
+    wheel, path, info = prepare(target, torch, say=_silent if told else say_err)
     return stage(path, info, staging_root, wheel.sha256)
