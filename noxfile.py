@@ -62,29 +62,29 @@ def _options(session: nox.Session) -> options.Options:
         session.skip("--help: nothing was run")
 
 
-def _build(session: nox.Session, target: str, posargs_to_uv: bool = False) -> pipeline.Env:
+def _build(session: nox.Session, target: str, posargs_to_uv: bool = False) -> pipeline.Setup:
     """The target's venv, built; --arch and --use-existing-torch are taken from posargs."""
     found = _options(session)
-    env = _step(session, pipeline.prepare_env, target, found)
-    session.log(_step(session, pipeline.build, env, found.rest if posargs_to_uv else ()))
-    return env
+    setup = _step(session, pipeline.set_up, target, found)
+    session.log(_step(session, pipeline.build, setup, found.rest if posargs_to_uv else ()))
+    return setup
 
 
-def _precompiled(session: nox.Session, options: pipeline.Options, venv_name: str) -> pipeline.Env:
+def _precompiled(session: nox.Session, options: pipeline.Options, venv_name: str) -> pipeline.Setup:
     """The CPU venv with a prebuilt wheel's binaries (--precompiled): no compiler runs."""
-    env, installed = _step(session, prebuilt.precompiled_env, "cpu", options, venv_name)
+    setup, installed = _step(session, prebuilt.precompiled_setup, "cpu", options, venv_name)
     session.log(installed)
-    return env
+    return setup
 
 
-def _test_kernels(session: nox.Session, env: pipeline.Env, device: str) -> None:
-    _step(session, pipeline.install_test_requirements, env)
+def _test_kernels(session: nox.Session, setup: pipeline.Setup, device: str) -> None:
+    _step(session, pipeline.install_test_requirements, setup)
     from devkit import tiers
 
-    args = env.options.rest or tiers.kernel_tests(device)
+    args = setup.options.rest or tiers.kernel_tests(device)
     # On prebuilt binaries the tests know no compiler is meant to run.
-    environ = {"VLLM_USE_PRECOMPILED": "1"} if env.plan.precompiled else None
-    cmd = [str(env.python), "-m", "pytest", "--device", device, *args]
+    environ = {"VLLM_USE_PRECOMPILED": "1"} if setup.plan.precompiled else None
+    cmd = [str(setup.python), "-m", "pytest", "--device", device, *args]
     session.run(*cmd, external=True, env=environ)
 
 
@@ -102,10 +102,10 @@ def test_kernels_cpu(session: nox.Session) -> None:
         _cross_version(session, found)
         return
     if found.precompiled:
-        env = _precompiled(session, found, "precompiled-cpu")
+        setup = _precompiled(session, found, "precompiled-cpu")
     else:
-        env = _build(session, "cpu")
-    _test_kernels(session, env, "cpu")
+        setup = _build(session, "cpu")
+    _test_kernels(session, setup, "cpu")
 
 
 @nox.session(name="test-kernels-torch", venv_backend="none")
@@ -119,9 +119,9 @@ def test_kernels_torch(session: nox.Session) -> None:
 
 def _cross_version(session: nox.Session, found: options.Options) -> None:
     """The binary built against one torch pin, its kernel tests run under another."""
-    built = _step(session, crossversion.build_env, found, found.build_torch)
+    built = _step(session, crossversion.build_setup, found, found.build_torch)
     session.log(_step(session, pipeline.build, built))
-    tested = _step(session, crossversion.test_env, found.torch, built)
+    tested = _step(session, crossversion.test_setup, found.torch, built)
     staged = _step(session, crossversion.stage, built, tested)
     from devkit import tiers
 
@@ -134,10 +134,10 @@ def _cross_version(session: nox.Session, found: options.Options) -> None:
 def wheel(session: nox.Session) -> None:
     """Build a wheel with build info into dist/ (-- --target cpu|cuda [--index DIR] [--arch X])."""
     found = _options(session)
-    env = _step(session, pipeline.prepare_env, found.target or machine.default_target(), found)
-    wheel = _step(session, pipeline.build_wheel, env)
+    setup = _step(session, pipeline.set_up, found.target or machine.default_target(), found)
+    wheel = _step(session, pipeline.build_wheel, setup)
     if found.index:
-        key = _step(session, pipeline.binary_key, env).digest
+        key = _step(session, pipeline.binary_key, setup).digest
         index = Path(found.index).resolve()
         session.log(_step(session, wheelindex.publish, wheel, index, pipeline.ROOT, key))
 
@@ -147,7 +147,9 @@ def dev_precompiled(session: nox.Session) -> None:
     """Editable install with prebuilt binaries found by key; else builds once (-- --target)."""
     found = _options(session)
     target = found.target or machine.default_target()
-    _, installed = _step(session, prebuilt.precompiled_env, target, found, f"precompiled-{target}")
+    _, installed = _step(
+        session, prebuilt.precompiled_setup, target, found, f"precompiled-{target}"
+    )
     session.log(installed)
 
 
@@ -181,13 +183,13 @@ def test_plugins(session: nox.Session) -> None:
     """Test plugin loading with examples/vllm_plugin_example installed (--precompiled; pytest)."""
     found = _options(session)
     if found.precompiled:
-        env = _precompiled(session, found, "precompiled-plugins")
+        setup = _precompiled(session, found, "precompiled-plugins")
     else:
-        env = _step(session, pipeline.prepare_env, "cpu", pipeline.Options(), "plugins")
-        session.log(_step(session, pipeline.build, env))
-    _step(session, pipeline.install_test_requirements, env)
-    _step(session, procs.check, env.uv_pip("examples/vllm_plugin_example"), uv.uv_env())
-    session.run(str(env.python), "-m", "pytest", "tests/plugins", *found.rest, external=True)
+        setup = _step(session, pipeline.set_up, "cpu", pipeline.Options(), "plugins")
+        session.log(_step(session, pipeline.build, setup))
+    _step(session, pipeline.install_test_requirements, setup)
+    _step(session, procs.check, setup.uv_pip("examples/vllm_plugin_example"), uv.uv_env())
+    session.run(str(setup.python), "-m", "pytest", "tests/plugins", *found.rest, external=True)
 
 
 @nox.session(venv_backend="none")
@@ -218,18 +220,18 @@ def doctor(session: nox.Session) -> None:
 def bench_kernels(session: nox.Session) -> None:
     """Time the kernels against forward_native and a copy, or -- --against REF (A/B)."""
     found = _options(session)
-    env = _step(session, pipeline.prepare_env, machine.default_target(), found)
-    session.log(_step(session, pipeline.build, env))
-    device = "cpu" if env.target.name == "cpu" else "cuda"  # ROCm's torch says cuda too
+    setup = _step(session, pipeline.set_up, machine.default_target(), found)
+    session.log(_step(session, pipeline.build, setup))
+    device = "cpu" if setup.target.name == "cpu" else "cuda"  # ROCm's torch says cuda too
     args = ["--device", device, *found.rest]
     if found.against is not None:
         bench_txt = str(Path("requirements") / "bench.txt")
-        _step(session, procs.check, env.uv_pip("-r", bench_txt), uv.uv_env())
-        ref = _step(session, bench.build_ref, env, found.against)
+        _step(session, procs.check, setup.uv_pip("-r", bench_txt), uv.uv_env())
+        ref = _step(session, bench.build_ref, setup, found.against)
         args += ["--against-lib", str(ref.lib), "--against-name", f"{ref.name} ({ref.sha[:12]})"]
         args += ["--out", str(ref.out_dir)]
     script = "benchmarks/bench_kernels.py"
-    session.run(str(env.python), script, *args, external=True)
+    session.run(str(setup.python), script, *args, external=True)
 
 
 @nox.session(name="build-profile")

@@ -149,7 +149,7 @@ import sys
 sys.path[:0] = [{tools!r}, {root!r}]
 from devkit import DevkitError, pipeline, prebuilt
 try:
-    prebuilt.precompiled_env("cpu", pipeline.Options(), "precompiled-cpu")
+    prebuilt.precompiled_setup("cpu", pipeline.Options(), "precompiled-cpu")
 except DevkitError as exc:
     print(exc, flush=True)
 """

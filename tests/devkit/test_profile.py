@@ -30,8 +30,8 @@ def build_dir(tmp_path):
     return tmp_path
 
 
-def test_last_run_skips_the_recompacted_older_runs(build_dir):
-    steps = profile.last_run(build_dir / ".ninja_log")
+def test_last_build_skips_the_recompacted_older_builds(build_dir):
+    steps = profile.last_build(build_dir / ".ninja_log")
     assert [s.output.split("/")[-1] for s in steps] == [
         "a.cpp.o",
         "c.cpp.o",
@@ -42,7 +42,7 @@ def test_last_run_skips_the_recompacted_older_runs(build_dir):
 
 
 def test_chrome_trace_puts_parallel_steps_in_lanes(build_dir):
-    trace = profile.chrome_trace(profile.last_run(build_dir / ".ninja_log"))
+    trace = profile.chrome_trace(profile.last_build(build_dir / ".ninja_log"))
     events = {e["name"]: e for e in trace["traceEvents"]}
     assert events["csrc/a.cpp"]["tid"] != events["csrc/c.cpp"]["tid"]  # ran at once
     assert events["csrc/d.cpp"]["tid"] == events["csrc/a.cpp"]["tid"]  # after a, same lane

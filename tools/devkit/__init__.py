@@ -1,28 +1,50 @@
 """devkit: the developer workflow behind noxfile.py and the build backend.
 
 Standard library only, so that nox's own environment and the project venv (via
-the PEP 517 backend in backend.py) can both import it. One module per concern:
+the PEP 517 backend in backend.py) can both import it. One module per concern, from the floor up:
 
+  foundation (what every other module stands on)
+    log         what devkit says: one prefix, [vllm]
+    procs       running commands: run (a process group), check (echo, one failure
+                line), probe (a quick question); signals as one line
+    gitbase     git, called one way; the one merge-base rule
+    files       atomic writes, sha256, a path as a person reads it
+    locations   reading a local path or an http(s)/file URL
+    lock        one session per venv and per build directory (flock)
     envs        the env-var registry (vllm/envs.py), loaded from the source tree
     layout      every path devkit makes: build root and dirs, venvs, caches, marks
+    machine     this machine: its GPU's target, its CPU's flags
+  toolchain and plan
     targets     the table of build targets: torch pin, index, per-job memory
     sources     where torch comes from: the target's index, the user's pip mirrors
-    resources   how many compile jobs, and why
-    compiler_cache  ccache, or sccache with a shared store (VLLM_COMPILER_CACHE_REMOTE)
+    uv          finding uv, its environment and errors, what a venv lacks
+    venv        a session's venv: checked before use, made under a temporary name
     toolchain   tools on PATH, what a built library links in
     cuda, rocm  GPU toolchains and archs
+    cpuisa      the CPU kernels' ISAs (cmake/cpu_isa.json, shared with CMake)
+    resources   how many compile jobs, and why
+    compiler_cache  which compiler cache, configured (ccache, or sccache with a store)
+    cache_server    sccache's server: started, its store checked and watched, stats
+    dist        the sccache-dist compile cluster
     plan        the build plan: one resolve of all of the above, for every build
-    venv        a session's venv: checked before use, made under a temporary name
-    lock        one session per venv and per build directory (flock), leftovers stopped
-    procs       each command in a process group of its own; SIGTERM/SIGHUP as one line
-    cmakecache  the CMake cache follows CMAKE_ARGS
+  the build
+    backend     the PEP 517 backend (scikit-build-core, told the plan)
+    cmakecache, presets, metadata   what the backend hands CMake and the wheel
     pipeline    the steps of a build session, and its summary line
-    options     each session's options (argparse), and what it passes through
     progress    live progress of a build, followed from its build dir
-    presets     CMakeUserPresets.json and the compile_commands.json link
-    profile     build-profile: the slowest files, a Chrome trace, a chart
-    clean       removing a checkout's build dirs, venvs (and caches)
-    backend     the PEP 517 backend (scikit-build-core plus target resolution)
+    smoke       the build's last step: the extension imports, every op registered
+    abi_audit   the extension stays on torch's stable ABI (torch-abi-audit)
+    nvcc_relative   nvcc's launcher under sccache (relative paths in its listings)
+  binaries
+    binkey, binstore, binaries   what a build is made from, the local store, lookups
+    wheelindex  the static index of prebuilt wheels: locate, publish
+    wheelcheck  whether a prebuilt wheel's binaries run here; csrc/ drift
+    precompiled fetch, check and stage a prebuilt wheel's binaries
+    prebuilt    the dev-precompiled path (a venv on prebuilt binaries)
+  commands
+    options     each session's options (argparse), and what it passes through
+    ci, ci_run  which sessions a change needs; running them
+    doctor, clean, profile, bench, verdict, crossversion, farm, tiers, docgen, workflows
 """
 
 

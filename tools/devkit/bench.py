@@ -82,13 +82,13 @@ def _worktree(sha: str, src: Path) -> None:
     git_output("worktree", "add", "--detach", str(src), sha)
 
 
-def build_ref(env: pipeline.Env, ref: str) -> RefBuild:
-    """REF's extension, built in its worktree with env's venv (cached per sha and torch)."""
+def build_ref(setup: pipeline.Setup, ref: str) -> RefBuild:
+    """REF's extension, built in its worktree with the setup's venv (cached per sha and torch)."""
     sha, name = resolve_ref(ref)
     root = targets.build_root() / "bench-against" / sha[:12]
     lib = root / "lib" / "_C.abi3.so"
     stamp = root / "lib" / "stamp.json"
-    expected = {"sha": sha, "torch": env.torch.version, "python": str(env.python)}
+    expected = {"sha": sha, "torch": setup.torch.version, "python": str(setup.python)}
     if lib.exists() and stamp.exists() and json.loads(stamp.read_text()) == expected:
         log.say(f"--against {name}: {sha[:12]}'s extension is built ({files.show(lib)})")
         return RefBuild(sha, name, lib, root)
@@ -100,9 +100,9 @@ def build_ref(env: pipeline.Env, ref: str) -> RefBuild:
     # variables a contributor sets by hand, which every version of it reads.
     environ = {
         **uv.uv_env(),
-        **env.plan.build_environ(),
-        "VLLM_TARGET_DEVICE": env.plan.target,
-        "MAX_JOBS": str(env.plan.jobs.jobs),
+        **setup.plan.build_environ(),
+        "VLLM_TARGET_DEVICE": setup.plan.target,
+        "MAX_JOBS": str(setup.plan.jobs.jobs),
     }
     staging = Path(tempfile.mkdtemp(prefix=".wheel-", dir=root))
     try:
@@ -112,7 +112,7 @@ def build_ref(env: pipeline.Env, ref: str) -> RefBuild:
             "--wheel",
             "--no-build-isolation",
             "--python",
-            str(env.python),
+            str(setup.python),
             "-C",
             f"build-dir={root / 'build'}",
             "--out-dir",

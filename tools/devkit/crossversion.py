@@ -65,17 +65,15 @@ def other_pin() -> str:
     return usable[-1]
 
 
-def build_env(options: Options, build_torch: str | None) -> pipeline.Env:
+def build_setup(options: Options, build_torch: str | None) -> pipeline.Setup:
     """The venv the binary is built in: .venv-cpu, or one with `build_torch`'s headers."""
     row = pin_for(build_torch) if build_torch else targets.get_target("cpu")
     if row.name == "cpu":
-        return pipeline.prepare_env("cpu", options)
-    return pipeline.prepare_env(
-        "cpu", options, f"cpu-build-torch{row.torch_version}", torch_pin=row
-    )
+        return pipeline.set_up("cpu", options)
+    return pipeline.set_up("cpu", options, f"cpu-build-torch{row.torch_version}", torch_pin=row)
 
 
-def test_env(test_torch: str | None, built: pipeline.Env) -> pipeline.Env:
+def test_setup(test_torch: str | None, built: pipeline.Setup) -> pipeline.Setup:
     """A venv with `test_torch` (default: the CPU pin) and the test requirements, no vllm."""
     row = pin_for(test_torch) if test_torch else targets.get_target("cpu")
     if row.torch_version == built.torch.version.partition("+")[0]:
@@ -84,12 +82,12 @@ def test_env(test_torch: str | None, built: pipeline.Env) -> pipeline.Env:
             f"under it too: pass --torch with another pin, or drop --torch and --build-torch"
         )
     # The build tools too: some kernel tests run CMake (3.26+, from requirements/build.txt).
-    env = pipeline.prepare_env("cpu", Options(), f"cpu-torch{row.torch_version}", torch_pin=row)
-    pipeline.install_test_requirements(env)
-    return env
+    setup = pipeline.set_up("cpu", Options(), f"cpu-torch{row.torch_version}", torch_pin=row)
+    pipeline.install_test_requirements(setup)
+    return setup
 
 
-def stage(built: pipeline.Env, tested: pipeline.Env) -> Path:
+def stage(built: pipeline.Setup, tested: pipeline.Setup) -> Path:
     """vllm/ with the built binary and its build info, in the build dir; returns its parent."""
     installed = built.plan.install_dir / "vllm" if built.plan.install_dir else None
     binaries = sorted(installed.glob("_C*.so")) if installed else []

@@ -56,7 +56,7 @@ BACKEND_PACKAGES = ("scikit-build-core", "packaging", "setuptools-scm")
 
 
 @dataclass
-class Env:
+class Setup:
     """A target's venv, set up, and the build plan resolved for it."""
 
     target: targets.Target
@@ -86,13 +86,13 @@ def _existing_torch(target: targets.Target) -> targets.TorchInfo:
     return info
 
 
-def prepare_env(
+def set_up(
     target_name: str,
     options: Options = Options(),  # noqa: B008 (frozen)
     venv_name: str = "",
     precompiled: bool = False,
     torch_pin: targets.Target | None = None,
-) -> Env:
+) -> Setup:
     """Venv with the build requirements and the target's torch, checked, and its build plan.
 
     `torch_pin`: another target whose pinned torch the venv gets instead (the
@@ -101,7 +101,7 @@ def prepare_env(
 
     The venv is .venv-<target>, or .venv-<venv_name> for a session that needs
     its own (with a build directory of its own too: see targets.build_dir).
-    A `precompiled` env compiles nothing: no toolchain is checked, and of the
+    A `precompiled` setup compiles nothing: no toolchain is checked, and of the
     build tools only the backend's own packages are installed.
 
     Every check that can fail fast (variables, CUDA arch and nvcc, where
@@ -142,12 +142,12 @@ def prepare_env(
     # Again, now with the venv's torch (its version names the build dir) and tools.
     request = dataclasses.replace(request, python=str(python), bin_dir=str(python.parent))
     build_plan = plan_module.resolve(request, info)
-    return Env(target, path, python, info, source_args, options, build_plan)
+    return Setup(target, path, python, info, source_args, options, build_plan)
 
 
 def _build_requirements(target: targets.Target, precompiled: bool) -> list[str]:
     """requirements/build.txt and the target's build tools; the backend's own alone
-    for a precompiled env."""
+    for a precompiled setup."""
     build_reqs = [
         *metadata.requirement_lines(ROOT / "requirements" / "build.txt"),
         *target.build_tools,
@@ -235,66 +235,68 @@ def _with_torch_of(target: targets.Target, pin: targets.Target) -> targets.Targe
     )
 
 
-def backend_env(env: Env) -> tuple[dict[str, str], list[str]]:
+def backend_env(setup: Setup) -> tuple[dict[str, str], list[str]]:
     """The environment and the config settings that hand the plan to the build backend."""
-    plan_file = env.plan.write()
-    if not env.plan.precompiled:
+    plan_file = setup.plan.write()
+    if not setup.plan.precompiled:
         # Here, where it shows; the backend checks again for by-hand builds.
-        cmakecache.follow_cmake_args(env.build_dir, envs.get("CMAKE_ARGS") or "", say)
-    environ = compiler_cache.environ_for(env.plan.compiler_cache, uv.uv_env())
+        cmakecache.follow_cmake_args(setup.build_dir, envs.get("CMAKE_ARGS") or "", say)
+    environ = compiler_cache.environ_for(setup.plan.compiler_cache, uv.uv_env())
     return environ, ["-C", f"{plan_module.CONFIG_KEY}={plan_file}"]
 
 
-def build(env: Env, uv_args: Sequence[str] = ()) -> str:
+def build(setup: Setup, uv_args: Sequence[str] = ()) -> str:
     """Editable, no-isolation install of the package (incremental); returns the summary.
 
     `uv_args` go to `uv pip install` (e.g. -v to see the compiler output).
     """
     started = time.monotonic()
     started_ns = time.time_ns()
-    say(env.plan.jobs.reason)
-    # --no-deps: prepare_env installed them (or left an existing torch alone), so a
+    say(setup.plan.jobs.reason)
+    # --no-deps: set_up installed them (or left an existing torch alone), so a
     # rebuild resolves nothing and needs no network.
     extra = [*uv_args, "--no-deps"]
-    key = binaries.key_of_build(env.plan, say)  # what the binaries are built from, before
+    key = binaries.key_of_build(setup.plan, say)  # what the binaries are built from, before
     # The store is checked first: a dead one is one warning and the local cache.
-    with build_lock(env), cache_server.serve(env.plan.compiler_cache, say) as served:
-        env.plan = dataclasses.replace(env.plan, compiler_cache=served.cache)
+    with build_lock(setup), cache_server.serve(setup.plan.compiler_cache, say) as served:
+        setup.plan = dataclasses.replace(setup.plan, compiler_cache=served.cache)
         cache = served.cache
         say(f"compiler cache: {cache.describe() if cache else 'none (VLLM_COMPILER_CACHE=auto)'}")
-        cluster_lines = _compile(env, served, extra, started_ns)
+        cluster_lines = _compile(setup, served, extra, started_ns)
         lookups = served.lookups()
         for line in cluster_lines[1:]:
             say(line)  # compiles that came back from the cluster
-        smoke_check(env)
-        if key and env.plan.install_dir:
-            binaries.store_build(key, env.plan.install_dir / "vllm", say)
+        smoke_check(setup)
+        if key and setup.plan.install_dir:
+            binaries.store_build(key, setup.plan.install_dir / "vllm", say)
         # Read while the lock is held: a clean waiting for it removes the build dir.
-        objects = progress.ninja_objects(env.build_dir)
-        compiled = len(progress.ninja_outputs(env.build_dir, started_ns) & objects)
+        objects = progress.ninja_objects(setup.build_dir)
+        compiled = len(progress.ninja_outputs(setup.build_dir, started_ns) & objects)
 
     kind = f"{served.cache.kind} " if served.cache else ""
     stats = f"{kind}{lookups.describe()}" if lookups else "cache hits unknown"
     return (
-        f"built {env.target.name} in {time.monotonic() - started:.1f}s: "
+        f"built {setup.target.name} in {time.monotonic() - started:.1f}s: "
         f"compiled {compiled}/{len(objects)} translation units ({stats}); "
         + "".join(f"{line}; " for line in cluster_lines[:1])
-        + f"{env.plan.jobs.reason}; "
-        f"venv {show(env.path)}"
+        + f"{setup.plan.jobs.reason}; "
+        f"venv {show(setup.path)}"
     )
 
 
-def _compile(env: Env, served: cache_server.Served, extra: list[str], started_ns: int) -> list[str]:
+def _compile(
+    setup: Setup, served: cache_server.Served, extra: list[str], started_ns: int
+) -> list[str]:
     """The editable install that compiles, followed; where the compile cluster fails jobs
     (not the code), again on this machine alone. Returns the cluster's summary lines."""
     cache = served.cache
-    environ, settings = backend_env(env)
+    environ, settings = backend_env(setup)
     ran_before = dist.compiles(cache.launcher, environ) if cache and cache.dist else None
     # The command a contributor can type in the activated venv, plus the plan.
-    cmd = env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT))
+    cmd = setup.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT))
     screen = dist.JobFailures(progress.Screen()) if cache and cache.dist else None
     try:
-        followed = progress.follow(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs, screen)
+        followed = progress.follow(cmd, environ, setup.plan.build_dir, setup.plan.jobs.jobs, screen)
     except DevkitError:
         if not (cache and screen and screen.failed):
             raise
@@ -304,58 +306,58 @@ def _compile(env: Env, served: cache_server.Served, extra: list[str], started_ns
             f"({screen.failed[0]}); building again on this machine only"
         )
         cache = cache_server.ready(cache_server.without_dist(cache), say)
-        jobs = resources.plan_for_this_machine(env.target)
-        env.plan = dataclasses.replace(env.plan, compiler_cache=cache, jobs=jobs)
+        jobs = resources.plan_for_this_machine(setup.target)
+        setup.plan = dataclasses.replace(setup.plan, compiler_cache=cache, jobs=jobs)
         served.cache, served.restarted, ran_before = cache, True, None
-        environ, settings = backend_env(env)
-        cmd = env.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT))
-        followed = progress.follow(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs)
+        environ, settings = backend_env(setup)
+        cmd = setup.uv_pip("--no-build-isolation", *settings, *extra, "-e", str(ROOT))
+        followed = progress.follow(cmd, environ, setup.plan.build_dir, setup.plan.jobs.jobs)
     if followed.summary():
         say(followed.summary())
     if not (cache and cache.dist and ran_before):
         return []
     ran = dist.compiles(cache.launcher, environ)
     done = ran - ran_before if ran else None
-    objects = progress.ninja_objects(env.build_dir)
-    compiled_now = len(progress.ninja_outputs(env.build_dir, started_ns) & objects)
+    objects = progress.ninja_objects(setup.build_dir)
+    compiled_now = len(progress.ninja_outputs(setup.build_dir, started_ns) & objects)
     return dist.summary(cache.dist, done, compiled_now)
 
 
-def build_lock(env: Env):
+def build_lock(setup: Setup):
     """The build's locks: its build directory's, and its venv's unless that is not ours."""
-    venv_path = None if env.options.use_existing_torch else env.path
-    return lock.build_lock(env.build_dir, venv_path)
+    venv_path = None if setup.options.use_existing_torch else setup.path
+    return lock.build_lock(setup.build_dir, venv_path)
 
 
-def install_test_requirements(env: Env) -> None:
+def install_test_requirements(setup: Setup) -> None:
     """requirements/test.txt; with an existing torch, only what the interpreter lacks."""
     test_txt = ROOT / "requirements" / "test.txt"
-    if env.options.use_existing_torch:
-        missing = uv.missing(env.python, metadata.requirement_lines(test_txt))
+    if setup.options.use_existing_torch:
+        missing = uv.missing(setup.python, metadata.requirement_lines(test_txt))
         if missing:
-            check(env.uv_pip(*missing), env=uv.uv_env())
+            check(setup.uv_pip(*missing), env=uv.uv_env())
     else:
-        check(env.uv_pip("-r", str(test_txt)), env=uv.uv_env())
+        check(setup.uv_pip("-r", str(test_txt)), env=uv.uv_env())
 
 
-def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:
+def build_wheel(setup: Setup, out_dir: Path = ROOT / "dist") -> Path:
     """A wheel of the package, built in the target's build directory; returns its path.
 
     `uv build` through the same backend as the editable install, so build
     info is recorded in it and the build directory stays incremental.
     """
     started = time.monotonic()
-    say(env.plan.jobs.reason)
+    say(setup.plan.jobs.reason)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".wheel-", dir=out_dir))
-    key = binaries.key_of_build(env.plan, say)
+    key = binaries.key_of_build(setup.plan, say)
     try:
-        with build_lock(env), cache_server.serve(env.plan.compiler_cache, say) as served:
-            env.plan = dataclasses.replace(env.plan, compiler_cache=served.cache)
-            environ, settings = backend_env(env)
+        with build_lock(setup), cache_server.serve(setup.plan.compiler_cache, say) as served:
+            setup.plan = dataclasses.replace(setup.plan, compiler_cache=served.cache)
+            environ, settings = backend_env(setup)
             cmd = [uv.find_uv(), "build", "--wheel", "--no-build-isolation", "--python"]
-            cmd = [*cmd, str(env.python), *settings, "--out-dir", str(staging), str(ROOT)]
-            followed = progress.follow(cmd, environ, env.plan.build_dir, env.plan.jobs.jobs)
+            cmd = [*cmd, str(setup.python), *settings, "--out-dir", str(staging), str(ROOT)]
+            followed = progress.follow(cmd, environ, setup.plan.build_dir, setup.plan.jobs.jobs)
         if followed.summary():
             say(followed.summary())
         (built,) = staging.glob("*.whl")
@@ -373,6 +375,6 @@ def build_wheel(env: Env, out_dir: Path = ROOT / "dist") -> Path:
     return wheel
 
 
-def binary_key(env: Env) -> binkey.Key:
-    """The key of what a build of `env` makes (its compiled inputs)."""
-    return binkey.for_plan(env.plan)
+def binary_key(setup: Setup) -> binkey.Key:
+    """The key of what a build of `setup` makes (its compiled inputs)."""
+    return binkey.for_plan(setup.plan)

@@ -18,19 +18,19 @@ from devkit.files import show
 from devkit.log import say
 from devkit.options import Options
 from devkit.pipeline import (
-    Env,
+    Setup,
     backend_env,
     binary_key,
     build,
     build_lock,
-    prepare_env,
+    set_up,
 )
 from devkit.procs import check
 from devkit.smoke import smoke_check
 from devkit.wheelindex import locate
 
 
-def install_precompiled(env: Env, found: binaries.Found) -> str:
+def install_precompiled(setup: Setup, found: binaries.Found) -> str:
     """Editable install whose binaries come from a prebuilt wheel; returns the summary.
 
     The wheel `found` (named, or by key) is fetched and checked here, where its
@@ -39,23 +39,23 @@ def install_precompiled(env: Env, found: binaries.Found) -> str:
     """
     started = time.monotonic()
     wheel, path, info = precompiled.prepare(
-        env.target, env.torch, say=say, found=found.wheel, key_matches=found.by_key
+        setup.target, setup.torch, say=say, found=found.wheel, key_matches=found.by_key
     )
-    with build_lock(env):
-        environ, settings = backend_env(env)
+    with build_lock(setup):
+        environ, settings = backend_env(setup)
         environ["VLLM_PRECOMPILED_WHEEL_LOCATION"] = str(path)  # the copy just checked
-        # --no-deps: prepare_env has just installed them, torch checked; no resolve.
-        uv_args = env.uv_pip("--no-build-isolation", *settings, "--no-deps", "-e", str(ROOT))
+        # --no-deps: set_up has just installed them, torch checked; no resolve.
+        uv_args = setup.uv_pip("--no-build-isolation", *settings, "--no-deps", "-e", str(ROOT))
         check(uv_args, env=environ)
-        smoke_check(env)
+        smoke_check(setup)
     return (
-        f"installed {env.target.name} from {wheel.origin} in {time.monotonic() - started:.1f}s, "
+        f"installed {setup.target.name} from {wheel.origin} in {time.monotonic() - started:.1f}s, "
         f"compiling nothing (torch {info['torch_version']}, commit "
-        f"{(info.get('git_commit') or 'unknown')[:12]}); venv {show(env.path)}"
+        f"{(info.get('git_commit') or 'unknown')[:12]}); venv {show(setup.path)}"
     )
 
 
-def precompiled_env(target_name: str, options: Options, venv_name: str) -> tuple[Env, str]:
+def precompiled_setup(target_name: str, options: Options, venv_name: str) -> tuple[Setup, str]:
     """A venv whose binaries come from a prebuilt build, and the install's summary.
 
     A wheel named on purpose (VLLM_PRECOMPILED_WHEEL_LOCATION) is taken as it
@@ -70,16 +70,16 @@ def precompiled_env(target_name: str, options: Options, venv_name: str) -> tuple
     target = targets.get_target(target_name)
     if envs.get("VLLM_PRECOMPILED_WHEEL_LOCATION"):
         found = binaries.Found(locate(target), by_key=False)  # located once, here
-        env = prepare_env(target_name, options, venv_name, precompiled=True)
-        return env, install_precompiled(env, found)
+        setup = set_up(target_name, options, venv_name, precompiled=True)
+        return setup, install_precompiled(setup, found)
     # Looked up before any venv is made or torch downloaded: the venv will hold the
     # target's pinned torch, which is what the key names.
     key = binaries.lookup_key(target, plan_module.expected_torch(target), options.arch)
     found = binaries.lookup(target, key, say)
     if found is None:
         found = build_once(target_name, options, key)
-    env = prepare_env(target_name, options, venv_name, precompiled=True)
-    return env, install_precompiled(env, found)
+    setup = set_up(target_name, options, venv_name, precompiled=True)
+    return setup, install_precompiled(setup, found)
 
 
 def build_once(target_name: str, options: Options, key: binkey.Key) -> binaries.Found:
@@ -91,10 +91,10 @@ def build_once(target_name: str, options: Options, key: binkey.Key) -> binaries.
         "compiled inputs takes them without a compiler"
     )
     started = time.monotonic()
-    env = prepare_env(target_name, options)
-    say(build(env))
+    setup = set_up(target_name, options)
+    say(build(setup))
     say(f"built once in {time.monotonic() - started:.1f}s")
-    built_key = binary_key(env)
+    built_key = binary_key(setup)
     if built_key.digest != key.digest:
         changed = binkey.describe_difference(built_key.inputs, key.inputs)
         raise DevkitError(
@@ -102,10 +102,10 @@ def build_once(target_name: str, options: Options, key: binkey.Key) -> binaries.
             "differ): pass the same --arch and VLLM_CPU_ISA, or run build-"
             f"{target_name} and use its venv"
         )
-    found = binaries.lookup(env.target, key, say)
+    found = binaries.lookup(setup.target, key, say)
     if found is None:
         raise DevkitError(
             "the build succeeded but its binaries could not be stored (see the warning "
-            f"above); use its venv, {show(env.path)}, or free space and rerun"
+            f"above); use its venv, {show(setup.path)}, or free space and rerun"
         )
     return found

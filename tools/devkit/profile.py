@@ -20,12 +20,12 @@ from typing import Any
 
 from devkit import DevkitError, targets
 from devkit import options as session_options
-from devkit.progress import Step, read_log, read_steps, source_of
+from devkit.progress import LogEntry, read_entries, read_log, source_of
 
 OUT_DIR = "profile"
 
 
-def last_run(path: Path, tolerance_ms: int = 2000) -> list[Step]:
+def last_build(path: Path, tolerance_ms: int = 2000) -> list[LogEntry]:
     """The steps of the last ninja run in a .ninja_log, by start time.
 
     Times in the log count from the start of each run, and ninja (1.12 and
@@ -34,33 +34,33 @@ def last_run(path: Path, tolerance_ms: int = 2000) -> list[Step]:
     A recompacted log (rewritten in no order) keeps older runs' steps too;
     they have another run start.
     """
-    steps = read_steps(path)
+    steps = read_entries(path)
     if not steps:
         return []
 
-    def run_start(step: Step) -> int:
+    def build_start(step: LogEntry) -> int:
         return step.mtime_ns // 1_000_000 - step.start_ms
 
-    last = run_start(steps[-1])
+    last = build_start(steps[-1])
     return sorted(
-        (s for s in steps if abs(run_start(s) - last) <= tolerance_ms), key=lambda s: s.start_ms
+        (s for s in steps if abs(build_start(s) - last) <= tolerance_ms), key=lambda s: s.start_ms
     )
 
 
-def slowest(build_dir: Path) -> list[Step]:
+def slowest(build_dir: Path) -> list[LogEntry]:
     """Every output's last recorded step, slowest first."""
     steps = read_log(build_dir / ".ninja_log").values()
     return sorted((s for s in steps if not s.output.endswith(".util")), key=lambda s: -s.seconds)
 
 
-def table(steps: Sequence[Step]) -> str:
+def table(steps: Sequence[LogEntry]) -> str:
     width = max([len(source_of(s.output)) for s in steps] + [4])
     lines = [f"{'file':<{width}}  seconds", f"{'-' * width}  -------"]
     lines += [f"{source_of(s.output):<{width}}  {s.seconds:7.1f}" for s in steps]
     return "\n".join(lines) + "\n"
 
 
-def chrome_trace(steps: Sequence[Step]) -> dict[str, Any]:
+def chrome_trace(steps: Sequence[LogEntry]) -> dict[str, Any]:
     """Complete events ("ph": "X") in microseconds, one lane per job running at once."""
     lanes: list[int] = []  # the end of each lane's last step
     events = []
@@ -84,7 +84,7 @@ def chrome_trace(steps: Sequence[Step]) -> dict[str, Any]:
     return {"traceEvents": events, "displayTimeUnit": "ms"}
 
 
-def bar_chart(steps: Sequence[Step], path: Path, count: int = 20) -> None:
+def bar_chart(steps: Sequence[LogEntry], path: Path, count: int = 20) -> None:
     try:
         import matplotlib
     except ImportError:
@@ -137,7 +137,7 @@ def write(build_dir: Path, chart: bool = True) -> list[Path]:
     out.mkdir(exist_ok=True)
     paths = [out / "slowest.txt", out / "trace.json"]
     paths[0].write_text(table(steps))
-    paths[1].write_text(json.dumps(chrome_trace(last_run(build_dir / ".ninja_log"))) + "\n")
+    paths[1].write_text(json.dumps(chrome_trace(last_build(build_dir / ".ninja_log"))) + "\n")
     if chart:
         paths.append(out / "slowest.png")
         bar_chart(steps, paths[-1])

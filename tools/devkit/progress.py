@@ -39,7 +39,7 @@ _LINK = re.compile(r"^\[\d+/\d+\] Linking \w+ [\w ]+? (\S+)$", re.M)
 
 
 @dataclass(frozen=True)
-class Step:
+class LogEntry:
     """One finished ninja step, from .ninja_log."""
 
     output: str
@@ -52,7 +52,7 @@ class Step:
         return (self.end_ms - self.start_ms) / 1000
 
 
-def read_steps(path: Path) -> list[Step]:
+def read_entries(path: Path) -> list[LogEntry]:
     """Every entry of a .ninja_log (v5 and later), in file order; [] if there is none."""
     try:
         lines = path.read_text().splitlines()
@@ -62,20 +62,20 @@ def read_steps(path: Path) -> list[Step]:
     for line in lines[1:]:
         parts = line.split("\t")
         if len(parts) == 5 and all(p.isdigit() for p in parts[:3]):
-            steps.append(Step(parts[3], int(parts[0]), int(parts[1]), int(parts[2])))
+            steps.append(LogEntry(parts[3], int(parts[0]), int(parts[1]), int(parts[2])))
     return steps
 
 
-def read_log(path: Path) -> dict[str, Step]:
+def read_log(path: Path) -> dict[str, LogEntry]:
     """The newest entry per output of a .ninja_log."""
-    return {step.output: step for step in read_steps(path)}
+    return {step.output: step for step in read_entries(path)}
 
 
 def ninja_outputs(build_dir: Path, since_ns: int = 0) -> set[str]:
     """Object files in the build's .ninja_log, only those written after since_ns if given."""
     return {
         step.output
-        for step in read_steps(build_dir / ".ninja_log")
+        for step in read_entries(build_dir / ".ninja_log")
         if step.output.endswith(".o") and step.mtime_ns >= since_ns
     }
 
@@ -148,7 +148,7 @@ class Follower:
     phase: str = "waiting"  # waiting, configuring, compiling, linking, installing
     planned: list[str] = field(default_factory=list)  # objects of this build, in order
     links: list[str] = field(default_factory=list)
-    done: dict[str, Step] = field(default_factory=dict)  # finished in this build
+    done: dict[str, LogEntry] = field(default_factory=dict)  # finished in this build
     previous: dict[str, float] = field(default_factory=dict)  # seconds, the last build's
     _started: float = 0.0
     _phase_started: float = 0.0
@@ -157,7 +157,7 @@ class Follower:
     _configured: bool = False
     _reported: int = 0
     _install_said: bool = False
-    _unreported: list[Step] = field(default_factory=list)
+    _unreported: list[LogEntry] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.previous = {o: s.seconds for o, s in read_log(self.build_dir / ".ninja_log").items()}
@@ -260,10 +260,10 @@ class Follower:
             return f"configuring with cmake, {elapsed}"
         return f"preparing the build (uv), {elapsed}"
 
-    def compiled(self) -> list[Step]:
+    def compiled(self) -> list[LogEntry]:
         return [s for s in self.done.values() if s.output.endswith((".o", ".obj"))]
 
-    def slowest(self, count: int = 3) -> list[Step]:
+    def slowest(self, count: int = 3) -> list[LogEntry]:
         return sorted(self.compiled(), key=lambda s: s.seconds, reverse=True)[:count]
 
     def summary(self) -> str | None:

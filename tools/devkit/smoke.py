@@ -18,7 +18,7 @@ from devkit.log import say
 from devkit.procs import check
 
 if TYPE_CHECKING:
-    from devkit.pipeline import Env
+    from devkit.pipeline import Setup
 
 
 # The ops every build must register, by library.
@@ -51,34 +51,37 @@ print(json.dumps({{"missing": missing, "so": vllm._C.__file__}}))
 """
 
 
-def _extension_stamp(env: Env) -> str | None:
+def _extension_stamp(setup: Setup) -> str | None:
     """Identifies the installed extension binary by path and content.
 
     Every editable install rewrites the file, so its mtime changes even when
     ninja rebuilt nothing; its bytes don't.
     """
-    installed = env.plan.install_dir.glob("vllm/_C*.so") if env.plan.install_dir else []
-    for so in [*sorted(installed), *sorted(env.path.glob("lib/python*/site-packages/vllm/_C*.so"))]:
+    installed = setup.plan.install_dir.glob("vllm/_C*.so") if setup.plan.install_dir else []
+    for so in [
+        *sorted(installed),
+        *sorted(setup.path.glob("lib/python*/site-packages/vllm/_C*.so")),
+    ]:
         return f"{so} {hashlib.sha256(so.read_bytes()).hexdigest()}"
     return None
 
 
-def smoke_check(env: Env) -> None:
+def smoke_check(setup: Setup) -> None:
     """Import the extension with torch and check every op is registered.
 
     Importing torch takes seconds, so a binary that already passed (same
     path and bytes, recorded in the venv) is not checked again.
     """
-    stamp_file = env.build_dir / "smoke-checked"
+    stamp_file = setup.build_dir / "smoke-checked"
     stamp_file.parent.mkdir(parents=True, exist_ok=True)
-    stamp = _extension_stamp(env)
+    stamp = _extension_stamp(setup)
     if stamp and stamp_file.is_file() and stamp_file.read_text() == stamp:
         say("smoke check: passed before, and the extension is unchanged")
         return
     out = check(
-        [str(env.python), "-c", SMOKE_CHECK, env.target.dispatch_key],
+        [str(setup.python), "-c", SMOKE_CHECK, setup.target.dispatch_key],
         capture=True,
-        label=f"{show(env.python)} -c <import vllm._C, check the ops>",
+        label=f"{show(setup.python)} -c <import vllm._C, check the ops>",
     )
     smoke = json.loads(out.strip().splitlines()[-1])
     if smoke["missing"]:
@@ -94,21 +97,21 @@ def smoke_check(env: Env) -> None:
             "and its error messages will crash; see CONTRIBUTING.md's troubleshooting"
         )
     count = sum(map(len, EXPECTED_OPS.values()))
-    say(f"smoke check: {count} ops with {env.target.dispatch_key} kernels in {smoke['so']}")
-    if env.plan.precompiled:
+    say(f"smoke check: {count} ops with {setup.target.dispatch_key} kernels in {smoke['so']}")
+    if setup.plan.precompiled:
         pass  # a prebuilt wheel's binary, audited by the build that made it
-    elif env.target.torch_floor:
-        exe = env.path / "bin" / "torch-abi-audit"
-        say(abi_audit.audit(exe, Path(smoke["so"]), env.target.torch_floor))
+    elif setup.target.torch_floor:
+        exe = setup.path / "bin" / "torch-abi-audit"
+        say(abi_audit.audit(exe, Path(smoke["so"]), setup.target.torch_floor))
     else:
         say(
-            f"torch ABI: full C++ API ({env.target.name} stays off the stable ABI): "
+            f"torch ABI: full C++ API ({setup.target.name} stays off the stable ABI): "
             "the binary needs exactly the torch it was built against"
         )
-    if env.plan.cuda:
-        cuobjdump = cuda.find_cuobjdump(env.path, env.plan.cuda.home)
+    if setup.plan.cuda:
+        cuobjdump = cuda.find_cuobjdump(setup.path, setup.plan.cuda.home)
         if cuobjdump is None:
             say("cuobjdump not found (pip install nvidia-cuda-cuobjdump): machine code unchecked")
         else:
-            say(cuda.check_machine_code(cuobjdump, Path(smoke["so"]), env.plan.cuda.arch))
-    stamp_file.write_text(_extension_stamp(env) or "")
+            say(cuda.check_machine_code(cuobjdump, Path(smoke["so"]), setup.plan.cuda.arch))
+    stamp_file.write_text(_extension_stamp(setup) or "")
