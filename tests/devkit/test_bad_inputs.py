@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devkit import DevkitError, ci, compiler_cache, envs, layout, metadata, options, plan
+from devkit import DevkitError, ci, ci_run, compiler_cache, envs, layout, metadata, options, plan
 from devkit.targets import TorchInfo
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
@@ -104,8 +104,8 @@ def test_ci_refuses_a_skip_that_names_no_step():
     with pytest.raises(
         DevkitError, match=r"^nox -s ci: --skip tset names no step of ci; the steps are "
     ):
-        ci.parse_args(["--skip", "tset"])
-    assert ci.parse_args(["--skip", "tests,lint"]).skip == {"tests", "lint"}
+        ci_run.parse_args(["--skip", "tset"])
+    assert ci_run.parse_args(["--skip", "tests,lint"]).skip == {"tests", "lint"}
 
 
 def test_a_uv_number_too_large_for_uv_is_one_line():

@@ -1,7 +1,8 @@
 """devkit: the developer workflow behind noxfile.py and the build backend.
 
 Standard library only, so that nox's own environment and the project venv (via
-the PEP 517 backend in backend.py) can both import it. One module per concern, from the floor up:
+the PEP 517 backend in backend.py) can both import it. One module per concern,
+from the floor up:
 
   foundation (what every other module stands on)
     log         what devkit says: one prefix, [vllm]

@@ -2,7 +2,7 @@
 
 Two checkouts whose compiled inputs are equal get the same binaries, whatever
 their commit, branch, directory or file times; so binaries are stored
-(devkit.binstore) and published (devkit.precompiled) under this key, and
+(devkit.binstore) and published (devkit.wheelindex) under this key, and
 found by it.
 
     compiled inputs -> Key.digest   what a lookup matches (no compiler needed)

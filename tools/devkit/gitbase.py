@@ -3,7 +3,7 @@
 `nox -s ci` diffs against it, the precompiled path names an index entry by it,
 and `bench-kernels --against` builds it: all three ask `merge_base`, in the
 same order of branches. Standard library only (the build backend imports it
-through devkit.precompiled).
+through devkit.wheelindex).
 """
 
 from __future__ import annotations
