@@ -96,8 +96,8 @@ def test_changed_file_names_are_read_with_z(tmp_path):
     git(tmp_path, "add", ".")
     git(tmp_path, "commit", "-q", "-m", "two")
     (tmp_path / "docs" / "naïve new.md").write_text("untracked\n")
-    assert ci.changed_files(base, tmp_path) == ["docs/café.md", "docs/naïve new.md"]
-    assert set(ci.needs_of(ci.changed_files(base, tmp_path))) == {ci.LINT}
+    assert ci_run.changed_files(base, tmp_path) == ["docs/café.md", "docs/naïve new.md"]
+    assert set(ci.needs_of(ci_run.changed_files(base, tmp_path))) == {ci.LINT}
 
 
 def test_ci_refuses_a_skip_that_names_no_step():
