@@ -16,20 +16,13 @@ import nox
 
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
 
-from devkit import (  # noqa: E402
-    DevkitError,
-    bench,
-    ci_run,  # noqa: E402
-    crossversion,
-    machine,
-    options,
-    pipeline,
-    prebuilt,
-    procs,
-    uv,
-    wheelindex,
-    workflows,
-)
+from devkit import DevkitError  # noqa: E402
+from devkit.artifacts import wheelindex  # noqa: E402
+from devkit.build import pipeline, prebuilt  # noqa: E402
+from devkit.checks import ci_run, workflows  # noqa: E402
+from devkit.commands import bench, crossversion  # noqa: E402
+from devkit.foundation import procs  # noqa: E402
+from devkit.toolchains import options, targets, uv  # noqa: E402
 
 # Without uv, the sessions that make nox venvs (tests, lint) fall back to virtualenv;
 # the build sessions need uv and say `pip install uv`.
@@ -79,7 +72,7 @@ def _precompiled(session: nox.Session, options: pipeline.Options, venv_name: str
 
 def _test_kernels(session: nox.Session, setup: pipeline.Setup, device: str) -> None:
     _step(session, pipeline.install_test_requirements, setup)
-    from devkit import tiers
+    from devkit.checks import tiers
 
     args = setup.options.rest or tiers.kernel_tests(device)
     # On prebuilt binaries the tests know no compiler is meant to run.
@@ -123,7 +116,7 @@ def _cross_version(session: nox.Session, found: options.Options) -> None:
     session.log(_step(session, pipeline.build, built))
     tested = _step(session, crossversion.test_setup, found.torch, built)
     staged = _step(session, crossversion.stage, built, tested)
-    from devkit import tiers
+    from devkit.checks import tiers
 
     args = found.rest or tiers.kernel_tests("cpu")  # the same selection as on the pin
     cmd = [str(tested.python), "-m", "pytest", "--device", "cpu", *args]
@@ -134,7 +127,7 @@ def _cross_version(session: nox.Session, found: options.Options) -> None:
 def wheel(session: nox.Session) -> None:
     """Build a wheel with build info into dist/ (-- --target cpu|cuda [--index DIR] [--arch X])."""
     found = _options(session)
-    setup = _step(session, pipeline.set_up, found.target or machine.default_target(), found)
+    setup = _step(session, pipeline.set_up, found.target or targets.default_target(), found)
     wheel = _step(session, pipeline.build_wheel, setup)
     if found.index:
         key = _step(session, pipeline.binary_key, setup).digest
@@ -146,7 +139,7 @@ def wheel(session: nox.Session) -> None:
 def dev_precompiled(session: nox.Session) -> None:
     """Editable install with prebuilt binaries found by key; else builds once (-- --target)."""
     found = _options(session)
-    target = found.target or machine.default_target()
+    target = found.target or targets.default_target()
     _, installed = _step(
         session, prebuilt.precompiled_setup, target, found, f"precompiled-{target}"
     )
@@ -169,7 +162,7 @@ def build_rocm(session: nox.Session) -> None:
 def test_kernels_cuda(session: nox.Session) -> None:
     """Run tests/kernels on the local GPU, CUDA or ROCm (--use-existing-torch; posargs: pytest)."""
     _options(session)  # --help, and a bad option, even without a GPU
-    target = machine.gpu_target()
+    target = targets.gpu_target()
     if target is None:
         session.skip(
             "no GPU here (nvidia-smi and rocminfo find none): the GPU kernel tests did not run"
@@ -209,10 +202,10 @@ def ci(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def doctor(session: nox.Session) -> None:
     """Report what a build would use and what is wrong (-- --target cpu|cuda [--arch X])."""
-    from devkit import doctor as doctor_module
+    from devkit.commands import doctor as doctor_module
 
     found = _options(session)
-    if doctor_module.diagnose(found.target or machine.default_target(), found.arch) != 0:
+    if doctor_module.diagnose(found.target or targets.default_target(), found.arch) != 0:
         session.error("doctor found problems; each is listed above with its fix")
 
 
@@ -220,7 +213,7 @@ def doctor(session: nox.Session) -> None:
 def bench_kernels(session: nox.Session) -> None:
     """Time the kernels against forward_native and a copy, or -- --against REF (A/B)."""
     found = _options(session)
-    setup = _step(session, pipeline.set_up, machine.default_target(), found)
+    setup = _step(session, pipeline.set_up, targets.default_target(), found)
     session.log(_step(session, pipeline.build, setup))
     device = "cpu" if setup.target.name == "cpu" else "cuda"  # ROCm's torch says cuda too
     args = ["--device", device, *found.rest]
@@ -240,13 +233,15 @@ def build_profile(session: nox.Session) -> None:
     _options(session)  # --help, and a bad option, before installing anything
     session.install("matplotlib")
     tools = str(Path(__file__).parent / "tools")
-    session.run("python", "-m", "devkit.profile", *session.posargs, env={"PYTHONPATH": tools})
+    session.run(
+        "python", "-m", "devkit.commands.profile", *session.posargs, env={"PYTHONPATH": tools}
+    )
 
 
 @nox.session(venv_backend="none")
 def clean(session: nox.Session) -> None:
     """Remove this checkout's build dirs, venvs, staged binaries (-- --target, --all, --dry-run)."""
-    from devkit import clean as clean_module
+    from devkit.commands import clean as clean_module
 
     found = _options(session)
     lines = _step(
@@ -265,7 +260,7 @@ def clean(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def farm(session: nox.Session) -> None:
     """Run an sccache-dist scheduler and build servers here until Ctrl-C (-- --help)."""
-    from devkit import farm as farm_module
+    from devkit.commands import farm as farm_module
 
     if _step(session, farm_module.main, session.posargs) != 0:
         session.error("the farm stopped: a process exited; its log line is above")
@@ -288,7 +283,7 @@ def bench_build(session: nox.Session) -> None:
 
 
 def _devkit_tests(session: nox.Session) -> None:
-    from devkit import tiers
+    from devkit.checks import tiers
 
     # Build tools too: the end-to-end tests build in a copy of the checkout.
     session.install("-r", "requirements/test.txt", "-r", "requirements/build.txt", "nox", "uv")
@@ -312,7 +307,7 @@ def tests_e2e(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def docs(session: nox.Session) -> None:
     """Regenerate CONTRIBUTING.md's sessions and env-var tables from noxfile.py and envs.py."""
-    from devkit import docgen
+    from devkit.commands import docgen
 
     _options(session)
     changed = _step(session, docgen.write)

@@ -55,8 +55,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from devkit.gitbase import copy_checkout  # noqa: E402
-from devkit.progress import ninja_outputs  # noqa: E402
+from devkit.build.progress import ninja_outputs  # noqa: E402
+from devkit.foundation.gitbase import copy_checkout  # noqa: E402
 
 TOUCHED = "csrc/cpu/activation.cpp"
 EDITED = "csrc/op_checks.cpp"
@@ -177,7 +177,7 @@ def second_checkout(tmp: Path, name: str, args: list[str]) -> None:
 
 def through_cluster(tmp: Path, name: str, args: list[str]) -> None:
     """A cold build here against a cold build through two local build servers."""
-    from devkit.farm import Farm
+    from devkit.commands.farm import Farm
 
     if os.geteuid() != 0 or shutil.which("bwrap") is None:
         print(f"{name}: cluster skipped: build servers need root and bubblewrap")

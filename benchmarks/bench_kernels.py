@@ -12,7 +12,7 @@ holding the other's data, as a kernel in a model does), and the speedup over
 eager mode and under torch.compile (default on CPU; --compile / --no-compile).
 
 A/B (--against-lib, which `nox -s bench-kernels -- --against REF` passes
-with REF's built extension, see tools/devkit/bench.py): worker processes,
+with REF's built extension, see tools/devkit/commands/bench.py): worker processes,
 each with its own extension loaded as `vllm._C` (both builds register the
 same op names, so one process can't hold both) and its own, identical,
 inputs: the new build, the old one, and the new one again (the control,
@@ -21,7 +21,7 @@ them in rotating order, one timing while the others wait; a round times
 every case once, as the fastest of --repeats samples. Per case, the rounds'
 speed ratios new/old (old time / new time; > 1 is faster) give a median, its
 95% interval and a verdict, "faster", "slower" or "no change"
-(tools/devkit/verdict.py says how), printed with warnings for sizes too small
+(tools/devkit/commands/verdict.py says how), printed with warnings for sizes too small
 to time and rounds too few to decide, and written as JSON and a PNG chart.
 The exit status is 1 when a case is slower by more than --threshold percent
 (and than the control's noise), so a kernel PR can gate on it. Ratios, not
@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from devkit import verdict  # noqa: E402  (stdlib at import; numpy and scipy when judging)
+from devkit.commands import verdict  # noqa: E402  (stdlib at import; numpy and scipy when judging)
 
 OPS = (
     "rms_norm",

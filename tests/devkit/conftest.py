@@ -230,7 +230,7 @@ def _publish_cpu_wheel(root: Path) -> None:
     from test_precompiled import git
     from test_sessions import nox
 
-    from devkit.gitbase import copy_checkout
+    from devkit.foundation.gitbase import copy_checkout
 
     repo = copy_checkout(root / "repo")
     git(repo, "init", "-q", "-b", "main")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from devkit import DevkitError, abi_audit
+from devkit import DevkitError
+from devkit.build import abi_audit
 
 
 def report(stable: bool, unstable: list[str], min_torch: str | None) -> dict:

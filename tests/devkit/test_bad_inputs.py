@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from devkit import DevkitError, ci, ci_run, compiler_cache, envs, layout, metadata, options, plan
-from devkit.targets import TorchInfo
+from devkit import DevkitError
+from devkit.build import metadata
+from devkit.checks import ci, ci_run
+from devkit.foundation import envs, layout
+from devkit.toolchains import compiler_cache, options, plan
+from devkit.toolchains.targets import TorchInfo
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
@@ -74,7 +78,7 @@ def test_a_checkout_git_refuses_names_safe_directory(tmp_path, request):
     repo.mkdir()
     git(repo, "init", "-q")
     script = f"import sys; sys.path[:0] = [{str(TOOLS)!r}, {str(TOOLS.parent)!r}]\n"
-    script += f"from devkit import metadata; print(metadata.git_refusal({str(repo)!r}))"
+    script += f"from devkit.build import metadata; print(metadata.git_refusal({str(repo)!r}))"
     out = subprocess.run(
         [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script],
         capture_output=True,
@@ -129,7 +133,7 @@ def test_directories_named_by_a_file_are_one_line_before_anything(tmp_path):
 
 
 def test_a_variable_uv_refuses_is_named_not_blamed_on_the_venv(tmp_path):
-    from devkit import toolchain, venv
+    from devkit.toolchains import toolchain, venv
 
     uv = toolchain.find_tool("uv")
     assert uv, "uv comes with the test requirements"
@@ -148,7 +152,7 @@ def test_a_variable_uv_refuses_is_named_not_blamed_on_the_venv(tmp_path):
 
 @pytest.mark.parametrize("url", ["redis://h:abc", "redis://h:99999", "http://[::1"])
 def test_doctor_names_a_bad_store_url_in_one_line(url, monkeypatch, capsys):
-    from devkit import doctor
+    from devkit.commands import doctor
 
     monkeypatch.setenv("VLLM_COMPILER_CACHE_REMOTE", url)
     assert doctor.diagnose("cpu") != 0

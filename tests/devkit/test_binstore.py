@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from devkit import binaries, binkey, binstore, cpuisa, gitbase, plan, targets
-from devkit.envs import ROOT
-from devkit.gitbase import copy_checkout
+from devkit.artifacts import binaries, binkey, binstore
+from devkit.foundation import gitbase
+from devkit.foundation.envs import ROOT
+from devkit.foundation.gitbase import copy_checkout
+from devkit.toolchains import cpuisa, plan, targets
 
 CPU = targets.get_target("cpu")
 TORCH = plan.expected_torch(CPU)
@@ -109,7 +111,7 @@ def test_auto_isa_is_what_cmake_picks():
 def test_one_merge_base_call_site():
     calls = [
         path.name
-        for path in (ROOT / "tools" / "devkit").glob("*.py")
+        for path in (ROOT / "tools" / "devkit").rglob("*.py")
         if '"merge-base"' in path.read_text()
     ]
     assert calls == ["gitbase.py"]
@@ -197,7 +199,7 @@ def test_two_writers_of_one_key_both_succeed(tmp_path):
         import sys, time
         sys.path.insert(0, {str(ROOT / "tools")!r})
         from pathlib import Path
-        from devkit import binstore
+        from devkit.artifacts import binstore
         while not Path({str(go)!r}).exists():
             time.sleep(0.001)
         store = binstore.Store(Path({str(store_dir)!r}), 1 << 30, print)

@@ -15,8 +15,11 @@ import sys
 import pytest
 from test_precompiled import git, make_wheel, publish_fake
 
-from devkit import DevkitError, binaries, binstore, ci, ci_run, plan, targets, workflows
-from devkit.envs import ROOT
+from devkit import DevkitError
+from devkit.artifacts import binaries, binstore
+from devkit.checks import ci, ci_run, workflows
+from devkit.foundation.envs import ROOT
+from devkit.toolchains import plan, targets
 
 HAVE = ci.Source(True, "w.whl from http://index at 0123456789ab")
 NONE = ci.Source(False, "http://index has no cpu wheel for 0123456789ab")
@@ -46,11 +49,11 @@ KERNELS_ON_PREBUILT = [
         ("examples/vllm_plugin_example/setup.py", {ci.LINT, ci.PLUGINS}),
         ("noxfile.py", {ci.LINT, ci.DEVKIT}),
         ("benchmarks/bench_kernels.py", {ci.LINT, ci.DEVKIT}),
-        ("tools/devkit/pipeline.py", {ci.LINT, ci.DEVKIT}),
-        ("tools/devkit/ci.py", {ci.LINT, ci.DEVKIT}),
+        ("tools/devkit/build/pipeline.py", {ci.LINT, ci.DEVKIT}),
+        ("tools/devkit/checks/ci.py", {ci.LINT, ci.DEVKIT}),
         (".github/workflows/pr.yml", {ci.LINT, ci.DEVKIT}),
-        ("tools/devkit/backend.py", ci.ALL),
-        ("tools/devkit/plan.py", ci.ALL),
+        ("tools/devkit/build/backend.py", ci.ALL),
+        ("tools/devkit/toolchains/plan.py", ci.ALL),
         ("csrc/cpu/cache.cpp", ci.CPU_SIDE),  # no CUDA unit reads csrc/cpu/
         ("csrc/cache_kernels.cu", {ci.LINT, ci.CUDA_BUILD}),
         ("csrc/ops.h", ci.CPU_SIDE | {ci.CUDA_BUILD}),  # shared by both builds
@@ -106,7 +109,9 @@ def test_python_only_without_binaries_builds_and_says_why():
 
 
 def test_devkit_change_runs_the_devkit_tests_only():
-    plan = ci.steps(ci.needs_of(["tools/devkit/ci.py", "tests/devkit/test_ci.py"]), HAVE, True)
+    plan = ci.steps(
+        ci.needs_of(["tools/devkit/checks/ci.py", "tests/devkit/test_ci.py"]), HAVE, True
+    )
     assert sessions(plan) == ["nox -s lint", "nox -s tests"]
 
 
@@ -155,32 +160,40 @@ def test_all_and_nothing():
     assert ci.steps(ci.needs_of([]), None, nvcc=True) == []
 
 
-def _imports(module: str) -> set[str]:
-    """The devkit modules `module` imports, at the top level or in a function."""
-    tree = ast.parse((ROOT / "tools" / "devkit" / f"{module}.py").read_text())
+def _file(dotted: str) -> str:
+    """devkit.a.b -> tools/devkit/a/b.py, or its package's tools/devkit/a/b/__init__.py."""
+    path = "tools/" + dotted.replace(".", "/")
+    return f"{path}/__init__.py" if (ROOT / path).is_dir() else f"{path}.py"
+
+
+def _imports(path: str) -> set[str]:
+    """The devkit files the file at `path` imports, at the top level or in a function
+    (with the packages' __init__.py files that importing them runs)."""
+    tree = ast.parse((ROOT / path).read_text())
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "devkit":
-            found |= {alias.name for alias in node.names if alias.name[0].islower()}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("devkit."):
-            found.add(node.module.split(".")[1])
-    return found
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("devkit"):
+            names = [f"{node.module}.{a.name}" for a in node.names if a.name[0].islower()]
+            for dotted in [node.module, *names]:
+                parts = dotted.split(".")
+                found |= {_file(".".join(parts[:i])) for i in range(1, len(parts) + 1)}
+    return {f for f in found if (ROOT / f).is_file()}
 
 
 def test_build_modules_are_what_the_backend_imports():
-    closure, todo = {"__init__"}, ["backend"]
+    closure, todo = set(), ["tools/devkit/build/backend.py"]
     while todo:
-        module = todo.pop()
-        if module not in closure:
-            closure.add(module)
-            todo += sorted(_imports(module) - closure)
-    assert {f"tools/devkit/{m}.py" for m in closure} == ci.BUILD_MODULES
+        path = todo.pop()
+        if path not in closure:
+            closure.add(path)
+            todo += sorted(_imports(path) - closure)
+    assert closure == ci.BUILD_MODULES
     # The scripts: what plan.py hands CMake to run.
-    plan_text = (ROOT / "tools" / "devkit" / "plan.py").read_text()
-    named = {f"tools/devkit/{name}" for name in re.findall(r'"(\w+\.py)"', plan_text)}
-    assert (
-        named == ci.BUILD_SCRIPTS and ci.rule_for("tools/devkit/nvcc_relative.py").needs == ci.ALL
-    )
+    plan_text = (ROOT / "tools" / "devkit" / "toolchains" / "plan.py").read_text()
+    scripts = re.findall(r'"(\w+)" / "(\w+\.py)"', plan_text)
+    named = {f"tools/devkit/{layer}/{name}" for layer, name in scripts}
+    relative = "tools/devkit/build/nvcc_relative.py"
+    assert named == ci.BUILD_SCRIPTS and ci.rule_for(relative).needs == ci.ALL
 
 
 def test_parse_args():

@@ -20,7 +20,7 @@ import pytest
 from test_precompiled import Server, failing_compilers, git
 from test_sessions import nox
 
-from devkit.gitbase import copy_checkout
+from devkit.foundation.gitbase import copy_checkout
 
 SKIP = ("--skip", "tests", "--skip", "build-cuda")
 

@@ -15,8 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from devkit import DevkitError, clean, layout, plan, presets
-from devkit.targets import TorchInfo
+from devkit import DevkitError
+from devkit.build import presets
+from devkit.commands import clean
+from devkit.foundation import layout
+from devkit.toolchains import plan
+from devkit.toolchains.targets import TorchInfo
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
@@ -301,7 +305,7 @@ HOLDER = """
 import sys
 sys.path.insert(0, {tools!r})
 from pathlib import Path
-from devkit import lock
+from devkit.foundation import lock
 with lock.hold(Path(sys.argv[1]), "the build in b", print):
     print("held", flush=True)
     sys.stdin.read()
@@ -397,7 +401,7 @@ def test_nox_clean_with_the_parent_as_build_root_end_to_end(tmp_path):
     """The session itself, as the issue ran it: `VLLM_BUILD_DIR=.. nox -s clean`."""
     from test_sessions import nox
 
-    from devkit.gitbase import copy_checkout
+    from devkit.foundation.gitbase import copy_checkout
 
     others = bystanders(tmp_path)
     copy = copy_checkout(tmp_path / "checkout")
@@ -421,7 +425,7 @@ def test_nox_clean_during_a_real_build_waits_for_it(tmp_path):
     from test_faults import BUILD, start_build
     from test_sessions import nox, summary
 
-    from devkit.gitbase import copy_checkout
+    from devkit.foundation.gitbase import copy_checkout
 
     copy = copy_checkout(tmp_path / "copy")
     log = tmp_path / "build.log"

@@ -1,6 +1,6 @@
-"""CMAKE_ARGS applies to the builds that pass it (devkit.cmakecache)."""
+"""CMAKE_ARGS applies to the builds that pass it (devkit.build.cmakecache)."""
 
-from devkit.cmakecache import RECORD, follow_cmake_args
+from devkit.build.cmakecache import RECORD, follow_cmake_args
 
 
 def test_a_change_of_cmake_args_drops_the_cache(tmp_path):

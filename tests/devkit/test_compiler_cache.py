@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from devkit import DevkitError, cache_server, compiler_cache, plan
-from devkit.cache_server import CacheStats
-from devkit.compiler_cache import CompilerCache
-from devkit.targets import TorchInfo
+from devkit import DevkitError
+from devkit.toolchains import cache_server, compiler_cache, plan
+from devkit.toolchains.cache_server import CacheStats
+from devkit.toolchains.compiler_cache import CompilerCache
+from devkit.toolchains.targets import TorchInfo
 
 ROOT = Path("/work/checkout")
 

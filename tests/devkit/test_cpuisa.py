@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from devkit import cpuisa, machine
-from devkit.envs import ROOT
+from devkit.foundation import machine
+from devkit.foundation.envs import ROOT
+from devkit.toolchains import cpuisa
 
 # The CPUs asked about: /proc/cpuinfo's flags lines, from none to all.
 CPUS = {
@@ -83,7 +84,7 @@ def test_the_table_is_declared_nowhere_else():
     ISAs' own names, avx2 say, are what VLLM_CPU_ISA takes, and may appear)."""
     names = {flag for flags in cpuisa.CPU_FLAGS.values() for flag in flags}
     names -= {*cpuisa.CPU_FLAGS, "fma"}
-    sources = [*(ROOT / "tools" / "devkit").glob("*.py"), *(ROOT / "cmake").glob("*.cmake")]
+    sources = [*(ROOT / "tools" / "devkit").rglob("*.py"), *(ROOT / "cmake").glob("*.cmake")]
     sources.append(ROOT / "CMakeLists.txt")
     copies = {
         f"{path.relative_to(ROOT)}: {name}"

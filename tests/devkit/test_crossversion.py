@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from devkit import DevkitError, crossversion, options, targets
+from devkit import DevkitError
+from devkit.commands import crossversion
+from devkit.toolchains import options, targets
 
 
 def test_a_version_names_the_target_that_pins_it():
@@ -29,7 +31,7 @@ def test_the_session_takes_both_options():
 
 
 def test_a_full_api_target_cannot_take_another_torch():
-    from devkit import pipeline
+    from devkit.build import pipeline
 
     with pytest.raises(DevkitError, match="full C\\+\\+ API"):
         pipeline._with_torch_of(targets.get_target("rocm"), targets.get_target("cuda"))

@@ -2,7 +2,8 @@
 
 import pytest
 
-from devkit import DevkitError, cuda
+from devkit import DevkitError
+from devkit.toolchains import cuda
 
 ARCHS = "compute_75 compute_80 compute_86 compute_89 compute_90 compute_100 compute_120"
 
@@ -99,7 +100,7 @@ def test_cuda_home_order(tmp_path):
 
 
 def test_doctor_and_the_precompiled_check_share_one_arch_rule():
-    from devkit import doctor
+    from devkit.commands import doctor
 
     # An 8.0 cubin runs on an 8.6 GPU: doctor used to call it "won't run".
     assert doctor.arch_problem(cuda.parse_arch("8.0"), cuda.parse_arch("8.6")) is None

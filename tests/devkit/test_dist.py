@@ -1,5 +1,5 @@
 """Distributed compilation end to end: a real sccache-dist scheduler and build servers
-on 127.0.0.1 (tools/devkit/farm.py, the recipe CONTRIBUTING documents), started here
+on 127.0.0.1 (tools/devkit/commands/farm.py, the recipe CONTRIBUTING documents), started here
 and stopped after, also when a test fails.
 
 A copy of the checkout builds cold through two build servers, and the kernel tests
@@ -25,9 +25,10 @@ from conftest import free_port
 from test_sessions import nox
 from test_shared_cache import Clones, change, nox_environ
 
-from devkit import DevkitError, dist, resources, targets
-from devkit.farm import Farm, find_sccache_dist
-from devkit.targets import GIB
+from devkit import DevkitError
+from devkit.commands.farm import Farm, find_sccache_dist
+from devkit.toolchains import dist, resources, targets
+from devkit.toolchains.targets import GIB
 
 SUMMARY = re.compile(
     r"built cpu in [\d.]+s: compiled (\d+)/(\d+) translation units \(sccache (?:cache: "
@@ -129,7 +130,7 @@ def test_the_setting_is_checked_before_any_work(tmp_path):
 
 
 def test_ccache_or_no_cache_with_a_cluster_is_one_line(tmp_path):
-    from devkit import compiler_cache
+    from devkit.toolchains import compiler_cache
 
     environ = {"VLLM_COMPILER_DIST": "http://sched:10600", "VLLM_COMPILER_DIST_TOKEN": "t"}
     for choice in ("ccache", "off"):
@@ -174,7 +175,7 @@ def test_jobs_follow_the_cluster_and_max_jobs_still_wins():
 def test_jobs_that_failed_on_a_server_are_noticed():
     import io
 
-    from devkit import progress
+    from devkit.build import progress
 
     shown = io.StringIO()
     screen = dist.JobFailures(progress.Screen(shown, tty=False))
@@ -229,7 +230,7 @@ def test_the_scheduler_reports_servers_and_checks_the_token(farm, tmp_path):
 
 
 def test_doctor_shows_the_cluster(farm, tmp_path):
-    from devkit.gitbase import copy_checkout
+    from devkit.foundation.gitbase import copy_checkout
 
     copy = copy_checkout(tmp_path)
     result = nox(copy, "-s", "doctor", "--", "--target", "cpu", **dist_environ(farm))
@@ -395,7 +396,7 @@ def test_build_servers_killed_mid_build(clones, tmp_path):
     "`nox -s test-dist-cuda` runs it",
 )
 def test_compile_only_cuda_build_through_the_cluster(farm, clones):
-    from devkit import cuda
+    from devkit.toolchains import cuda
 
     try:
         cuda.find_cuda_home()

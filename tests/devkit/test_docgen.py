@@ -2,7 +2,8 @@
 
 import pytest
 
-from devkit import DevkitError, docgen
+from devkit import DevkitError
+from devkit.commands import docgen
 
 
 def test_contributing_is_up_to_date():
@@ -11,7 +12,7 @@ def test_contributing_is_up_to_date():
 
 
 def test_every_registered_variable_is_a_row_in_registry_order():
-    from devkit import envs
+    from devkit.foundation import envs
 
     rows = docgen.env_table().splitlines()[2:]
     assert [row.split("`")[1] for row in rows] == list(envs.registry.REGISTRY)

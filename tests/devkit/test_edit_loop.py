@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_sessions import ROOT, nox
 
-from devkit.gitbase import copy_checkout
-from devkit.progress import ninja_outputs
+from devkit.build.progress import ninja_outputs
+from devkit.foundation.gitbase import copy_checkout
 
 BAD_DTYPE = """
 import torch, vllm._C

@@ -2,7 +2,8 @@
 
 import pytest
 
-from devkit import DevkitError, envs
+from devkit import DevkitError
+from devkit.foundation import envs
 
 REGISTRY = envs.registry.REGISTRY
 

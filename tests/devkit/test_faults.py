@@ -22,10 +22,10 @@ import pytest
 from test_sessions import abort_line, nox, summary
 from test_sources import serve_hanging_index
 
-from devkit import layout, lock
-from devkit.envs import ROOT
-from devkit.gitbase import copy_checkout
-from devkit.uv import find_uv
+from devkit.foundation import layout, lock
+from devkit.foundation.envs import ROOT
+from devkit.foundation.gitbase import copy_checkout
+from devkit.toolchains.uv import find_uv
 
 BUILD = 1800  # seconds a cold build may take on a busy 2-core machine
 
@@ -394,8 +394,9 @@ def as_a_user_who_cant_write(code: str, cwd: Path, environ: dict[str, str]):
 PLAN = """
 import sys
 sys.path.insert(0, "tools")
-from devkit import DevkitError, plan
-from devkit.targets import TorchInfo
+from devkit import DevkitError
+from devkit.toolchains import plan
+from devkit.toolchains.targets import TorchInfo
 try:
     plan.resolve(plan.Request("cpu"), TorchInfo("2.13.0+cpu", None, None, "x"), {})
 except DevkitError as exc:

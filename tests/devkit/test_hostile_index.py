@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from devkit import DevkitError, locations, precompiled, targets, wheelcheck, wheelindex
+from devkit import DevkitError
+from devkit.artifacts import precompiled, wheelcheck, wheelindex
+from devkit.foundation import locations
+from devkit.toolchains import targets
 
 CPU = targets.get_target("cpu")
 WHEEL = "vllm-0.1.0-cp311-abi3-linux_x86_64.whl"
@@ -147,7 +150,9 @@ def test_build_info_that_is_not_an_object_is_one_line(tmp_path):
 SESSION = """
 import sys
 sys.path[:0] = [{tools!r}, {root!r}]
-from devkit import DevkitError, pipeline, prebuilt
+from devkit import DevkitError
+from devkit.build import prebuilt
+from devkit.build import pipeline
 try:
     prebuilt.precompiled_setup("cpu", pipeline.Options(), "precompiled-cpu")
 except DevkitError as exc:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from test_precompiled import Server, git, make_wheel
 
-from devkit import files, wheelindex
+from devkit.artifacts import wheelindex
+from devkit.foundation import files
 
 
 def test_publish_writes_a_simple_index_beside_each_entry(tmp_path):

@@ -1,8 +1,10 @@
-"""devkit.layout: one build root per checkout, even when VLLM_BUILD_DIR is shared."""
+"""devkit.foundation.layout: one build root per checkout, even when VLLM_BUILD_DIR is shared."""
 
 import pytest
 
-from devkit import DevkitError, compiler_cache, layout
+from devkit import DevkitError
+from devkit.foundation import layout
+from devkit.toolchains import compiler_cache
 
 
 def test_a_shared_build_root_gets_one_subdirectory_per_checkout(tmp_path):
@@ -51,7 +53,7 @@ def test_two_checkouts_of_one_shared_root_share_the_store_not_their_binaries(
     from test_sessions import nox
     from test_shared_cache import counts
 
-    from devkit.gitbase import copy_checkout
+    from devkit.foundation.gitbase import copy_checkout
 
     shared = tmp_path / "vllm-build"
     environ = {"VLLM_BUILD_DIR": str(shared), "VLLM_COMPILER_CACHE_REMOTE": redis_server.url}

@@ -1,4 +1,4 @@
-"""One session per venv and build directory (devkit.lock), with real processes."""
+"""One session per venv and build directory (devkit.foundation.lock), with real processes."""
 
 import os
 import signal
@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from devkit import lock, procs
+from devkit.foundation import lock, procs
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
@@ -18,7 +18,7 @@ HOLDER = """
 import sys
 sys.path.insert(0, {tools!r})
 from pathlib import Path
-from devkit import lock, procs
+from devkit.foundation import lock, procs
 import subprocess
 with lock.hold(Path(sys.argv[1]), "the build in b", print, (Path(sys.argv[2]),)):
     child = subprocess.Popen(["sleep", "300"], cwd=sys.argv[2], start_new_session=True)

@@ -7,7 +7,7 @@ import re
 import pytest
 from test_precompiled import git
 
-from devkit import metadata
+from devkit.build import metadata
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """nvcc under sccache in two checkouts: the device steps hit across directories only
-with tools/devkit/nvcc_relative.py in between (real nvcc, real sccache, one tiny .cu)."""
+with tools/devkit/build/nvcc_relative.py in between (real nvcc, real sccache, one tiny .cu)."""
 
 import shutil
 import subprocess
@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, find_sccache
 
-from devkit import cache_server
+from devkit.toolchains import cache_server
 
-sys.path.insert(0, str(ROOT / "tools" / "devkit"))
+sys.path.insert(0, str(ROOT / "tools" / "devkit" / "build"))
 import nvcc_relative  # noqa: E402  (a script: stdlib only, not part of the devkit package)
 
-RELATIVE = ROOT / "tools" / "devkit" / "nvcc_relative.py"
+RELATIVE = ROOT / "tools" / "devkit" / "build" / "nvcc_relative.py"
 KERNEL = (
     '#include "twice.h"\n__global__ void k(float* x) { x[threadIdx.x] = twice(x[threadIdx.x]); }\n'
 )

@@ -2,7 +2,8 @@
 
 import pytest
 
-from devkit import DevkitError, options
+from devkit import DevkitError
+from devkit.toolchains import options
 
 
 def test_own_options_parsed_and_the_rest_passed_through_in_order():

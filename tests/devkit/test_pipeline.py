@@ -2,8 +2,10 @@
 
 import re
 
-from devkit import layout, progress, uv
-from devkit.metadata import dynamic_metadata, requirement_lines
+from devkit.build import progress
+from devkit.build.metadata import dynamic_metadata, requirement_lines
+from devkit.foundation import layout
+from devkit.toolchains import uv
 
 LOG = """# ninja log v7
 1\t7691\t1000\tCMakeFiles/_C.dir/csrc/torch_bindings.cpp.o\t1f94

@@ -5,8 +5,10 @@ import json
 import pytest
 from test_cuda import fake_toolkit
 
-from devkit import DevkitError, backend, plan, targets
-from devkit.targets import TorchInfo
+from devkit import DevkitError
+from devkit.build import backend
+from devkit.toolchains import plan, targets
+from devkit.toolchains.targets import TorchInfo
 
 CPU_TORCH = TorchInfo("2.13.0+cpu", None, None, "abc")
 CUDA_TORCH = TorchInfo("2.14.1+cu130", "13.0", None, "def")
@@ -60,7 +62,7 @@ def test_nvcc_goes_through_nvcc_relative_with_sccache_only(tmp_path):
     request = plan.Request("cuda", arch="9.0", bin_dir=str(tmp_path / "bin"))
     environ = {**cuda_environ(tmp_path), "VLLM_COMPILER_CACHE": "sccache"}
     defines = plan.resolve(request, CUDA_TORCH, environ).cmake_defines()
-    relative = targets.ROOT / "tools" / "devkit" / "nvcc_relative.py"
+    relative = targets.ROOT / "tools" / "devkit" / "build" / "nvcc_relative.py"
     assert defines["VLLM_CUDA_COMPILER_LAUNCHER"] == f"{relative};{tmp_path / 'bin' / 'sccache'}"
     environ["VLLM_COMPILER_CACHE"] = "ccache"  # CCACHE_BASEDIR covers a whole nvcc compile
     assert (

@@ -26,8 +26,10 @@ from pathlib import Path
 import pytest
 from test_sessions import abort_line, nox
 
-from devkit import DevkitError, cuda, precompiled, targets, wheelcheck, wheelindex
-from devkit.smoke import EXPECTED_OPS
+from devkit import DevkitError
+from devkit.artifacts import precompiled, wheelcheck, wheelindex
+from devkit.build.smoke import EXPECTED_OPS
+from devkit.toolchains import cuda, targets
 
 CPU = targets.get_target("cpu")
 TORCH = targets.TorchInfo("2.13.0+cpu", None, None, "abc")

@@ -6,8 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devkit import plan, presets
-from devkit.targets import TorchInfo
+from devkit.build import presets
+from devkit.toolchains import plan
+from devkit.toolchains.targets import TorchInfo
 
 CMAKE = shutil.which("cmake", path=str(Path(sys.executable).parent)) or shutil.which("cmake")
 NINJA_DIR = str(Path(shutil.which("ninja", path=str(Path(sys.executable).parent)) or "").parent)

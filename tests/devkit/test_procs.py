@@ -1,4 +1,4 @@
-"""Signals end a session in one line, and its processes with it (devkit.procs)."""
+"""Signals end a session in one line, and its processes with it (devkit.foundation.procs)."""
 
 import signal
 import subprocess
@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from devkit import procs
+from devkit.foundation import procs
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
@@ -14,7 +14,8 @@ TOOLS = Path(__file__).resolve().parents[2] / "tools"
 SESSION = """
 import sys
 sys.path.insert(0, {tools!r})
-from devkit import DevkitError, procs
+from devkit import DevkitError
+from devkit.foundation import procs
 procs.install_handlers()
 procs.group_listeners.append(lambda pgid: print("group", pgid, flush=True))
 try:

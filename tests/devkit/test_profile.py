@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from devkit import DevkitError, profile
+from devkit import DevkitError
+from devkit.commands import profile
 
 # Two runs; ninja recompacted the log at the start of the second (first three
 # lines, in no order), then appended its steps. mtime = command start (ns).

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from devkit import DevkitError, progress
+from devkit import DevkitError
+from devkit.build import progress
 
 NINJA = shutil.which("ninja", path=str(Path(sys.executable).parent)) or shutil.which("ninja")
 

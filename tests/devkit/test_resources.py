@@ -4,8 +4,9 @@ import dataclasses
 
 import pytest
 
-from devkit import DevkitError, resources
-from devkit.targets import GIB, TARGETS
+from devkit import DevkitError
+from devkit.toolchains import resources
+from devkit.toolchains.targets import GIB, TARGETS
 
 CPU = TARGETS["cpu"]
 # An nvcc target as issue #3 will add it: 4 GiB per nvcc thread, 2 threads.

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from devkit import DevkitError, rocm
+from devkit import DevkitError
+from devkit.toolchains import rocm
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -189,7 +190,9 @@ def test_cmake_hip_helpers(tmp_path):
 
 def test_backend_passes_the_rocm_build_to_cmake(tmp_path, monkeypatch):
     """backend._settings for a ROCm torch: hipify into the build dir, defines, environment."""
-    from devkit import backend, layout, targets
+    from devkit.build import backend
+    from devkit.foundation import layout
+    from devkit.toolchains import targets
 
     home = fake_rocm(tmp_path / "rocm")
     for name, value in {

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from devkit.gitbase import copy_checkout
-from devkit.progress import ninja_outputs
-from devkit.smoke import EXPECTED_OPS
+from devkit.build.progress import ninja_outputs
+from devkit.build.smoke import EXPECTED_OPS
+from devkit.foundation.gitbase import copy_checkout
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -205,7 +205,7 @@ def test_kernel_tests_without_gpu_say_so_and_pass(tmp_path):
 @pytest.mark.nightly  # a CUDA torch and nvcc: minutes; PR CI's `nox -s ci` compiles it too
 def test_build_cuda_compiles_sm90_without_a_gpu(tmp_path):
     """CI's compile-only CUDA build: sm_90 machine code and CUDA kernels registered."""
-    from devkit import cuda
+    from devkit.toolchains import cuda
 
     try:
         cuda.find_cuda_home()

@@ -18,7 +18,7 @@ import pytest
 from conftest import RedisServer, free_port, stop_sccache
 from test_sessions import nox
 
-from devkit.gitbase import copy_checkout
+from devkit.foundation.gitbase import copy_checkout
 
 SUMMARY = re.compile(
     r"built cpu in [\d.]+s: compiled (\d+)/(\d+) translation units \(sccache cache: "

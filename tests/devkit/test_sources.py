@@ -9,8 +9,9 @@ import threading
 
 import pytest
 
-from devkit import DevkitError, sources
-from devkit.targets import TARGETS
+from devkit import DevkitError
+from devkit.toolchains import sources
+from devkit.toolchains.targets import TARGETS
 
 CPU = TARGETS["cpu"]
 WHEEL = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"

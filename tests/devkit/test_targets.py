@@ -2,9 +2,11 @@
 
 import pytest
 
-from devkit import DevkitError, layout, targets
-from devkit.envs import ROOT
-from devkit.metadata import requirement_lines
+from devkit import DevkitError
+from devkit.build.metadata import requirement_lines
+from devkit.foundation import layout
+from devkit.foundation.envs import ROOT
+from devkit.toolchains import targets
 
 CPU = targets.TARGETS["cpu"]
 

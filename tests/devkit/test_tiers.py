@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from test_sessions import ROOT
 
-from devkit import tiers, workflows
+from devkit.checks import tiers, workflows
 
 
 def collected(args: tuple[str, ...]) -> list[str]:

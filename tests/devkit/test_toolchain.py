@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from devkit import toolchain
+from devkit.toolchains import toolchain
 
 
 def build_library(tmp_path, *flags):

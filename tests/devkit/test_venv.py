@@ -1,4 +1,4 @@
-"""Venvs checked before use and made whole (devkit.venv), with real interpreters.
+"""Venvs checked before use and made whole (devkit.toolchains.venv), with real interpreters.
 
 Every broken venv here links to a private copy of the interpreter
 (private_python.py), never to the machine's own Python.
@@ -14,9 +14,10 @@ from pathlib import Path
 import private_python
 import pytest
 
-from devkit import DevkitError, venv
-from devkit.procs import check
-from devkit.uv import find_uv, uv_env
+from devkit import DevkitError
+from devkit.foundation.procs import check
+from devkit.toolchains import venv
+from devkit.toolchains.uv import find_uv, uv_env
 
 ROOT = Path(__file__).resolve().parents[2]
 

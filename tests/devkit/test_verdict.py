@@ -1,4 +1,4 @@
-"""The A/B verdict (tools/devkit/verdict.py) on made-up rounds: statistics, not timings.
+"""The A/B verdict (tools/devkit/commands/verdict.py) on made-up rounds: statistics, not timings.
 
 The rounds here are numbers chosen to have a known answer; the A/B of real
 kernels, the planted slowdown included, is tests/kernels/test_bench_ab.py.
@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from devkit import verdict
+from devkit.commands import verdict
 
 MS = 1e-3
 

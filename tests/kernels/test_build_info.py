@@ -45,7 +45,7 @@ def test_the_binary_is_on_the_stable_abi_it_claims():
     if not exe.is_file() and shutil.which("torch-abi-audit") is None:
         pytest.skip("torch-abi-audit is not installed here (requirements/build.txt has it)")
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-    from devkit import abi_audit
+    from devkit.build import abi_audit
 
     line = abi_audit.audit(
         exe if exe.is_file() else Path(shutil.which("torch-abi-audit")),

@@ -15,7 +15,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from devkit import envs, rocm  # noqa: E402
+from devkit.foundation import envs  # noqa: E402
+from devkit.toolchains import rocm  # noqa: E402
 
 
 def tree_digest(root: Path) -> dict[str, str]:

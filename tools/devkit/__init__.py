@@ -1,10 +1,11 @@
 """devkit: the developer workflow behind noxfile.py and the build backend.
 
 Standard library only, so that nox's own environment and the project venv (via
-the PEP 517 backend in backend.py) can both import it. One module per concern,
-from the floor up:
+the PEP 517 backend in build/backend.py) can both import it. One module per concern,
+in a folder per layer, from the floor up; a module imports only its own layer
+and those below it (tests/devkit/test_layers.py):
 
-  foundation (what every other module stands on)
+  foundation/   what every other module stands on
     log         what devkit says: one prefix, [vllm]
     procs       running commands: run (a process group), check (echo, one failure
                 line), probe (a quick question); signals as one line
@@ -14,9 +15,11 @@ from the floor up:
     lock        one session per venv and per build directory (flock)
     envs        the env-var registry (vllm/envs.py), loaded from the source tree
     layout      every path devkit makes: build root and dirs, venvs, caches, marks
-    machine     this machine: its GPU's target, its CPU's flags
-  toolchain and plan
-    targets     the table of build targets: torch pin, index, per-job memory
+    machine     this machine's CPU flags
+  toolchains/   the toolchain and the plan
+    options     each session's options (argparse): the request a plan is made for
+    targets     the table of build targets: torch pin, index, per-job memory; this
+                machine's target
     sources     where torch comes from: the target's index, the user's pip mirrors
     uv          finding uv, its environment and errors, what a venv lacks
     venv        a session's venv: checked before use, made under a temporary name
@@ -28,7 +31,12 @@ from the floor up:
     cache_server    sccache's server: started, its store checked and watched, stats
     dist        the sccache-dist compile cluster
     plan        the build plan: one resolve of all of the above, for every build
-  the build
+  artifacts/    binaries
+    binkey, binstore, binaries   what a build is made from, the local store, lookups
+    wheelindex  the static index of prebuilt wheels: locate, publish
+    wheelcheck  whether a prebuilt wheel's binaries run here; csrc/ drift
+    precompiled fetch, check and stage a prebuilt wheel's binaries
+  build/        the build
     backend     the PEP 517 backend (scikit-build-core, told the plan)
     cmakecache, presets, metadata   what the backend hands CMake and the wheel
     pipeline    the steps of a build session, and its summary line
@@ -36,16 +44,12 @@ from the floor up:
     smoke       the build's last step: the extension imports, every op registered
     abi_audit   the extension stays on torch's stable ABI (torch-abi-audit)
     nvcc_relative   nvcc's launcher under sccache (relative paths in its listings)
-  binaries
-    binkey, binstore, binaries   what a build is made from, the local store, lookups
-    wheelindex  the static index of prebuilt wheels: locate, publish
-    wheelcheck  whether a prebuilt wheel's binaries run here; csrc/ drift
-    precompiled fetch, check and stage a prebuilt wheel's binaries
     prebuilt    the dev-precompiled path (a venv on prebuilt binaries)
-  commands
-    options     each session's options (argparse), and what it passes through
+  checks/       CI
     ci, ci_run  which sessions a change needs; running them
-    doctor, clean, profile, bench, verdict, crossversion, farm, tiers, docgen, workflows
+    workflows, tiers   the GitHub workflows' sessions; the test tiers
+  commands/     the commands on top
+    doctor, clean, profile, bench, verdict, crossversion, farm, docgen
 """
 
 

@@ -1,0 +1,2 @@
+"""devkit.checks: CI: which sessions a change needs and running them, the workflows,
+the test tiers."""

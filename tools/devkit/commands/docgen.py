@@ -1,0 +1,96 @@
+"""Tables in CONTRIBUTING.md generated from their one source (`nox -s docs`).
+
+A generated table sits between two markers, so the prose around it stays
+hand-written:
+
+    <!-- generated: env-vars (nox -s docs writes it from vllm/envs.py) -->
+    | variable | default | values | what |
+    ...
+    <!-- end generated: env-vars -->
+
+`render` rewrites every such block; `stale` names the blocks whose text differs
+from what `render` would write (tests/devkit/test_docgen.py fails on them).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from devkit import DevkitError
+from devkit.foundation import envs
+
+ROOT = Path(__file__).resolve().parents[3]
+CONTRIBUTING = ROOT / "CONTRIBUTING.md"
+
+
+def env_table() -> str:
+    """One row per variable of vllm/envs.py's registry, in its order."""
+    rows = ["| variable | default | values | what |", "| --- | --- | --- | --- |"]
+    for var in envs.registry.REGISTRY.values():
+        default = "unset" if var.default is None else f"`{var.default}`"
+        rows.append(f"| `{var.name}` | {default} | {var.shown_values} | {var.doc} |")
+    return "\n".join(rows)
+
+
+def sessions_table() -> str:
+    """One row per nox session of noxfile.py: its name, whether it is a default, its docstring.
+
+    Reads nox's own registry after loading the noxfile, so it needs nox
+    (nox's environment and the tests' venv have it).
+    """
+    import nox.registry
+
+    if not nox.registry.get():  # inside `nox -s docs` the noxfile is loaded already
+        spec = importlib.util.spec_from_file_location("_docgen_noxfile", ROOT / "noxfile.py")
+        assert spec and spec.loader
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    defaults = set(nox.options.sessions or ())
+    rows = ["| session | in README's test command | what it does |", "| --- | --- | --- |"]
+    for name, func in nox.registry.get().items():
+        doc = (func.__doc__ or "").strip().splitlines()[0].replace("|", "\\|")
+        rows.append(f"| `{name}` | {'yes' if name in defaults else ''} | {doc} |")
+    return "\n".join(rows)
+
+
+# block name: (what writes it, its one source, named in the opening marker)
+BLOCKS: dict[str, tuple[Callable[[], str], str]] = {
+    "sessions": (sessions_table, "noxfile.py"),
+    "env-vars": (env_table, "vllm/envs.py"),
+}
+
+_BLOCK = re.compile(
+    r"(<!-- generated: (?P<name>[\w-]+) [^>]*-->\n)"  # the opening marker
+    r"(?P<body>.*?)"  # the table
+    r"(\n<!-- end generated: (?P=name) -->)",
+    re.S,
+)
+
+
+def render(text: str) -> str:
+    """`text` with every generated block rewritten from its source."""
+
+    def fill(match: re.Match[str]) -> str:
+        name = match["name"]
+        if name not in BLOCKS:
+            raise DevkitError(f"CONTRIBUTING.md has a generated block {name!r} that docgen lacks")
+        return match[1] + BLOCKS[name][0]() + match[4]
+
+    return _BLOCK.sub(fill, text)
+
+
+def stale(text: str) -> list[str]:
+    """Names of the generated blocks in `text` that `render` would change."""
+    rendered = {m["name"]: m["body"] for m in _BLOCK.finditer(render(text))}
+    return [m["name"] for m in _BLOCK.finditer(text) if m["body"] != rendered[m["name"]]]
+
+
+def write(path: Path = CONTRIBUTING) -> list[str]:
+    """Regenerates `path` in place; returns the blocks that changed."""
+    text = path.read_text()
+    changed = stale(text)
+    if changed:
+        path.write_text(render(text))
+    return changed
