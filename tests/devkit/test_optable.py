@@ -12,7 +12,7 @@ import pytest
 from devkit import DevkitError, optable, pipeline, targets
 from devkit.envs import ROOT
 
-TABLE = optable.TABLE
+TABLE = optable.table()
 
 
 def _literals(block: str) -> dict[str, str]:

@@ -18,7 +18,11 @@ from types import ModuleType
 
 from devkit import DevkitError, envs
 
-TABLE: ModuleType = envs.load_from_tree("vllm/_op_table.py")
+
+def table() -> ModuleType:
+    """vllm/_op_table.py, loaded once on first use (the backend's builds never need it)."""
+    return envs.load_from_tree("vllm/_op_table.py")
+
 
 # A schema's argument type -> the C++ parameter type of ops.h (the stable ABI's,
 # csrc/torch_stable.h), as TORCH_BOX unboxes it.
@@ -37,7 +41,7 @@ WIDTH = 80  # .clang-format's ColumnLimit
 
 def expected_ops() -> dict[str, list[str]]:
     """Each library's op names: what the build's smoke check finds registered."""
-    return TABLE.libraries()
+    return table().libraries()
 
 
 def _arguments(op: object) -> list[tuple[str, str]]:
@@ -79,7 +83,7 @@ def _comment(text: str) -> list[str]:
 def cpp_declarations() -> str:
     """csrc/ops.h: each op's C++ function, with what it computes."""
     blocks = []
-    for op in TABLE.OPS:
+    for op in table().OPS:
         if not op.mutates_only:
             raise DevkitError(f"{op.name} returns a value; ops.h declares void functions only")
         parameters = [_cpp_parameter(op, kind, name) for kind, name in _arguments(op)]
@@ -111,8 +115,8 @@ def _string_call(head: str, text: str) -> list[str]:
 def cpp_registrations() -> str:
     """csrc/torch_bindings.cpp: each library's schemas, and its kernels for the build's key."""
     lines: list[str] = []
-    libraries = TABLE.libraries()
-    by_name = {op.name: op for op in TABLE.OPS}
+    libraries = table().libraries()
+    by_name = {op.name: op for op in table().OPS}
     for library, names in libraries.items():
         lines.append(f"STABLE_TORCH_LIBRARY({library}, ops) {{")
         for name in names:
@@ -127,22 +131,22 @@ def cpp_registrations() -> str:
 
 def cmake_sources() -> str:
     """CMakeLists.txt: each target's sources and dispatch key."""
-    families = TABLE.families()
-    lines = [f"set(VLLM_HOST_SOURCES {' '.join(TABLE.HOST_SOURCES)})"]
+    families = table().families()
+    lines = [f"set(VLLM_HOST_SOURCES {' '.join(table().HOST_SOURCES)})"]
     for kind in ("cpu", "cuda"):
-        files = [TABLE.family_sources(family)[kind] for family in families]
+        files = [table().family_sources(family)[kind] for family in families]
         lines += [f"set(VLLM_{kind.upper()}_SOURCES", *(f"  {f}" for f in files[:-1])]
         lines.append(f"  {files[-1]})")
-    lines += [f"set(VLLM_DISPATCH_KEY_{t} {key})" for t, key in TABLE.DISPATCH_KEYS.items()]
+    lines += [f"set(VLLM_DISPATCH_KEY_{t} {key})" for t, key in table().DISPATCH_KEYS.items()]
     return "\n".join(lines)
 
 
 def markdown_table() -> str:
     """CONTRIBUTING.md: one row per op, in the table's order."""
     rows = ["| op | schema | kernels | what |", "| --- | --- | --- | --- |"]
-    for op in TABLE.OPS:
+    for op in table().OPS:
         signature = op.schema.removeprefix(op.name)
-        kernels = ", ".join(f"`{f}`" for f in TABLE.family_sources(op.family).values())
+        kernels = ", ".join(f"`{f}`" for f in table().family_sources(op.family).values())
         what = op.doc.replace("|", "\\|")
         rows.append(f"| `{op.qualname}` | `{signature}` | {kernels} | {what} |")
     return "\n".join(rows)

@@ -38,7 +38,7 @@ class Target:
     @property
     def dispatch_key(self) -> str:
         """Where the kernels register: CPU, CUDA (the op table's, vllm/_op_table.py)."""
-        return optable.TABLE.DISPATCH_KEYS[self.name]
+        return optable.table().DISPATCH_KEYS[self.name]
 
     @property
     def torch_requirement(self) -> str:
