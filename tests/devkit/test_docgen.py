@@ -51,6 +51,18 @@ def test_an_unknown_block_is_one_line():
         docgen.render(text)
 
 
+def test_a_bad_block_in_one_file_writes_none(tmp_path):
+    good = tmp_path / "a.md"
+    good.write_text("<!-- generated: ops (x) -->\n| old |\n<!-- end generated: ops -->\n")
+    bad = tmp_path / "b.h"
+    bad.write_text("// generated: nope (x)\nint x;\n// end generated: nope\n")
+    with pytest.raises(DevkitError, match="^b.h: a generated block 'nope' that docgen lacks"):
+        docgen.write((good, bad))
+    assert "| old |" in good.read_text()
+    assert docgen.write((good,)) == ["ops"]
+    assert docgen.stale(good.read_text()) == []
+
+
 def test_every_session_is_a_row_with_its_docstring():
     rows = docgen.sessions_table().splitlines()[2:]
     names = [row.split("`")[1] for row in rows]

@@ -100,12 +100,19 @@ def stale(text: str) -> list[str]:
 
 
 def write(paths: tuple[Path, ...] = FILES) -> list[str]:
-    """Regenerates each file in place; returns the blocks that changed."""
-    changed = []
+    """Regenerates each file in place; returns the blocks that changed.
+
+    Every file is rendered before any is written: a block that can't be
+    rendered leaves them all as they were.
+    """
+    rendered = {}
     for path in paths:
         text = path.read_text()
-        names = stale(text)
+        try:
+            rendered[path] = (stale(text), render(text))
+        except DevkitError as exc:
+            raise DevkitError(f"{path.name}: {exc}") from None
+    for path, (names, text) in rendered.items():
         if names:
-            changed += names
-            path.write_text(render(text))
-    return changed
+            path.write_text(text)
+    return [name for names, _ in rendered.values() for name in names]
