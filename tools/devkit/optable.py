@@ -6,15 +6,17 @@ csrc/torch_bindings.cpp, the source lists and dispatch keys of
 CMakeLists.txt, and CONTRIBUTING.md's table. The C++ is checked in, not
 generated at configure time, so that the registrations read (and grep) in the
 tree as the compiler sees them, `cmake --preset` and hipify need no step of
-their own, and a schema change shows in review as the C++ it becomes; the
-drift test is tests/devkit/test_docgen.py. The C++ is written as clang-format
-leaves it (`nox -s lint` checks).
+their own, a build never runs the generator (nor loads the table),
+and a schema change shows in review as the C++ it becomes; the drift test is
+tests/devkit/test_docgen.py. The C++ is written as clang-format leaves it
+(`nox -s lint` checks).
 """
 
 from __future__ import annotations
 
 import textwrap
 from types import ModuleType
+from typing import Any
 
 from devkit import DevkitError, envs
 
@@ -44,7 +46,7 @@ def expected_ops() -> dict[str, list[str]]:
     return table().libraries()
 
 
-def _arguments(op: object) -> list[tuple[str, str]]:
+def _arguments(op: Any) -> list[tuple[str, str]]:
     """The schema's (type, name) pairs, defaults dropped."""
     inside = op.schema.partition("(")[2].rpartition(") ->")[0]
     pairs = []
@@ -54,7 +56,7 @@ def _arguments(op: object) -> list[tuple[str, str]]:
     return pairs
 
 
-def _cpp_parameter(op: object, kind: str, name: str) -> str:
+def _cpp_parameter(op: Any, kind: str, name: str) -> str:
     if kind not in CPP_TYPES:
         raise DevkitError(
             f"{op.name}'s schema has an argument of type {kind!r}, which has no C++ type "
