@@ -37,6 +37,14 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))  # vllm/envs.py, without building the package
 
+from devkit import targets  # noqa: E402  (from the tools/ just put on the path)
+
+# The CPU target's torch pin (torch==X.Y.Z+cpu), as the targets table declares it
+# (tools/devkit/targets.py; test_targets ties it to requirements/cpu.txt). Tests
+# name the pin through these, never as a literal, so a new pin is one edit.
+CPU_PIN = targets.get_target("cpu").torch_spec.removeprefix("torch==")
+CPU_TORCH = targets.TorchInfo(CPU_PIN, None, None)  # a venv holding the pin
+
 
 # -- real servers on 127.0.0.1, started here and stopped after (also on failure) --
 

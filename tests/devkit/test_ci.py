@@ -42,6 +42,7 @@ KERNELS_ON_PREBUILT = [
         ("csrc/README.md", ci.CPU_SIDE | {ci.CUDA_BUILD}),  # under csrc/: the build reads it
         ("vllm/platforms/cpu.py", {ci.LINT, ci.KERNELS, ci.PLUGINS}),
         ("vllm/envs.py", {ci.LINT, ci.DEVKIT, ci.KERNELS, ci.PLUGINS}),  # the devkit reads it
+        ("vllm/_op_table.py", {ci.LINT, ci.DEVKIT, ci.KERNELS, ci.PLUGINS}),  # and this
         ("tests/kernels/test_norm.py", {ci.LINT, ci.KERNELS}),
         ("examples/vllm_plugin_example/setup.py", {ci.LINT, ci.PLUGINS}),
         ("noxfile.py", {ci.LINT, ci.DEVKIT}),

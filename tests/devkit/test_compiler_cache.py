@@ -6,10 +6,10 @@ import socket
 from pathlib import Path
 
 import pytest
+from conftest import CPU_TORCH
 
 from devkit import DevkitError, compiler_cache, plan
 from devkit.compiler_cache import CacheStats, CompilerCache
-from devkit.targets import TorchInfo
 
 ROOT = Path("/work/checkout")
 
@@ -134,9 +134,7 @@ def test_a_store_that_did_not_answer_leaves_the_environment(tools):
 
 def test_the_plan_carries_the_cache(tools):
     environ = {"VLLM_COMPILER_CACHE_REMOTE": "redis://cache:6379", "PATH": ""}
-    found = plan.resolve(
-        plan.Request("cpu", bin_dir=str(tools)), TorchInfo("2.13.0+cpu", None, None), environ
-    )
+    found = plan.resolve(plan.Request("cpu", bin_dir=str(tools)), CPU_TORCH, environ)
     assert found.cmake_defines()["VLLM_COMPILER_LAUNCHER"] == str(tools / "sccache")
     assert found.build_environ()["SCCACHE_REDIS_ENDPOINT"] == "redis://cache:6379"
     loaded = plan.BuildPlan.from_json(json.loads(json.dumps(found.to_json())))

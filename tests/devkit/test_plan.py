@@ -1,14 +1,16 @@
 """The build plan: one resolve for the session, the backend and doctor."""
 
 import json
+import re
 
 import pytest
+from conftest import CPU_PIN
 from test_cuda import fake_toolkit
 
 from devkit import DevkitError, backend, plan, targets
 from devkit.targets import TorchInfo
 
-CPU_TORCH = TorchInfo("2.13.0+cpu", None, None, "abc")
+CPU_TORCH = TorchInfo(CPU_PIN, None, None, "abc")
 CUDA_TORCH = TorchInfo("2.14.1+cu130", "13.0", None, "def")
 
 
@@ -19,12 +21,12 @@ def cuda_environ(tmp_path) -> dict[str, str]:
 
 def test_cpu_plan_names_build_dir_jobs_and_defines():
     found = plan.resolve(plan.Request("cpu"), CPU_TORCH, {"MAX_JOBS": "3"})
-    assert found.build_dir == targets.build_dir("cpu", "2.13.0+cpu")
+    assert found.build_dir == targets.build_dir("cpu", CPU_PIN)
     assert found.jobs.jobs == 3 and found.jobs.reason.startswith("MAX_JOBS=3: set by you")
     assert found.cuda is None and found.gpu_arch == ""
     defines = found.cmake_defines()
     assert defines["VLLM_TARGET_DEVICE"] == "cpu"
-    assert defines["VLLM_BUILD_INFO_TORCH_VERSION"] == "2.13.0+cpu"
+    assert defines["VLLM_BUILD_INFO_TORCH_VERSION"] == CPU_PIN
     assert found.build_environ()["CMAKE_BUILD_PARALLEL_LEVEL"] == "3"
 
 
@@ -123,5 +125,6 @@ def test_backend_refuses_a_plan_for_another_torch(tmp_path, monkeypatch):
     found = plan.BuildPlan(**{**found.__dict__, "build_dir": tmp_path})
     other = TorchInfo("2.12.0+cpu", None, None)
     monkeypatch.setattr(targets, "read_torch_info", lambda: other)
-    with pytest.raises(DevkitError, match="is for torch 2.13.0\\+cpu, but .* has 2.12.0\\+cpu"):
+    pin = re.escape(CPU_PIN)
+    with pytest.raises(DevkitError, match=rf"is for torch {pin}, but .* has 2.12.0\+cpu"):
         backend._settings("build_editable", {plan.CONFIG_KEY: str(found.write())})

@@ -6,8 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import CPU_TORCH
+
 from devkit import plan, presets
-from devkit.targets import TorchInfo
 
 CMAKE = shutil.which("cmake", path=str(Path(sys.executable).parent)) or shutil.which("cmake")
 NINJA_DIR = str(Path(shutil.which("ninja", path=str(Path(sys.executable).parent)) or "").parent)
@@ -21,9 +22,7 @@ install(TARGETS tiny LIBRARY DESTINATION vllm)
 
 
 def tiny_plan(tmp_path: Path, name: str = "cpu") -> plan.BuildPlan:
-    found = plan.resolve(
-        plan.Request("cpu"), TorchInfo("2.13.0+cpu", None, None), {"VLLM_COMPILER_CACHE": "off"}
-    )
+    found = plan.resolve(plan.Request("cpu"), CPU_TORCH, {"VLLM_COMPILER_CACHE": "off"})
     return plan.BuildPlan(**{**found.__dict__, "build_dir": tmp_path / "build", "name": name})
 
 

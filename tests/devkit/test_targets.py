@@ -1,6 +1,9 @@
 """The target table, torch flavour checks and target resolution."""
 
+import re
+
 import pytest
+from conftest import CPU_PIN, CPU_TORCH
 
 from devkit import DevkitError, layout, targets
 from devkit.envs import ROOT
@@ -10,7 +13,7 @@ CPU = targets.TARGETS["cpu"]
 
 
 def test_cpu_row():
-    assert CPU.torch_spec == "torch==2.13.0+cpu"
+    assert CPU.torch_spec == f"torch=={CPU.torch_version}+cpu"
     assert CPU.torch_index == "https://download.pytorch.org/whl/cpu"
     assert CPU.index_strategy == "unsafe-best-match"
     assert CPU.version_suffix == "cpu"
@@ -22,27 +25,39 @@ def test_every_row_matches_its_requirements_file():
         assert any(line.startswith(target.torch_spec) for line in lines), target.name
 
 
+def test_no_test_names_the_cpu_pin_as_a_literal():
+    """Tests read the pin from the table (conftest.CPU_PIN): a new pin is one edit, not 40."""
+    pin = re.compile(re.escape(CPU.torch_version) + r"\b")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pin.search(line)
+    ]
+    assert found == [], f"the torch pin {CPU.torch_version} written out; use conftest.CPU_PIN"
+
+
 def test_unknown_target():
     with pytest.raises(DevkitError, match="unknown target 'tpu'; known targets: cpu"):
         targets.get_target("tpu")
 
 
 def test_check_torch_accepts_the_pin():
-    targets.check_torch(CPU, targets.TorchInfo("2.13.0+cpu", None, None))
+    targets.check_torch(CPU, CPU_TORCH)
 
 
 def test_check_torch_refuses_another_flavour():
-    with pytest.raises(DevkitError, match=r"torch 2\.13\.0 is a cuda build, but the cpu target"):
-        targets.check_torch(CPU, targets.TorchInfo("2.13.0", "13.0", None))
+    with pytest.raises(DevkitError, match=r"torch 2\.12\.0 is a cuda build, but the cpu target"):
+        targets.check_torch(CPU, targets.TorchInfo("2.12.0", "13.0", None))
 
 
 def test_check_torch_refuses_another_version():
-    with pytest.raises(DevkitError, match=r"pins torch==2\.13\.0\+cpu"):
+    with pytest.raises(DevkitError, match=re.escape(f"pins {CPU.torch_spec}")):
         targets.check_torch(CPU, targets.TorchInfo("2.12.1+cpu", None, None))
 
 
 def test_auto_follows_the_flavour():
-    assert targets.resolve_target_name("auto", targets.TorchInfo("2.13.0+cpu", None, None)) == "cpu"
+    assert targets.resolve_target_name("auto", CPU_TORCH) == "cpu"
     assert targets.resolve_target_name("auto", targets.TorchInfo("2.14.1", "13.0", None)) == "cuda"
     assert targets.resolve_target_name("auto", targets.TorchInfo("2.9.1", None, "6.4")) == "rocm"
     assert targets.resolve_target_name("cpu", None) == "cpu"
@@ -69,7 +84,7 @@ def test_build_dir_is_per_target_torch_and_python(monkeypatch, tmp_path):
     tag = targets.python_tag()
     # The CPU binary is on the stable ABI: one build dir for every torch from its floor.
     expected = ROOT / "build" / f"cpu-torch2.10abi-{tag}"
-    assert targets.build_dir("cpu", "2.13.0+cpu") == expected
+    assert targets.build_dir("cpu", CPU_PIN) == expected
     assert targets.build_dir("cpu", "2.14.1") == expected
     assert targets.build_dir("cpu", "2.14.1", "cpu-torch2.14.1") == ROOT / "build" / (
         f"cpu-torch2.10abi-{tag}-cpu-torch2.14.1"

@@ -4,6 +4,7 @@ Standard library only, so that nox's own environment and the project venv (via
 the PEP 517 backend in backend.py) can both import it. One module per concern:
 
     envs        the env-var registry (vllm/envs.py), loaded from the source tree
+    optable     the op table (vllm/_op_table.py) and the C++/CMake/docs views of it
     layout      every path devkit makes: build root and dirs, venvs, caches, marks
     targets     the table of build targets: torch pin, index, per-job memory
     sources     where torch comes from: the target's index, the user's pip mirrors

@@ -59,6 +59,7 @@ BUILD_MODULES = frozenset(
         "layout",
         "lock",
         "metadata",
+        "optable",
         "plan",
         "precompiled",
         "presets",

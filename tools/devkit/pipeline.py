@@ -37,6 +37,7 @@ from devkit import (
     layout,
     lock,
     metadata,
+    optable,
     precompiled,
     procs,
     progress,
@@ -52,24 +53,8 @@ from devkit.envs import ROOT
 from devkit.options import Options
 from devkit.plan import BuildPlan
 
-# The ops every build must register, by library.
-EXPECTED_OPS = {
-    "_C": [
-        "silu_and_mul",
-        "gelu_and_mul",
-        "gelu_tanh_and_mul",
-        "mul_and_silu",
-        "fatrelu_and_mul",
-        "swigluoai_and_mul",
-        "gelu_new",
-        "gelu_fast",
-        "gelu_quick",
-        "rms_norm",
-        "fused_add_rms_norm",
-        "rotary_embedding",
-    ],
-    "_C_cache_ops": ["reshape_and_cache", "convert_fp8"],
-}
+# The ops every build must register, by library (the op table's).
+EXPECTED_OPS = optable.expected_ops()
 
 # What the build backend itself imports: all a precompiled install needs.
 BACKEND_PACKAGES = ("scikit-build-core", "packaging", "setuptools-scm")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from vllm._op_table import DISPATCH_KEYS
 from vllm.platforms.interface import DeviceCapability, Platform, PlatformEnum
 
 
@@ -13,7 +14,7 @@ class CudaPlatform(Platform):
     _enum = PlatformEnum.CUDA
     device_name = "cuda"
     device_type = "cuda"
-    dispatch_key = "CUDA"
+    dispatch_key = DISPATCH_KEYS["cuda"]
 
     @classmethod
     def get_device_capability(cls, device_id: int = 0) -> DeviceCapability | None:

@@ -11,6 +11,8 @@ import enum
 import platform
 from typing import TYPE_CHECKING, NamedTuple
 
+from vllm._op_table import DISPATCH_KEYS
+
 if TYPE_CHECKING:
     import torch
 
@@ -70,8 +72,8 @@ class Platform:
     device_name: str = "unspecified"
     # The torch device type of the tensors, e.g. "cuda" (ROCm included).
     device_type: str = "cpu"
-    # The dispatch key the platform's kernels are registered under.
-    dispatch_key: str = "CPU"
+    # The dispatch key the platform's kernels are registered under (vllm/_op_table.py).
+    dispatch_key: str = DISPATCH_KEYS["cpu"]
 
     def is_cuda(self) -> bool:
         """True on NVIDIA GPUs."""

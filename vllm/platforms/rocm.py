@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from vllm._op_table import DISPATCH_KEYS
 from vllm.platforms.interface import DeviceCapability, Platform, PlatformEnum
 
 
@@ -13,7 +14,7 @@ class RocmPlatform(Platform):
     _enum = PlatformEnum.ROCM
     device_name = "rocm"
     device_type = "cuda"
-    dispatch_key = "CUDA"
+    dispatch_key = DISPATCH_KEYS["rocm"]
 
     @classmethod
     def get_device_capability(cls, device_id: int = 0) -> DeviceCapability | None:
