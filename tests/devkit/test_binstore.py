@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import ROCM_PIN
 
 from devkit import binaries, binkey, binstore, gitbase, plan, targets
 from devkit.envs import ROOT
@@ -85,8 +86,8 @@ def test_the_key_follows_target_isa_torch_and_build_requirements(tmp_path):
         "version": "2.10abi",
     }
     assert binkey.torch_identity(cuda, other)["cuda_major"] == "13"
-    rocm_torch = targets.TorchInfo("2.9.1+rocm6.4", None, "6.4")
-    assert binkey.torch_identity(rocm, rocm_torch)["version"] == "2.9.1+rocm6.4"
+    rocm_torch = targets.TorchInfo(ROCM_PIN, None, "7.1")
+    assert binkey.torch_identity(rocm, rocm_torch)["version"] == ROCM_PIN
     copy = copy_checkout(tmp_path / "c")
     same = binkey.compute("cpu", TORCH, cpu_isa="avx2", root=copy)
     assert same.digest == base.digest

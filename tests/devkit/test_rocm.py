@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import ROCM_HIP, ROCM_PIN
 
 from devkit import DevkitError, rocm
 
@@ -201,21 +202,21 @@ def test_backend_passes_the_rocm_build_to_cmake(tmp_path, monkeypatch):
         "CMAKE_BUILD_PARALLEL_LEVEL": "",
     }.items():
         monkeypatch.setenv(name, value)
-    rocm_torch = targets.TorchInfo("2.9.1+rocm6.4", None, "6.4.43482")
+    rocm_torch = targets.TorchInfo(ROCM_PIN, None, ROCM_HIP)
     monkeypatch.setattr(targets, "read_torch_info", lambda: rocm_torch)
     hipified = []
     monkeypatch.setattr(rocm, "hipify", lambda src, out: hipified.append((src, out)) or [])
 
     _, settings = backend._settings("build_editable", {})
     build_root = tmp_path / "build" / layout.checkout_key(ROOT)  # a shared root's subdirectory
-    build_dir = build_root / f"rocm-torch2.9.1+rocm6.4-{targets.python_tag()}"
+    build_dir = build_root / f"rocm-torch{ROCM_PIN}-{targets.python_tag()}"
     assert settings["build-dir"] == str(build_dir)
     assert hipified == [(ROOT / "csrc", build_dir.resolve() / "hipified")]
     define = {k.removeprefix("cmake.define."): v for k, v in settings.items()}
     assert define["VLLM_TARGET_DEVICE"] == "rocm"
     assert define["VLLM_HIPIFIED_DIR"] == str(build_dir.resolve() / "hipified")
     assert define["CMAKE_HIP_ARCHITECTURES"] == define["VLLM_BUILD_INFO_GPU_ARCH"] == "gfx950"
-    assert define["VLLM_BUILD_INFO_HIP_VERSION"] == "6.4.43482"
+    assert define["VLLM_BUILD_INFO_HIP_VERSION"] == ROCM_HIP
     assert define["ROCM_PATH"] == str(home)
     # Torch's CMake config (LoadHIP.cmake) reads these from the environment.
     assert (backend.os.environ["PYTORCH_ROCM_ARCH"], backend.os.environ["ROCM_PATH"]) == (

@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from conftest import CPU_PIN, CPU_TORCH
+from conftest import CPU_PIN, CPU_TORCH, ROCM_PIN
 
 from devkit import DevkitError, layout, targets
 from devkit.envs import ROOT
@@ -25,16 +25,18 @@ def test_every_row_matches_its_requirements_file():
         assert any(line.startswith(target.torch_spec) for line in lines), target.name
 
 
-def test_no_test_names_the_cpu_pin_as_a_literal():
-    """Tests read the pin from the table (conftest.CPU_PIN): a new pin is one edit, not 40."""
-    pin = re.compile(re.escape(CPU.torch_version) + r"\b")
+@pytest.mark.parametrize("name", ["cpu", "rocm"])
+def test_no_test_names_a_torch_pin_as_a_literal(name):
+    """Tests read the pins from the table (conftest.CPU_PIN, ROCM_PIN): a new pin is one edit."""
+    target = targets.get_target(name)
+    pin = re.compile(re.escape(target.torch_spec.removeprefix("torch==")) + r"\b")
     found = [
         f"{path.relative_to(ROOT)}:{number}"
         for path in sorted((ROOT / "tests").rglob("*.py"))
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if pin.search(line)
     ]
-    assert found == [], f"the torch pin {CPU.torch_version} written out; use conftest.CPU_PIN"
+    assert found == [], f"the {name} torch pin written out; use conftest.{name.upper()}_PIN"
 
 
 def test_unknown_target():
@@ -59,7 +61,7 @@ def test_check_torch_refuses_another_version():
 def test_auto_follows_the_flavour():
     assert targets.resolve_target_name("auto", CPU_TORCH) == "cpu"
     assert targets.resolve_target_name("auto", targets.TorchInfo("2.14.1", "13.0", None)) == "cuda"
-    assert targets.resolve_target_name("auto", targets.TorchInfo("2.9.1", None, "6.4")) == "rocm"
+    assert targets.resolve_target_name("auto", targets.TorchInfo("2.10.0", None, "7.1")) == "rocm"
     assert targets.resolve_target_name("cpu", None) == "cpu"
     with pytest.raises(DevkitError, match="set VLLM_TARGET_DEVICE=cpu"):
         targets.resolve_target_name("auto", None)
@@ -93,8 +95,8 @@ def test_build_dir_is_per_target_torch_and_python(monkeypatch, tmp_path):
     # A build root outside the checkout is shared: this checkout gets a subdirectory.
     key = layout.checkout_key(ROOT)
     assert targets.build_dir("cuda", "2.14.1") == tmp_path / key / f"cuda-torch2.10abi-{tag}"
-    rocm_dir = f"rocm-torch2.9.1+rocm6.4-{tag}"
-    assert targets.build_dir("rocm", "2.9.1+rocm6.4") == tmp_path / key / rocm_dir
+    rocm_dir = f"rocm-torch{ROCM_PIN}-{tag}"
+    assert targets.build_dir("rocm", ROCM_PIN) == tmp_path / key / rocm_dir
 
 
 def test_stable_abi_targets_require_their_floor():

@@ -94,13 +94,13 @@ TARGETS: dict[str, Target] = {
         Target(
             name="rocm",
             requirements="requirements/rocm.txt",
-            torch_version="2.9.1",
-            torch_local="rocm6.4",
-            torch_index="https://download.pytorch.org/whl/rocm6.4",
+            torch_version="2.10.0",
+            torch_local="rocm7.1",
+            torch_index="https://download.pytorch.org/whl/rocm7.1",
             index_strategy="unsafe-best-match",
             job_memory=1 * GIB,  # hipcc's peak per job (the seed talk's figure)
-            version_suffix="rocm6.4",
-            hip_version="6.4",
+            version_suffix="rocm7.1",
+            hip_version="7.1",
         ),
     )
 }
