@@ -84,8 +84,9 @@ __global__ void __launch_bounds__(max_threads_for(kCache))
   };
 
   for (int64_t row = blockIdx.x; row < out_rows.num_rows; row += gridDim.x) {
-    // The row in out and in src (the rows of the op's first tensor first:
-    // the order each op's kernel had, and its machine code still has).
+    // The row in out and in src, addressed in the order each op's own
+    // kernel used (the op's first argument first): nvcc then emits the
+    // machine code each op had before they shared this kernel.
     T* o;
     NormSrc<T, kAdd> res;  // the residual for kAdd
     if constexpr (kAdd) {
