@@ -262,11 +262,18 @@ def index_entry(index: Path, where: str, wheel: Path, key: str | None) -> None:
     (entry / "metadata.json").write_text(json.dumps(meta))
 
 
-def test_lookup_takes_the_index_by_key_and_keeps_it_in_the_store(tmp_path):
+def store_key_wheel(tmp_path: Path) -> tuple[list[str], binstore.Store, binkey.Key, Path]:
+    """The lookups' fixtures: the lines said, a 1 GiB store, a CPU key and a
+    binaries wheel, all under tmp_path."""
     lines: list[str] = []
     store = binstore.Store(tmp_path / "store", 1 << 30, lines.append)
     key = binkey.compute("cpu", TORCH, cpu_isa="avx2")
     wheel = binstore.binaries_zip(package(tmp_path / "vllm"), tmp_path / "w.whl")
+    return lines, store, key, wheel
+
+
+def test_lookup_takes_the_index_by_key_and_keeps_it_in_the_store(tmp_path):
+    lines, store, key, wheel = store_key_wheel(tmp_path)
     index = tmp_path / "index"
     environ = {"VLLM_PRECOMPILED_WHEEL_INDEX": str(index), "VLLM_CACHE_ROOT": str(tmp_path)}
     assert binaries.lookup(CPU, key, lines.append, store, environ) is None
@@ -280,10 +287,7 @@ def test_lookup_takes_the_index_by_key_and_keeps_it_in_the_store(tmp_path):
 
 
 def test_the_nightly_is_taken_only_on_purpose_with_a_warning_when_its_key_differs(tmp_path):
-    lines: list[str] = []
-    store = binstore.Store(tmp_path / "store", 1 << 30, lines.append)
-    key = binkey.compute("cpu", TORCH, cpu_isa="avx2")
-    wheel = binstore.binaries_zip(package(tmp_path / "vllm"), tmp_path / "w.whl")
+    lines, store, key, wheel = store_key_wheel(tmp_path)
     index = tmp_path / "index"
     index_entry(index, "nightly", wheel, "e" * 64)
     environ = {"VLLM_PRECOMPILED_WHEEL_INDEX": str(index), "VLLM_PRECOMPILED_WHEEL_COMMIT": "0"}

@@ -32,6 +32,9 @@ KERNELS_ON_PREBUILT = [
     "nox -s test-kernels-cpu -- --precompiled",
     "nox -s test-plugins -- --precompiled",
 ]
+# The plan's CPU steps: the build, its kernel tests and the plugins on it.
+CPU_BUILT = ["nox -s build-cpu", "nox -s test-kernels-cpu", "nox -s test-plugins -- --precompiled"]
+CUDA_COMPILE = "nox -s build-cuda -- --arch 9.0"
 
 
 @pytest.mark.parametrize(
@@ -97,12 +100,7 @@ def test_python_only_runs_its_tests_on_precompiled_binaries_and_not_the_devkit_s
 
 def test_python_only_without_binaries_builds_and_says_why():
     plan = ci.steps(ci.needs_of(["vllm/platforms/cpu.py"]), NONE, nvcc=True)
-    assert sessions(plan) == [
-        "nox -s lint",
-        "nox -s build-cpu",
-        "nox -s test-kernels-cpu",
-        "nox -s test-plugins -- --precompiled",
-    ]
+    assert sessions(plan) == ["nox -s lint", *CPU_BUILT]
     assert plan[1].reason.endswith("; but http://index has no cpu wheel for 0123456789ab: build")
 
 
@@ -113,12 +111,7 @@ def test_devkit_change_runs_the_devkit_tests_only():
 
 def test_a_cpu_kernel_change_builds_cpu_and_no_cuda():
     plan = ci.steps(ci.needs_of(["csrc/cpu/cache.cpp", "vllm/platforms/cpu.py"]), HAVE, True)
-    assert sessions(plan) == [
-        "nox -s lint",
-        "nox -s build-cpu",
-        "nox -s test-kernels-cpu",
-        "nox -s test-plugins -- --precompiled",
-    ]
+    assert sessions(plan) == ["nox -s lint", *CPU_BUILT]
     assert plan[1].reason == (
         "csrc/cpu/cache.cpp changed: CPU kernels: the CPU build reads them, no CUDA unit does"
     )
@@ -126,18 +119,12 @@ def test_a_cpu_kernel_change_builds_cpu_and_no_cuda():
 
 def test_a_cuda_kernel_change_compiles_cuda_only():
     plan = ci.steps(ci.needs_of(["csrc/cache_kernels.cu"]), HAVE, nvcc=True)
-    assert sessions(plan) == ["nox -s lint", "nox -s build-cuda -- --arch 9.0"]
+    assert sessions(plan) == ["nox -s lint", CUDA_COMPILE]
 
 
 def test_a_shared_header_builds_both_and_cuda_compile_only():
     plan = ci.steps(ci.needs_of(["csrc/ops.h"]), HAVE, nvcc=True)
-    assert sessions(plan) == [
-        "nox -s lint",
-        "nox -s build-cpu",
-        "nox -s test-kernels-cpu",
-        "nox -s test-plugins -- --precompiled",
-        "nox -s build-cuda -- --arch 9.0",
-    ]
+    assert sessions(plan) == ["nox -s lint", *CPU_BUILT, CUDA_COMPILE]
     assert not any(step.skip for step in plan)
     # Without nvcc, build-cuda is listed as skipped, with why.
     cuda = ci.steps(ci.needs_of(["csrc/ops.h"]), None, nvcc=False)[-1]
@@ -145,14 +132,8 @@ def test_a_shared_header_builds_both_and_cuda_compile_only():
 
 
 def test_all_and_nothing():
-    assert sessions(ci.steps({}, None, True, run_all=True)) == [
-        "nox -s lint",
-        "nox -s tests",
-        "nox -s build-cpu",
-        "nox -s test-kernels-cpu",
-        "nox -s test-plugins -- --precompiled",
-        "nox -s build-cuda -- --arch 9.0",
-    ]
+    all_steps = ["nox -s lint", "nox -s tests", *CPU_BUILT, CUDA_COMPILE]
+    assert sessions(ci.steps({}, None, True, run_all=True)) == all_steps
     assert ci.steps(ci.needs_of([]), None, nvcc=True) == []
 
 
