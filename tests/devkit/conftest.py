@@ -44,6 +44,7 @@ from devkit import targets  # noqa: E402  (from the tools/ just put on the path)
 # name the pin through these, never as a literal, so a new pin is one edit.
 CPU_PIN = targets.get_target("cpu").torch_spec.removeprefix("torch==")
 CPU_TORCH = targets.TorchInfo(CPU_PIN, None, None)  # a venv holding the pin
+CUDA_PIN = targets.get_target("cuda").torch_spec.removeprefix("torch==")
 ROCM_PIN = targets.get_target("rocm").torch_spec.removeprefix("torch==")
 ROCM_HIP = "7.1.25424"  # what a ROCm torch reports as torch.version.hip
 

@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROCM_PIN
+from conftest import CUDA_PIN, ROCM_PIN
 
 from devkit import binaries, binkey, binstore, gitbase, plan, targets
 from devkit.envs import ROOT
@@ -76,7 +76,7 @@ def test_the_key_follows_target_isa_torch_and_build_requirements(tmp_path):
     base = binkey.compute("cpu", TORCH, cpu_isa="avx2")
     assert binkey.compute("cpu", TORCH, cpu_isa="avx512").digest != base.digest
     assert binkey.compute("cpu", TORCH, cpu_isa="avx2", build_type="Debug").digest != base.digest
-    other = targets.TorchInfo("2.14.1", "13.0", None)
+    other = targets.TorchInfo(CUDA_PIN, "13.0", None)
     cpu, cuda, rocm = (targets.get_target(name) for name in ("cpu", "cuda", "rocm"))
     # On the stable ABI the floor is the version: one key for every torch from it on.
     assert binkey.torch_identity(cpu, other) == binkey.torch_identity(cpu, TORCH)

@@ -4,14 +4,14 @@ import json
 import re
 
 import pytest
-from conftest import CPU_PIN
+from conftest import CPU_PIN, CUDA_PIN
 from test_cuda import fake_toolkit
 
 from devkit import DevkitError, backend, plan, targets
 from devkit.targets import TorchInfo
 
 CPU_TORCH = TorchInfo(CPU_PIN, None, None, "abc")
-CUDA_TORCH = TorchInfo("2.14.1+cu130", "13.0", None, "def")
+CUDA_TORCH = TorchInfo(f"{CUDA_PIN}+cu130", "13.0", None, "def")
 
 
 def cuda_environ(tmp_path) -> dict[str, str]:

@@ -24,7 +24,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import CPU_PIN
+from conftest import CPU_PIN, CUDA_PIN
 from test_sessions import abort_line, nox
 
 from devkit import DevkitError, cuda, precompiled, targets
@@ -141,7 +141,7 @@ STABLE_INFO = {**INFO, "torch_abi": "stable", "torch_floor": "2.10", "cuda_major
 
 
 def test_a_stable_abi_wheel_fits_any_torch_from_its_floor():
-    for version, cuda_version in ((CPU_PIN, None), ("2.14.1", "13.0"), ("2.10.0", None)):
+    for version, cuda_version in ((CPU_PIN, None), (CUDA_PIN, "13.0"), ("2.10.0", None)):
         torch = targets.TorchInfo(version, cuda_version, None)
         assert precompiled.check_compat(STABLE_INFO, CPU, torch, AVX512) == [], version
 
@@ -156,11 +156,11 @@ def test_a_stable_abi_wheel_refuses_a_torch_below_its_floor_in_one_line():
 
 def test_a_stable_abi_cuda_wheel_binds_the_cuda_major_only():
     cuda_row = targets.get_target("cuda")
-    info = {**STABLE_INFO, "target": "cuda", "torch_version": "2.14.1", "cuda_version": "13.0"}
+    info = {**STABLE_INFO, "target": "cuda", "torch_version": CUDA_PIN, "cuda_version": "13.0"}
     info["cuda_major"], info["cpu_isa"] = 13, None
     same_major = targets.TorchInfo("2.15.0", "13.2", None)
     assert precompiled.check_compat(info, cuda_row, same_major, AVX512) == []
-    other_major = targets.TorchInfo("2.14.1", "12.8", None)
+    other_major = targets.TorchInfo(CUDA_PIN, "12.8", None)
     assert precompiled.check_compat(info, cuda_row, other_major, AVX512) == [
         "built for CUDA 13 (13.0), the venv's torch has CUDA 12.8: install a torch for CUDA 13"
     ]
@@ -168,8 +168,8 @@ def test_a_stable_abi_cuda_wheel_binds_the_cuda_major_only():
 
 def test_target_cuda_version_and_unknown_isa():
     cuda = targets.get_target("cuda")
-    torch = targets.TorchInfo("2.14.1", "12.8", None)
-    info = {**INFO, "target": "cuda", "torch_version": "2.14.1", "cuda_version": "13.0"}
+    torch = targets.TorchInfo(CUDA_PIN, "12.8", None)
+    info = {**INFO, "target": "cuda", "torch_version": CUDA_PIN, "cuda_version": "13.0"}
     info["cpu_isa"] = "avx10"
     problems = precompiled.check_compat(info, cuda, torch, AVX512)
     assert problems == [

@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import CPU_PIN
+from conftest import CPU_PIN, CUDA_PIN
 
 from devkit.pipeline import EXPECTED_OPS, copy_checkout, ninja_outputs
 
@@ -185,7 +185,7 @@ def test_build_cuda_with_an_older_nvcc_first_on_path(tmp_path):
         copy, "-s", "build-cuda", "--", "--arch", "9.0", PATH=path, CUDA_HOME="", CUDA_PATH=""
     )
     assert abort_line(result) == (
-        "nvcc 12.8 can't build for torch 2.14.1 (CUDA 13.0): install CUDA 13.x and point "
+        f"nvcc 12.8 can't build for torch {CUDA_PIN} (CUDA 13.0): install CUDA 13.x and point "
         "CUDA_HOME at it, or use a torch built for CUDA 12."
     )
     assert not (copy / ".venv-cuda").exists()
