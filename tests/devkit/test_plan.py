@@ -229,3 +229,16 @@ def test_a_session_build_writes_the_plan_once(tmp_path, monkeypatch):
         _, ours = backend._settings(hook, config)
         assert ours["cmake.define.VLLM_PLAN_FILE"] == str(found.plan_file)
     assert stamp(found.plan_file) == written
+
+
+def test_by_hand_only_the_build_hooks_write_the_plan_and_under_the_lock(tmp_path, monkeypatch):
+    monkeypatch.delenv("CMAKE_ARGS", raising=False)
+    found = cpu_plan(tmp_path / "build")
+    with backend._by_hand_build("prepare_metadata_for_build_editable", found, {}):
+        pass  # the metadata hook needs the plan, not its file
+    with backend._by_hand_build("build_editable", found, {plan.CONFIG_KEY: "given"}):
+        pass  # a session's build: the session wrote it
+    assert not found.plan_file.exists()
+    with backend._by_hand_build("build_editable", found, {}):
+        assert plan.load(found.plan_file) == found
+        assert (found.build_dir / "build.lock").is_file()

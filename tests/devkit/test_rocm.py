@@ -1,6 +1,5 @@
 """ROCm arch and toolchain checks (with a fake hipcc), and the build's CMake inputs."""
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -206,7 +205,7 @@ def test_backend_passes_the_rocm_build_to_cmake(tmp_path, monkeypatch):
     hipified = []
     monkeypatch.setattr(rocm, "hipify", lambda src, out: hipified.append((src, out)) or [])
 
-    _, settings = backend._settings("build_editable", {})
+    built, settings = backend._settings("build_editable", {})
     build_root = tmp_path / "build" / layout.checkout_key(ROOT)  # a shared root's subdirectory
     build_dir = build_root / f"rocm-torch2.9.1+rocm6.4-{targets.python_tag()}"
     assert settings["build-dir"] == str(build_dir)
@@ -216,10 +215,9 @@ def test_backend_passes_the_rocm_build_to_cmake(tmp_path, monkeypatch):
     assert define["VLLM_HIPIFIED_DIR"] == str(build_dir.resolve() / "hipified")
     assert define["CMAKE_HIP_ARCHITECTURES"] == "gfx950"
     assert define["ROCM_PATH"] == str(home)
-    # Written once by hand; CMake reads the build info from it (VLLM_PLAN_FILE).
-    written = json.loads(Path(define["VLLM_PLAN_FILE"]).read_text())
+    # CMake reads the build info from the plan file (VLLM_PLAN_FILE).
     assert Path(define["VLLM_PLAN_FILE"]) == build_dir / "plan.json"
-    assert (written["build_info"]["gpu_arch"], written["build_info"]["hip_version"]) == (
+    assert (built.build_info()["gpu_arch"], built.build_info()["hip_version"]) == (
         "gfx950",
         "6.4.43482",
     )

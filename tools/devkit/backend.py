@@ -88,9 +88,9 @@ def _session_plan(path: str) -> plan.BuildPlan:
     return found
 
 
-def _plan_by_hand(hook: str, config_settings: dict[str, Any]) -> plan.BuildPlan:
+def _plan_by_hand(config_settings: dict[str, Any]) -> plan.BuildPlan:
     """The plan `resolve` makes from the environment variables (validated there, once);
-    written once, by the hooks that build."""
+    `_by_hand_build` writes it."""
     precompiled = bool(envs.get("VLLM_USE_PRECOMPILED"))
     why = (
         "the binaries are checked against it"
@@ -109,18 +109,14 @@ def _plan_by_hand(hook: str, config_settings: dict[str, Any]) -> plan.BuildPlan:
     # By hand there is no session to check the store first; a dead one would
     # fail every compile, so it is checked here (one warning, the local cache).
     cache = compiler_cache.ready(found.compiler_cache, _say)
-    found = dataclasses.replace(found, compiler_cache=cache)
-    if hook.startswith("build_") and not found.precompiled:  # the hooks that configure CMake
-        found.write()
-        cmakecache.follow_cmake_args(found.build_dir, envs.get("CMAKE_ARGS") or "", _say)
-    return found
+    return dataclasses.replace(found, compiler_cache=cache)
 
 
 def _settings(hook: str, config_settings: _Settings) -> tuple[plan.BuildPlan, dict[str, Any]]:
     """The plan, and scikit-build-core's settings for its build under those the caller gave."""
     given = dict(config_settings or {})
     handed = given.pop(plan.CONFIG_KEY, None)
-    build = _session_plan(handed) if handed else _plan_by_hand(hook, given)
+    build = _session_plan(handed) if handed else _plan_by_hand(given)
     # The version and dependency providers (devkit.metadata) follow the plan.
     metadata.use(build)
     if build.precompiled:
@@ -168,21 +164,27 @@ def _precompiled_settings(hook: str, build: plan.BuildPlan) -> dict[str, Any]:
     return ours
 
 
-def _by_hand_lock(hook: str, build: plan.BuildPlan, config_settings: _Settings):
-    """The build dir's lock for a build by hand (`uv pip install -e .`), which no session
-    holds for it; a session passes its plan, and holds the lock itself."""
+@contextlib.contextmanager
+def _by_hand_build(hook: str, build: plan.BuildPlan, config_settings: _Settings):
+    """What a session does before it hands its plan over, for a build by hand (`uv pip
+    install -e .`): the build dir's lock held, then the plan written (once a build) and
+    CMAKE_ARGS followed. Only the hooks that configure CMake; none for a session's plan."""
     by_hand = plan.CONFIG_KEY not in (config_settings or {})
     if not (by_hand and hook.startswith("build_") and not build.precompiled):
-        return contextlib.nullcontext()
+        yield
+        return
     what = f"the build by hand in {build.build_dir} (uv pip install -e .)"
-    return lock.hold(build.build_dir / "build.lock", what, _say, (ROOT, build.build_dir))
+    with lock.hold(build.build_dir / "build.lock", what, _say, (ROOT, build.build_dir)):
+        build.write()
+        cmakecache.follow_cmake_args(build.build_dir, envs.get("CMAKE_ARGS") or "", _say)
+        yield
 
 
 def _run(hook: str, *args: Any, config_settings: _Settings = None, **kwargs: Any) -> Any:
     with contextlib.ExitStack() as stack:
         try:
             build, settings = _settings(hook, config_settings)
-            stack.enter_context(_by_hand_lock(hook, build, config_settings))
+            stack.enter_context(_by_hand_build(hook, build, config_settings))
         except DevkitError as exc:
             # One line, no traceback: the frontend shows this output on failure.
             print(f"error: {exc}", file=sys.stderr)
