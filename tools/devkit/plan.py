@@ -356,13 +356,19 @@ def preflight(
     request: Request, torch: TorchInfo, environ: Mapping[str, str] | None = None
 ) -> Preflight:
     """The cheap checks, first problem first, as one DevkitError line: every variable
-    (the one place they are all validated), CMAKE_ARGS, the target, torch's flavour,
-    the arch; then the GPU toolchain. `torch` may be the one the venv will get."""
+    (the one place they are all validated), CMAKE_ARGS, the target, the build root,
+    the compiler cache's store and cluster, torch's flavour, the arch; then the GPU
+    toolchain. `torch` may be the one the venv will get."""
     envs.check_all(environ)
     check_cmake_args(envs.get("CMAKE_ARGS", environ))
     target = targets.get_target(request.target)
+    if not request.build_dir:
+        layout.build_root(environ)  # VLLM_BUILD_DIR: a directory devkit can write to
     if request.precompiled:  # a prebuilt wheel's binaries: no toolchain
         return Preflight(target)
+    # A store URL or cluster the cache can't use fails here; the cache itself is
+    # decided in `resolve`, with the venv's tools (ccache, sccache) installed.
+    compiler_cache.resolve(environ)
     if target.name != "cpu" and torch.flavour != target.name:  # CPU kernels build on any torch
         raise DevkitError(
             f"the {target.name} target needs torch built for it, but torch {torch.version} is a "
