@@ -363,7 +363,8 @@ def preflight(
     check_cmake_args(envs.get("CMAKE_ARGS", environ))
     target = targets.get_target(request.target)
     if not request.build_dir:
-        layout.build_root(environ)  # VLLM_BUILD_DIR: a directory devkit can write to
+        # VLLM_BUILD_DIR: a directory devkit can write to (read as targets.build_dir reads it).
+        layout.build_root()
     if request.precompiled:  # a prebuilt wheel's binaries: no toolchain
         return Preflight(target)
     # A store URL or cluster the cache can't use fails here; the cache itself is
