@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_cuda import fake_toolkit
 
-from devkit import DevkitError, backend, pipeline, plan, targets
+from devkit import DevkitError, backend, metadata, pipeline, plan, targets
 from devkit.options import Options
 from devkit.targets import TorchInfo
 
@@ -36,7 +36,7 @@ def test_cpu_plan_names_build_dir_jobs_and_defines():
         "2.10",
     )
     # The commit is the plan's (read once, where it is resolved), not the backend's.
-    assert info["git_commit"] == found.git_commit == plan.git_commit() != ""
+    assert info["git_commit"] == found.git_commit == metadata.git_commit() != ""
     assert found.build_environ()["CMAKE_BUILD_PARALLEL_LEVEL"] == "3"
 
 

