@@ -8,7 +8,7 @@ from pathlib import Path
 
 from test_rocm import fake_rocm
 
-from devkit import plan, presets
+from devkit import plan, presets, targets
 from devkit.targets import TorchInfo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,9 +117,10 @@ def test_a_fresh_rocm_preset_carries_everything_the_configure_needs(tmp_path):
     """`cmake --preset rocm` in an empty build dir: VLLM_HIPIFIED_DIR, ROCm, the arch and
     the build info all come from the plan (they once came from the backend alone)."""
     home = fake_rocm(tmp_path / "rocm")
+    rocm_torch = plan.expected_torch(targets.get_target("rocm"))  # the pin
     found = plan.resolve(
         plan.Request("rocm", arch="gfx942", build_dir=str(tmp_path / "build")),
-        TorchInfo("2.9.1+rocm6.4", None, "6.4.43482"),
+        rocm_torch,
         {"ROCM_PATH": str(home), "VLLM_COMPILER_CACHE": "off"},
     )
     found.write()
@@ -142,7 +143,7 @@ def test_a_fresh_rocm_preset_carries_everything_the_configure_needs(tmp_path):
     assert (info["target"], info["gpu_arch"], info["hip_version"], info["torch_abi"]) == (
         "rocm",
         "gfx942",
-        "6.4.43482",
+        rocm_torch.hip,
         "full",
     )
     assert info["git_commit"] == found.git_commit and info["compiler"].startswith("GNU ")

@@ -219,7 +219,7 @@ def test_backend_passes_the_rocm_build_to_cmake(tmp_path, monkeypatch):
     assert Path(define["VLLM_PLAN_FILE"]) == build_dir / "plan.json"
     assert (built.build_info()["gpu_arch"], built.build_info()["hip_version"]) == (
         "gfx950",
-        "6.4.43482",
+        rocm_torch.hip,
     )
     # Torch's CMake config (LoadHIP.cmake) reads these from the environment.
     assert (backend.os.environ["PYTORCH_ROCM_ARCH"], backend.os.environ["ROCM_PATH"]) == (

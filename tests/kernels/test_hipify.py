@@ -156,7 +156,7 @@ def test_cmake_configures_the_rocm_branch(tmp_path):
     # feeds the build info only; CMake finds the CPU torch of this interpreter).
     built = plan.resolve(
         plan.Request("rocm", arch="gfx942", build_dir=str(tmp_path / "build")),
-        targets.TorchInfo("2.9.1+rocm6.4", None, "6.4.43482"),
+        plan.expected_torch(targets.get_target("rocm")),
         {"ROCM_PATH": str(home), "VLLM_COMPILER_CACHE": "off"},
     )
     built.write()
