@@ -27,7 +27,7 @@ def test_every_row_matches_its_requirements_file():
 
 @pytest.mark.parametrize("name", ["cpu", "cuda", "rocm"])
 def test_no_test_names_a_torch_pin_as_a_literal(name):
-    """Tests read the pins from the table (conftest.CPU_PIN, CUDA_PIN, ROCM_PIN): a new pin is one edit."""
+    """Tests read the pins from the table (conftest.CPU_PIN, CUDA_PIN, ROCM_PIN): one edit."""
     target = targets.get_target(name)
     pin = re.compile(re.escape(target.torch_spec.removeprefix("torch==")) + r"\b")
     found = [

@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from devkit import DevkitError
+
 RECORD = "cmake-args.txt"
 
 
@@ -39,3 +41,17 @@ def follow_cmake_args(build_dir: Path, cmake_args: str, say: Callable[[str], Non
         tmp.write_text(cmake_args)
         os.replace(tmp, record)
     return dropped
+
+
+def check_cmake_args(value: str | None) -> None:
+    """CMAKE_ARGS as scikit-build-core will split it (shell words): an unclosed quote
+    is one line here instead of its traceback."""
+    import shlex
+
+    try:
+        shlex.split(value or "")
+    except ValueError as exc:
+        raise DevkitError(
+            f"CMAKE_ARGS={value!r} can't be split into arguments ({exc}); close the quote "
+            "or unset CMAKE_ARGS"
+        ) from None

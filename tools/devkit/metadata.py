@@ -69,6 +69,16 @@ def _git(root, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=60)
 
 
+def git_commit(root=ROOT) -> str:
+    """The checkout's commit, with -dirty for uncommitted changes (the build info's
+    git_commit; the plan records it); "" outside git."""
+    try:
+        out = _git(root, "describe", "--always", "--dirty", "--abbrev=40", "--match=NONE")
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
 def git_refusal(root=ROOT) -> str | None:
     """One line when git refuses the checkout because another user owns it."""
     out = _git(root, "rev-parse", "--git-dir")

@@ -338,17 +338,16 @@ def prepare_env(
     build tools only the backend's own packages are installed.
 
     Every check that can fail fast (variables, CUDA arch and nvcc, where
-    torch comes from) runs before anything is created or downloaded: the plan
-    is resolved first against the target's pin, then again against the venv.
+    torch comes from) runs before anything is created or downloaded: the request
+    is checked against the target's pin (plan.preflight), and the plan resolved
+    once, against the venv's torch, reusing that check.
     """
     procs.install_handlers()  # SIGTERM, SIGHUP: one line, and the build's processes stopped
     use_utf8_for_a_non_ascii_checkout()
-    envs.check_all()
     target = targets.get_target(target_name)
     pinned_by = target
     if torch_pin is not None and torch_pin.name != target.name:
         target, pinned_by = _with_torch_of(target, torch_pin), torch_pin
-    uv = find_uv()
     existing = _existing_torch(target) if options.use_existing_torch else None
     request = plan_module.Request(
         target=target.name,
@@ -357,9 +356,10 @@ def prepare_env(
         use_existing_torch=options.use_existing_torch,
         precompiled=precompiled,
     )
-    preflight = plan_module.resolve(request, existing or plan_module.expected_torch(target))
-    for line in preflight.toolchain_lines():
+    checked = plan_module.preflight(request, existing or plan_module.expected_torch(target))
+    for line in checked.toolchain_lines():
         say(line)
+    uv = find_uv()
     pip = sources.read_pip_sources()
     build_reqs = [
         *metadata.requirement_lines(ROOT / "requirements" / "build.txt"),
@@ -421,9 +421,9 @@ def prepare_env(
     if not existing:
         targets.check_torch(pinned_by, info)
     say(f"torch {info.version} ({info.flavour}) in {show(path)}")
-    # Again, now with the venv's torch (its version names the build dir) and tools.
+    # The plan, once: the venv's torch (its version names the build dir) and tools.
     request = dataclasses.replace(request, python=str(python), bin_dir=str(python.parent))
-    build_plan = plan_module.resolve(request, info)
+    build_plan = plan_module.resolve(request, info, checked=checked)
     return Env(target, path, python, info, source_args, options, build_plan)
 
 
@@ -447,10 +447,9 @@ def backend_env(env: Env) -> tuple[dict[str, str], list[str]]:
     """The environment and the config settings that hand the plan to the build backend."""
     plan_file = env.plan.write()
     if not env.plan.precompiled:
-        # Here, where it shows; the backend checks again for by-hand builds.
+        # Here, where it shows; the backend does it only for builds by hand.
         cmakecache.follow_cmake_args(env.build_dir, envs.get("CMAKE_ARGS") or "", say)
-    environ = compiler_cache.environ_for(env.plan.compiler_cache, uv_env())
-    return environ, ["-C", f"{plan_module.CONFIG_KEY}={plan_file}"]
+    return env.plan.compile_environ(uv_env()), ["-C", f"{plan_module.CONFIG_KEY}={plan_file}"]
 
 
 def build(env: Env, uv_args: Sequence[str] = ()) -> str:
