@@ -306,12 +306,12 @@ def tests_e2e(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def docs(session: nox.Session) -> None:
-    """Regenerate CONTRIBUTING.md's sessions and env-var tables from noxfile.py and envs.py."""
+    """Regenerate the generated blocks: CONTRIBUTING's tables, the op table's C++ and CMake."""
     from devkit.commands import docgen
 
     _options(session)
     changed = _step(session, docgen.write)
-    session.log(f"rewrote {', '.join(changed)}" if changed else "CONTRIBUTING.md is up to date")
+    session.log(f"rewrote {', '.join(changed)}" if changed else "generated blocks are up to date")
 
 
 @nox.session

@@ -1,5 +1,22 @@
 # One function per build concern. CMakeLists.txt reads as a list of calls.
 
+# Reads the build plan (tools/devkit/toolchains/plan.py) that the build backend applies,
+# <build dir>/plan.json, into OUT_VAR (its JSON text): the build info comes from
+# it. A plan rewritten since (a session's next build) configures again, also
+# under `cmake --build --preset cpu`.
+#   vllm_read_plan(VLLM_PLAN "${VLLM_PLAN_FILE}")
+function(vllm_read_plan out_var plan_file)
+  if(NOT plan_file OR NOT EXISTS "${plan_file}")
+    message(FATAL_ERROR
+      "VLLM_PLAN_FILE='${plan_file}' is not a file: configure through the build backend "
+      "(nox -s build-cpu, or uv pip install --no-build-isolation -e .), which writes the "
+      "plan, or a preset it wrote (cmake --preset cpu)")
+  endif()
+  file(READ "${plan_file}" _plan)
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${plan_file}")
+  set(${out_var} "${_plan}" PARENT_SCOPE)
+endfunction()
+
 # Routes every compiler through ccache/sccache when a launcher is given; nvcc
 # through `cuda_launcher` instead when that is set (a list). With sccache the
 # build plan sets it so that paths reach sccache relative to the checkout:
@@ -66,9 +83,7 @@ endmacro()
 # configure; the stable ABI needs none of what it sets up.
 macro(vllm_find_python_and_stable_torch)
   vllm_python_and_torch_dir(TORCH_INSTALL_PREFIX)
-  file(READ "${TORCH_INSTALL_PREFIX}/version.py" _torch_version_py)
-  string(REGEX MATCH "__version__ = '([^']+)'" _ "${_torch_version_py}")
-  set(Torch_VERSION "${CMAKE_MATCH_1}")
+  string(JSON Torch_VERSION GET "${VLLM_PLAN}" torch version)  # as the plan read it
   add_library(vllm_torch_stable INTERFACE IMPORTED)
   target_include_directories(vllm_torch_stable INTERFACE "${TORCH_INSTALL_PREFIX}/include")
   target_link_libraries(vllm_torch_stable INTERFACE
@@ -201,7 +216,7 @@ endfunction()
 # With it defined, torch's headers offer only the stable ABI (torch/csrc/stable,
 # torch/headeronly) as of that version, and refuse ATen (#error): the binary
 # then calls torch only through its versioned C shim and loads under any torch
-# at or above the floor. The build info records the floor (torch_floor).
+# at or above the floor. The build info records the floor (torch_floor, from the plan).
 function(vllm_torch_target_version out_var floor)
   if(NOT floor MATCHES "^([0-9]+)\\.([0-9]+)$")
     message(FATAL_ERROR "VLLM_TORCH_FLOOR='${floor}' is not MAJOR.MINOR (e.g. 2.10)")
@@ -215,7 +230,6 @@ function(vllm_torch_target_version out_var floor)
   endwhile()
   message(STATUS "Torch stable ABI floor: ${floor} (TORCH_TARGET_VERSION=0x${_v}000000000000)")
   set(${out_var} "0x${_v}000000000000" PARENT_SCOPE)
-  set(VLLM_TORCH_STABLE_FLOOR "${floor}" CACHE INTERNAL "")
 endfunction()
 
 # Defines a stable-ABI Python extension module linked against torch, whose
@@ -265,46 +279,20 @@ endfunction()
 # Writes _build_info.json (what this binary was built with and for) and
 # installs it beside the extension; vllm.build_info reads it at runtime, and
 # the precompiled path compares it with the venv before using a wheel.
-# VLLM_BUILD_INFO_* cache entries come from the build backend.
-function(vllm_write_build_info destination)
-  set(_json "{}")
-  macro(_put key value)
-    string(JSON _json SET "${_json}" "${key}" "${value}")
-  endmacro()
+# `plan`: the plan's JSON (vllm_read_plan), whose build_info the plan decided
+# (target, torch, GPU runtime and arch, ABI floor, git commit); this adds what
+# only CMake and the compiler know.
+function(vllm_write_build_info destination plan)
+  string(JSON _json GET "${plan}" build_info)
   macro(_put_string key value)
     if("${value}" STREQUAL "")
-      _put("${key}" "null")
+      string(JSON _json SET "${_json}" "${key}" "null")
     else()
-      _put("${key}" "\"${value}\"")
+      string(JSON _json SET "${_json}" "${key}" "\"${value}\"")
     endif()
   endmacro()
-  _put_string(target "${VLLM_TARGET_DEVICE}")
-  _put_string(torch_version "${VLLM_BUILD_INFO_TORCH_VERSION}")
-  _put_string(torch_git_version "${VLLM_BUILD_INFO_TORCH_GIT_VERSION}")
-  _put_string(cuda_version "${VLLM_BUILD_INFO_CUDA_VERSION}")
-  _put_string(hip_version "${VLLM_BUILD_INFO_HIP_VERSION}")
-  _put_string(gpu_arch "${VLLM_BUILD_INFO_GPU_ARCH}")
-  # What the binary needs of torch: on the stable ABI (torch_abi "stable"), any
-  # torch from torch_floor on, of the same flavour (target) and CUDA major; on
-  # the full C++ API, exactly torch_version. The precompiled check reads these.
-  if(VLLM_TORCH_STABLE_FLOOR)
-    _put_string(torch_abi "stable")
-    _put_string(torch_floor "${VLLM_TORCH_STABLE_FLOOR}")
-  else()
-    _put_string(torch_abi "full")
-    _put_string(torch_floor "")
-  endif()
-  set(_cuda_major "")
-  if(VLLM_BUILD_INFO_CUDA_VERSION MATCHES "^([0-9]+)")
-    set(_cuda_major "${CMAKE_MATCH_1}")
-  endif()
-  if(_cuda_major STREQUAL "")
-    _put(cuda_major "null")
-  else()
-    _put(cuda_major "${_cuda_major}")
-  endif()
   if(VLLM_TARGET_DEVICE STREQUAL "cpu")
-    _put_string(cpu_isa "${VLLM_CPU_ISA_RESOLVED}")
+    _put_string(cpu_isa "${VLLM_CPU_ISA_RESOLVED}")  # "auto", resolved by vllm_cpu_isa_flags
   else()
     _put_string(cpu_isa "")
   endif()
@@ -313,9 +301,7 @@ function(vllm_write_build_info destination)
   if(TORCH_CXX_FLAGS MATCHES "_GLIBCXX_USE_CXX11_ABI=([01])")
     set(_abi ${CMAKE_MATCH_1})
   endif()
-  _put(cxx11_abi "${_abi}")
-  _put_string(python_abi "abi3")
-  _put_string(git_commit "${VLLM_BUILD_INFO_GIT_COMMIT}")
+  string(JSON _json SET "${_json}" cxx11_abi "${_abi}")
   set(_compiler "${CMAKE_CXX_COMPILER_ID} ${CMAKE_CXX_COMPILER_VERSION}")
   if(CMAKE_CUDA_COMPILER_VERSION)
     string(APPEND _compiler ", nvcc ${CMAKE_CUDA_COMPILER_VERSION}")
@@ -324,8 +310,12 @@ function(vllm_write_build_info destination)
     string(APPEND _compiler ", HIP ${CMAKE_HIP_COMPILER_ID} ${CMAKE_HIP_COMPILER_VERSION}")
   endif()
   _put_string(compiler "${_compiler}")
-  _put_string(build_type "${CMAKE_BUILD_TYPE}")
-  _put(cxx_standard "${CMAKE_CXX_STANDARD}")
+  _put_string(build_type "${CMAKE_BUILD_TYPE}")  # CMAKE_ARGS may have changed the plan's
+  if(CMAKE_CXX_STANDARD)
+    string(JSON _json SET "${_json}" cxx_standard "${CMAKE_CXX_STANDARD}")
+  else()
+    string(JSON _json SET "${_json}" cxx_standard "null")  # the compiler's default
+  endif()
   file(WRITE "${CMAKE_CURRENT_BINARY_DIR}/_build_info.json" "${_json}\n")
   install(FILES "${CMAKE_CURRENT_BINARY_DIR}/_build_info.json" DESTINATION ${destination})
 endfunction()

@@ -131,14 +131,11 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T, int N, typename Act>
-void launch_act_and_mul(Tensor& out, const Tensor& input,
-                        const RowIndexer& out_rows, const RowIndexer& in_rows,
-                        int64_t d, const Act& act) {
+void launch_act_and_mul(const vllm::gpu::Rows& r, int64_t d, const Act& act) {
   using vllm::gpu::ceil_div;
   using vllm::gpu::round_up;
   const int64_t accesses = ceil_div<int64_t>(d / N, kUnroll);
-  const int threads = static_cast<int>(std::min<int64_t>(
-      kThreads, round_up<int64_t>(accesses, vllm::gpu::kWarpSize)));
+  const int threads = vllm::gpu::block_threads(kThreads, accesses);
   // One pass of the block's threads covers cols_per_block columns; longer
   // rows are split over grid.y (at most 65535 blocks; beyond, the threads
   // loop).
@@ -147,44 +144,30 @@ void launch_act_and_mul(Tensor& out, const Tensor& input,
       std::min<int64_t>(ceil_div<int64_t>(d, pass), 65535);
   const int64_t cols_per_block =
       round_up<int64_t>(ceil_div<int64_t>(d, col_blocks), pass);
-  const dim3 grid(vllm::gpu::row_grid(in_rows.num_rows),
+  const dim3 grid(vllm::gpu::row_grid(r.in_rows.num_rows),
                   static_cast<unsigned int>(ceil_div(d, cols_per_block)));
   const cudaStream_t stream = vllm::gpu::current_stream();
   act_and_mul_kernel<T, N, Act><<<grid, threads, 0, stream>>>(
-      out.mutable_data_ptr<T>(), input.const_data_ptr<T>(), out_rows, in_rows,
-      d, cols_per_block, act);
+      r.out.mutable_data_ptr<T>(), r.input.const_data_ptr<T>(), r.out_rows,
+      r.in_rows, d, cols_per_block, act);
   VLLM_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename Act>
 void act_and_mul_impl(Tensor& out, const Tensor& input, const Act& act) {
-  const int64_t nd = input.dim() - 1;
-  const RowIndexer in_rows(input, nd);
-  const RowIndexer out_rows(out, nd);
-  if (!in_rows.fits || !out_rows.fits) {
-    // Leading dims too scattered to address: work on contiguous copies.
-    vllm::gpu::on_contiguous_copies(
-        out, input,
-        [&](Tensor& o, const Tensor& i) { act_and_mul_impl<Act>(o, i, act); });
-    return;
-  }
-  const int64_t d = out.size(-1);
-  if (in_rows.num_rows == 0 || d == 0) return;
-
-  VLLM_CUDA_DISPATCH_FLOATING_TYPES(input.scalar_type(), "act_and_mul", [&] {
-    constexpr int kVec = vllm::gpu::kVecSize<scalar_t>;
-    const bool vectorized =
-        d % kVec == 0 &&
-        vllm::gpu::is_aligned(input.const_data_ptr(), vllm::gpu::kVecBytes) &&
-        vllm::gpu::is_aligned(out.const_data_ptr(), vllm::gpu::kVecBytes) &&
-        in_rows.strides_multiple_of(kVec) && out_rows.strides_multiple_of(kVec);
-    if (vectorized) {
-      launch_act_and_mul<scalar_t, kVec, Act>(out, input, out_rows, in_rows, d,
-                                              act);
-    } else {
-      launch_act_and_mul<scalar_t, 1, Act>(out, input, out_rows, in_rows, d,
-                                           act);
-    }
+  vllm::gpu::with_rows(out, input, [&](const vllm::gpu::Rows& r) {
+    const int64_t d = r.out.size(-1);
+    VLLM_CUDA_DISPATCH_FLOATING_TYPES(
+        r.input.scalar_type(), "act_and_mul", [&] {
+          constexpr int kVec = vllm::gpu::kVecSize<scalar_t>;
+          if (vllm::gpu::can_vectorize(
+                  d, kVec, {r.input.const_data_ptr(), r.out.const_data_ptr()},
+                  {&r.in_rows, &r.out_rows})) {
+            launch_act_and_mul<scalar_t, kVec, Act>(r, d, act);
+          } else {
+            launch_act_and_mul<scalar_t, 1, Act>(r, d, act);
+          }
+        });
   });
 }
 
@@ -284,30 +267,21 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename Op>
 void rowwise_impl(Tensor& out, const Tensor& input, const Op& op) {
-  const int64_t nd = input.dim() - 1;
-  const RowIndexer in_rows(input, nd);
-  const RowIndexer out_rows(out, nd);
-  if (!in_rows.fits || !out_rows.fits) {
-    vllm::gpu::on_contiguous_copies(
-        out, input,
-        [&](Tensor& o, const Tensor& i) { rowwise_impl<Op>(o, i, op); });
-    return;
-  }
-  const int64_t d = out.size(-1);
-  if (in_rows.num_rows == 0 || d == 0) return;
-  using vllm::gpu::ceil_div;
-  const int threads = static_cast<int>(std::min<int64_t>(
-      kThreads, vllm::gpu::round_up<int64_t>(d, vllm::gpu::kWarpSize)));
-  const dim3 grid(
-      vllm::gpu::row_grid(in_rows.num_rows),
-      static_cast<unsigned int>(std::min<int64_t>(
-          ceil_div<int64_t>(d, static_cast<int64_t>(threads)), 65535)));
-  const cudaStream_t stream = vllm::gpu::current_stream();
-  VLLM_CUDA_DISPATCH_FLOATING_TYPES(input.scalar_type(), "activation", [&] {
-    rowwise_kernel<scalar_t, Op><<<grid, threads, 0, stream>>>(
-        out.mutable_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
-        out_rows, in_rows, d, op);
-    VLLM_CUDA_KERNEL_LAUNCH_CHECK();
+  vllm::gpu::with_rows(out, input, [&](const vllm::gpu::Rows& r) {
+    using vllm::gpu::ceil_div;
+    const int64_t d = r.out.size(-1);
+    const int threads = vllm::gpu::block_threads(kThreads, d);
+    const dim3 grid(
+        vllm::gpu::row_grid(r.in_rows.num_rows),
+        static_cast<unsigned int>(std::min<int64_t>(
+            ceil_div<int64_t>(d, static_cast<int64_t>(threads)), 65535)));
+    const cudaStream_t stream = vllm::gpu::current_stream();
+    VLLM_CUDA_DISPATCH_FLOATING_TYPES(r.input.scalar_type(), "activation", [&] {
+      rowwise_kernel<scalar_t, Op><<<grid, threads, 0, stream>>>(
+          r.out.mutable_data_ptr<scalar_t>(),
+          r.input.const_data_ptr<scalar_t>(), r.out_rows, r.in_rows, d, op);
+      VLLM_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
 }
 

@@ -40,62 +40,91 @@ struct CacheStrides {
   int64_t value_cache[4];
 };
 
-// W: an unsigned integer of the element size. A slot at or past num_slots
-// is skipped like a negative one instead of writing out of bounds, and
-// recorded in `error`.
-template <typename W, bool kKeyChunks>
-__global__ void __launch_bounds__(kMaxThreads) reshape_and_cache_kernel(
-    const W* __restrict__ key, const W* __restrict__ value,
-    W* __restrict__ key_cache, W* __restrict__ value_cache,
-    const int64_t* __restrict__ slot_mapping, const int64_t slot_stride,
-    const int64_t num_tokens, const int num_heads, const int head_size,
-    const int block_size, const int x, const int64_t num_slots,
-    const CacheStrides s, vllm::gpu::RangeError* error) {
-  const int units = num_heads * head_size;
-  for (int64_t t = blockIdx.x; t < num_tokens; t += gridDim.x) {
-    const int64_t slot = slot_mapping[t * slot_stride];
-    if (slot >= num_slots && threadIdx.x == 0) {
-      vllm::gpu::report_range_error(error, t, slot, num_slots);
-    }
-    if (slot < 0 || slot >= num_slots) continue;
-    const int64_t block = slot / block_size;
-    const int64_t off = slot - block * block_size;
-    const W* k_src = key + t * s.key[0];
-    const W* v_src = value + t * s.value[0];
-    W* kc = key_cache + block * s.key_cache[0] + off * s.key_cache[3];
-    W* vc = value_cache + block * s.value_cache[0] + off * s.value_cache[3];
+// What both kernels know of the tensors besides their data.
+struct CacheShape {
+  int64_t slot_stride;
+  int64_t num_tokens;
+  int num_heads;
+  int head_size;
+  int block_size;
+  int x;
+  int64_t num_slots;
+  CacheStrides s;
+};
 
+// Calls body(k_src, v_src, kc, vc) for each token whose slot is in the
+// cache: the token's key and value, and its slot in key_cache and
+// value_cache. A slot at or past num_slots is skipped like a negative one
+// instead of writing out of bounds, and recorded in `error`.
+template <typename S, typename C, typename Body>
+__device__ __forceinline__ void for_each_slot(
+    const S* key, const S* value, C* key_cache, C* value_cache,
+    const int64_t* __restrict__ slot_mapping, const CacheShape& c,
+    vllm::gpu::RangeError* error, const Body& body) {
+  for (int64_t t = blockIdx.x; t < c.num_tokens; t += gridDim.x) {
+    const int64_t slot = slot_mapping[t * c.slot_stride];
+    if (slot >= c.num_slots && threadIdx.x == 0) {
+      vllm::gpu::report_range_error(error, t, slot, c.num_slots);
+    }
+    if (slot < 0 || slot >= c.num_slots) continue;
+    const int64_t block = slot / c.block_size;
+    const int64_t off = slot - block * c.block_size;
+    body(key + t * c.s.key[0], value + t * c.s.value[0],
+         key_cache + block * c.s.key_cache[0] + off * c.s.key_cache[3],
+         value_cache + block * c.s.value_cache[0] + off * c.s.value_cache[3]);
+  }
+}
+
+// Offset of element d of head h in a slot of key_cache.
+__device__ __forceinline__ int64_t key_cache_offset(const CacheShape& c, int h,
+                                                    int d) {
+  const int j = d / c.x;
+  const int l = d - j * c.x;
+  return h * c.s.key_cache[1] + j * c.s.key_cache[2] + l * c.s.key_cache[4];
+}
+
+// W: an unsigned integer of the element size.
+template <typename W, bool kKeyChunks>
+__global__ void __launch_bounds__(kMaxThreads)
+    reshape_and_cache_kernel(const W* __restrict__ key,
+                             const W* __restrict__ value,
+                             W* __restrict__ key_cache,
+                             W* __restrict__ value_cache,
+                             const int64_t* __restrict__ slot_mapping,
+                             const CacheShape c, vllm::gpu::RangeError* error) {
+  const CacheStrides& s = c.s;
+  const int units = c.num_heads * c.head_size;
+  const auto body = [&](const W* k_src, const W* v_src, W* kc, W* vc) {
     if constexpr (kKeyChunks) {
       // Unit strides along head_size and x: chunk j of head h is 16
       // contiguous bytes on both sides.
-      const int chunks_per_head = head_size / x;
-      const int chunks = num_heads * chunks_per_head;
-      for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
-        const int h = c / chunks_per_head;
-        const int j = c - h * chunks_per_head;
+      const int chunks_per_head = c.head_size / c.x;
+      const int chunks = c.num_heads * chunks_per_head;
+      for (int ch = threadIdx.x; ch < chunks; ch += blockDim.x) {
+        const int h = ch / chunks_per_head;
+        const int j = ch - h * chunks_per_head;
         const uint4* src =
-            reinterpret_cast<const uint4*>(k_src + h * s.key[1] + j * x);
+            reinterpret_cast<const uint4*>(k_src + h * s.key[1] + j * c.x);
         uint4* dst = reinterpret_cast<uint4*>(kc + h * s.key_cache[1] +
                                               j * s.key_cache[2]);
         *dst = *src;
       }
     } else {
       for (int u = threadIdx.x; u < units; u += blockDim.x) {
-        const int h = u / head_size;
-        const int d = u - h * head_size;
-        const int j = d / x;
-        const int l = d - j * x;
-        kc[h * s.key_cache[1] + j * s.key_cache[2] + l * s.key_cache[4]] =
-            k_src[h * s.key[1] + d * s.key[2]];
+        const int h = u / c.head_size;
+        const int d = u - h * c.head_size;
+        kc[key_cache_offset(c, h, d)] = k_src[h * s.key[1] + d * s.key[2]];
       }
     }
     for (int u = threadIdx.x; u < units; u += blockDim.x) {
-      const int h = u / head_size;
-      const int d = u - h * head_size;
+      const int h = u / c.head_size;
+      const int d = u - h * c.head_size;
       vc[h * s.value_cache[1] + d * s.value_cache[2]] =
           v_src[h * s.value[1] + d * s.value[2]];
     }
-  }
+  };
+  for_each_slot(key, value, key_cache, value_cache, slot_mapping, c, error,
+                body);
 }
 
 // fp8 bits of v, saturated to the format's largest finite value.
@@ -116,39 +145,26 @@ template <typename scalar_t, __nv_fp8_interpretation_t kFormat>
 __global__ void __launch_bounds__(kMaxThreads) reshape_and_cache_fp8_kernel(
     const scalar_t* __restrict__ key, const scalar_t* __restrict__ value,
     uint8_t* __restrict__ key_cache, uint8_t* __restrict__ value_cache,
-    const int64_t* __restrict__ slot_mapping, const int64_t slot_stride,
-    const int64_t num_tokens, const int num_heads, const int head_size,
-    const int block_size, const int x, const int64_t num_slots,
-    const CacheStrides s, const float* __restrict__ k_scale,
-    const float* __restrict__ v_scale, vllm::gpu::RangeError* error) {
-  const int units = num_heads * head_size;
+    const int64_t* __restrict__ slot_mapping, const CacheShape c,
+    const float* __restrict__ k_scale, const float* __restrict__ v_scale,
+    vllm::gpu::RangeError* error) {
+  const CacheStrides& s = c.s;
+  const int units = c.num_heads * c.head_size;
   const float ks = *k_scale;
   const float vs = *v_scale;
-  for (int64_t t = blockIdx.x; t < num_tokens; t += gridDim.x) {
-    const int64_t slot = slot_mapping[t * slot_stride];
-    if (slot >= num_slots && threadIdx.x == 0) {
-      vllm::gpu::report_range_error(error, t, slot, num_slots);
-    }
-    if (slot < 0 || slot >= num_slots) continue;
-    const int64_t block = slot / block_size;
-    const int64_t off = slot - block * block_size;
-    const scalar_t* k_src = key + t * s.key[0];
-    const scalar_t* v_src = value + t * s.value[0];
-    uint8_t* kc = key_cache + block * s.key_cache[0] + off * s.key_cache[3];
-    uint8_t* vc =
-        value_cache + block * s.value_cache[0] + off * s.value_cache[3];
+  const auto body = [&](const scalar_t* k_src, const scalar_t* v_src,
+                        uint8_t* kc, uint8_t* vc) {
     for (int u = threadIdx.x; u < units; u += blockDim.x) {
-      const int h = u / head_size;
-      const int d = u - h * head_size;
-      const int j = d / x;
-      const int l = d - j * x;
-      kc[h * s.key_cache[1] + j * s.key_cache[2] + l * s.key_cache[4]] =
-          to_fp8<kFormat>(
-              static_cast<float>(k_src[h * s.key[1] + d * s.key[2]]) / ks);
+      const int h = u / c.head_size;
+      const int d = u - h * c.head_size;
+      kc[key_cache_offset(c, h, d)] = to_fp8<kFormat>(
+          static_cast<float>(k_src[h * s.key[1] + d * s.key[2]]) / ks);
       vc[h * s.value_cache[1] + d * s.value_cache[2]] = to_fp8<kFormat>(
           static_cast<float>(v_src[h * s.value[1] + d * s.value[2]]) / vs);
     }
-  }
+  };
+  for_each_slot(key, value, key_cache, value_cache, slot_mapping, c, error,
+                body);
 }
 
 template <typename scalar_t, __nv_fp8_interpretation_t kFormat>
@@ -173,14 +189,35 @@ __global__ void dequantize_fp8_kernel(const uint8_t* __restrict__ src,
   }
 }
 
-CacheStrides strides_of(const Tensor& key, const Tensor& value,
-                        const Tensor& key_cache, const Tensor& value_cache) {
-  CacheStrides s;
-  for (int i = 0; i < 3; ++i) s.key[i] = key.stride(i);
-  for (int i = 0; i < 3; ++i) s.value[i] = value.stride(i);
-  for (int i = 0; i < 5; ++i) s.key_cache[i] = key_cache.stride(i);
-  for (int i = 0; i < 4; ++i) s.value_cache[i] = value_cache.stride(i);
-  return s;
+CacheShape shape_of(const Tensor& key, const Tensor& value,
+                    const Tensor& key_cache, const Tensor& value_cache,
+                    const Tensor& slot_mapping, const vllm::CacheLayout& l) {
+  CacheShape c;
+  c.slot_stride = slot_mapping.stride(0);
+  c.num_tokens = l.num_tokens;
+  c.num_heads = static_cast<int>(l.num_heads);
+  c.head_size = static_cast<int>(l.head_size);
+  c.block_size = static_cast<int>(l.block_size);
+  c.x = static_cast<int>(l.x);
+  c.num_slots = l.num_slots();
+  for (int i = 0; i < 3; ++i) c.s.key[i] = key.stride(i);
+  for (int i = 0; i < 3; ++i) c.s.value[i] = value.stride(i);
+  for (int i = 0; i < 5; ++i) c.s.key_cache[i] = key_cache.stride(i);
+  for (int i = 0; i < 4; ++i) c.s.value_cache[i] = value_cache.stride(i);
+  return c;
+}
+
+// One block per token, a thread per (head, element) unit at most.
+struct CacheLaunch {
+  unsigned int grid;
+  int threads;
+  cudaStream_t stream;
+};
+
+CacheLaunch cache_launch(const vllm::CacheLayout& l) {
+  return {vllm::gpu::row_grid(l.num_tokens),
+          vllm::gpu::block_threads(kMaxThreads, l.num_heads * l.head_size),
+          vllm::gpu::current_stream()};
 }
 
 template <__nv_fp8_interpretation_t kFormat>
@@ -190,24 +227,18 @@ void launch_reshape_and_cache_fp8(const Tensor& key, const Tensor& value,
                                   const Tensor& k_scale, const Tensor& v_scale,
                                   const vllm::CacheLayout& l,
                                   vllm::gpu::RangeError* error) {
-  const CacheStrides s = strides_of(key, value, key_cache, value_cache);
-  const int64_t units = l.num_heads * l.head_size;
-  const int threads = static_cast<int>(std::min<int64_t>(
-      kMaxThreads, vllm::gpu::round_up<int64_t>(units, vllm::gpu::kWarpSize)));
-  const unsigned int grid = vllm::gpu::row_grid(l.num_tokens);
-  const cudaStream_t stream = vllm::gpu::current_stream();
+  const CacheShape c =
+      shape_of(key, value, key_cache, value_cache, slot_mapping, l);
+  const CacheLaunch launch = cache_launch(l);
   VLLM_CUDA_DISPATCH_FLOATING_TYPES(
       key.scalar_type(), "reshape_and_cache", [&] {
         reshape_and_cache_fp8_kernel<scalar_t, kFormat>
-            <<<grid, threads, 0, stream>>>(
+            <<<launch.grid, launch.threads, 0, launch.stream>>>(
                 key.const_data_ptr<scalar_t>(),
                 value.const_data_ptr<scalar_t>(),
                 static_cast<uint8_t*>(key_cache.mutable_data_ptr()),
                 static_cast<uint8_t*>(value_cache.mutable_data_ptr()),
-                slot_mapping.const_data_ptr<int64_t>(), slot_mapping.stride(0),
-                l.num_tokens, static_cast<int>(l.num_heads),
-                static_cast<int>(l.head_size), static_cast<int>(l.block_size),
-                static_cast<int>(l.x), l.num_slots(), s,
+                slot_mapping.const_data_ptr<int64_t>(), c,
                 k_scale.const_data_ptr<float>(),
                 v_scale.const_data_ptr<float>(), error);
       });
@@ -221,7 +252,9 @@ void launch_reshape_and_cache(const Tensor& key, const Tensor& value,
                               const vllm::CacheLayout& l,
                               vllm::gpu::RangeError* error) {
   static_assert(sizeof(W) == 2 || sizeof(W) == 4);
-  const CacheStrides s = strides_of(key, value, key_cache, value_cache);
+  const CacheShape c =
+      shape_of(key, value, key_cache, value_cache, slot_mapping, l);
+  const CacheStrides& s = c.s;
 
   const W* k = static_cast<const W*>(key.const_data_ptr());
   const W* v = static_cast<const W*>(value.const_data_ptr());
@@ -236,23 +269,16 @@ void launch_reshape_and_cache(const Tensor& key, const Tensor& value,
   for (int i = 0; i < 2; ++i) chunks = chunks && s.key[i] % l.x == 0;
   for (int i = 0; i < 4; ++i) chunks = chunks && s.key_cache[i] % l.x == 0;
 
-  const int64_t units = l.num_heads * l.head_size;
-  const int threads = static_cast<int>(std::min<int64_t>(
-      kMaxThreads, vllm::gpu::round_up<int64_t>(units, vllm::gpu::kWarpSize)));
-  const unsigned int grid = vllm::gpu::row_grid(l.num_tokens);
-  const cudaStream_t stream = vllm::gpu::current_stream();
-  const auto launch = [&](auto key_chunks) {
+  const CacheLaunch launch = cache_launch(l);
+  const auto run = [&](auto key_chunks) {
     reshape_and_cache_kernel<W, decltype(key_chunks)::value>
-        <<<grid, threads, 0, stream>>>(
-            k, v, kc, vc, slot_mapping.const_data_ptr<int64_t>(),
-            slot_mapping.stride(0), l.num_tokens, static_cast<int>(l.num_heads),
-            static_cast<int>(l.head_size), static_cast<int>(l.block_size),
-            static_cast<int>(l.x), l.num_slots(), s, error);
+        <<<launch.grid, launch.threads, 0, launch.stream>>>(
+            k, v, kc, vc, slot_mapping.const_data_ptr<int64_t>(), c, error);
   };
   if (chunks) {
-    launch(std::true_type{});
+    run(std::true_type{});
   } else {
-    launch(std::false_type{});
+    run(std::false_type{});
   }
   VLLM_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -269,14 +295,9 @@ void reshape_and_cache(Tensor& key, Tensor& value, Tensor& key_cache,
   const vllm::gpu::DeviceGuard device_guard(key);
 
   // A slot past the cache, met by an earlier call's kernel (which skipped
-  // it), throws now: reading the record waits for nothing.
-  vllm::gpu::RangeError* record =
-      vllm::gpu::range_error_record(vllm::gpu::RangeErrorSlot::kCache);
-  vllm::gpu::RangeError earlier;
-  if (vllm::gpu::take_range_error(record, earlier)) {
-    vllm::fail_earlier_slot_out_of_range(earlier.index, earlier.value,
-                                         earlier.bound);
-  }
+  // it), throws now.
+  vllm::gpu::RangeError* record = vllm::gpu::range_error_record_after(
+      vllm::gpu::RangeErrorSlot::kCache, vllm::fail_earlier_slot_out_of_range);
   if (layout.num_tokens == 0 || layout.num_heads == 0 ||
       layout.head_size == 0) {
     return;

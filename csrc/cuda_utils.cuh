@@ -13,7 +13,9 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <mutex>
+#include <type_traits>
 
 #include <torch/csrc/stable/accelerator.h>
 
@@ -126,28 +128,17 @@ __device__ __forceinline__ T from_float(float v) {
 // accesses go through an unsigned integer (vector) of the Array's size:
 // through the struct itself, nvcc may split them per element.
 // ---------------------------------------------------------------------------
+// The unsigned integer (vector) type of kBytes bytes.
 template <int kBytes>
-struct Bits;
-template <>
-struct Bits<2> {
-  using type = uint16_t;
-};
-template <>
-struct Bits<4> {
-  using type = uint32_t;
-};
-template <>
-struct Bits<8> {
-  using type = uint2;
-};
-template <>
-struct Bits<16> {
-  using type = uint4;
-};
+using Bits = std::conditional_t<
+    kBytes == 2, uint16_t,
+    std::conditional_t<kBytes == 4, uint32_t,
+                       std::conditional_t<kBytes == 8, uint2, uint4>>>;
 
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Array {
-  using B = typename Bits<sizeof(T) * N>::type;
+  using B = Bits<sizeof(T) * N>;
+  static_assert(sizeof(B) == sizeof(T) * N, "an Array is 2, 4, 8 or 16 bytes");
   static constexpr int kSize = N;
   union {
     T v[N];
@@ -293,9 +284,57 @@ void on_contiguous_copies(Tensor& out, const Tensor& input, Fn&& fn) {
     torch::stable::copy_(out, out_dense);
 }
 
+// An op's result and input, or their contiguous copies, with their leading
+// dims (all but the last) as RowIndexers.
+struct Rows {
+  Tensor& out;
+  const Tensor& input;
+  RowIndexer out_rows;
+  RowIndexer in_rows;
+};
+
+// Runs fn(Rows): on out and input themselves, or on contiguous copies where
+// a RowIndexer can't address them (on_contiguous_copies); not at all when
+// out has no element.
+template <typename Fn>
+void with_rows(Tensor& out, const Tensor& input, const Fn& fn) {
+  const int64_t nd = input.dim() - 1;
+  const RowIndexer in_rows(input, nd);
+  const RowIndexer out_rows(out, nd);
+  if (!in_rows.fits || !out_rows.fits) {
+    on_contiguous_copies(
+        out, input, [&](Tensor& o, const Tensor& i) { with_rows(o, i, fn); });
+    return;
+  }
+  if (in_rows.num_rows == 0 || out.size(-1) == 0) return;
+  fn(Rows{out, input, out_rows, in_rows});
+}
+
+// Whether rows of `cols` elements at these pointers and row strides can be
+// accessed `vec` elements (kVecBytes) at a time.
+inline bool can_vectorize(int64_t cols, int64_t vec,
+                          std::initializer_list<const void*> ptrs,
+                          std::initializer_list<const RowIndexer*> rows) {
+  if (cols % vec != 0) return false;
+  for (const void* p : ptrs) {
+    if (!is_aligned(p, kVecBytes)) return false;
+  }
+  for (const RowIndexer* r : rows) {
+    if (!r->strides_multiple_of(vec)) return false;
+  }
+  return true;
+}
+
 // Grid size for `rows` blocks of a grid-stride loop over rows.
 inline unsigned int row_grid(int64_t rows) {
   return static_cast<unsigned int>(std::min<int64_t>(rows, INT_MAX));
+}
+
+// Threads per block for `work` units, one per thread: whole warps, at most
+// max_threads.
+inline int block_threads(int64_t max_threads, int64_t work) {
+  return static_cast<int>(
+      std::min<int64_t>(max_threads, round_up<int64_t>(work, kWarpSize)));
 }
 
 // ---------------------------------------------------------------------------
@@ -355,6 +394,19 @@ inline bool take_range_error(RangeError* record, RangeError& out) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   r->claimed = 0;
   return true;
+}
+
+// The record of `slot` for the current device, after calling
+// fail(index, value, bound) (which throws) on an error that an earlier
+// call's kernel recorded there: reading the record waits for nothing.
+template <typename Fail>
+RangeError* range_error_record_after(RangeErrorSlot slot, const Fail& fail) {
+  RangeError* record = range_error_record(slot);
+  RangeError earlier;
+  if (take_range_error(record, earlier)) {
+    fail(earlier.index, earlier.value, earlier.bound);
+  }
+  return record;
 }
 
 // Device side: the first thread to report fills the record.

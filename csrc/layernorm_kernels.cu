@@ -40,159 +40,105 @@ constexpr int max_threads_for(int cache) {
   return cache > 2 ? kManyRowsThreads : kMaxThreads;
 }
 
-// input and out may be the same tensor: every element is read (twice at
-// most) by the thread that writes it, before it writes it.
-template <typename T, int N, int kCache>
-__global__ void __launch_bounds__(max_threads_for(kCache))
-    rms_norm_kernel(T* out, const T* input, const T* __restrict__ weight,
-                    const RowIndexer out_rows, const RowIndexer in_rows,
-                    const int64_t hidden, const float eps,
-                    const float inv_hidden) {
-  using vllm::gpu::from_float;
-  using vllm::gpu::load;
-  using vllm::gpu::store;
-  using vllm::gpu::to_float;
-  const int64_t num_vecs = hidden / N;
-  const int64_t stride = blockDim.x;
-
-  for (int64_t row = blockIdx.x; row < in_rows.num_rows; row += gridDim.x) {
-    const T* x = input + in_rows.offset(row);
-    T* o = out + out_rows.offset(row);
-    float sum_sq = 0.0f;
-
-    if constexpr (kCache > 0) {
-      Array<T, N> xs[kCache], ws[kCache];
+// f(c, i) for each access c < kCache a thread holds in registers, i (less
+// than num_vecs) being its index in the row.
+template <int kCache, typename F>
+__device__ __forceinline__ void for_each_cached(int64_t num_vecs,
+                                                int64_t stride, const F& f) {
 #pragma unroll
-      for (int c = 0; c < kCache; ++c) {
-        const int64_t i = threadIdx.x + c * stride;
-        if (i < num_vecs) {
-          xs[c] = load<T, N>(x + i * N);
-          ws[c] = load<T, N>(weight + i * N);
-        }
-      }
-#pragma unroll
-      for (int c = 0; c < kCache; ++c) {
-        const int64_t i = threadIdx.x + c * stride;
-        if (i < num_vecs) {
-#pragma unroll
-          for (int k = 0; k < N; ++k) {
-            const float f = to_float(xs[c].v[k]);
-            sum_sq += f * f;
-          }
-        }
-      }
-      const float mean_sq = vllm::gpu::block_sum(sum_sq) * inv_hidden;
-      const float scale = 1.0f / sqrtf(mean_sq + eps);
-#pragma unroll
-      for (int c = 0; c < kCache; ++c) {
-        const int64_t i = threadIdx.x + c * stride;
-        if (i < num_vecs) {
-          Array<T, N> r;
-#pragma unroll
-          for (int k = 0; k < N; ++k) {
-            r.v[k] = from_float<T>(to_float(xs[c].v[k]) * scale *
-                                   to_float(ws[c].v[k]));
-          }
-          store<T, N>(o + i * N, r);
-        }
-      }
-    } else {
-      for (int64_t i = threadIdx.x; i < num_vecs; i += stride) {
-        const Array<T, N> a = load<T, N>(x + i * N);
-#pragma unroll
-        for (int k = 0; k < N; ++k) {
-          const float f = to_float(a.v[k]);
-          sum_sq += f * f;
-        }
-      }
-      const float mean_sq = vllm::gpu::block_sum(sum_sq) * inv_hidden;
-      const float scale = 1.0f / sqrtf(mean_sq + eps);
-      for (int64_t i = threadIdx.x; i < num_vecs; i += stride) {
-        const Array<T, N> a = load<T, N>(x + i * N);
-        const Array<T, N> w = load<T, N>(weight + i * N);
-        Array<T, N> r;
-#pragma unroll
-        for (int k = 0; k < N; ++k) {
-          r.v[k] = from_float<T>(to_float(a.v[k]) * scale * to_float(w.v[k]));
-        }
-        store<T, N>(o + i * N, r);
-      }
-    }
+  for (int c = 0; c < kCache; ++c) {
+    const int64_t i = threadIdx.x + c * stride;
+    if (i < num_vecs) f(c, i);
   }
 }
 
-// Both input and residual are read and written in place; as above, each
-// element only by one thread, reads first.
-template <typename T, int N, int kCache>
+// One kernel for both norms; `src` is the tensor read besides out:
+// - rms_norm (kAdd false): out = norm(src), src the input. They may be the
+//   same tensor: every element is read (twice at most) by the thread that
+//   writes it, before it writes it.
+// - fused_add_rms_norm (kAdd): out is the input, src the residual, both read
+//   and written in place; as above, each element only by one thread, reads
+//   first.
+template <typename T, bool kAdd>
+using NormSrc = std::conditional_t<kAdd, T*, const T*>;
+
+template <typename T, int N, int kCache, bool kAdd>
 __global__ void __launch_bounds__(max_threads_for(kCache))
-    fused_add_rms_norm_kernel(T* input, T* residual,
-                              const T* __restrict__ weight,
-                              const RowIndexer in_rows,
-                              const RowIndexer res_rows, const int64_t hidden,
-                              const float eps, const float inv_hidden) {
+    rms_norm_kernel(T* out, const NormSrc<T, kAdd> src,
+                    const T* __restrict__ weight, const RowIndexer out_rows,
+                    const RowIndexer src_rows, const int64_t hidden,
+                    const float eps, const float inv_hidden) {
   using vllm::gpu::from_float;
   using vllm::gpu::load;
   using vllm::gpu::store;
   using vllm::gpu::to_float;
   const int64_t num_vecs = hidden / N;
   const int64_t stride = blockDim.x;
+  // The float32 value normalized: x, or z = x + residual.
+  const auto z = [](const Array<T, N>& x, const Array<T, N>& r, int k) {
+    if constexpr (kAdd) {
+      return to_float(x.v[k]) + to_float(r.v[k]);
+    } else {
+      return to_float(x.v[k]);
+    }
+  };
 
-  for (int64_t row = blockIdx.x; row < in_rows.num_rows; row += gridDim.x) {
-    T* x = input + in_rows.offset(row);
-    T* res = residual + res_rows.offset(row);
+  for (int64_t row = blockIdx.x; row < out_rows.num_rows; row += gridDim.x) {
+    // The row in out and in src, addressed in the order each op's own
+    // kernel used (the op's first argument first): nvcc then emits the
+    // machine code each op had before they shared this kernel.
+    T* o;
+    NormSrc<T, kAdd> res;  // the residual for kAdd
+    if constexpr (kAdd) {
+      o = out + out_rows.offset(row);
+      res = src + src_rows.offset(row);
+    } else {
+      res = src + src_rows.offset(row);
+      o = out + out_rows.offset(row);
+    }
+    const T* x = kAdd ? o : res;
     float sum_sq = 0.0f;
 
     if constexpr (kCache > 0) {
       // x and residual stay in registers as loaded; the float32 sums
       // z = x + residual are recomputed (identically) for the scaling pass.
       Array<T, N> xs[kCache], rs[kCache], ws[kCache];
-#pragma unroll
-      for (int c = 0; c < kCache; ++c) {
-        const int64_t i = threadIdx.x + c * stride;
-        if (i < num_vecs) {
-          xs[c] = load<T, N>(x + i * N);
-          rs[c] = load<T, N>(res + i * N);
-          ws[c] = load<T, N>(weight + i * N);
-        }
-      }
-#pragma unroll
-      for (int c = 0; c < kCache; ++c) {
-        const int64_t i = threadIdx.x + c * stride;
-        if (i < num_vecs) {
-          Array<T, N> rounded;
-#pragma unroll
-          for (int k = 0; k < N; ++k) {
-            const float z = to_float(xs[c].v[k]) + to_float(rs[c].v[k]);
-            sum_sq += z * z;
-            rounded.v[k] = from_float<T>(z);
-          }
-          store<T, N>(res + i * N, rounded);
-        }
-      }
-      const float mean_sq = vllm::gpu::block_sum(sum_sq) * inv_hidden;
-      const float scale = 1.0f / sqrtf(mean_sq + eps);
-#pragma unroll
-      for (int c = 0; c < kCache; ++c) {
-        const int64_t i = threadIdx.x + c * stride;
-        if (i < num_vecs) {
-          Array<T, N> r;
-#pragma unroll
-          for (int k = 0; k < N; ++k) {
-            const float z = to_float(xs[c].v[k]) + to_float(rs[c].v[k]);
-            r.v[k] = from_float<T>(z * scale * to_float(ws[c].v[k]));
-          }
-          store<T, N>(x + i * N, r);
-        }
-      }
-    } else {
-      // Pass 1 only sums; pass 2 reads x and residual again (both still
-      // unchanged), recomputes the same z and writes both.
-      for (int64_t i = threadIdx.x; i < num_vecs; i += stride) {
-        const Array<T, N> a = load<T, N>(x + i * N);
-        const Array<T, N> b = load<T, N>(res + i * N);
+      for_each_cached<kCache>(num_vecs, stride, [&](int c, int64_t i) {
+        xs[c] = load<T, N>(x + i * N);
+        if constexpr (kAdd) rs[c] = load<T, N>(res + i * N);
+        ws[c] = load<T, N>(weight + i * N);
+      });
+      for_each_cached<kCache>(num_vecs, stride, [&](int c, int64_t i) {
+        Array<T, N> rounded;
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-          const float f = to_float(a.v[k]) + to_float(b.v[k]);
+          const float f = z(xs[c], rs[c], k);
+          sum_sq += f * f;
+          if constexpr (kAdd) rounded.v[k] = from_float<T>(f);
+        }
+        if constexpr (kAdd) store<T, N>(res + i * N, rounded);
+      });
+      const float mean_sq = vllm::gpu::block_sum(sum_sq) * inv_hidden;
+      const float scale = 1.0f / sqrtf(mean_sq + eps);
+      for_each_cached<kCache>(num_vecs, stride, [&](int c, int64_t i) {
+        Array<T, N> r;
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+          r.v[k] =
+              from_float<T>(z(xs[c], rs[c], k) * scale * to_float(ws[c].v[k]));
+        }
+        store<T, N>(o + i * N, r);
+      });
+    } else {
+      // Pass 1 only sums; pass 2 reads x (and residual) again, both still
+      // unchanged, recomputes the same z and writes.
+      for (int64_t i = threadIdx.x; i < num_vecs; i += stride) {
+        const Array<T, N> a = load<T, N>(x + i * N);
+        Array<T, N> b;
+        if constexpr (kAdd) b = load<T, N>(res + i * N);
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+          const float f = z(a, b, k);
           sum_sq += f * f;
         }
       }
@@ -200,17 +146,18 @@ __global__ void __launch_bounds__(max_threads_for(kCache))
       const float scale = 1.0f / sqrtf(mean_sq + eps);
       for (int64_t i = threadIdx.x; i < num_vecs; i += stride) {
         const Array<T, N> a = load<T, N>(x + i * N);
-        const Array<T, N> b = load<T, N>(res + i * N);
+        Array<T, N> b;
+        if constexpr (kAdd) b = load<T, N>(res + i * N);
         const Array<T, N> w = load<T, N>(weight + i * N);
         Array<T, N> rounded, r;
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-          const float f = to_float(a.v[k]) + to_float(b.v[k]);
-          rounded.v[k] = from_float<T>(f);
+          const float f = z(a, b, k);
+          if constexpr (kAdd) rounded.v[k] = from_float<T>(f);
           r.v[k] = from_float<T>(f * scale * to_float(w.v[k]));
         }
-        store<T, N>(res + i * N, rounded);
-        store<T, N>(x + i * N, r);
+        if constexpr (kAdd) store<T, N>(res + i * N, rounded);
+        store<T, N>(o + i * N, r);
       }
     }
   }
@@ -225,14 +172,11 @@ struct NormConfig {
 };
 
 inline NormConfig norm_config(int64_t num_rows, int64_t num_vecs) {
-  using vllm::gpu::ceil_div;
-  using vllm::gpu::round_up;
   const int64_t max_threads =
       num_rows < kManyRows ? kMaxThreads : kManyRowsThreads;
-  const int threads = static_cast<int>(std::min<int64_t>(
-      max_threads,
-      round_up<int64_t>(std::max<int64_t>(num_vecs, 1), vllm::gpu::kWarpSize)));
-  const int64_t per_thread = ceil_div<int64_t>(num_vecs, threads);
+  const int threads =
+      vllm::gpu::block_threads(max_threads, std::max<int64_t>(num_vecs, 1));
+  const int64_t per_thread = vllm::gpu::ceil_div<int64_t>(num_vecs, threads);
   int cache = 0;
   for (int c = 1; c <= kMaxCache; c *= 2) {
     if (per_thread <= c && threads <= max_threads_for(c)) {
@@ -243,109 +187,61 @@ inline NormConfig norm_config(int64_t num_rows, int64_t num_vecs) {
   return {threads, cache};
 }
 
-// Calls f(std::integral_constant<int, kCache>) for kCache = cache.
-template <typename F>
+// Calls f(std::integral_constant<int, kCache>) for the kCache of kCaches
+// equal to cache, or for kCache = 0 if none is.
+template <int... kCaches, typename F>
 void with_cache(int cache, const F& f) {
-  switch (cache) {
-    case 1:
-      f(std::integral_constant<int, 1>{});
-      break;
-    case 2:
-      f(std::integral_constant<int, 2>{});
-      break;
-    case 4:
-      f(std::integral_constant<int, 4>{});
-      break;
-    case 8:
-      f(std::integral_constant<int, 8>{});
-      break;
-    default:
-      f(std::integral_constant<int, 0>{});
-      break;
-  }
+  const bool found = ((cache == kCaches &&
+                       (f(std::integral_constant<int, kCaches>{}), true)) ||
+                      ...);
+  if (!found) f(std::integral_constant<int, 0>{});
 }
 
-template <typename T, int N>
-void launch_rms_norm(Tensor& out, const Tensor& input, const Tensor& weight,
-                     const RowIndexer& out_rows, const RowIndexer& in_rows,
+// The rows are addressable and not empty. src: the input for rms_norm, the
+// residual for fused_add_rms_norm (whose out is the input).
+template <bool kAdd>
+void launch_rms_norm(Tensor& out, const Tensor& src, const Tensor& weight,
+                     const RowIndexer& out_rows, const RowIndexer& src_rows,
                      float eps) {
-  const int64_t hidden = input.size(-1);
-  const NormConfig config = norm_config(in_rows.num_rows, hidden / N);
-  const unsigned int grid = vllm::gpu::row_grid(in_rows.num_rows);
+  const int64_t hidden = out.size(-1);
+  const unsigned int grid = vllm::gpu::row_grid(out_rows.num_rows);
   const cudaStream_t stream = vllm::gpu::current_stream();
-  T* o = out.mutable_data_ptr<T>();
-  const T* x = input.const_data_ptr<T>();
-  const T* w = weight.const_data_ptr<T>();
   const float inv_hidden = 1.0f / static_cast<float>(hidden);
-  with_cache(config.cache, [&](auto cache) {
-    rms_norm_kernel<T, N, decltype(cache)::value>
-        <<<grid, config.threads, 0, stream>>>(o, x, w, out_rows, in_rows,
-                                              hidden, eps, inv_hidden);
+  const char* name = kAdd ? "fused_add_rms_norm" : "rms_norm";
+  VLLM_CUDA_DISPATCH_FLOATING_TYPES(out.scalar_type(), name, [&] {
+    using T = scalar_t;
+    T* o = out.mutable_data_ptr<T>();
+    NormSrc<T, kAdd> s;
+    if constexpr (kAdd) {
+      s = src.mutable_data_ptr<T>();
+    } else {
+      s = src.const_data_ptr<T>();
+    }
+    const T* w = weight.const_data_ptr<T>();
+    const auto launch = [&](auto n) {
+      constexpr int N = decltype(n)::value;
+      const NormConfig config = norm_config(out_rows.num_rows, hidden / N);
+      with_cache<1, 2, 4, 8>(config.cache, [&](auto cache) {
+        rms_norm_kernel<T, N, decltype(cache)::value, kAdd>
+            <<<grid, config.threads, 0, stream>>>(o, s, w, out_rows, src_rows,
+                                                  hidden, eps, inv_hidden);
+      });
+    };
+    constexpr int kVec = vllm::gpu::kVecSize<T>;
+    if (vllm::gpu::can_vectorize(hidden, kVec, {o, s, w},
+                                 {&out_rows, &src_rows})) {
+      launch(std::integral_constant<int, kVec>{});
+    } else {
+      launch(std::integral_constant<int, 1>{});
+    }
   });
   VLLM_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-template <typename T, int N>
-void launch_fused_add_rms_norm(Tensor& input, Tensor& residual,
-                               const Tensor& weight, const RowIndexer& in_rows,
-                               const RowIndexer& res_rows, float eps) {
-  const int64_t hidden = input.size(-1);
-  const NormConfig config = norm_config(in_rows.num_rows, hidden / N);
-  const unsigned int grid = vllm::gpu::row_grid(in_rows.num_rows);
-  const cudaStream_t stream = vllm::gpu::current_stream();
-  T* x = input.mutable_data_ptr<T>();
-  T* r = residual.mutable_data_ptr<T>();
-  const T* w = weight.const_data_ptr<T>();
-  const float inv_hidden = 1.0f / static_cast<float>(hidden);
-  with_cache(config.cache, [&](auto cache) {
-    fused_add_rms_norm_kernel<T, N, decltype(cache)::value>
-        <<<grid, config.threads, 0, stream>>>(x, r, w, in_rows, res_rows,
-                                              hidden, eps, inv_hidden);
-  });
-  VLLM_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-// Whether rows of `hidden` elements at these pointers and row strides can be
-// accessed kVec elements at a time.
-bool can_vectorize(int64_t hidden, int64_t vec,
-                   std::initializer_list<const void*> ptrs,
-                   std::initializer_list<const RowIndexer*> rows) {
-  if (hidden % vec != 0) return false;
-  for (const void* p : ptrs) {
-    if (!vllm::gpu::is_aligned(p, vllm::gpu::kVecBytes)) return false;
-  }
-  for (const RowIndexer* r : rows) {
-    if (!r->strides_multiple_of(vec)) return false;
-  }
-  return true;
 }
 
 void rms_norm_impl(Tensor& out, const Tensor& input, const Tensor& weight,
                    float eps) {
-  const int64_t nd = input.dim() - 1;
-  const RowIndexer in_rows(input, nd);
-  const RowIndexer out_rows(out, nd);
-  if (!in_rows.fits || !out_rows.fits) {
-    // Leading dims too scattered to address: work on contiguous copies.
-    vllm::gpu::on_contiguous_copies(
-        out, input,
-        [&](Tensor& o, const Tensor& i) { rms_norm_impl(o, i, weight, eps); });
-    return;
-  }
-  const int64_t hidden = input.size(-1);
-  if (in_rows.num_rows == 0 || hidden == 0) return;
-
-  VLLM_CUDA_DISPATCH_FLOATING_TYPES(input.scalar_type(), "rms_norm", [&] {
-    constexpr int kVec = vllm::gpu::kVecSize<scalar_t>;
-    if (can_vectorize(hidden, kVec,
-                      {input.const_data_ptr(), out.const_data_ptr(),
-                       weight.const_data_ptr()},
-                      {&in_rows, &out_rows})) {
-      launch_rms_norm<scalar_t, kVec>(out, input, weight, out_rows, in_rows,
-                                      eps);
-    } else {
-      launch_rms_norm<scalar_t, 1>(out, input, weight, out_rows, in_rows, eps);
-    }
+  vllm::gpu::with_rows(out, input, [&](const vllm::gpu::Rows& r) {
+    launch_rms_norm<false>(r.out, r.input, weight, r.out_rows, r.in_rows, eps);
   });
 }
 
@@ -355,6 +251,7 @@ void fused_add_rms_norm_impl(Tensor& input, Tensor& residual,
   const RowIndexer in_rows(input, nd);
   const RowIndexer res_rows(residual, nd);
   if (!in_rows.fits || !res_rows.fits) {
+    // Leading dims too scattered to address: work on contiguous copies.
     Tensor in_dense = torch::stable::contiguous(input);
     Tensor res_dense = torch::stable::contiguous(residual);
     fused_add_rms_norm_impl(in_dense, res_dense, weight, eps);
@@ -364,23 +261,8 @@ void fused_add_rms_norm_impl(Tensor& input, Tensor& residual,
       torch::stable::copy_(residual, res_dense);
     return;
   }
-  const int64_t hidden = input.size(-1);
-  if (in_rows.num_rows == 0 || hidden == 0) return;
-
-  VLLM_CUDA_DISPATCH_FLOATING_TYPES(
-      input.scalar_type(), "fused_add_rms_norm", [&] {
-        constexpr int kVec = vllm::gpu::kVecSize<scalar_t>;
-        if (can_vectorize(hidden, kVec,
-                          {input.const_data_ptr(), residual.const_data_ptr(),
-                           weight.const_data_ptr()},
-                          {&in_rows, &res_rows})) {
-          launch_fused_add_rms_norm<scalar_t, kVec>(input, residual, weight,
-                                                    in_rows, res_rows, eps);
-        } else {
-          launch_fused_add_rms_norm<scalar_t, 1>(input, residual, weight,
-                                                 in_rows, res_rows, eps);
-        }
-      });
+  if (in_rows.num_rows == 0 || input.size(-1) == 0) return;
+  launch_rms_norm<true>(input, residual, weight, in_rows, res_rows, eps);
 }
 
 // Without a weight the norms scale by ones: x * scale * 1 is x * scale

@@ -93,9 +93,7 @@ void launch_rotary_embedding(const Tensor& positions, Tensor& query,
   const int64_t max_units = std::max(q_heads, k_heads) * half;
   if (max_units == 0) return;
   vllm::check_rotary_embedding_units_fit_int32(q_heads, k_heads, 2 * half);
-  const int threads = static_cast<int>(std::min<int64_t>(
-      kMaxThreads,
-      vllm::gpu::round_up<int64_t>(max_units, vllm::gpu::kWarpSize)));
+  const int threads = vllm::gpu::block_threads(kMaxThreads, max_units);
   const unsigned int grid = vllm::gpu::row_grid(pos_rows.num_rows);
   const cudaStream_t stream = vllm::gpu::current_stream();
 
@@ -182,13 +180,9 @@ void rotary_embedding(Tensor& positions, Tensor& query,
   // whose position is out of range; a scan launched beside it records such a
   // position, without a synchronization, and the next call throws.
   const int64_t max_position = cos_sin_cache.size(0);
-  vllm::gpu::RangeError* record =
-      vllm::gpu::range_error_record(vllm::gpu::RangeErrorSlot::kRotary);
-  vllm::gpu::RangeError earlier;
-  if (vllm::gpu::take_range_error(record, earlier)) {
-    vllm::fail_earlier_position_out_of_range(earlier.index, earlier.value,
-                                             earlier.bound);
-  }
+  vllm::gpu::RangeError* record = vllm::gpu::range_error_record_after(
+      vllm::gpu::RangeErrorSlot::kRotary,
+      vllm::fail_earlier_position_out_of_range);
   vllm::gpu::check_range_async(positions, 0, max_position, record);
   rotary_embedding_impl(positions, query, key, layout, cos_sin_cache, is_neox);
 }

@@ -1,10 +1,12 @@
-// Every op's schema, declared once, and its implementation registered once.
-// A build compiles one target's kernels (csrc/cpu/ or csrc/*.cu), so the
-// functions of ops.h are registered for that target's dispatch key, which
-// CMake passes as VLLM_DISPATCH_KEY (CPU, CUDA). Fake (meta) implementations
-// live in vllm/_custom_ops.py. Registered through the stable ABI
-// (STABLE_TORCH_LIBRARY, TORCH_BOX: torch_stable.h), so the same binary
-// registers them under every torch at or above the build's floor.
+// Every op's schema and its registration, generated from the op table
+// (vllm/_op_table.py), where each op is declared once. A build compiles one
+// target's kernels (csrc/cpu/ or csrc/*.cu), so the functions of ops.h are
+// registered for that target's dispatch key, which CMake passes as
+// VLLM_DISPATCH_KEY (CPU, CUDA; the table's DISPATCH_KEYS). Fake (meta)
+// implementations are registered by vllm/_custom_ops.py from the same table.
+// Registered through the stable ABI (STABLE_TORCH_LIBRARY, TORCH_BOX:
+// torch_stable.h), so the same binary registers them under every torch at or
+// above the build's floor.
 #include <Python.h>
 
 #include "ops.h"
@@ -13,6 +15,7 @@
 #error "VLLM_DISPATCH_KEY (CPU, CUDA) must be defined by the build"
 #endif
 
+// generated: op-registrations (nox -s docs writes it from vllm/_op_table.py)
 STABLE_TORCH_LIBRARY(_C, ops) {
   ops.def("silu_and_mul(Tensor! result, Tensor input) -> ()");
   ops.def("gelu_and_mul(Tensor! result, Tensor input) -> ()");
@@ -33,18 +36,18 @@ STABLE_TORCH_LIBRARY(_C, ops) {
       "fused_add_rms_norm(Tensor! input, Tensor! residual, Tensor? weight, "
       "float epsilon) -> ()");
   ops.def(
-      "rotary_embedding(Tensor positions, Tensor! query, Tensor!? key, "
-      "int head_size, Tensor cos_sin_cache, bool is_neox) -> ()");
+      "rotary_embedding(Tensor positions, Tensor! query, Tensor!? key, int "
+      "head_size, Tensor cos_sin_cache, bool is_neox) -> ()");
 }
 
-STABLE_TORCH_LIBRARY(_C_cache_ops, cache_ops) {
-  cache_ops.def(
-      "reshape_and_cache(Tensor key, Tensor value, Tensor! key_cache, "
-      "Tensor! value_cache, Tensor slot_mapping, str kv_cache_dtype, "
-      "Tensor k_scale, Tensor v_scale) -> ()");
-  cache_ops.def(
-      "convert_fp8(Tensor! dst_cache, Tensor src_cache, float scale, "
-      "str kv_cache_dtype) -> ()");
+STABLE_TORCH_LIBRARY(_C_cache_ops, ops) {
+  ops.def(
+      "reshape_and_cache(Tensor key, Tensor value, Tensor! key_cache, Tensor! "
+      "value_cache, Tensor slot_mapping, str kv_cache_dtype, Tensor k_scale, "
+      "Tensor v_scale) -> ()");
+  ops.def(
+      "convert_fp8(Tensor! dst_cache, Tensor src_cache, float scale, str "
+      "kv_cache_dtype) -> ()");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(_C, VLLM_DISPATCH_KEY, ops) {
@@ -62,10 +65,11 @@ STABLE_TORCH_LIBRARY_IMPL(_C, VLLM_DISPATCH_KEY, ops) {
   ops.impl("rotary_embedding", TORCH_BOX(&rotary_embedding));
 }
 
-STABLE_TORCH_LIBRARY_IMPL(_C_cache_ops, VLLM_DISPATCH_KEY, cache_ops) {
-  cache_ops.impl("reshape_and_cache", TORCH_BOX(&reshape_and_cache));
-  cache_ops.impl("convert_fp8", TORCH_BOX(&convert_fp8));
+STABLE_TORCH_LIBRARY_IMPL(_C_cache_ops, VLLM_DISPATCH_KEY, ops) {
+  ops.impl("reshape_and_cache", TORCH_BOX(&reshape_and_cache));
+  ops.impl("convert_fp8", TORCH_BOX(&convert_fp8));
 }
+// end generated: op-registrations
 
 // `import vllm._C` loads this library, which runs the registrations above,
 // and imports vllm._grad_state, the op through which the checks read a

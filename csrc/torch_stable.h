@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cctype>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <sstream>
@@ -53,34 +54,30 @@ inline std::ostream& operator<<(std::ostream& os, const Shape& s) {
   return os << ']';
 }
 
+// A name from a table of (value, name) pairs; `otherwise` if none.
+template <typename E, size_t kSize>
+const char* name_in(const std::pair<E, const char*> (&table)[kSize], E value,
+                    const char* otherwise) {
+  for (const auto& [v, name] : table) {
+    if (v == value) return name;
+  }
+  return otherwise;
+}
+
 // c10::DeviceTypeName: "CPU", "CUDA"; lower_case: "cpu", "cuda".
 inline std::string device_type_name(DeviceType t, bool lower_case = false) {
-  std::string name;
-  switch (t) {
-    case DeviceType::CPU:
-      name = "CPU";
-      break;
-    case DeviceType::CUDA:
-      name = "CUDA";
-      break;
-    case DeviceType::HIP:
-      name = "HIP";
-      break;
-    case DeviceType::XPU:
-      name = "XPU";
-      break;
-    case DeviceType::MPS:
-      name = "MPS";
-      break;
-    case DeviceType::Meta:
-      name = "META";
-      break;
-    case DeviceType::PrivateUse1:
-      name = "PrivateUse1";
-      break;
-    default:
-      name = "device type " + std::to_string(static_cast<int>(t));
-  }
+  static constexpr std::pair<DeviceType, const char*> kNames[] = {
+      {DeviceType::CPU, "CPU"},
+      {DeviceType::CUDA, "CUDA"},
+      {DeviceType::HIP, "HIP"},
+      {DeviceType::XPU, "XPU"},
+      {DeviceType::MPS, "MPS"},
+      {DeviceType::Meta, "META"},
+      {DeviceType::PrivateUse1, "PrivateUse1"}};
+  const char* known = name_in(kNames, t, nullptr);
+  std::string name = known != nullptr
+                         ? std::string(known)
+                         : "device type " + std::to_string(static_cast<int>(t));
   if (lower_case) {
     for (char& c : name) c = static_cast<char>(std::tolower(c));
   }
@@ -104,26 +101,12 @@ inline DeviceName device_of(const Tensor& t) {
 
 inline const char* layout_name(torch::headeronly::Layout l) {
   using L = torch::headeronly::Layout;
-  switch (l) {
-    case L::Strided:
-      return "Strided";
-    case L::Sparse:
-      return "Sparse";
-    case L::SparseCsr:
-      return "SparseCsr";
-    case L::Mkldnn:
-      return "Mkldnn";
-    case L::SparseCsc:
-      return "SparseCsc";
-    case L::SparseBsr:
-      return "SparseBsr";
-    case L::SparseBsc:
-      return "SparseBsc";
-    case L::Jagged:
-      return "Jagged";
-    default:
-      return "unknown layout";
-  }
+  static constexpr std::pair<L, const char*> kNames[] = {
+      {L::Strided, "Strided"},     {L::Sparse, "Sparse"},
+      {L::SparseCsr, "SparseCsr"}, {L::Mkldnn, "Mkldnn"},
+      {L::SparseCsc, "SparseCsc"}, {L::SparseBsr, "SparseBsr"},
+      {L::SparseBsc, "SparseBsc"}, {L::Jagged, "Jagged"}};
+  return name_in(kNames, l, "unknown layout");
 }
 
 // The checks' TORCH_CHECK: throws std::runtime_error (RuntimeError in

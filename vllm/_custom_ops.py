@@ -8,7 +8,11 @@ them. Every op writes into arguments it is given and returns nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+from vllm._op_table import OPS
 
 try:
     import vllm._C  # noqa: F401  (registers the ops)
@@ -21,27 +25,25 @@ except ImportError as exc:
     ) from exc
 
 
+def _out_x(name: str, doc: str) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """The wrapper of torch.ops._C.<name>(out, x): the activations' one signature."""
+
+    def wrapper(out: torch.Tensor, x: torch.Tensor) -> None:
+        getattr(torch.ops._C, name)(out, x)
+
+    wrapper.__name__ = wrapper.__qualname__ = name
+    wrapper.__doc__ = doc
+    return wrapper
+
+
 # Activations: out[..., :d] = act(x[..., :d]) * x[..., d:], d = x.shape[-1] // 2.
 
-
-def silu_and_mul(out: torch.Tensor, x: torch.Tensor) -> None:
-    """SwiGLU gate: out = silu(x[..., :d]) * x[..., d:]."""
-    torch.ops._C.silu_and_mul(out, x)
-
-
-def gelu_and_mul(out: torch.Tensor, x: torch.Tensor) -> None:
-    """GeGLU gate with the exact (erf) GELU."""
-    torch.ops._C.gelu_and_mul(out, x)
-
-
-def gelu_tanh_and_mul(out: torch.Tensor, x: torch.Tensor) -> None:
-    """GeGLU gate with the tanh approximation of GELU."""
-    torch.ops._C.gelu_tanh_and_mul(out, x)
-
-
-def mul_and_silu(out: torch.Tensor, x: torch.Tensor) -> None:
-    """The gate on the second half: out = x[..., :d] * silu(x[..., d:])."""
-    torch.ops._C.mul_and_silu(out, x)
+silu_and_mul = _out_x("silu_and_mul", "SwiGLU gate: out = silu(x[..., :d]) * x[..., d:].")
+gelu_and_mul = _out_x("gelu_and_mul", "GeGLU gate with the exact (erf) GELU.")
+gelu_tanh_and_mul = _out_x("gelu_tanh_and_mul", "GeGLU gate with the tanh approximation of GELU.")
+mul_and_silu = _out_x(
+    "mul_and_silu", "The gate on the second half: out = x[..., :d] * silu(x[..., d:])."
+)
 
 
 def fatrelu_and_mul(out: torch.Tensor, x: torch.Tensor, threshold: float = 0.0) -> None:
@@ -61,20 +63,9 @@ def swigluoai_and_mul(
 
 # Elementwise activations: out has x's shape.
 
-
-def gelu_new(out: torch.Tensor, x: torch.Tensor) -> None:
-    """0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))."""
-    torch.ops._C.gelu_new(out, x)
-
-
-def gelu_fast(out: torch.Tensor, x: torch.Tensor) -> None:
-    """0.5 * x * (1 + tanh(0.7978845608 * x * (1 + 0.044715 * x * x)))."""
-    torch.ops._C.gelu_fast(out, x)
-
-
-def gelu_quick(out: torch.Tensor, x: torch.Tensor) -> None:
-    """x * sigmoid(1.702 * x)."""
-    torch.ops._C.gelu_quick(out, x)
+gelu_new = _out_x("gelu_new", "0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))).")
+gelu_fast = _out_x("gelu_fast", "0.5 * x * (1 + tanh(0.7978845608 * x * (1 + 0.044715 * x * x))).")
+gelu_quick = _out_x("gelu_quick", "x * sigmoid(1.702 * x).")
 
 
 # Normalization over the last dimension.
@@ -158,7 +149,7 @@ def convert_fp8(
 
 
 def _mutates_only(*args: object, **kwargs: object) -> None:
-    """Fake implementation shared by all the ops.
+    """Fake implementation of every op that returns nothing (the table's mutates_only).
 
     They only write into tensors the caller allocated, so tracing learns
     nothing new from them: there is no output whose metadata to compute.
@@ -166,23 +157,8 @@ def _mutates_only(*args: object, **kwargs: object) -> None:
     return None
 
 
-for _op in (
-    "_C::silu_and_mul",
-    "_C::gelu_and_mul",
-    "_C::gelu_tanh_and_mul",
-    "_C::mul_and_silu",
-    "_C::fatrelu_and_mul",
-    "_C::swigluoai_and_mul",
-    "_C::gelu_new",
-    "_C::gelu_fast",
-    "_C::gelu_quick",
-    "_C::rms_norm",
-    "_C::fused_add_rms_norm",
-    "_C::rotary_embedding",
-    "_C_cache_ops::reshape_and_cache",
-    "_C_cache_ops::convert_fp8",
-):
-    _lib, _name = _op.split("::")
+# An op that returns a value needs a fake of its own, here (opcheck fails without one).
+for _op in OPS:
     # An older build (an A/B benchmark's base) may lack a newer op.
-    if hasattr(getattr(torch.ops, _lib), _name):
-        torch.library.register_fake(_op, _mutates_only)
+    if _op.mutates_only and hasattr(getattr(torch.ops, _op.library), _op.name):
+        torch.library.register_fake(_op.qualname, _mutates_only)

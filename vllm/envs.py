@@ -3,7 +3,7 @@
 Each entry has a name, a type, a default and a one-line doc; values are
 validated when read, and a bad value is an `EnvError` whose message names the
 fix. This module imports only the standard library: the build backend and the
-noxfile load it straight from the source tree (tools/devkit/envs.py), before
+noxfile load it straight from the source tree (tools/devkit/foundation/envs.py), before
 torch or the package are installed.
 
     >>> from vllm import envs
@@ -138,7 +138,10 @@ REGISTRY: dict[str, EnvVar] = {
             "str",
             None,
             "The GPU arch of a ROCm build (`--arch` wins); default: the local GPU's (`rocminfo`).",
-            values="one arch: `gfx942`, `gfx90a`, ... (`SUPPORTED_ARCHS` in tools/devkit/rocm.py)",
+            values=(
+                "one arch: `gfx942`, `gfx90a`, ... "
+                "(`SUPPORTED_ARCHS` in tools/devkit/toolchains/rocm.py)"
+            ),
         ),
         EnvVar(
             "ROCM_PATH",

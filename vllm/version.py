@@ -1,5 +1,5 @@
 """The package's version: the installed distribution's, made from git at build time
-(0.1.0.devN+g<sha12>.cpu; 0.1.0+cpu on the tag v0.1.0; see tools/devkit/metadata.py)."""
+(0.1.0.devN+g<sha12>.cpu; 0.1.0+cpu on the tag v0.1.0; see tools/devkit/build/metadata.py)."""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -37,6 +37,17 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))  # vllm/envs.py, without building the package
 
+from devkit.toolchains import targets  # noqa: E402  (from the tools/ just put on the path)
+
+# The CPU target's torch pin (torch==X.Y.Z+cpu), as the targets table declares it
+# (tools/devkit/toolchains/targets.py; test_targets ties it to requirements/cpu.txt). Tests
+# name the pin through these, never as a literal, so a new pin is one edit.
+CPU_PIN = targets.get_target("cpu").torch_spec.removeprefix("torch==")
+CPU_TORCH = targets.TorchInfo(CPU_PIN, None, None)  # a venv holding the pin
+CUDA_PIN = targets.get_target("cuda").torch_spec.removeprefix("torch==")
+ROCM_PIN = targets.get_target("rocm").torch_spec.removeprefix("torch==")
+ROCM_HIP = "7.1.25424"  # what a ROCm torch reports as torch.version.hip
+
 
 # -- real servers on 127.0.0.1, started here and stopped after (also on failure) --
 

@@ -53,8 +53,8 @@ def test_unstable_symbols_fail_the_build_listed():
 
 
 def test_a_binary_needing_more_than_the_floor_fails():
-    with pytest.raises(DevkitError, match=r"needs torch 2\.13\.0, above the target's floor 2\.10"):
-        abi_audit.verdict(report(True, [], "2.13.0"), "_C.abi3.so", "2.10")
+    with pytest.raises(DevkitError, match=r"needs torch 2\.12\.0, above the target's floor 2\.10"):
+        abi_audit.verdict(report(True, [], "2.12.0"), "_C.abi3.so", "2.10")
 
 
 def test_an_unreadable_binary_fails():

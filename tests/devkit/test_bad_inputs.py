@@ -8,13 +8,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import CPU_TORCH
 
 from devkit import DevkitError
 from devkit.build import metadata
 from devkit.checks import ci, ci_run
 from devkit.foundation import envs, layout
 from devkit.toolchains import compiler_cache, options, plan
-from devkit.toolchains.targets import TorchInfo
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
@@ -33,9 +33,7 @@ def test_a_store_url_with_a_bad_port_or_bracket_is_one_line(url):
 
 def test_cmake_args_with_an_unclosed_quote_is_one_line():
     with pytest.raises(DevkitError) as err:
-        plan.resolve(
-            plan.Request("cpu"), TorchInfo("2.13.0+cpu", None, None), {"CMAKE_ARGS": "-DX='a"}
-        )
+        plan.resolve(plan.Request("cpu"), CPU_TORCH, {"CMAKE_ARGS": "-DX='a"})
     assert str(err.value) == (
         "CMAKE_ARGS=\"-DX='a\" can't be split into arguments (No closing quotation); "
         "close the quote or unset CMAKE_ARGS"

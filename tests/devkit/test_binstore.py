@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import CUDA_PIN, ROCM_PIN
 
 from devkit.artifacts import binaries, binkey, binstore
 from devkit.foundation import gitbase
@@ -77,7 +78,7 @@ def test_the_key_follows_target_isa_torch_and_build_requirements(tmp_path):
     base = binkey.compute("cpu", TORCH, cpu_isa="avx2")
     assert binkey.compute("cpu", TORCH, cpu_isa="avx512").digest != base.digest
     assert binkey.compute("cpu", TORCH, cpu_isa="avx2", build_type="Debug").digest != base.digest
-    other = targets.TorchInfo("2.14.1", "13.0", None)
+    other = targets.TorchInfo(CUDA_PIN, "13.0", None)
     cpu, cuda, rocm = (targets.get_target(name) for name in ("cpu", "cuda", "rocm"))
     # On the stable ABI the floor is the version: one key for every torch from it on.
     assert binkey.torch_identity(cpu, other) == binkey.torch_identity(cpu, TORCH)
@@ -87,8 +88,8 @@ def test_the_key_follows_target_isa_torch_and_build_requirements(tmp_path):
         "version": "2.10abi",
     }
     assert binkey.torch_identity(cuda, other)["cuda_major"] == "13"
-    rocm_torch = targets.TorchInfo("2.9.1+rocm6.4", None, "6.4")
-    assert binkey.torch_identity(rocm, rocm_torch)["version"] == "2.9.1+rocm6.4"
+    rocm_torch = targets.TorchInfo(ROCM_PIN, None, "7.1")
+    assert binkey.torch_identity(rocm, rocm_torch)["version"] == ROCM_PIN
     copy = copy_checkout(tmp_path / "c")
     same = binkey.compute("cpu", TORCH, cpu_isa="avx2", root=copy)
     assert same.digest == base.digest
@@ -263,11 +264,18 @@ def index_entry(index: Path, where: str, wheel: Path, key: str | None) -> None:
     (entry / "metadata.json").write_text(json.dumps(meta))
 
 
-def test_lookup_takes_the_index_by_key_and_keeps_it_in_the_store(tmp_path):
+def store_key_wheel(tmp_path: Path) -> tuple[list[str], binstore.Store, binkey.Key, Path]:
+    """The lookups' fixtures: the lines said, a 1 GiB store, a CPU key and a
+    binaries wheel, all under tmp_path."""
     lines: list[str] = []
     store = binstore.Store(tmp_path / "store", 1 << 30, lines.append)
     key = binkey.compute("cpu", TORCH, cpu_isa="avx2")
     wheel = binstore.binaries_zip(package(tmp_path / "vllm"), tmp_path / "w.whl")
+    return lines, store, key, wheel
+
+
+def test_lookup_takes_the_index_by_key_and_keeps_it_in_the_store(tmp_path):
+    lines, store, key, wheel = store_key_wheel(tmp_path)
     index = tmp_path / "index"
     environ = {"VLLM_PRECOMPILED_WHEEL_INDEX": str(index), "VLLM_CACHE_ROOT": str(tmp_path)}
     assert binaries.lookup(CPU, key, lines.append, store, environ) is None
@@ -281,10 +289,7 @@ def test_lookup_takes_the_index_by_key_and_keeps_it_in_the_store(tmp_path):
 
 
 def test_the_nightly_is_taken_only_on_purpose_with_a_warning_when_its_key_differs(tmp_path):
-    lines: list[str] = []
-    store = binstore.Store(tmp_path / "store", 1 << 30, lines.append)
-    key = binkey.compute("cpu", TORCH, cpu_isa="avx2")
-    wheel = binstore.binaries_zip(package(tmp_path / "vllm"), tmp_path / "w.whl")
+    lines, store, key, wheel = store_key_wheel(tmp_path)
     index = tmp_path / "index"
     index_entry(index, "nightly", wheel, "e" * 64)
     environ = {"VLLM_PRECOMPILED_WHEEL_INDEX": str(index), "VLLM_PRECOMPILED_WHEEL_COMMIT": "0"}

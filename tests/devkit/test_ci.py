@@ -35,6 +35,9 @@ KERNELS_ON_PREBUILT = [
     "nox -s test-kernels-cpu -- --precompiled",
     "nox -s test-plugins -- --precompiled",
 ]
+# The plan's CPU steps: the build, its kernel tests and the plugins on it.
+CPU_BUILT = ["nox -s build-cpu", "nox -s test-kernels-cpu", "nox -s test-plugins -- --precompiled"]
+CUDA_COMPILE = "nox -s build-cuda -- --arch 9.0"
 
 
 @pytest.mark.parametrize(
@@ -45,6 +48,7 @@ KERNELS_ON_PREBUILT = [
         ("csrc/README.md", ci.CPU_SIDE | {ci.CUDA_BUILD}),  # under csrc/: the build reads it
         ("vllm/platforms/cpu.py", {ci.LINT, ci.KERNELS, ci.PLUGINS}),
         ("vllm/envs.py", {ci.LINT, ci.DEVKIT, ci.KERNELS, ci.PLUGINS}),  # the devkit reads it
+        ("vllm/_op_table.py", {ci.LINT, ci.DEVKIT, ci.KERNELS, ci.PLUGINS}),  # and this
         ("tests/kernels/test_norm.py", {ci.LINT, ci.KERNELS}),
         ("examples/vllm_plugin_example/setup.py", {ci.LINT, ci.PLUGINS}),
         ("noxfile.py", {ci.LINT, ci.DEVKIT}),
@@ -99,12 +103,7 @@ def test_python_only_runs_its_tests_on_precompiled_binaries_and_not_the_devkit_s
 
 def test_python_only_without_binaries_builds_and_says_why():
     plan = ci.steps(ci.needs_of(["vllm/platforms/cpu.py"]), NONE, nvcc=True)
-    assert sessions(plan) == [
-        "nox -s lint",
-        "nox -s build-cpu",
-        "nox -s test-kernels-cpu",
-        "nox -s test-plugins -- --precompiled",
-    ]
+    assert sessions(plan) == ["nox -s lint", *CPU_BUILT]
     assert plan[1].reason.endswith("; but http://index has no cpu wheel for 0123456789ab: build")
 
 
@@ -117,12 +116,7 @@ def test_devkit_change_runs_the_devkit_tests_only():
 
 def test_a_cpu_kernel_change_builds_cpu_and_no_cuda():
     plan = ci.steps(ci.needs_of(["csrc/cpu/cache.cpp", "vllm/platforms/cpu.py"]), HAVE, True)
-    assert sessions(plan) == [
-        "nox -s lint",
-        "nox -s build-cpu",
-        "nox -s test-kernels-cpu",
-        "nox -s test-plugins -- --precompiled",
-    ]
+    assert sessions(plan) == ["nox -s lint", *CPU_BUILT]
     assert plan[1].reason == (
         "csrc/cpu/cache.cpp changed: CPU kernels: the CPU build reads them, no CUDA unit does"
     )
@@ -130,18 +124,12 @@ def test_a_cpu_kernel_change_builds_cpu_and_no_cuda():
 
 def test_a_cuda_kernel_change_compiles_cuda_only():
     plan = ci.steps(ci.needs_of(["csrc/cache_kernels.cu"]), HAVE, nvcc=True)
-    assert sessions(plan) == ["nox -s lint", "nox -s build-cuda -- --arch 9.0"]
+    assert sessions(plan) == ["nox -s lint", CUDA_COMPILE]
 
 
 def test_a_shared_header_builds_both_and_cuda_compile_only():
     plan = ci.steps(ci.needs_of(["csrc/ops.h"]), HAVE, nvcc=True)
-    assert sessions(plan) == [
-        "nox -s lint",
-        "nox -s build-cpu",
-        "nox -s test-kernels-cpu",
-        "nox -s test-plugins -- --precompiled",
-        "nox -s build-cuda -- --arch 9.0",
-    ]
+    assert sessions(plan) == ["nox -s lint", *CPU_BUILT, CUDA_COMPILE]
     assert not any(step.skip for step in plan)
     # Without nvcc, build-cuda is listed as skipped, with why.
     cuda = ci.steps(ci.needs_of(["csrc/ops.h"]), None, nvcc=False)[-1]
@@ -149,14 +137,8 @@ def test_a_shared_header_builds_both_and_cuda_compile_only():
 
 
 def test_all_and_nothing():
-    assert sessions(ci.steps({}, None, True, run_all=True)) == [
-        "nox -s lint",
-        "nox -s tests",
-        "nox -s build-cpu",
-        "nox -s test-kernels-cpu",
-        "nox -s test-plugins -- --precompiled",
-        "nox -s build-cuda -- --arch 9.0",
-    ]
+    all_steps = ["nox -s lint", "nox -s tests", *CPU_BUILT, CUDA_COMPILE]
+    assert sessions(ci.steps({}, None, True, run_all=True)) == all_steps
     assert ci.steps(ci.needs_of([]), None, nvcc=True) == []
 
 

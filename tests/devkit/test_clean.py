@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import CPU_PIN, CPU_TORCH
 
 from devkit import DevkitError
 from devkit.build import presets
 from devkit.commands import clean
 from devkit.foundation import layout
 from devkit.toolchains import plan
-from devkit.toolchains.targets import TorchInfo
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
@@ -37,7 +37,7 @@ def make_build(root: Path, build_dir: Path, venv: str = ".venv-cpu") -> plan.Bui
     """A cpu build dir in `build_dir` whose plan names root/<venv>."""
     found = plan.resolve(
         plan.Request("cpu", python=str(root / venv / "bin" / "python")),
-        TorchInfo("2.13.0+cpu", None, None),
+        CPU_TORCH,
         {"VLLM_COMPILER_CACHE": "off"},
     )
     built = plan.BuildPlan(**{**found.__dict__, "build_dir": build_dir})
@@ -53,7 +53,7 @@ def make_checkout(root: Path, build_root: Path | None = None) -> Path:
     (root / "README.md").write_text("tracked\n")
     subprocess.run(["git", "-C", str(root), "add", "README.md"], check=True)
     build_root = build_root or layout.build_root(None, root)
-    build_dir = build_root / layout.build_dir_name("cpu", "2.13.0+cpu")
+    build_dir = build_root / layout.build_dir_name("cpu", CPU_PIN)
     built = make_build(root, build_dir)
     make_venv(root / ".venv-cpu")
     make_venv(root / ".venv-cuda")
@@ -130,7 +130,7 @@ def test_one_target_then_everything(checkout):
     assert (checkout / ".venv-cpu").exists() and not (checkout / ".venv-cuda").exists()
 
     lines = clean.clean(root=checkout)
-    assert "removed build/cpu-torch2.13.0+cpu-cp311 (build dir of cpu, 0.00 GB)" in lines
+    assert f"removed build/cpu-torch{CPU_PIN}-cp311 (build dir of cpu, 0.00 GB)" in lines
     assert "removed .venv-cpu (venv of cpu, 0.00 GB)" in lines
     assert any(line.startswith("removed build/precompiled (staged") for line in lines)
     assert any(line.startswith("removed compile_commands.json (editor file") for line in lines)
@@ -202,10 +202,10 @@ def test_a_shared_roots_build_dirs_from_before_the_subdirectories(checkout, tmp_
     shared = tmp_path / "shared"
     monkeypatch.setenv("VLLM_BUILD_DIR", str(shared))
     make_checkout(checkout)
-    mine = shared / "cpu-torch2.13.0+cpu-cp311"
+    mine = shared / f"cpu-torch{CPU_PIN}-cp311"
     make_build(checkout, mine)
     neighbour = tmp_path / "neighbour"
-    theirs = shared / "cpu-torch2.13.0+cpu-cp311-plugins"
+    theirs = shared / f"cpu-torch{CPU_PIN}-cp311-plugins"
     make_build(neighbour, theirs, ".venv-plugins")
     before = snapshot(theirs)
     lines = clean.clean(root=checkout)
@@ -222,7 +222,7 @@ def test_a_symlinked_build_root_loses_only_our_build_dirs(checkout, tmp_path):
     disk = tmp_path / "disk"
     (checkout / "build").symlink_to(disk)
     # A link inside the build root to a build dir elsewhere: the link is not followed.
-    elsewhere = tmp_path / "sibling-project" / "cpu-torch2.13.0+cpu-cp311-x"
+    elsewhere = tmp_path / "sibling-project" / f"cpu-torch{CPU_PIN}-cp311-x"
     make_build(checkout, elsewhere, ".venv-x")
     (disk / elsewhere.name).symlink_to(elsewhere)
     build_dir = make_checkout(checkout)
@@ -270,7 +270,7 @@ def test_what_the_build_preserves_clean_preserves(any_root):
     (checkout / "compile_commands.json").write_text('[{"file": "mine.c"}]\n')
     # A venv made by hand (CONTRIBUTING's "By hand"), which a build's plan names,
     # and one named like ours but not made by a session.
-    byhand = layout.build_root(None, checkout) / "cpu-torch2.13.0+cpu-cp311-byhand"
+    byhand = layout.build_root(None, checkout) / f"cpu-torch{CPU_PIN}-cp311-byhand"
     make_build(checkout, byhand, ".venv")
     make_venv(checkout / ".venv", ours=False)
     make_venv(checkout / ".venv-mine", ours=False)

@@ -6,12 +6,12 @@ import socket
 from pathlib import Path
 
 import pytest
+from conftest import CPU_TORCH
 
 from devkit import DevkitError
 from devkit.toolchains import cache_server, compiler_cache, plan
 from devkit.toolchains.cache_server import CacheStats
 from devkit.toolchains.compiler_cache import CompilerCache
-from devkit.toolchains.targets import TorchInfo
 
 ROOT = Path("/work/checkout")
 
@@ -136,9 +136,7 @@ def test_a_store_that_did_not_answer_leaves_the_environment(tools):
 
 def test_the_plan_carries_the_cache(tools):
     environ = {"VLLM_COMPILER_CACHE_REMOTE": "redis://cache:6379", "PATH": ""}
-    found = plan.resolve(
-        plan.Request("cpu", bin_dir=str(tools)), TorchInfo("2.13.0+cpu", None, None), environ
-    )
+    found = plan.resolve(plan.Request("cpu", bin_dir=str(tools)), CPU_TORCH, environ)
     assert found.cmake_defines()["VLLM_COMPILER_LAUNCHER"] == str(tools / "sccache")
     assert found.build_environ()["SCCACHE_REDIS_ENDPOINT"] == "redis://cache:6379"
     loaded = plan.BuildPlan.from_json(json.loads(json.dumps(found.to_json())))

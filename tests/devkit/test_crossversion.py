@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import CPU_PIN, CUDA_PIN
 
 from devkit import DevkitError
 from devkit.commands import crossversion
@@ -10,9 +11,9 @@ from devkit.toolchains import options, targets
 
 
 def test_a_version_names_the_target_that_pins_it():
-    assert crossversion.pin_for("2.14.1").name == "cuda"
-    assert crossversion.pin_for("2.13.0").name == "cpu"
-    assert crossversion.pin_for("2.13.0+cpu").name == "cpu"
+    assert crossversion.pin_for(CUDA_PIN).name == "cuda"
+    assert crossversion.pin_for(CPU_PIN.partition("+")[0]).name == "cpu"
+    assert crossversion.pin_for(CPU_PIN).name == "cpu"
 
 
 def test_a_version_no_target_pins_is_refused_naming_the_pins():
@@ -23,11 +24,11 @@ def test_a_version_no_target_pins_is_refused_naming_the_pins():
 
 
 def test_the_session_takes_both_options():
-    found = options.parse("test-kernels-cpu", ["--torch", "2.14.1", "-x", "tests/kernels"])
-    assert found.torch == "2.14.1" and found.build_torch is None
+    found = options.parse("test-kernels-cpu", ["--torch", CUDA_PIN, "-x", "tests/kernels"])
+    assert found.torch == CUDA_PIN and found.build_torch is None
     assert found.rest == ("-x", "tests/kernels")
-    found = options.parse("test-kernels-cpu", ["--build-torch", "2.14.1"])
-    assert found.build_torch == "2.14.1"
+    found = options.parse("test-kernels-cpu", ["--build-torch", CUDA_PIN])
+    assert found.build_torch == CUDA_PIN
 
 
 def test_a_full_api_target_cannot_take_another_torch():
@@ -38,5 +39,5 @@ def test_a_full_api_target_cannot_take_another_torch():
     cpu_on_cuda_torch = pipeline._with_torch_of(
         targets.get_target("cpu"), targets.get_target("cuda")
     )
-    assert cpu_on_cuda_torch.torch_spec == "torch==2.14.1"
+    assert cpu_on_cuda_torch.torch_spec == f"torch=={CUDA_PIN}"
     assert cpu_on_cuda_torch.torch_floor == "2.10"

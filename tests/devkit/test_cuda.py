@@ -1,6 +1,7 @@
 """CUDA arch parsing and the nvcc checks (with fake nvcc scripts)."""
 
 import pytest
+from conftest import CUDA_PIN
 
 from devkit import DevkitError
 from devkit.toolchains import cuda
@@ -80,12 +81,12 @@ def test_arch_checked_against_nvcc(tmp_path):
 def test_versions(tmp_path):
     nvcc = fake_toolkit(tmp_path, version="12.8")
     assert cuda.nvcc_version(nvcc) == (12, 8)
-    assert cuda.check_versions((13, 0), "13.0", "2.14.1") is None
-    assert "minor version" in cuda.check_versions((13, 1), "13.0", "2.14.1")
+    assert cuda.check_versions((13, 0), "13.0", CUDA_PIN) is None
+    assert "minor version" in cuda.check_versions((13, 1), "13.0", CUDA_PIN)
     with pytest.raises(DevkitError) as err:
-        cuda.check_versions((12, 8), "13.0", "2.14.1")
+        cuda.check_versions((12, 8), "13.0", CUDA_PIN)
     assert str(err.value) == (
-        "nvcc 12.8 can't build for torch 2.14.1 (CUDA 13.0): install CUDA 13.x and point "
+        f"nvcc 12.8 can't build for torch {CUDA_PIN} (CUDA 13.0): install CUDA 13.x and point "
         "CUDA_HOME at it, or use a torch built for CUDA 12"
     )
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import private_python
 import pytest
+from conftest import CPU_PIN
 from test_sessions import abort_line, nox, summary
 from test_sources import serve_hanging_index
 
@@ -163,7 +164,7 @@ def test_stale_variables_offline_and_a_damaged_torch(tmp_path):
         timeout=600,
     )
     assert by_hand.returncode != 0
-    assert "error: the cuda target needs torch built for it, but torch 2.13.0+cpu" in (
+    assert f"error: the cuda target needs torch built for it, but torch {CPU_PIN}" in (
         by_hand.stderr
     )
     assert "Traceback" not in by_hand.stderr
@@ -395,10 +396,10 @@ PLAN = """
 import sys
 sys.path.insert(0, "tools")
 from devkit import DevkitError
-from devkit.toolchains import plan
+from devkit.toolchains import plan, targets
 from devkit.toolchains.targets import TorchInfo
 try:
-    plan.resolve(plan.Request("cpu"), TorchInfo("2.13.0+cpu", None, None, "x"), {})
+    plan.resolve(plan.Request("cpu"), plan.expected_torch(targets.get_target("cpu")), {})
 except DevkitError as exc:
     print(exc)
 """

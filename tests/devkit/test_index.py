@@ -31,7 +31,7 @@ def test_publish_writes_a_simple_index_beside_each_entry(tmp_path):
         assert (entry / "simple" / "index.html").read_text().count('href="vllm/"') == 1
     # dev-precompiled's dist/ lookup knows these names are cpu wheels.
     assert wheelindex.is_variant(name, "cpu")
-    assert wheelindex.is_variant("vllm-0.1.0+rocm6.4-cp39-abi3-linux_x86_64.whl", "rocm6.4")
+    assert wheelindex.is_variant("vllm-0.1.0+rocm7.1-cp39-abi3-linux_x86_64.whl", "rocm7.1")
     assert not wheelindex.is_variant(name, "cu130")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import ROCM_PIN
 from test_precompiled import git
 
 from devkit.build import metadata
@@ -62,5 +63,5 @@ def test_a_stable_abi_target_requires_torch_from_its_floor(monkeypatch):
     assert [d for d in dependencies if d.startswith("torch")] == ["torch>=2.10"]
     monkeypatch.setenv("VLLM_TARGET_DEVICE", "rocm")  # the full C++ API: the exact pin
     assert any(
-        d.startswith("torch==2.9.1+rocm6.4") for d in metadata.dynamic_metadata("dependencies")
+        d.startswith(f"torch=={ROCM_PIN}") for d in metadata.dynamic_metadata("dependencies")
     )

@@ -1,17 +1,24 @@
-"""The build plan: one resolve for the session, the backend and doctor."""
+"""The build plan: one resolve for the session, the backend and doctor; the backend
+applies a session's plan.json as it is."""
 
 import json
+import os
+import re
+from pathlib import Path
 
 import pytest
+from conftest import CPU_PIN, CUDA_PIN
 from test_cuda import fake_toolkit
 
 from devkit import DevkitError
-from devkit.build import backend
-from devkit.toolchains import plan, targets
+from devkit.build import backend, pipeline
+from devkit.foundation import gitbase
+from devkit.toolchains import plan, targets, uv
+from devkit.toolchains.options import Options
 from devkit.toolchains.targets import TorchInfo
 
-CPU_TORCH = TorchInfo("2.13.0+cpu", None, None, "abc")
-CUDA_TORCH = TorchInfo("2.14.1+cu130", "13.0", None, "def")
+CPU_TORCH = TorchInfo(CPU_PIN, None, None, "abc")
+CUDA_TORCH = TorchInfo(f"{CUDA_PIN}+cu130", "13.0", None, "def")
 
 
 def cuda_environ(tmp_path) -> dict[str, str]:
@@ -21,12 +28,20 @@ def cuda_environ(tmp_path) -> dict[str, str]:
 
 def test_cpu_plan_names_build_dir_jobs_and_defines():
     found = plan.resolve(plan.Request("cpu"), CPU_TORCH, {"MAX_JOBS": "3"})
-    assert found.build_dir == targets.build_dir("cpu", "2.13.0+cpu")
+    assert found.build_dir == targets.build_dir("cpu", CPU_PIN)
     assert found.jobs.jobs == 3 and found.jobs.reason.startswith("MAX_JOBS=3: set by you")
     assert found.cuda is None and found.gpu_arch == ""
     defines = found.cmake_defines()
     assert defines["VLLM_TARGET_DEVICE"] == "cpu"
-    assert defines["VLLM_BUILD_INFO_TORCH_VERSION"] == "2.13.0+cpu"
+    assert defines["VLLM_PLAN_FILE"] == str(found.build_dir / "plan.json")
+    info = found.build_info()
+    assert (info["torch_version"], info["torch_abi"], info["torch_floor"]) == (
+        CPU_TORCH.version,
+        "stable",
+        "2.10",
+    )
+    # The commit is the plan's (read once, where it is resolved), not the backend's.
+    assert info["git_commit"] == found.git_commit == gitbase.commit() != ""
     assert found.build_environ()["CMAKE_BUILD_PARALLEL_LEVEL"] == "3"
 
 
@@ -90,8 +105,11 @@ def test_plan_json_round_trips(tmp_path):
     path = found.write()
     assert path == tmp_path / "b" / "x" / "plan.json"
     assert plan.load(path) == found
-    assert json.loads(path.read_text())["cmake_defines"]["VLLM_BUILD_INFO_GPU_ARCH"] == (
-        "sm_90a+PTX"
+    info = json.loads(path.read_text())["build_info"]  # what CMake records
+    assert (info["gpu_arch"], info["cuda_version"], info["cuda_major"]) == (
+        "sm_90a+PTX",
+        "13.0",
+        13,
     )
 
 
@@ -125,5 +143,111 @@ def test_backend_refuses_a_plan_for_another_torch(tmp_path, monkeypatch):
     found = plan.BuildPlan(**{**found.__dict__, "build_dir": tmp_path})
     other = TorchInfo("2.12.0+cpu", None, None)
     monkeypatch.setattr(targets, "read_torch_info", lambda: other)
-    with pytest.raises(DevkitError, match="is for torch 2.13.0\\+cpu, but .* has 2.12.0\\+cpu"):
+    with pytest.raises(
+        DevkitError, match=rf"is for torch {re.escape(CPU_PIN)}, but .* has 2.12.0\+cpu"
+    ):
         backend._settings("build_editable", {plan.CONFIG_KEY: str(found.write())})
+
+
+def test_preflight_runs_the_toolchain_once_and_resolve_reuses_it(tmp_path):
+    """The session checks before any download, then resolves once: nvcc is not asked again,
+    and the variables are not validated again."""
+    environ = cuda_environ(tmp_path)
+    request = plan.Request("cuda", arch="9.0")
+    checked = plan.preflight(request, plan.expected_torch(targets.get_target("cuda")), environ)
+    assert checked.toolchain_lines()[0].startswith("nvcc 13.0")
+    (tmp_path / "cuda" / "bin" / "nvcc").unlink()  # a second toolchain lookup would fail
+    environ["UV_HTTP_TIMEOUT"] = "soon"  # and so would a second validation of every variable
+    found = plan.resolve(request, CUDA_TORCH, environ, checked=checked)
+    assert found.cuda == checked.cuda and found.gpu_arch == "sm_90"
+    with pytest.raises(DevkitError, match="UV_HTTP_TIMEOUT"):
+        plan.resolve(request, CUDA_TORCH, environ)  # without the check, it runs here
+
+
+def cpu_plan(build_dir: Path, **environ: str) -> plan.BuildPlan:
+    found = plan.resolve(plan.Request("cpu"), CPU_TORCH, {"VLLM_COMPILER_CACHE": "off", **environ})
+    return plan.BuildPlan(**{**found.__dict__, "build_dir": build_dir})
+
+
+def stamp(path: Path) -> tuple[int, int, bytes]:
+    """What changes when a file is written again (an atomic write makes a new inode)."""
+    return path.stat().st_ino, path.stat().st_mtime_ns, path.read_bytes()
+
+
+def test_the_backend_applies_the_plan_without_resolving_reading_variables_or_writing(
+    tmp_path, monkeypatch
+):
+    """The contract: the session's plan.json is the build. The backend's environment may
+    hold variables the session never saw (here: values resolve refuses); it neither
+    validates nor follows them, and leaves the file as the session wrote it."""
+    monkeypatch.setattr(targets, "read_torch_info", lambda: CPU_TORCH)
+    found = cpu_plan(tmp_path / "build", MAX_JOBS="1", CMAKE_BUILD_TYPE="RelWithDebInfo")
+    path = found.write()
+    before = stamp(path)
+    for name, value in {
+        "MAX_JOBS": "lots",  # resolve: "MAX_JOBS=lots is not ..."
+        "VLLM_CPU_ISA": "sse",
+        "CMAKE_BUILD_TYPE": "Debug",
+        "CMAKE_ARGS": "-DX='a",  # resolve: "can't be split into arguments"
+        "VLLM_USE_PRECOMPILED": "1",
+        "CMAKE_BUILD_PARALLEL_LEVEL": "",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for hook in ("prepare_metadata_for_build_editable", "build_editable"):
+        applied, settings = backend._settings(hook, {plan.CONFIG_KEY: str(path)})
+        assert applied == found
+        assert settings["cmake.build-type"] == "RelWithDebInfo"
+        assert settings["cmake.define.VLLM_CPU_ISA"] == "auto"
+        assert settings["cmake.define.VLLM_PLAN_FILE"] == str(path)
+        assert backend.os.environ["CMAKE_BUILD_PARALLEL_LEVEL"] == "1"
+    assert stamp(path) == before  # loaded, not written
+    # By hand the same environment is resolved, and its first bad variable is the one line.
+    with pytest.raises(DevkitError, match="^VLLM_CPU_ISA='sse' is not one of"):
+        backend._settings("build_editable", {})
+
+
+def test_a_missing_or_stale_plan_is_one_line_naming_the_fix(tmp_path, monkeypatch):
+    missing = tmp_path / "build" / "plan.json"
+    with pytest.raises(DevkitError, match=f"can't read the build plan {missing} .*; rerun the "):
+        backend._settings("build_editable", {plan.CONFIG_KEY: str(missing)})
+    path = cpu_plan(tmp_path / "build").write()
+    monkeypatch.setattr(targets, "read_torch_info", lambda: TorchInfo(CUDA_PIN, "13.0", None))
+    with pytest.raises(
+        DevkitError, match=rf"^the build plan .* is for torch .* has {CUDA_PIN}; rerun"
+    ):
+        backend._settings("build_editable", {plan.CONFIG_KEY: str(path)})
+
+
+def test_a_session_build_writes_the_plan_once(tmp_path, monkeypatch):
+    """The trace, session to CMake: the session writes plan.json once (backend_env), the
+    backend's hooks load it, and CMake is handed that file, unchanged."""
+    monkeypatch.setattr(targets, "read_torch_info", lambda: CPU_TORCH)
+    monkeypatch.delenv("CMAKE_ARGS", raising=False)
+    found = cpu_plan(tmp_path / "build")
+    setup = pipeline.Setup(
+        targets.get_target("cpu"), tmp_path, Path(found.python), CPU_TORCH, [], Options(), found
+    )
+    assert not found.plan_file.exists()
+    environ, settings = pipeline.backend_env(setup)  # the session's one write
+    written = stamp(found.plan_file)
+    assert settings == ["-C", f"{plan.CONFIG_KEY}={found.plan_file}"]
+    assert environ == found.compile_environ(uv.uv_env())  # the one derivation
+    monkeypatch.setattr(os, "environ", dict(environ))  # the backend runs in it
+    config = dict([settings[1].split("=", 1)])
+    for hook in ("prepare_metadata_for_build_editable", "build_editable"):
+        _, ours = backend._settings(hook, config)
+        assert ours["cmake.define.VLLM_PLAN_FILE"] == str(found.plan_file)
+    assert stamp(found.plan_file) == written
+
+
+def test_by_hand_only_the_build_hooks_write_the_plan_and_under_the_lock(tmp_path, monkeypatch):
+    monkeypatch.delenv("CMAKE_ARGS", raising=False)
+    found = cpu_plan(tmp_path / "build")
+    with backend._by_hand_build("prepare_metadata_for_build_editable", found, {}):
+        pass  # the metadata hook needs the plan, not its file
+    with backend._by_hand_build("build_editable", found, {plan.CONFIG_KEY: "given"}):
+        pass  # a session's build: the session wrote it
+    assert not found.plan_file.exists()
+    with backend._by_hand_build("build_editable", found, {}):
+        assert plan.load(found.plan_file) == found
+        assert (found.build_dir / "build.lock").is_file()

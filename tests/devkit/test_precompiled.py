@@ -24,6 +24,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import CPU_PIN, CUDA_PIN
 from test_sessions import abort_line, nox
 
 from devkit import DevkitError
@@ -32,10 +33,10 @@ from devkit.build.smoke import EXPECTED_OPS
 from devkit.toolchains import cuda, targets
 
 CPU = targets.get_target("cpu")
-TORCH = targets.TorchInfo("2.13.0+cpu", None, None, "abc")
+TORCH = targets.TorchInfo(CPU_PIN, None, None, "abc")
 INFO = {
     "target": "cpu",
-    "torch_version": "2.13.0+cpu",
+    "torch_version": CPU_PIN,
     "cuda_version": None,
     "hip_version": None,
     "cpu_isa": "avx2",
@@ -130,8 +131,8 @@ def test_every_mismatch_is_listed_with_its_fix():
     info = {**INFO, "torch_version": "2.12.0+cpu", "cpu_isa": "avx512", "python_abi": "cp310"}
     problems = wheelcheck.check_compat(info, CPU, TORCH, {"avx2", "fma"}, python=(3, 11))
     assert problems == [
-        "built against torch 2.12.0+cpu, the venv has torch 2.13.0+cpu: install "
-        "torch==2.12.0+cpu, or take a wheel built against 2.13.0+cpu",
+        f"built against torch 2.12.0+cpu, the venv has torch {CPU_PIN}: install "
+        f"torch==2.12.0+cpu, or take a wheel built against {CPU_PIN}",
         "built for avx512, which this CPU lacks (avx512bw, avx512dq, avx512f, avx512vl): take "
         "a wheel built with VLLM_CPU_ISA=avx2 or default, or build it here (nox -s build-cpu)",
         "built for Python ABI cp310, this venv is cp311: take an abi3 wheel",
@@ -142,7 +143,7 @@ STABLE_INFO = {**INFO, "torch_abi": "stable", "torch_floor": "2.10", "cuda_major
 
 
 def test_a_stable_abi_wheel_fits_any_torch_from_its_floor():
-    for version, cuda_version in (("2.13.0+cpu", None), ("2.14.1", "13.0"), ("2.10.0", None)):
+    for version, cuda_version in ((CPU_PIN, None), (CUDA_PIN, "13.0"), ("2.10.0", None)):
         torch = targets.TorchInfo(version, cuda_version, None)
         assert wheelcheck.check_compat(STABLE_INFO, CPU, torch, AVX512) == [], version
 
@@ -150,18 +151,18 @@ def test_a_stable_abi_wheel_fits_any_torch_from_its_floor():
 def test_a_stable_abi_wheel_refuses_a_torch_below_its_floor_in_one_line():
     torch = targets.TorchInfo("2.9.1+cpu", None, None)
     assert wheelcheck.check_compat(STABLE_INFO, CPU, torch, AVX512) == [
-        "built on torch's stable ABI for torch>=2.10 (against 2.13.0+cpu), the venv has "
+        f"built on torch's stable ABI for torch>=2.10 (against {CPU_PIN}), the venv has "
         "torch 2.9.1+cpu: install torch>=2.10"
     ]
 
 
 def test_a_stable_abi_cuda_wheel_binds_the_cuda_major_only():
     cuda_row = targets.get_target("cuda")
-    info = {**STABLE_INFO, "target": "cuda", "torch_version": "2.14.1", "cuda_version": "13.0"}
+    info = {**STABLE_INFO, "target": "cuda", "torch_version": CUDA_PIN, "cuda_version": "13.0"}
     info["cuda_major"], info["cpu_isa"] = 13, None
     same_major = targets.TorchInfo("2.15.0", "13.2", None)
     assert wheelcheck.check_compat(info, cuda_row, same_major, AVX512) == []
-    other_major = targets.TorchInfo("2.14.1", "12.8", None)
+    other_major = targets.TorchInfo(CUDA_PIN, "12.8", None)
     assert wheelcheck.check_compat(info, cuda_row, other_major, AVX512) == [
         "built for CUDA 13 (13.0), the venv's torch has CUDA 12.8: install a torch for CUDA 13"
     ]
@@ -169,8 +170,8 @@ def test_a_stable_abi_cuda_wheel_binds_the_cuda_major_only():
 
 def test_target_cuda_version_and_unknown_isa():
     cuda = targets.get_target("cuda")
-    torch = targets.TorchInfo("2.14.1", "12.8", None)
-    info = {**INFO, "target": "cuda", "torch_version": "2.14.1", "cuda_version": "13.0"}
+    torch = targets.TorchInfo(CUDA_PIN, "12.8", None)
+    info = {**INFO, "target": "cuda", "torch_version": CUDA_PIN, "cuda_version": "13.0"}
     info["cpu_isa"] = "avx10"
     problems = wheelcheck.check_compat(info, cuda, torch, AVX512)
     assert problems == [

@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import ROCM_HIP, ROCM_PIN
 
 from devkit import DevkitError
 from devkit.toolchains import rocm
@@ -93,7 +94,6 @@ def test_cmake_defines_name_the_hipified_tree_rocm_and_one_arch(tmp_path):
         "CMAKE_HIP_COMPILER_ROCM_ROOT": str(home),
         "CMAKE_HIP_ARCHITECTURES": "gfx942",
         "GPU_TARGETS": "gfx942",
-        "VLLM_BUILD_INFO_GPU_ARCH": "gfx942",
     }  # no ROCm clang++: CMake asks hipconfig
     clang = home / "lib" / "llvm" / "bin" / "clang++"
     clang.parent.mkdir(parents=True)
@@ -124,19 +124,19 @@ def test_prepare_build_hipifies_only_when_something_changed(tmp_path, monkeypatc
     source = tmp_path / "csrc"
     source.mkdir()
     (source / "a.cu").write_text("cudaStream_t s;")
-    found = rocm.find_rocm("gfx90a", {"ROCM_PATH": str(fake_rocm(tmp_path / "rocm"))})
     build = tmp_path / "build"
+    hipified = build / "hipified"
 
-    defines = rocm.prepare_build(found, source, build)
-    assert defines["VLLM_HIPIFIED_DIR"] == str(build.resolve() / "hipified")
+    assert rocm.prepare_build(source, hipified) == hipified
     assert (build / "hipified" / "a.hip").read_text() == "hipStream_t s;"
-    rocm.prepare_build(found, source, build)
+    assert (build / "hipified.stamp").is_file()
+    rocm.prepare_build(source, hipified)
     assert len(calls) == 1  # nothing changed: hipify (and its torch import) skipped
     (source / "a.cu").write_text("cudaEvent_t e;")
-    rocm.prepare_build(found, source, build)
+    rocm.prepare_build(source, hipified)
     assert len(calls) == 2 and (build / "hipified" / "a.hip").read_text() == "hipEvent_t e;"
     (build / "hipified" / "a.hip").unlink()  # a damaged output is made again
-    rocm.prepare_build(found, source, build)
+    rocm.prepare_build(source, hipified)
     assert len(calls) == 3 and (build / "hipified" / "a.hip").is_file()
 
 
@@ -204,22 +204,27 @@ def test_backend_passes_the_rocm_build_to_cmake(tmp_path, monkeypatch):
         "CMAKE_BUILD_PARALLEL_LEVEL": "",
     }.items():
         monkeypatch.setenv(name, value)
-    rocm_torch = targets.TorchInfo("2.9.1+rocm6.4", None, "6.4.43482")
+    rocm_torch = targets.TorchInfo(ROCM_PIN, None, ROCM_HIP)
     monkeypatch.setattr(targets, "read_torch_info", lambda: rocm_torch)
     hipified = []
     monkeypatch.setattr(rocm, "hipify", lambda src, out: hipified.append((src, out)) or [])
 
-    _, settings = backend._settings("build_editable", {})
+    built, settings = backend._settings("build_editable", {})
     build_root = tmp_path / "build" / layout.checkout_key(ROOT)  # a shared root's subdirectory
-    build_dir = build_root / f"rocm-torch2.9.1+rocm6.4-{targets.python_tag()}"
+    build_dir = build_root / f"rocm-torch{ROCM_PIN}-{targets.python_tag()}"
     assert settings["build-dir"] == str(build_dir)
     assert hipified == [(ROOT / "csrc", build_dir.resolve() / "hipified")]
     define = {k.removeprefix("cmake.define."): v for k, v in settings.items()}
     assert define["VLLM_TARGET_DEVICE"] == "rocm"
     assert define["VLLM_HIPIFIED_DIR"] == str(build_dir.resolve() / "hipified")
-    assert define["CMAKE_HIP_ARCHITECTURES"] == define["VLLM_BUILD_INFO_GPU_ARCH"] == "gfx950"
-    assert define["VLLM_BUILD_INFO_HIP_VERSION"] == "6.4.43482"
+    assert define["CMAKE_HIP_ARCHITECTURES"] == "gfx950"
     assert define["ROCM_PATH"] == str(home)
+    # CMake reads the build info from the plan file (VLLM_PLAN_FILE).
+    assert Path(define["VLLM_PLAN_FILE"]) == build_dir / "plan.json"
+    assert (built.build_info()["gpu_arch"], built.build_info()["hip_version"]) == (
+        "gfx950",
+        rocm_torch.hip,
+    )
     # Torch's CMake config (LoadHIP.cmake) reads these from the environment.
     assert (backend.os.environ["PYTORCH_ROCM_ARCH"], backend.os.environ["ROCM_PATH"]) == (
         "gfx950",

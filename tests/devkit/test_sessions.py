@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import CPU_PIN, CUDA_PIN
 
 from devkit.build.progress import ninja_outputs
 from devkit.build.smoke import EXPECTED_OPS
@@ -144,7 +145,7 @@ def test_build_cpu_is_incremental_and_makes_a_cpu_wheel(tmp_path):
     info = json.loads(archive.read("vllm/_build_info.json"))
     assert (info["target"], info["torch_version"], info["python_abi"]) == (
         "cpu",
-        "2.13.0+cpu",
+        CPU_PIN,
         "abi3",
     )
     assert info["cpu_isa"] in ("avx512", "avx2", "default") and info["gpu_arch"] is None
@@ -186,7 +187,7 @@ def test_build_cuda_with_an_older_nvcc_first_on_path(tmp_path):
         copy, "-s", "build-cuda", "--", "--arch", "9.0", PATH=path, CUDA_HOME="", CUDA_PATH=""
     )
     assert abort_line(result) == (
-        "nvcc 12.8 can't build for torch 2.14.1 (CUDA 13.0): install CUDA 13.x and point "
+        f"nvcc 12.8 can't build for torch {CUDA_PIN} (CUDA 13.0): install CUDA 13.x and point "
         "CUDA_HOME at it, or use a torch built for CUDA 12."
     )
     assert not (copy / ".venv-cuda").exists()

@@ -8,13 +8,14 @@ import socket
 import threading
 
 import pytest
+from conftest import CPU_PIN
 
 from devkit import DevkitError
 from devkit.toolchains import sources
 from devkit.toolchains.targets import TARGETS
 
 CPU = TARGETS["cpu"]
-WHEEL = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+WHEEL = f"torch-{CPU_PIN}-cp311-cp311-manylinux_2_28_x86_64.whl"
 
 
 @pytest.fixture
@@ -94,7 +95,8 @@ def test_find_links_directory_and_file_index(tmp_path, python311):
     index = tmp_path / "simple"
     write(index / "torch" / "index.html", f'<a href="../../files/{WHEEL}#sha256=00">{WHEEL}</a>')
     assert sources.holds_pin(index.as_uri(), CPU)
-    write(tmp_path / "other" / "torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl", "")
+    cuda_build = f"torch-{CPU.torch_version}-cp311-cp311-manylinux_2_28_x86_64.whl"
+    write(tmp_path / "other" / cuda_build, "")
     assert not sources.holds_pin(str(tmp_path / "other"), CPU)  # the CUDA build, not the pin
     assert not sources.holds_pin(str(tmp_path / "missing"), CPU)
 
@@ -145,7 +147,7 @@ def test_unreachable_index_falls_back_to_a_mirror_holding_the_pin(tmp_path, pyth
     assert chosen.torch_index is None
     assert "--index" in chosen.uv_args()  # the mirrors are still handed over
     assert chosen.note == (
-        f"{CPU.torch_index} unreachable; torch==2.13.0+cpu from your pip mirror {links}"
+        f"{CPU.torch_index} unreachable; {CPU.torch_spec} from your pip mirror {links}"
     )
 
 
@@ -154,7 +156,7 @@ def test_unreachable_index_without_mirror_names_the_override(tmp_path):
     with pytest.raises(DevkitError) as err:
         sources.choose_torch_sources(CPU, pip, {}, is_reachable=lambda url: False)
     assert str(err.value) == (
-        f"{CPU.torch_index} can't be reached and no pip mirror holds torch==2.13.0+cpu; "
+        f"{CPU.torch_index} can't be reached and no pip mirror holds {CPU.torch_spec}; "
         "set VLLM_TORCH_INDEX_URL to an index that has it (or add its wheel to PIP_FIND_LINKS)"
     )
 
@@ -217,9 +219,9 @@ def test_offline_or_complete_venvs_probe_no_index():
     chosen = sources.choose_torch_sources(CPU, sources.PipSources(), environ)
     assert chosen.torch_index == url
     assert chosen.note == (
-        "torch==2.13.0+cpu: UV_OFFLINE: uv installs from its cache; no index contacted"
+        f"{CPU.torch_spec}: UV_OFFLINE: uv installs from its cache; no index contacted"
     )
     environ = {"VLLM_TORCH_INDEX_URL": url}
     chosen = sources.choose_torch_sources(CPU, sources.PipSources(), environ, probe=False)
-    assert chosen.note == "torch==2.13.0+cpu: already in the venv; no index contacted"
+    assert chosen.note == f"{CPU.torch_spec}: already in the venv; no index contacted"
     assert chosen.torch_index is None  # later installs take the mirrors, never a dead index

@@ -1,6 +1,9 @@
 """The target table, torch flavour checks and target resolution."""
 
+import re
+
 import pytest
+from conftest import CPU_PIN, CPU_TORCH, CUDA_PIN, ROCM_PIN
 
 from devkit import DevkitError
 from devkit.build.metadata import requirement_lines
@@ -12,7 +15,7 @@ CPU = targets.TARGETS["cpu"]
 
 
 def test_cpu_row():
-    assert CPU.torch_spec == "torch==2.13.0+cpu"
+    assert CPU.torch_spec == f"torch=={CPU.torch_version}+cpu"
     assert CPU.torch_index == "https://download.pytorch.org/whl/cpu"
     assert CPU.index_strategy == "unsafe-best-match"
     assert CPU.version_suffix == "cpu"
@@ -24,29 +27,43 @@ def test_every_row_matches_its_requirements_file():
         assert any(line.startswith(target.torch_spec) for line in lines), target.name
 
 
+@pytest.mark.parametrize("name", ["cpu", "cuda", "rocm"])
+def test_no_test_names_a_torch_pin_as_a_literal(name):
+    """Tests read the pins from the table (conftest.CPU_PIN, CUDA_PIN, ROCM_PIN): one edit."""
+    target = targets.get_target(name)
+    pin = re.compile(re.escape(target.torch_spec.removeprefix("torch==")) + r"\b")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pin.search(line)
+    ]
+    assert found == [], f"the {name} torch pin written out; use conftest.{name.upper()}_PIN"
+
+
 def test_unknown_target():
     with pytest.raises(DevkitError, match="unknown target 'tpu'; known targets: cpu"):
         targets.get_target("tpu")
 
 
 def test_check_torch_accepts_the_pin():
-    targets.check_torch(CPU, targets.TorchInfo("2.13.0+cpu", None, None))
+    targets.check_torch(CPU, CPU_TORCH)
 
 
 def test_check_torch_refuses_another_flavour():
-    with pytest.raises(DevkitError, match=r"torch 2\.13\.0 is a cuda build, but the cpu target"):
-        targets.check_torch(CPU, targets.TorchInfo("2.13.0", "13.0", None))
+    with pytest.raises(DevkitError, match=r"torch 2\.12\.0 is a cuda build, but the cpu target"):
+        targets.check_torch(CPU, targets.TorchInfo("2.12.0", "13.0", None))
 
 
 def test_check_torch_refuses_another_version():
-    with pytest.raises(DevkitError, match=r"pins torch==2\.13\.0\+cpu"):
+    with pytest.raises(DevkitError, match=re.escape(f"pins {CPU.torch_spec}")):
         targets.check_torch(CPU, targets.TorchInfo("2.12.1+cpu", None, None))
 
 
 def test_auto_follows_the_flavour():
-    assert targets.resolve_target_name("auto", targets.TorchInfo("2.13.0+cpu", None, None)) == "cpu"
-    assert targets.resolve_target_name("auto", targets.TorchInfo("2.14.1", "13.0", None)) == "cuda"
-    assert targets.resolve_target_name("auto", targets.TorchInfo("2.9.1", None, "6.4")) == "rocm"
+    assert targets.resolve_target_name("auto", CPU_TORCH) == "cpu"
+    assert targets.resolve_target_name("auto", targets.TorchInfo(CUDA_PIN, "13.0", None)) == "cuda"
+    assert targets.resolve_target_name("auto", targets.TorchInfo("2.10.0", None, "7.1")) == "rocm"
     assert targets.resolve_target_name("cpu", None) == "cpu"
     with pytest.raises(DevkitError, match="set VLLM_TARGET_DEVICE=cpu"):
         targets.resolve_target_name("auto", None)
@@ -58,12 +75,12 @@ def test_read_torch_info_without_importing(tmp_path, monkeypatch):
     # Importing this package would fail: only version.py may be read.
     (package / "__init__.py").write_text("raise ImportError('must not be imported')\n")
     (package / "version.py").write_text(
-        "from typing import Optional\n__version__ = '2.14.1+cu130'\n"
+        f"from typing import Optional\n__version__ = '{CUDA_PIN}+cu130'\n"
         "cuda: Optional[str] = '13.0'\nhip: Optional[str] = None\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     info = targets.read_torch_info()
-    assert info == targets.TorchInfo("2.14.1+cu130", "13.0", None)
+    assert info == targets.TorchInfo(f"{CUDA_PIN}+cu130", "13.0", None)
     assert info.flavour == "cuda"
 
 
@@ -71,17 +88,17 @@ def test_build_dir_is_per_target_torch_and_python(monkeypatch, tmp_path):
     tag = targets.python_tag()
     # The CPU binary is on the stable ABI: one build dir for every torch from its floor.
     expected = ROOT / "build" / f"cpu-torch2.10abi-{tag}"
-    assert targets.build_dir("cpu", "2.13.0+cpu") == expected
-    assert targets.build_dir("cpu", "2.14.1") == expected
-    assert targets.build_dir("cpu", "2.14.1", "cpu-torch2.14.1") == ROOT / "build" / (
-        f"cpu-torch2.10abi-{tag}-cpu-torch2.14.1"
+    assert targets.build_dir("cpu", CPU_PIN) == expected
+    assert targets.build_dir("cpu", CUDA_PIN) == expected
+    assert targets.build_dir("cpu", CUDA_PIN, f"cpu-torch{CUDA_PIN}") == ROOT / "build" / (
+        f"cpu-torch2.10abi-{tag}-cpu-torch{CUDA_PIN}"
     )
     monkeypatch.setenv("VLLM_BUILD_DIR", str(tmp_path))
     # A build root outside the checkout is shared: this checkout gets a subdirectory.
     key = layout.checkout_key(ROOT)
-    assert targets.build_dir("cuda", "2.14.1") == tmp_path / key / f"cuda-torch2.10abi-{tag}"
-    rocm_dir = f"rocm-torch2.9.1+rocm6.4-{tag}"
-    assert targets.build_dir("rocm", "2.9.1+rocm6.4") == tmp_path / key / rocm_dir
+    assert targets.build_dir("cuda", CUDA_PIN) == tmp_path / key / f"cuda-torch2.10abi-{tag}"
+    rocm_dir = f"rocm-torch{ROCM_PIN}-{tag}"
+    assert targets.build_dir("rocm", ROCM_PIN) == tmp_path / key / rocm_dir
 
 
 def test_stable_abi_targets_require_their_floor():

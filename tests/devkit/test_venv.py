@@ -158,10 +158,10 @@ def test_activate_finds_the_renamed_venv(tmp_path, base):
 
 def test_missing_library_files_are_found(tmp_path):
     site = tmp_path / "lib" / "python3.11" / "site-packages"
-    (site / "torch-2.13.0.dist-info").mkdir(parents=True)
+    (site / "torch-2.12.0.dist-info").mkdir(parents=True)
     (site / "torch" / "lib").mkdir(parents=True)
     (site / "torch" / "lib" / "libc10.so").write_text("")
-    (site / "torch-2.13.0.dist-info" / "RECORD").write_text(
+    (site / "torch-2.12.0.dist-info" / "RECORD").write_text(
         "torch/lib/libc10.so,sha256=x,1\ntorch/lib/libtorch_cpu.so,sha256=y,2\ntorch/a.py,,\n"
     )
     assert venv.missing_files(tmp_path, "torch") == ["torch/lib/libtorch_cpu.so"]

@@ -80,14 +80,13 @@ def kv_cache_factory_flashinfer():
 # tests/kernels`; CONTRIBUTING.md, "Test tiers"). The GPU session runs them all.
 BIG = {"num_tokens": 2048}  # a case with this many tokens or more is big
 KEPT: dict[str, dict[str, tuple[object, ...]]] = {
-    # A tail past the vector width, and an output streamed in every dtype.
+    # A tail past the vector width, and an output streamed in every dtype (both
+    # layer classes of test_rms_norm).
     "test_rms_norm": {"hidden_size": (5125,)},
-    "test_gemma_rms_norm": {"hidden_size": (5125,)},
     "test_rms_norm_weightless": {"hidden_size": (5125,)},
     # The gated kernel streams (activation on the first half, then on the second);
     # the elementwise ones and swigluoai's don't, so their big cases add no path.
-    "test_act_and_mul": {"d": (13824,), "activation": ("silu", "mul_and_silu")},
-    "test_activation": {"d": ()},
+    "test_activation": {"d": (13824,), "activation": ("silu", "mul_and_silu")},
 }
 
 

@@ -17,16 +17,7 @@ import pytest
 import torch
 
 from vllm import _custom_ops as ops
-from vllm.model_executor.layers.activation import (
-    FastGELU,
-    FatreluAndMul,
-    GeluAndMul,
-    MulAndSilu,
-    NewGELU,
-    QuickGELU,
-    SiluAndMul,
-    SwigluOAIAndMul,
-)
+from vllm.model_executor.layers import activation as layers
 from vllm.model_executor.layers.custom_op import CustomOp
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
@@ -42,14 +33,24 @@ RTOL = {torch.float16: 1e-3, torch.bfloat16: 1.6e-2, torch.float32: 1.3e-6}
 
 def make_layer(activation: str) -> CustomOp:
     return {
-        "silu": lambda: SiluAndMul(compile_native=False),
-        "mul_and_silu": MulAndSilu,
-        "gelu": lambda: GeluAndMul(approximate="none"),
-        "gelu_tanh": lambda: GeluAndMul(approximate="tanh"),
-        "fatrelu": lambda: FatreluAndMul(FATRELU_THRESHOLD),
-        "swigluoai": SwigluOAIAndMul,
+        "silu": lambda: layers.SiluAndMul(compile_native=False),
+        "mul_and_silu": layers.MulAndSilu,
+        "gelu": lambda: layers.GeluAndMul(approximate="none"),
+        "gelu_tanh": lambda: layers.GeluAndMul(approximate="tanh"),
+        "fatrelu": lambda: layers.FatreluAndMul(FATRELU_THRESHOLD),
+        "swigluoai": layers.SwigluOAIAndMul,
+        **ELEMENTWISE,
     }[activation]()
 
+
+# The elementwise activations: the result is as wide as the input (the gated
+# ones' is half as wide), and the op is named as the activation.
+ELEMENTWISE = {
+    "gelu_new": layers.NewGELU,
+    "gelu_fast": layers.FastGELU,
+    "gelu_quick": layers.QuickGELU,
+}
+ALL = [*ACTIVATIONS, *ELEMENTWISE]
 
 OPS = {
     "silu": ops.silu_and_mul,
@@ -58,7 +59,13 @@ OPS = {
     "gelu_tanh": ops.gelu_tanh_and_mul,
     "fatrelu": lambda out, x: ops.fatrelu_and_mul(out, x, FATRELU_THRESHOLD),
     "swigluoai": ops.swigluoai_and_mul,
+    **{name: getattr(ops, name) for name in ELEMENTWISE},
 }
+
+
+def result_cols(activation: str, cols: int) -> int:
+    """The width of the result of an input `cols` wide."""
+    return cols if activation in ELEMENTWISE else cols // 2
 
 
 def assert_matches_native(activation: str, out: torch.Tensor, ref: torch.Tensor) -> None:
@@ -70,15 +77,18 @@ def assert_matches_native(activation: str, out: torch.Tensor, ref: torch.Tensor)
         torch.testing.assert_close(out, ref, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("activation", ALL)
 @pytest.mark.parametrize("num_tokens", NUM_TOKENS)
 @pytest.mark.parametrize("d", D)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_act_and_mul(
+def test_activation(
     activation: str, num_tokens: int, d: int, dtype: torch.dtype, device: torch.device
 ) -> None:
+    """The layer's kernel path against its forward_native: a gated layer maps
+    [num_tokens, 2 * d] to [num_tokens, d], an elementwise one keeps the shape."""
     layer = make_layer(activation)
-    x = torch.randn(num_tokens, 2 * d, dtype=dtype, device=device)
+    cols = d if activation in ELEMENTWISE else 2 * d
+    x = torch.randn(num_tokens, cols, dtype=dtype, device=device)
     x_before = x.clone()
     out = layer(x)
     ref = layer.forward_native(x)
@@ -130,7 +140,7 @@ def test_act_and_mul_every_16_bit_input_cpu(activation: str, dtype: torch.dtype)
     torch.testing.assert_close(out, ref, atol=0, rtol=0, equal_nan=True)
 
 
-@pytest.mark.parametrize("activation", [*ACTIVATIONS, *["gelu_new", "gelu_fast", "gelu_quick"]])
+@pytest.mark.parametrize("activation", ALL)
 def test_float32_contract_over_the_range(activation: str, device: torch.device) -> None:
     """The float32 contract where our exp/erf/tanh replace torch's: within
     vLLM's default tolerance of forward_native over the whole range, out to
@@ -139,13 +149,12 @@ def test_float32_contract_over_the_range(activation: str, device: torch.device) 
     special = [math.inf, -math.inf, math.nan, 0.0, -0.0, 1e-30, -1e-30, 88.7, -88.7, 104.0]
     sweep = torch.linspace(-60.0, 60.0, 4093).tolist() + special * 3
     operand = torch.tensor(sweep, dtype=torch.float32, device=device)
+    layer = make_layer(activation)
     if activation in ELEMENTWISE:
-        layer = ELEMENTWISE[activation]()
         x = operand.reshape(1, -1)
         out = torch.empty_like(x)
-        getattr(ops, activation)(out, x)
+        OPS[activation](out, x)
     else:
-        layer = make_layer(activation)
         other = torch.randn_like(operand)
         if activation == "swigluoai":
             x = torch.stack([operand, other], dim=-1).reshape(1, -1)
@@ -189,29 +198,6 @@ def test_native_matches_formula(activation: str) -> None:
     torch.testing.assert_close(make_layer(activation).forward_native(x), expected)
 
 
-ELEMENTWISE = {"gelu_new": NewGELU, "gelu_fast": FastGELU, "gelu_quick": QuickGELU}
-
-
-@pytest.mark.parametrize("activation", list(ELEMENTWISE))
-@pytest.mark.parametrize("num_tokens", NUM_TOKENS)
-@pytest.mark.parametrize("d", D)
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_activation(
-    activation: str, num_tokens: int, d: int, dtype: torch.dtype, device: torch.device
-) -> None:
-    """Bit-exact in bfloat16 and float16; float32 within vLLM's tolerance
-    (torch's float32 tanh is MKL's, not at::vec's)."""
-    layer = ELEMENTWISE[activation]()
-    x = torch.randn(num_tokens, d, dtype=dtype, device=device)
-    out = layer(x)
-    ref = layer.forward_native(x)
-    assert out.shape == x.shape and out.dtype == dtype
-    if dtype == torch.float32:
-        torch.testing.assert_close(out, ref, atol=ATOL[dtype], rtol=RTOL[dtype])
-    else:
-        torch.testing.assert_close(out, ref, atol=0, rtol=0)
-
-
 @pytest.mark.parametrize("activation", list(ELEMENTWISE))
 def test_elementwise_native_matches_formula(activation: str) -> None:
     x = torch.randn(64, 40, dtype=torch.float64) * 4
@@ -221,22 +207,7 @@ def test_elementwise_native_matches_formula(activation: str) -> None:
         expected = 0.5 * x * (1 + torch.tanh(0.7978845608 * x * (1 + 0.044715 * x * x)))
     else:
         expected = x / (1 + torch.exp(-1.702 * x))
-    torch.testing.assert_close(ELEMENTWISE[activation]().forward_native(x), expected)
-
-
-@pytest.mark.parametrize("activation", list(ELEMENTWISE))
-class TestElementwiseBadInputs:
-    def test_shape_mismatch(self, activation: str, device: torch.device) -> None:
-        x = torch.randn(4, 16, device=device)
-        with pytest.raises(RuntimeError, match="result"):
-            getattr(ops, activation)(torch.empty(4, 8, device=device), x)
-
-    def test_dtype(self, activation: str, device: torch.device) -> None:
-        x = torch.randn(4, 16, device=device)
-        with pytest.raises(RuntimeError, match="result"):
-            getattr(ops, activation)(x.half(), x)
-        with pytest.raises(RuntimeError, match="input"):
-            getattr(ops, activation)(x.double(), x.double())
+    torch.testing.assert_close(make_layer(activation).forward_native(x), expected)
 
 
 def test_swigluoai_rejects_nan_parameters(device: torch.device) -> None:
@@ -250,40 +221,42 @@ def test_swigluoai_rejects_nan_parameters(device: torch.device) -> None:
 
 def test_gelu_rejects_unknown_approximation() -> None:
     with pytest.raises(ValueError, match="approximate|approximation"):
-        GeluAndMul(approximate="fast")
+        layers.GeluAndMul(approximate="fast")
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_gated_odd_last_dim(activation: str, device: torch.device) -> None:
+    x = torch.randn(4, 7, device=device)
+    out = torch.empty(4, 3, device=device)
+    with pytest.raises(RuntimeError, match="input"):
+        OPS[activation](out, x)
+
+
+@pytest.mark.parametrize("activation", ALL)
 class TestBadInputs:
     """The kernels check their arguments and name the one at fault."""
 
-    def test_odd_last_dim(self, activation: str, device: torch.device) -> None:
-        x = torch.randn(4, 7, device=device)
-        out = torch.empty(4, 3, device=device)
-        with pytest.raises(RuntimeError, match="input"):
-            OPS[activation](out, x)
-
     def test_dtype_mismatch(self, activation: str, device: torch.device) -> None:
         x = torch.randn(4, 16, dtype=torch.float32, device=device)
-        out = torch.empty(4, 8, dtype=torch.float16, device=device)
+        out = torch.empty(4, result_cols(activation, 16), dtype=torch.float16, device=device)
         with pytest.raises(RuntimeError, match="result"):
             OPS[activation](out, x)
 
     def test_unsupported_dtype(self, activation: str, device: torch.device) -> None:
         x = torch.randn(4, 16, dtype=torch.float64, device=device)
-        out = torch.empty(4, 8, dtype=torch.float64, device=device)
+        out = torch.empty(4, result_cols(activation, 16), dtype=torch.float64, device=device)
         with pytest.raises(RuntimeError, match="input"):
             OPS[activation](out, x)
 
     def test_last_dim_mismatch(self, activation: str, device: torch.device) -> None:
         x = torch.randn(4, 16, device=device)
-        out = torch.empty(4, 16, device=device)
+        out = torch.empty(4, result_cols(activation, 16) // 2, device=device)
         with pytest.raises(RuntimeError, match="result"):
             OPS[activation](out, x)
 
     def test_token_count_mismatch(self, activation: str, device: torch.device) -> None:
         x = torch.randn(4, 16, device=device)
-        out = torch.empty(5, 8, device=device)
+        out = torch.empty(5, result_cols(activation, 16), device=device)
         with pytest.raises(RuntimeError, match="result"):
             OPS[activation](out, x)
 
@@ -291,7 +264,7 @@ class TestBadInputs:
         if device.type == "cpu":
             pytest.skip("a device mismatch needs a second device: run with --device cuda")
         x = torch.randn(4, 16, device=device)
-        out = torch.empty(4, 8)
+        out = torch.empty(4, result_cols(activation, 16))
         with pytest.raises(RuntimeError, match="result"):
             OPS[activation](out, x)
 
@@ -305,50 +278,34 @@ def _overlapping(rows: int, cols: int, out_cols: int, offset: int, device: torch
     )
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("activation", ALL)
 class TestAliasedResult:
     """The written result must not alias itself or the input, nor be a leaf
     that requires grad (torch's rules for in-place and out= ops)."""
 
     def test_stride_zero_result(self, activation: str, device: torch.device) -> None:
         x = torch.randn(4, 16, device=device)
-        out = torch.empty(1, 8, device=device).expand(4, 8)
+        out = torch.empty(1, result_cols(activation, 16), device=device).expand(4, -1)
         with pytest.raises(RuntimeError, match="result has elements that share memory"):
             OPS[activation](out, x)
 
     def test_result_overlaps_input(self, activation: str, device: torch.device) -> None:
-        out, x = _overlapping(4, 16, 8, 16, device)
+        out, x = _overlapping(4, 16, result_cols(activation, 16), 16, device)
         with pytest.raises(RuntimeError, match=r"result overlaps input \(partly\)"):
             OPS[activation](out, x)
+        if activation in ELEMENTWISE:
+            with pytest.raises(RuntimeError, match=r"result overlaps input \(the same memory\)"):
+                OPS[activation](x, x)
 
     def test_leaf_requiring_grad(self, activation: str, device: torch.device) -> None:
         x = torch.randn(4, 16, device=device)
-        out = torch.empty(4, 8, device=device, requires_grad=True)
+        cols = result_cols(activation, 16)
+        out = torch.empty(4, cols, device=device, requires_grad=True)
         with pytest.raises(RuntimeError, match="result: a leaf Variable that requires grad"):
             OPS[activation](out, x)
         with pytest.raises(RuntimeError, match="result: a view of a leaf Variable"):
-            OPS[activation](torch.empty(4, 16, device=device, requires_grad=True)[:, :8], x)
+            OPS[activation](
+                torch.empty(4, 2 * cols, device=device, requires_grad=True)[:, :cols], x
+            )
         with torch.no_grad():  # as torch: in place into a leaf is fine without grad
             OPS[activation](out, x)
-
-
-@pytest.mark.parametrize("activation", list(ELEMENTWISE))
-class TestElementwiseAliasedResult:
-    def test_stride_zero_result(self, activation: str, device: torch.device) -> None:
-        x = torch.randn(4, 16, device=device)
-        out = torch.empty(1, 16, device=device).expand(4, 16)
-        with pytest.raises(RuntimeError, match="result has elements that share memory"):
-            getattr(ops, activation)(out, x)
-
-    def test_result_overlaps_input(self, activation: str, device: torch.device) -> None:
-        out, x = _overlapping(4, 16, 16, 16, device)
-        with pytest.raises(RuntimeError, match=r"result overlaps input \(partly\)"):
-            getattr(ops, activation)(out, x)
-        with pytest.raises(RuntimeError, match=r"result overlaps input \(the same memory\)"):
-            getattr(ops, activation)(x, x)
-
-    def test_leaf_requiring_grad(self, activation: str, device: torch.device) -> None:
-        x = torch.randn(4, 16, device=device)
-        out = torch.empty(4, 16, device=device, requires_grad=True)
-        with pytest.raises(RuntimeError, match="result: a leaf Variable that requires grad"):
-            getattr(ops, activation)(out, x)

@@ -36,16 +36,19 @@ def ab(device: torch.device, out: Path, *extra: str) -> tuple[subprocess.Complet
     return result, json.loads(written.read_text())
 
 
+def assert_verdict(result: subprocess.CompletedProcess, data: dict, verdict: str, status: int):
+    """Both cases got `verdict`, and the run exited with `status`, as its JSON says."""
+    verdicts = {r["case"]: r["verdict"] for r in data["results"]}
+    cases = ("rms_norm fp32 4096x4096", "rms_norm bf16 4096x4096")
+    assert verdicts == dict.fromkeys(cases, verdict), result.stdout
+    assert result.returncode == status and data["exit_status"] == status, result.stdout
+
+
 # Minutes each on 2 cores: README's test command leaves them to the nightly workflow.
 @pytest.mark.nightly
 def test_the_same_kernel_is_no_change(device: torch.device, tmp_path: Path) -> None:
     result, data = ab(device, tmp_path)
-    verdicts = {r["case"]: r["verdict"] for r in data["results"]}
-    assert verdicts == {
-        "rms_norm fp32 4096x4096": "no change",
-        "rms_norm bf16 4096x4096": "no change",
-    }, result.stdout
-    assert result.returncode == 0 and data["exit_status"] == 0, result.stdout
+    assert_verdict(result, data, "no change", 0)
     assert data["rounds"] == 10 and data["control"] is True
     assert all(r["control"] is not None for r in data["results"]), "the noise is measured"
     assert "0 slower, 0 faster, 2 no change" in result.stdout
@@ -57,12 +60,7 @@ def test_a_planted_slowdown_is_slower_and_fails_the_gate(
     device: torch.device, tmp_path: Path
 ) -> None:
     result, data = ab(device, tmp_path, "--plant-slowdown", "3")
-    verdicts = {r["case"]: r["verdict"] for r in data["results"]}
-    assert verdicts == {
-        "rms_norm fp32 4096x4096": "slower",
-        "rms_norm bf16 4096x4096": "slower",
-    }, result.stdout
-    assert result.returncode == 1 and data["exit_status"] == 1, result.stdout
+    assert_verdict(result, data, "slower", 1)
     assert "exit status 1: a case is slower" in result.stdout
     assert data["planted"] == 3
 

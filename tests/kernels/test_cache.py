@@ -68,6 +68,46 @@ def unit_scale(device: torch.device) -> torch.Tensor:
     return torch.tensor(1.0, dtype=torch.float32, device=device)
 
 
+def scattered_tokens(
+    num_tokens: int, head_size: int, block_size: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """slot_mapping: num_tokens distinct random slots of NUM_BLOCKS blocks; and
+    a qkv tensor [num_tokens, 3, NUM_HEADS, head_size], whose key and value
+    are strided views, as attention gets them."""
+    slots = random.sample(range(NUM_BLOCKS * block_size), num_tokens)
+    slot_mapping = torch.tensor(slots, dtype=torch.long, device=device)
+    qkv = torch.randn(num_tokens, 3, NUM_HEADS, head_size, dtype=dtype, device=device)
+    return slot_mapping, qkv
+
+
+def check_against_reference(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    kv_cache_dtype: str = "auto",
+    scales: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> None:
+    """reshape_and_cache writes the caches bit for bit as the indexing
+    reference does; for fp8 the reference writes fp8_bits(x / scale) (scales:
+    k_scale and v_scale, default 1)."""
+    k_scale, v_scale = scales or (unit_scale(key.device), unit_scale(key.device))
+    fp8 = kv_cache_dtype != "auto"
+    bits = (lambda t: t.view(torch.uint8)) if fp8 else (lambda t: t)
+    ref_key_cache, ref_value_cache = bits(key_cache).clone(), bits(value_cache).clone()
+    args = (key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale, v_scale)
+    ops.reshape_and_cache(*args)
+    if fp8:
+        key, value = (
+            fp8_bits(key, k_scale, kv_cache_dtype),
+            fp8_bits(value, v_scale, kv_cache_dtype),
+        )
+    reference_reshape_and_cache(key, value, ref_key_cache, ref_value_cache, slot_mapping)
+    assert torch.equal(bits(key_cache), ref_key_cache)
+    assert torch.equal(bits(value_cache), ref_value_cache)
+
+
 @pytest.mark.parametrize("num_tokens", NUM_TOKENS)
 @pytest.mark.parametrize("head_size", HEAD_SIZES)
 @pytest.mark.parametrize("block_size", BLOCK_SIZES)
@@ -81,25 +121,15 @@ def test_reshape_and_cache(
     with_padding: bool,
     device: torch.device,
 ) -> None:
-    slots = random.sample(range(NUM_BLOCKS * block_size), num_tokens)
-    slot_mapping = torch.tensor(slots, dtype=torch.long, device=device)
+    slot_mapping, qkv = scattered_tokens(num_tokens, head_size, block_size, dtype, device)
     if with_padding:
         slot_mapping[::5] = -1  # padding tokens: written nowhere
-    # key and value are strided views into one qkv tensor, as attention gets them.
-    qkv = torch.randn(num_tokens, 3, NUM_HEADS, head_size, dtype=dtype, device=device)
     _, key, value = qkv.unbind(dim=1)
     key_cache, value_cache = make_caches(
         NUM_BLOCKS, NUM_HEADS, head_size, block_size, dtype, device
     )
-    ref_key_cache, ref_value_cache = key_cache.clone(), value_cache.clone()
     qkv_before = qkv.clone()
-
-    scale = unit_scale(device)
-    ops.reshape_and_cache(key, value, key_cache, value_cache, slot_mapping, "auto", scale, scale)
-    reference_reshape_and_cache(key, value, ref_key_cache, ref_value_cache, slot_mapping)
-
-    assert torch.equal(key_cache, ref_key_cache)
-    assert torch.equal(value_cache, ref_value_cache)
+    check_against_reference(key, value, key_cache, value_cache, slot_mapping)
     assert torch.equal(qkv, qkv_before), "key and value are inputs only"
 
 
@@ -114,12 +144,7 @@ def test_reshape_and_cache_fewer_slots_than_tokens(
     value = torch.randn_like(key)
     slot_mapping = torch.tensor([7, -1, 33, 2, 60, 18], device=device)
     key_cache, value_cache = make_caches(4, NUM_HEADS, head_size, block_size, dtype, device)
-    ref_key_cache, ref_value_cache = key_cache.clone(), value_cache.clone()
-    scale = unit_scale(device)
-    ops.reshape_and_cache(key, value, key_cache, value_cache, slot_mapping, "auto", scale, scale)
-    reference_reshape_and_cache(key, value, ref_key_cache, ref_value_cache, slot_mapping)
-    assert torch.equal(key_cache, ref_key_cache)
-    assert torch.equal(value_cache, ref_value_cache)
+    check_against_reference(key, value, key_cache, value_cache, slot_mapping)
 
 
 def last_level_cache_bytes() -> int:
@@ -137,21 +162,6 @@ def last_level_cache_bytes() -> int:
         if level > best_level and number > 0:
             best_level, best = level, number
     return best
-
-
-def check_against_reference(
-    key: torch.Tensor,
-    value: torch.Tensor,
-    key_cache: torch.Tensor,
-    value_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-) -> None:
-    ref_key_cache, ref_value_cache = key_cache.clone(), value_cache.clone()
-    scale = unit_scale(key.device)
-    ops.reshape_and_cache(key, value, key_cache, value_cache, slot_mapping, "auto", scale, scale)
-    reference_reshape_and_cache(key, value, ref_key_cache, ref_value_cache, slot_mapping)
-    assert torch.equal(key_cache, ref_key_cache)
-    assert torch.equal(value_cache, ref_value_cache)
 
 
 @pytest.mark.parametrize("order", ["in order", "shuffled"])
@@ -353,36 +363,23 @@ def test_reshape_and_cache_fp8(
     float8_caches: bool,
     device: torch.device,
 ) -> None:
-    num_tokens = NUM_TOKENS[0]
-    slots = random.sample(range(NUM_BLOCKS * block_size), num_tokens)
-    slot_mapping = torch.tensor(slots, dtype=torch.long, device=device)
+    slot_mapping, qkv = scattered_tokens(NUM_TOKENS[0], head_size, block_size, dtype, device)
     slot_mapping[::7] = -1
-    qkv = torch.randn(num_tokens, 3, NUM_HEADS, head_size, dtype=dtype, device=device)
     _, key, value = qkv.unbind(dim=1)
     # Scales that put the largest values past the format's range: saturation.
     k_scale = (key.abs().amax().float() / 64.0).reshape(())
     v_scale = (value.abs().amax().float() / 64.0).reshape(1)
     cache_dtype = FP8_DTYPES[kv_cache_dtype] if float8_caches else torch.uint8
     key_cache, value_cache = make_fp8_caches(NUM_BLOCKS, head_size, block_size, cache_dtype, device)
-    ref_key_cache = key_cache.view(torch.uint8).clone()
-    ref_value_cache = value_cache.view(torch.uint8).clone()
 
-    args = (key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale, v_scale)
     # (opcheck itself does arithmetic on its arguments, which float8 lacks on CPU.)
     if head_size == FP8_HEAD_SIZES[0] and block_size == BLOCK_SIZES[0] and not float8_caches:
+        args = (key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale, v_scale)
         torch.library.opcheck(torch.ops._C_cache_ops.reshape_and_cache, args)
-    ops.reshape_and_cache(*args)
-
-    n = len(slot_mapping)
-    reference_reshape_and_cache(
-        fp8_bits(key, k_scale, kv_cache_dtype).view(n, NUM_HEADS, head_size),
-        fp8_bits(value, v_scale, kv_cache_dtype).view(n, NUM_HEADS, head_size),
-        ref_key_cache,
-        ref_value_cache,
-        slot_mapping,
+    scales = (k_scale, v_scale)
+    check_against_reference(
+        key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, scales
     )
-    assert torch.equal(key_cache.view(torch.uint8), ref_key_cache)
-    assert torch.equal(value_cache.view(torch.uint8), ref_value_cache)
 
     # And back, as vLLM's test reads an fp8 cache: close to the inputs.
     written = slot_mapping >= 0

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 
 from devkit.foundation import envs  # noqa: E402
-from devkit.toolchains import rocm  # noqa: E402
+from devkit.toolchains import plan, rocm, targets  # noqa: E402
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -61,12 +61,9 @@ def test_prepare_build_hipifies_csrc_for_cmake(tmp_path):
     """What the build backend runs for a ROCm build, with the real hipify."""
     csrc = ROOT / "csrc"
     before = tree_digest(csrc)
-    defines = rocm.prepare_build(fake_rocm(tmp_path / "rocm"), csrc, tmp_path / "build")
+    hipified = rocm.prepare_build(csrc, (tmp_path / "build" / "hipified").resolve())
     assert tree_digest(csrc) == before
-
-    hipified = Path(defines["VLLM_HIPIFIED_DIR"])
     assert hipified == (tmp_path / "build" / "hipified").resolve()
-    assert defines["CMAKE_HIP_ARCHITECTURES"] == defines["VLLM_BUILD_INFO_GPU_ARCH"] == "gfx942"
     # CMakeLists.txt's rocm branch compiles each X.cu as hipified/X.hip ...
     for cu in csrc.glob("*.cu"):
         assert (hipified / f"{cu.stem}.hip").is_file(), cu.name
@@ -155,7 +152,17 @@ def test_cmake_configures_the_rocm_branch(tmp_path):
     clang.chmod(0o755)
     (home / "lib" / "cmake" / "hip-lang").mkdir(parents=True)
     (home / "lib" / "cmake" / "hip-lang" / "hip-lang-config.cmake").write_text(FAKE_HIP_LANG)
-    defines = rocm.prepare_build(fake_rocm(home), ROOT / "csrc", tmp_path / "build")
+    fake_rocm(home)
+    # The plan's defines, as the backend and a preset pass them (the torch it names
+    # feeds the build info only; CMake finds the CPU torch of this interpreter).
+    built = plan.resolve(
+        plan.Request("rocm", arch="gfx942", build_dir=str(tmp_path / "build")),
+        plan.expected_torch(targets.get_target("rocm")),
+        {"ROCM_PATH": str(home), "VLLM_COMPILER_CACHE": "off"},
+    )
+    built.write()
+    rocm.prepare_build(ROOT / "csrc", built.hipified_dir)
+    defines = built.cmake_defines()
     assert defines["CMAKE_HIP_COMPILER"] == str(clang)
 
     args = [f"-D{key}={value}" for key, value in defines.items()]

@@ -15,9 +15,17 @@ HIDDEN_SIZES = [8, 768, 769, 5120, 5125, 8192]
 ATOL = RTOL = 1e-2
 
 
-def make_layer(hidden_size: int, dtype: torch.dtype, device: torch.device) -> RMSNorm:
-    layer = RMSNorm(hidden_size).to(device=device, dtype=dtype)
-    layer.weight.data.normal_(mean=1.0, std=0.1)
+def make_layer(
+    layer_class: type[RMSNorm | GemmaRMSNorm],
+    hidden_size: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> RMSNorm | GemmaRMSNorm:
+    """A layer (eps 1e-6) whose weight is random around its neutral value: 1
+    for RMSNorm's, which multiplies, 0 for Gemma's, an offset from 1."""
+    layer = layer_class(hidden_size, eps=1e-6).to(device=device, dtype=dtype)
+    neutral = 1.0 if layer_class is RMSNorm else 0.0
+    layer.weight.data.normal_(mean=neutral, std=0.1)
     return layer
 
 
@@ -48,6 +56,24 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, atol=ATOL, rtol=RTOL)
 
 
+def assert_layer_matches_native(
+    layer: RMSNorm | GemmaRMSNorm, x: torch.Tensor, residual: torch.Tensor | None
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """layer(x, residual) against its forward_native, computed first (the
+    kernels overwrite x and residual); returns what the layer returned."""
+    ref = layer.forward_native(x, residual)
+    out = layer(x, residual)
+    if residual is None:
+        assert isinstance(out, torch.Tensor) and isinstance(ref, torch.Tensor)
+        assert_close(out, ref)
+    else:
+        assert isinstance(out, tuple) and isinstance(ref, tuple)
+        assert_close(out[0], ref[0])
+        assert_close(out[1], ref[1])
+    return out
+
+
+@pytest.mark.parametrize("layer_class", [RMSNorm, GemmaRMSNorm])
 @pytest.mark.parametrize("num_tokens", NUM_TOKENS)
 @pytest.mark.parametrize("hidden_size", HIDDEN_SIZES)
 @pytest.mark.parametrize("add_residual", [False, True])
@@ -55,6 +81,7 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
 @pytest.mark.parametrize("strided_input", [False, True])
 @torch.no_grad()
 def test_rms_norm(
+    layer_class: type[RMSNorm | GemmaRMSNorm],
     num_tokens: int,
     hidden_size: int,
     add_residual: bool,
@@ -62,7 +89,8 @@ def test_rms_norm(
     strided_input: bool,
     device: torch.device,
 ) -> None:
-    layer = make_layer(hidden_size, dtype, device)
+    """The layer against its forward_native (for GemmaRMSNorm, vLLM's test)."""
+    layer = make_layer(layer_class, hidden_size, dtype, device)
     std = 1 / (2 * hidden_size)
     # A strided input is a slice of a wider tensor: rows further apart.
     width = 2 * hidden_size if strided_input else hidden_size
@@ -71,19 +99,11 @@ def test_rms_norm(
     residual, residual_base = padded_randn(num_tokens, hidden_size, width, std, dtype, device)
     x_before = x.clone()
 
-    if add_residual:
-        # The reference first: the kernels overwrite x and residual.
-        ref = layer.forward_native(x, residual)
-        out = layer(x, residual)
-        assert isinstance(out, tuple) and isinstance(ref, tuple)
-        assert out[0] is x and out[1] is residual, "fused_add_rms_norm works in place"
-        assert_close(out[0], ref[0])
-        assert_close(out[1], ref[1])
-    else:
-        ref, out = layer.forward_native(x), layer(x)
-        assert isinstance(out, torch.Tensor) and isinstance(ref, torch.Tensor)
-        assert_close(out, ref)
+    out = assert_layer_matches_native(layer, x, residual if add_residual else None)
+    if not add_residual:
         assert torch.equal(x, x_before), "rms_norm must not modify its input"
+    elif layer_class is RMSNorm:
+        assert out[0] is x and out[1] is residual, "fused_add_rms_norm works in place"
     for base in (x_base, residual_base):
         assert base[:, hidden_size:].isnan().all(), "wrote past the slice"
 
@@ -124,15 +144,7 @@ def test_rms_norm_weightless(
     assert layer.weight is None and not list(layer.parameters())
     x = torch.randn(num_tokens, hidden_size, dtype=dtype, device=device)
     residual = torch.randn_like(x) if add_residual else None
-    ref = layer.forward_native(x, residual)
-    out = layer(x, residual)
-    if add_residual:
-        assert isinstance(out, tuple) and isinstance(ref, tuple)
-        assert_close(out[0], ref[0])
-        assert_close(out[1], ref[1])
-    else:
-        assert isinstance(out, torch.Tensor) and isinstance(ref, torch.Tensor)
-        assert_close(out, ref)
+    assert_layer_matches_native(layer, x, residual)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -150,39 +162,6 @@ def test_none_weight_equals_ones(dtype: torch.dtype, device: torch.device) -> No
     ops.fused_add_rms_norm(x2, r2, None, 1e-6)
     torch.testing.assert_close(x2, x1, atol=0, rtol=0)
     torch.testing.assert_close(r2, r1, atol=0, rtol=0)
-
-
-@pytest.mark.parametrize("num_tokens", NUM_TOKENS)
-@pytest.mark.parametrize("hidden_size", HIDDEN_SIZES)
-@pytest.mark.parametrize("add_residual", [False, True])
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("strided_input", [False, True])
-@torch.inference_mode()
-def test_gemma_rms_norm(
-    num_tokens: int,
-    hidden_size: int,
-    add_residual: bool,
-    dtype: torch.dtype,
-    strided_input: bool,
-    device: torch.device,
-) -> None:
-    """vLLM's GemmaRMSNorm test: the layer against its forward_native."""
-    layer = GemmaRMSNorm(hidden_size, eps=1e-6).to(dtype=dtype, device=device)
-    layer.weight.data.normal_(mean=0.0, std=0.1)
-    std = 1 / (2 * hidden_size)
-    width = 2 * hidden_size if strided_input else hidden_size
-    x, _ = padded_randn(num_tokens, hidden_size, width, std, dtype, device)
-    if add_residual:
-        residual, _ = padded_randn(num_tokens, hidden_size, width, std, dtype, device)
-        ref = layer.forward_native(x, residual.clone())
-        out = layer(x, residual)
-        assert isinstance(out, tuple) and isinstance(ref, tuple)
-        assert_close(out[0], ref[0])
-        assert_close(out[1], ref[1])
-    else:
-        ref, out = layer.forward_native(x), layer(x)
-        assert isinstance(out, torch.Tensor) and isinstance(ref, torch.Tensor)
-        assert_close(out, ref)
 
 
 @torch.no_grad()

@@ -2,7 +2,8 @@
 
 opcheck checks the schema (which arguments are mutated), the fake
 implementations, and tracing with AOT autograd. Small shapes: the numerics
-are the other files' business.
+are the other files' business. The ops are the op table's (vllm/_op_table.py):
+one added there without a case here fails `test_opcheck`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from vllm import _custom_ops as ops
+from vllm._op_table import OPS
 from vllm.model_executor.layers import GeluAndMul, RMSNorm, RotaryEmbedding, SiluAndMul
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
@@ -21,7 +23,7 @@ NUM_TOKENS, NUM_HEADS, HEAD_SIZE, BLOCK_SIZE = 5, 2, 64, 16
 
 
 def op_cases(dtype: torch.dtype, device: torch.device) -> dict[str, tuple[Any, tuple[Any, ...]]]:
-    """For every op, its OpOverloadPacket and small arguments."""
+    """For every case, its op's OpOverloadPacket and small arguments."""
 
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, dtype=dtype, device=device)
@@ -40,6 +42,7 @@ def op_cases(dtype: torch.dtype, device: torch.device) -> dict[str, tuple[Any, t
     scale = torch.tensor(1.0, device=device)
     kv = key.view(NUM_TOKENS, NUM_HEADS, HEAD_SIZE)
     c, cache = torch.ops._C, torch.ops._C_cache_ops
+    fp8 = torch.empty_like(value_cache, dtype=torch.uint8)
     return {
         "silu_and_mul": (c.silu_and_mul, (act_out, x)),
         "gelu_and_mul": (c.gelu_and_mul, (act_out, x)),
@@ -69,26 +72,15 @@ def op_cases(dtype: torch.dtype, device: torch.device) -> dict[str, tuple[Any, t
             cache.reshape_and_cache,
             (kv, kv.clone(), key_cache, value_cache, slot_mapping, "auto", scale, scale),
         ),
+        "convert_fp8": (cache.convert_fp8, (fp8, value_cache, 1.0, "fp8")),
     }
 
 
-CASES = [
-    "silu_and_mul",
-    "gelu_and_mul",
-    "gelu_tanh_and_mul",
-    "mul_and_silu",
-    "fatrelu_and_mul",
-    "swigluoai_and_mul",
-    "gelu_new",
-    "gelu_fast",
-    "gelu_quick",
-    "rms_norm",
+# One case per op of the table, named after it, and these with an optional argument left out.
+CASES = [op.name for op in OPS] + [
     "rms_norm_no_weight",
-    "fused_add_rms_norm",
     "fused_add_rms_norm_no_weight",
-    "rotary_embedding",
     "rotary_embedding_no_key",
-    "reshape_and_cache",
 ]
 
 
@@ -99,6 +91,19 @@ def test_opcheck(case: str, dtype: torch.dtype, device: torch.device) -> None:
     assert sorted(cases) == sorted(CASES)
     op, args = cases[case]
     torch.library.opcheck(op, args)
+
+
+def test_the_binary_registers_the_table_and_python_wraps_it() -> None:
+    """The built ops are the op table's, no more, and each has its vllm._custom_ops wrapper."""
+    libraries = {op.library for op in OPS}
+    registered = {
+        name.partition(".")[0]
+        for name in torch._C._dispatch_get_all_op_names()
+        if name.partition("::")[0] in libraries
+    }
+    assert registered == {op.qualname for op in OPS}
+    for op in OPS:
+        assert getattr(ops, op.name).__name__ == op.name
 
 
 def _run_ops(

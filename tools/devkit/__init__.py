@@ -26,6 +26,7 @@ and those below it (tests/devkit/test_layers.py):
     toolchain   tools on PATH, what a built library links in
     cuda, rocm  GPU toolchains and archs
     cpuisa      the CPU kernels' ISAs (cmake/cpu_isa.json, shared with CMake)
+    optable     the op table (vllm/_op_table.py) and the C++/CMake/docs views of it
     resources   how many compile jobs, and why
     compiler_cache  which compiler cache, configured (ccache, or sccache with a store)
     cache_server    sccache's server: started, its store checked and watched, stats

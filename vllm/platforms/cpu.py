@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vllm._op_table import DISPATCH_KEYS
 from vllm.platforms.interface import Platform, PlatformEnum
 
 
@@ -11,4 +12,4 @@ class CpuPlatform(Platform):
     _enum = PlatformEnum.CPU
     device_name = "cpu"
     device_type = "cpu"
-    dispatch_key = "CPU"
+    dispatch_key = DISPATCH_KEYS["cpu"]

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import torch
+from vllm._op_table import DISPATCH_KEYS
+from vllm.platforms.interface import CudaAlikePlatform, PlatformEnum
 
-from vllm.platforms.interface import DeviceCapability, Platform, PlatformEnum
 
-
-class CudaPlatform(Platform):
+class CudaPlatform(CudaAlikePlatform):
     """NVIDIA GPUs through torch.cuda."""
 
     _enum = PlatformEnum.CUDA
     device_name = "cuda"
-    device_type = "cuda"
-    dispatch_key = "CUDA"
-
-    @classmethod
-    def get_device_capability(cls, device_id: int = 0) -> DeviceCapability | None:
-        """The compute capability that torch reports for the device."""
-        major, minor = torch.cuda.get_device_capability(device_id)
-        return DeviceCapability(major, minor)
+    dispatch_key = DISPATCH_KEYS["cuda"]

@@ -11,6 +11,8 @@ import enum
 import platform
 from typing import TYPE_CHECKING, NamedTuple
 
+from vllm._op_table import DISPATCH_KEYS
+
 if TYPE_CHECKING:
     import torch
 
@@ -70,8 +72,8 @@ class Platform:
     device_name: str = "unspecified"
     # The torch device type of the tensors, e.g. "cuda" (ROCm included).
     device_type: str = "cpu"
-    # The dispatch key the platform's kernels are registered under.
-    dispatch_key: str = "CPU"
+    # The dispatch key the platform's kernels are registered under (vllm/_op_table.py).
+    dispatch_key: str = DISPATCH_KEYS["cpu"]
 
     def is_cuda(self) -> bool:
         """True on NVIDIA GPUs."""
@@ -135,3 +137,21 @@ class Platform:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+class CudaAlikePlatform(Platform):
+    """A GPU that torch drives through its torch.cuda API: NVIDIA's, and AMD's
+    under a HIP build of torch. Tensors live on torch's "cuda" device type and
+    the kernels register under the CUDA dispatch key on both."""
+
+    device_type = "cuda"
+    dispatch_key = DISPATCH_KEYS["cuda"]
+
+    @classmethod
+    def get_device_capability(cls, device_id: int = 0) -> DeviceCapability | None:
+        """What torch.cuda reports: the compute capability on NVIDIA, the gfx
+        version on AMD, e.g. (9, 4) for gfx942."""
+        import torch
+
+        major, minor = torch.cuda.get_device_capability(device_id)
+        return DeviceCapability(major, minor)

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from vllm.platforms.interface import DeviceCapability, Platform, PlatformEnum
+from vllm._op_table import DISPATCH_KEYS
+from vllm.platforms.interface import CudaAlikePlatform, PlatformEnum
 
 
-class RocmPlatform(Platform):
+class RocmPlatform(CudaAlikePlatform):
     """AMD GPUs; tensors still live on torch's "cuda" device type."""
 
     _enum = PlatformEnum.ROCM
     device_name = "rocm"
-    device_type = "cuda"
-    dispatch_key = "CUDA"
-
-    @classmethod
-    def get_device_capability(cls, device_id: int = 0) -> DeviceCapability | None:
-        """The gfx version torch reports, e.g. (9, 4) for gfx942."""
-        major, minor = torch.cuda.get_device_capability(device_id)
-        return DeviceCapability(major, minor)
+    dispatch_key = DISPATCH_KEYS["rocm"]
 
     @classmethod
     def fp8_dtype(cls) -> torch.dtype:

@@ -76,6 +76,7 @@ BUILD_MODULES = frozenset(
         "toolchains/cpuisa",
         "toolchains/cuda",
         "toolchains/dist",
+        "toolchains/optable",
         "toolchains/plan",
         "toolchains/resources",
         "toolchains/rocm",

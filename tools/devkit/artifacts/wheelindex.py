@@ -11,7 +11,7 @@ that any HTTP server or bucket can serve:
     DIR/keys/<binary key>/<variant>/...     the same, by binary key (devkit.artifacts.binkey):
                                             what dev-precompiled and ci look up
 
-<variant> is the target's version suffix (cpu, cu130, rocm6.4), so
+<variant> is the target's version suffix (cpu, cu130, rocm7.1), so
 `uv pip install --index-url <base>/nightly/cpu/simple vllm` installs a nightly.
 The project's own index is one setting, pyproject.toml's
 [tool.vllm.precompiled] index, which VLLM_PRECOMPILED_WHEEL_INDEX overrides.

@@ -2,13 +2,22 @@
 
 pyproject.toml names this module (backend-path = ["tools"]), so
 `uv pip install --no-build-isolation -e .` and `uv build` go through it, with
-or without nox. It takes the build plan (devkit.toolchains.plan): the session's, handed
-over as `-C devkit.plan=<build dir>/plan.json`, or, by hand, the one
-`plan.resolve` makes from VLLM_TARGET_DEVICE (auto follows the installed
-torch), TORCH_CUDA_ARCH_LIST, MAX_JOBS and the rest. The plan names the
-persistent build directory (build/<target>-torch<version>-<python tag>, so
-reruns are incremental), the job count, the compiler cache and the CMake
-definitions; the backend writes it to <build dir>/plan.json and hands over.
+or without nox. It applies the build plan (devkit.toolchains.plan):
+
+- from a session, `-C devkit.plan=<build dir>/plan.json`: loaded once and
+  applied as it is. No variable is read or validated, nothing is resolved
+  and nothing is written: a MAX_JOBS or VLLM_USE_PRECOMPILED left in the shell
+  can't make the build differ from the plan the session printed, locked and
+  started the compiler cache for. A plan that can't be read, or that names
+  another torch than this interpreter's, is one line: rerun the session.
+- by hand: the plan `plan.resolve` makes from VLLM_TARGET_DEVICE (auto follows
+  the installed torch), TORCH_CUDA_ARCH_LIST, MAX_JOBS and the rest, written
+  once to <build dir>/plan.json by the hooks that build.
+
+The plan names the persistent build directory (build/<target>-torch<version>-
+<python tag>, so reruns are incremental), the job count, the compiler cache,
+the CMake definitions (BuildPlan.cmake_defines) and the compile environment
+(BuildPlan.compile_environ); CMake reads the plan file for the build info.
 
 Config settings given on the command line (-C build-dir=...) still win.
 """
@@ -18,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,29 +48,13 @@ from devkit.build import cmakecache, metadata, presets
 from devkit.foundation import envs, lock
 from devkit.foundation.envs import ROOT
 from devkit.foundation.log import say_err as _say
-from devkit.toolchains import cache_server, compiler_cache, plan, rocm, targets
+from devkit.toolchains import cache_server, plan, rocm, targets
 
 _Settings = dict[str, Any] | None
 
 
-def _git_commit() -> str:
-    """The checkout's commit, with -dirty for uncommitted changes; "" outside git."""
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=40", "--match=NONE"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
-
-
 def _torch_and_target(why: str, session: str) -> tuple[targets.TorchInfo, str]:
     """The venv's torch, and the target: VLLM_TARGET_DEVICE, or torch's flavour for auto."""
-    envs.check_all()
     info = targets.read_torch_info()
     if info is None:
         raise DevkitError(
@@ -72,19 +64,22 @@ def _torch_and_target(why: str, session: str) -> tuple[targets.TorchInfo, str]:
     return info, targets.resolve_target_name(envs.get("VLLM_TARGET_DEVICE"), info)
 
 
-def _plan(config_settings: dict[str, Any]) -> plan.BuildPlan:
-    """The session's plan (-C devkit.plan=...), checked against this interpreter; or, by
-    hand, the plan `resolve` makes from the environment variables."""
-    given = config_settings.pop(plan.CONFIG_KEY, None)
-    if given:
-        found = plan.load(given)
-        here = targets.read_torch_info()
-        if here != found.torch:
-            raise DevkitError(
-                f"the build plan {given} is for torch {found.torch.version}, but "
-                f"{sys.executable} has {here.version if here else 'no torch'}; rerun the session"
-            )
-        return found
+def _session_plan(path: str) -> plan.BuildPlan:
+    """The session's plan, loaded once and applied as it is (see the module's docstring);
+    only checked against this interpreter's torch, which the build compiles against."""
+    found = plan.load(path)
+    here = targets.read_torch_info()
+    if here != found.torch:
+        raise DevkitError(
+            f"the build plan {path} is for torch {found.torch.version}, but "
+            f"{sys.executable} has {here.version if here else 'no torch'}; rerun the session"
+        )
+    return found
+
+
+def _plan_by_hand(config_settings: dict[str, Any]) -> plan.BuildPlan:
+    """The plan `resolve` makes from the environment variables (validated there, once);
+    `_by_hand_build` writes it."""
     precompiled = bool(envs.get("VLLM_USE_PRECOMPILED"))
     why = (
         "the binaries are checked against it"
@@ -110,29 +105,24 @@ def _settings(hook: str, config_settings: _Settings) -> tuple[plan.BuildPlan, di
     """The plan, and scikit-build-core's settings for its build under those the caller gave."""
     given = dict(config_settings or {})
     by_session = plan.CONFIG_KEY in given  # a session's plan: it said what it checked
-    build = _plan(given)
+    handed = given.pop(plan.CONFIG_KEY, None)
+    build = _session_plan(handed) if handed else _plan_by_hand(given)
     # The version and dependency providers (devkit.build.metadata) follow the plan.
     metadata.use(build)
     if build.precompiled:
         return build, {**_precompiled_settings(hook, build, by_session), **given}
     for line in build.describe():
         _say(line)
-    environ = compiler_cache.environ_for(build.compiler_cache, os.environ)
-    environ.update(build.build_environ())
+    environ = build.compile_environ(os.environ)
     os.environ.clear()  # a store that did not answer leaves (its SCCACHE_* too)
     os.environ.update(environ)
-    defines = build.cmake_defines()
-    defines["VLLM_BUILD_INFO_GIT_COMMIT"] = _git_commit()
-    if build.rocm:
-        # csrc/ hipified into <build dir>/hipified; the defines name it, ROCm and the arch.
-        defines.update(rocm.prepare_build(build.rocm, ROOT / "csrc", build.build_dir))
-    build.write()
-    if hook.startswith("build_"):  # the hooks that configure CMake
-        cmakecache.follow_cmake_args(build.build_dir, envs.get("CMAKE_ARGS") or "", _say)
+    if build.hipified_dir and hook.startswith("build_"):
+        # csrc/ hipified into the build dir the plan's defines name (VLLM_HIPIFIED_DIR).
+        rocm.prepare_build(ROOT / "csrc", build.hipified_dir)
     ours: dict[str, Any] = {
         "build-dir": str(build.build_dir),
         "cmake.build-type": build.build_type,
-        **{f"cmake.define.{key}": value for key, value in defines.items()},
+        **{f"cmake.define.{key}": value for key, value in build.cmake_defines().items()},
     }
     if hook.endswith("_editable") and build.install_dir:
         # A persistent install tree that the editable install imports the extension
@@ -164,21 +154,27 @@ def _precompiled_settings(hook: str, build: plan.BuildPlan, told: bool) -> dict[
     return ours
 
 
-def _by_hand_lock(hook: str, build: plan.BuildPlan, config_settings: _Settings):
-    """The build dir's lock for a build by hand (`uv pip install -e .`), which no session
-    holds for it; a session passes its plan, and holds the lock itself."""
+@contextlib.contextmanager
+def _by_hand_build(hook: str, build: plan.BuildPlan, config_settings: _Settings):
+    """What a session does before it hands its plan over, for a build by hand (`uv pip
+    install -e .`): the build dir's lock held, then the plan written (once a build) and
+    CMAKE_ARGS followed. Only the hooks that configure CMake; none for a session's plan."""
     by_hand = plan.CONFIG_KEY not in (config_settings or {})
     if not (by_hand and hook.startswith("build_") and not build.precompiled):
-        return contextlib.nullcontext()
+        yield
+        return
     what = f"the build by hand in {build.build_dir} (uv pip install -e .)"
-    return lock.hold(build.build_dir / "build.lock", what, _say, (ROOT, build.build_dir))
+    with lock.hold(build.build_dir / "build.lock", what, _say, (ROOT, build.build_dir)):
+        build.write()
+        cmakecache.follow_cmake_args(build.build_dir, envs.get("CMAKE_ARGS") or "", _say)
+        yield
 
 
 def _run(hook: str, *args: Any, config_settings: _Settings = None, **kwargs: Any) -> Any:
     with contextlib.ExitStack() as stack:
         try:
             build, settings = _settings(hook, config_settings)
-            stack.enter_context(_by_hand_lock(hook, build, config_settings))
+            stack.enter_context(_by_hand_build(hook, build, config_settings))
         except DevkitError as exc:
             # One line, no traceback: the frontend shows this output on failure.
             print(f"error: {exc}", file=sys.stderr)
@@ -193,38 +189,26 @@ def _run(hook: str, *args: Any, config_settings: _Settings = None, **kwargs: Any
     return result
 
 
-def build_wheel(wheel_directory, config_settings: _Settings = None, metadata_directory=None):
-    return _run(
-        "build_wheel",
-        wheel_directory,
-        config_settings=config_settings,
-        metadata_directory=metadata_directory,
-    )
+def _hook(name: str):
+    """The PEP 517 hook `name`, run through `_run`; the prepare_metadata hooks take
+    no metadata_directory."""
+
+    def hook(directory, config_settings: _Settings = None, metadata_directory=None):
+        extra = {} if name.startswith("prepare_") else {"metadata_directory": metadata_directory}
+        return _run(name, directory, config_settings=config_settings, **extra)
+
+    hook.__name__ = hook.__qualname__ = name
+    return hook
 
 
-def build_editable(wheel_directory, config_settings: _Settings = None, metadata_directory=None):
-    return _run(
-        "build_editable",
-        wheel_directory,
-        config_settings=config_settings,
-        metadata_directory=metadata_directory,
-    )
+build_wheel = _hook("build_wheel")
+build_editable = _hook("build_editable")
+prepare_metadata_for_build_wheel = _hook("prepare_metadata_for_build_wheel")
+prepare_metadata_for_build_editable = _hook("prepare_metadata_for_build_editable")
 
 
 def build_sdist(sdist_directory, config_settings: _Settings = None):
     return _skbuild.build_sdist(sdist_directory, config_settings)
-
-
-def prepare_metadata_for_build_wheel(metadata_directory, config_settings: _Settings = None):
-    return _run(
-        "prepare_metadata_for_build_wheel", metadata_directory, config_settings=config_settings
-    )
-
-
-def prepare_metadata_for_build_editable(metadata_directory, config_settings: _Settings = None):
-    return _run(
-        "prepare_metadata_for_build_editable", metadata_directory, config_settings=config_settings
-    )
 
 
 # With --no-build-isolation nothing is installed for these; they stay honest

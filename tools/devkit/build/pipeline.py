@@ -33,7 +33,6 @@ from devkit.foundation.log import say
 from devkit.foundation.procs import check
 from devkit.toolchains import (
     cache_server,
-    compiler_cache,
     dist,
     resources,
     sources,
@@ -99,12 +98,12 @@ def set_up(
     build tools only the backend's own packages are installed.
 
     Every check that can fail fast (variables, CUDA arch and nvcc, where
-    torch comes from) runs before anything is created or downloaded: the plan
-    is resolved first against the target's pin, then again against the venv.
+    torch comes from) runs before anything is created or downloaded: the request
+    is checked against the target's pin (plan.preflight), and the plan resolved
+    once, against the venv's torch, reusing that check.
     """
     procs.install_handlers()  # SIGTERM, SIGHUP: one line, and the build's processes stopped
     procs.use_utf8_for_a_non_ascii_checkout()
-    envs.check_all()
     target = targets.get_target(target_name)
     pinned_by = target
     if torch_pin is not None and torch_pin.name != target.name:
@@ -117,8 +116,8 @@ def set_up(
         use_existing_torch=options.use_existing_torch,
         precompiled=precompiled,
     )
-    preflight = plan_module.resolve(request, existing or plan_module.expected_torch(target))
-    for line in preflight.toolchain_lines():
+    checked = plan_module.preflight(request, existing or plan_module.expected_torch(target))
+    for line in checked.toolchain_lines():
         say(line)
     uv_exe = uv.find_uv()
     build_reqs = _build_requirements(target, precompiled)
@@ -133,9 +132,9 @@ def set_up(
     if not existing:
         targets.check_torch(pinned_by, info)
     say(f"torch {info.version} ({info.flavour}) in {show(path)}")
-    # Again, now with the venv's torch (its version names the build dir) and tools.
+    # The plan, once: the venv's torch (its version names the build dir) and tools.
     request = dataclasses.replace(request, python=str(python), bin_dir=str(python.parent))
-    build_plan = plan_module.resolve(request, info)
+    build_plan = plan_module.resolve(request, info, checked=checked)
     return Setup(target, path, python, info, source_args, options, build_plan)
 
 
@@ -233,10 +232,9 @@ def backend_env(setup: Setup) -> tuple[dict[str, str], list[str]]:
     """The environment and the config settings that hand the plan to the build backend."""
     plan_file = setup.plan.write()
     if not setup.plan.precompiled:
-        # Here, where it shows; the backend checks again for by-hand builds.
+        # Here, where it shows; the backend does it only for builds by hand.
         cmakecache.follow_cmake_args(setup.build_dir, envs.get("CMAKE_ARGS") or "", say)
-    environ = compiler_cache.environ_for(setup.plan.compiler_cache, uv.uv_env())
-    return environ, ["-C", f"{plan_module.CONFIG_KEY}={plan_file}"]
+    return setup.plan.compile_environ(uv.uv_env()), ["-C", f"{plan_module.CONFIG_KEY}={plan_file}"]
 
 
 def build(setup: Setup, uv_args: Sequence[str] = ()) -> str:

@@ -17,30 +17,14 @@ from devkit.build import abi_audit
 from devkit.foundation.files import show
 from devkit.foundation.log import say
 from devkit.foundation.procs import check
-from devkit.toolchains import cuda, toolchain
+from devkit.toolchains import cuda, optable, toolchain
 
 if TYPE_CHECKING:
     from devkit.build.pipeline import Setup
 
 
-# The ops every build must register, by library.
-EXPECTED_OPS = {
-    "_C": [
-        "silu_and_mul",
-        "gelu_and_mul",
-        "gelu_tanh_and_mul",
-        "mul_and_silu",
-        "fatrelu_and_mul",
-        "swigluoai_and_mul",
-        "gelu_new",
-        "gelu_fast",
-        "gelu_quick",
-        "rms_norm",
-        "fused_add_rms_norm",
-        "rotary_embedding",
-    ],
-    "_C_cache_ops": ["reshape_and_cache", "convert_fp8"],
-}
+# The ops every build must register, by library (the op table's).
+EXPECTED_OPS = optable.expected_ops()
 
 # Run in the venv with the dispatch key as argv[1]; prints JSON.
 SMOKE_CHECK = f"""

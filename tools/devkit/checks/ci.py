@@ -83,9 +83,9 @@ RULES: tuple[Rule, ...] = (
         "what every test session installs",
     ),
     Rule(
-        ("vllm/envs.py", "CONTRIBUTING.md"),
+        ("vllm/envs.py", "vllm/_op_table.py", "CONTRIBUTING.md"),
         frozenset({LINT, DEVKIT, KERNELS, PLUGINS}),
-        "the env-var registry and its table, which the devkit reads and checks",
+        "the env-var registry, the op table and their views, which the devkit reads and checks",
     ),
     Rule(
         ("vllm/model_executor/layers/activation.py",),

@@ -1,15 +1,17 @@
-"""Tables in CONTRIBUTING.md generated from their one source (`nox -s docs`).
+"""Blocks generated from their one source (`nox -s docs`): CONTRIBUTING.md's tables, and
+the op table's C++ and CMake (devkit.optable).
 
-A generated table sits between two markers, so the prose around it stays
-hand-written:
+A generated block sits between two markers, comments in the file's language, so
+the text around it stays hand-written:
 
     <!-- generated: env-vars (nox -s docs writes it from vllm/envs.py) -->
     | variable | default | values | what |
     ...
     <!-- end generated: env-vars -->
 
-`render` rewrites every such block; `stale` names the blocks whose text differs
-from what `render` would write (tests/devkit/test_docgen.py fails on them).
+(`// generated: ...` in C++, `# generated: ...` in CMake). `render` rewrites
+every such block; `stale` names the blocks whose text differs from what
+`render` would write (tests/devkit/test_docgen.py fails on them).
 """
 
 from __future__ import annotations
@@ -21,9 +23,17 @@ from pathlib import Path
 
 from devkit import DevkitError
 from devkit.foundation import envs
+from devkit.toolchains import optable
 
 ROOT = Path(__file__).resolve().parents[3]
 CONTRIBUTING = ROOT / "CONTRIBUTING.md"
+# Every file that holds generated blocks.
+FILES = (
+    CONTRIBUTING,
+    ROOT / "csrc" / "ops.h",
+    ROOT / "csrc" / "torch_bindings.cpp",
+    ROOT / "CMakeLists.txt",
+)
 
 
 def env_table() -> str:
@@ -59,13 +69,17 @@ def sessions_table() -> str:
 BLOCKS: dict[str, tuple[Callable[[], str], str]] = {
     "sessions": (sessions_table, "noxfile.py"),
     "env-vars": (env_table, "vllm/envs.py"),
+    "ops": (optable.markdown_table, "vllm/_op_table.py"),
+    "op-declarations": (optable.cpp_declarations, "vllm/_op_table.py"),
+    "op-registrations": (optable.cpp_registrations, "vllm/_op_table.py"),
+    "op-sources": (optable.cmake_sources, "vllm/_op_table.py"),
 }
 
 _BLOCK = re.compile(
-    r"(<!-- generated: (?P<name>[\w-]+) [^>]*-->\n)"  # the opening marker
+    r"(?P<open>^(?P<lead><!--|//|#) generated: (?P<name>[\w-]+) [^\n]*\n)"  # the opening marker
     r"(?P<body>.*?)"  # the table
-    r"(\n<!-- end generated: (?P=name) -->)",
-    re.S,
+    r"(?P<close>\n(?P=lead) end generated: (?P=name)(?: -->)?$)",
+    re.S | re.M,
 )
 
 
@@ -75,8 +89,8 @@ def render(text: str) -> str:
     def fill(match: re.Match[str]) -> str:
         name = match["name"]
         if name not in BLOCKS:
-            raise DevkitError(f"CONTRIBUTING.md has a generated block {name!r} that docgen lacks")
-        return match[1] + BLOCKS[name][0]() + match[4]
+            raise DevkitError(f"a generated block {name!r} that docgen lacks; remove its markers")
+        return match["open"] + BLOCKS[name][0]() + match["close"]
 
     return _BLOCK.sub(fill, text)
 
@@ -87,10 +101,20 @@ def stale(text: str) -> list[str]:
     return [m["name"] for m in _BLOCK.finditer(text) if m["body"] != rendered[m["name"]]]
 
 
-def write(path: Path = CONTRIBUTING) -> list[str]:
-    """Regenerates `path` in place; returns the blocks that changed."""
-    text = path.read_text()
-    changed = stale(text)
-    if changed:
-        path.write_text(render(text))
-    return changed
+def write(paths: tuple[Path, ...] = FILES) -> list[str]:
+    """Regenerates each file in place; returns the blocks that changed.
+
+    Every file is rendered before any is written: a block that can't be
+    rendered leaves them all as they were.
+    """
+    rendered = {}
+    for path in paths:
+        text = path.read_text()
+        try:
+            rendered[path] = (stale(text), render(text))
+        except DevkitError as exc:
+            raise DevkitError(f"{path.name}: {exc}") from None
+    for path, (names, text) in rendered.items():
+        if names:
+            path.write_text(text)
+    return [name for names, _ in rendered.values() for name in names]

@@ -19,11 +19,12 @@ from devkit import DevkitError
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _load() -> ModuleType:
-    name = "_devkit_vllm_envs"
+def load_from_tree(relative: str) -> ModuleType:
+    """A stdlib-only module of the package (vllm/envs.py), loaded by its path in the tree."""
+    name = "_devkit_" + relative.removesuffix(".py").replace("/", "_")
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "vllm" / "envs.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / relative)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -31,7 +32,7 @@ def _load() -> ModuleType:
     return module
 
 
-registry: ModuleType = _load()
+registry: ModuleType = load_from_tree("vllm/envs.py")
 
 
 def get(name: str, environ: Mapping[str, str] | None = None) -> Any:
@@ -46,3 +47,17 @@ def check_all(environ: Mapping[str, str] | None = None) -> None:
     """Validates every registered variable that is set, so a typo fails before any work."""
     for name in registry.REGISTRY:
         get(name, environ)
+
+
+def check_cmake_args(value: str | None) -> None:
+    """CMAKE_ARGS as scikit-build-core will split it (shell words): an unclosed quote
+    is one line here instead of its traceback."""
+    import shlex
+
+    try:
+        shlex.split(value or "")
+    except ValueError as exc:
+        raise DevkitError(
+            f"CMAKE_ARGS={value!r} can't be split into arguments ({exc}); close the quote "
+            "or unset CMAKE_ARGS"
+        ) from None

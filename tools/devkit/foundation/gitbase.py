@@ -38,6 +38,15 @@ def git_output(*args: str, root: Path = ROOT) -> str:
     return result.stdout.strip()
 
 
+def commit(root: Path = ROOT) -> str:
+    """The checkout's commit, with -dirty for uncommitted changes (the build info's
+    git_commit; the plan records it); "" outside git."""
+    out = git(
+        "describe", "--always", "--dirty", "--abbrev=40", "--match=NONE", root=root, timeout=10
+    )
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
 def copy_checkout(dest: Path, root: Path = ROOT) -> Path:
     """Copies what a clone of this checkout would hold (tracked, and untracked
     but not ignored, files) to dest: a clean place to run sessions in."""

@@ -1,24 +1,25 @@
 """The build plan: every decision a build makes, resolved once by `resolve`.
 
     Request (what the caller asked) + TorchInfo (what the venv has)
-        -> resolve() -> BuildPlan -> <build dir>/plan.json
+        -> preflight() -> Preflight   (variables, target, GPU toolchain: no download yet)
+        -> resolve()   -> BuildPlan   (build dir, jobs, compiler cache, git commit)
+        -> BuildPlan.write() -> <build dir>/plan.json
+        -> the backend loads it -> CMake reads it (VLLM_PLAN_FILE) -> the compiler
 
-A session resolves the plan twice: before anything is downloaded, against
-the target's pin (so a bad arch or nvcc fails in seconds), and again once the
-venv's torch is known; it writes the plan to `<build dir>/plan.json` and hands
-that file to the build backend (`-C devkit.plan=...`), which follows it as it
-is. Run by hand (`uv pip install --no-build-isolation -e .`), the backend calls
-the same `resolve` on the variables a contributor sets. doctor prints the plan;
-progress, presets and the profile read the build directory the plan names.
+A session checks the request before any download (`preflight`: a bad arch or
+nvcc fails in seconds), resolves the plan once against the venv's torch and
+writes it once; the backend, handed the file (`-C devkit.plan=...`), applies it
+as it is (backend.py says why). By hand, the backend resolves and writes it.
+CMake reads the file for the build info (`build_info`). doctor prints the plan;
+presets are written from it.
 
 No other module decides the toolchain, the arch, the job count, the compiler
-cache or the build directory.
+cache, the build directory or the commit the build info names.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from devkit import DevkitError
-from devkit.foundation import envs, layout
+from devkit.foundation import envs, gitbase, layout
+from devkit.foundation.files import atomic_write
 from devkit.toolchains import compiler_cache, cuda, dist, resources, rocm, targets
 from devkit.toolchains.compiler_cache import CompilerCache
 from devkit.toolchains.targets import TorchInfo
@@ -66,6 +68,7 @@ class BuildPlan:
     cuda: cuda.CudaToolchain | None = None
     rocm: rocm.RocmToolchain | None = None
     name: str = ""  # the build dir's short name: cpu, cuda, cpu-plugins (presets use it)
+    git_commit: str = ""  # the checkout's commit (-dirty), recorded in the build info
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -76,6 +79,16 @@ class BuildPlan:
         """Where an editable install puts the compiled files (and the redirect imports
         them from), so `cmake --build --preset <name>-install` updates the venv."""
         return None if self.precompiled else self.build_dir / "editable"
+
+    @property
+    def plan_file(self) -> Path:
+        """<build dir>/plan.json: this plan, as the backend and CMake read it."""
+        return self.build_dir / PLAN_FILE
+
+    @property
+    def hipified_dir(self) -> Path | None:
+        """Where a ROCm build's hipified csrc/ goes (the backend hipifies at build time)."""
+        return self.build_dir.resolve() / "hipified" if self.rocm else None
 
     @property
     def row(self) -> targets.Target:
@@ -89,20 +102,15 @@ class BuildPlan:
         return self.rocm.arch if self.rocm else ""
 
     def cmake_defines(self) -> dict[str, str]:
-        """The CMake cache entries of this build (ROCm's hipified sources come at build time)."""
+        """The CMake cache entries of this build: everything a configure needs, so a
+        preset written from the plan configures a fresh build dir (ROCm's too)."""
         defines = {
             "VLLM_TARGET_DEVICE": self.target,
             "VLLM_COMPILER_LAUNCHER": self.compiler_cache.launcher if self.compiler_cache else "",
             "VLLM_CPU_ISA": self.cpu_isa,
             "Python_EXECUTABLE": self.python,
-            # Recorded in vllm/_build_info.json (cmake/utils.cmake).
-            "VLLM_BUILD_INFO_TORCH_VERSION": self.torch.version,
-            "VLLM_BUILD_INFO_TORCH_GIT_VERSION": self.torch.git_version or "",
-            # The GPU runtime the binary needs: a CPU binary needs none, whichever
-            # torch built it (a CPU build on the CUDA torch 2.14.1 runs on CPU torch).
-            "VLLM_BUILD_INFO_CUDA_VERSION": (self.torch.cuda or "") if self.cuda else "",
-            "VLLM_BUILD_INFO_HIP_VERSION": (self.torch.hip or "") if self.rocm else "",
-            "VLLM_BUILD_INFO_GPU_ARCH": self.gpu_arch,
+            # CMake reads the plan's build_info from it (cmake/utils.cmake).
+            "VLLM_PLAN_FILE": str(self.plan_file),
             # The stable-ABI floor (targets.Target.torch_floor); empty: the full API.
             "VLLM_TORCH_FLOOR": self.row.torch_floor or "",
             # <build dir>/compile_commands.json, for clangd (presets.py links it).
@@ -110,6 +118,8 @@ class BuildPlan:
         }
         if self.cuda:
             defines.update(self.cuda.cmake_defines(self.jobs.nvcc_threads or 1))
+        if self.rocm and self.hipified_dir:
+            defines.update(self.rocm.cmake_defines(self.hipified_dir))
         defines["VLLM_CUDA_COMPILER_LAUNCHER"] = ""  # set or not, it replaces the last one
         if self.cuda and self.compiler_cache and self.compiler_cache.kind == "sccache":
             # nvcc's steps name the source by its absolute path (its module id too):
@@ -117,6 +127,30 @@ class BuildPlan:
             relative = envs.ROOT / "tools" / "devkit" / "build" / "nvcc_relative.py"
             defines["VLLM_CUDA_COMPILER_LAUNCHER"] = f"{relative};{self.compiler_cache.launcher}"
         return defines
+
+    def build_info(self) -> dict[str, Any]:
+        """What vllm/_build_info.json records that the plan decides; CMake adds what only
+        the compiler knows (compiler, C++ standard and ABI, the resolved CPU ISA)."""
+        # The GPU runtime the binary needs: a CPU binary needs none, whichever torch
+        # built it (a CPU build on the CUDA torch 2.14.1 runs on CPU torch).
+        cuda_version = self.torch.cuda if self.cuda else None
+        floor = self.row.torch_floor
+        return {
+            "target": self.target,
+            "torch_version": self.torch.version,
+            "torch_git_version": self.torch.git_version or None,
+            "cuda_version": cuda_version or None,
+            "hip_version": (self.torch.hip if self.rocm else None) or None,
+            "gpu_arch": self.gpu_arch or None,
+            # What the binary needs of torch: on the stable ABI, any torch from
+            # torch_floor on, of the same flavour and CUDA major; on the full C++
+            # API, exactly torch_version. The precompiled check reads these.
+            "torch_abi": "stable" if floor else "full",
+            "torch_floor": floor or None,
+            "cuda_major": int(cuda_version.split(".")[0]) if cuda_version else None,
+            "python_abi": "abi3",
+            "git_commit": self.git_commit or None,
+        }
 
     def build_environ(self) -> dict[str, str]:
         """What the backend's process (CMake, torch's CMake config, ccache) reads from the
@@ -136,11 +170,17 @@ class BuildPlan:
             environ["ROCM_PATH"] = str(self.rocm.home)
         return environ
 
+    def compile_environ(self, base: Mapping[str, str]) -> dict[str, str]:
+        """`base` as the compiles of this plan see it: the compiler cache's variables (a
+        store that did not answer taken out) and `build_environ`. The one derivation:
+        the backend applies it; the session reaches its sccache server with it."""
+        environ = compiler_cache.environ_for(self.compiler_cache, base)
+        environ.update(self.build_environ())
+        return environ
+
     def toolchain_lines(self) -> list[str]:
         """The GPU toolchain and arch, and any warning about them; none for CPU."""
-        if self.cuda:
-            return [self.cuda.describe(), *([self.cuda.warning] if self.cuda.warning else [])]
-        return [self.rocm.describe()] if self.rocm else []
+        return Preflight(self.row, self.cuda, self.rocm).toolchain_lines()
 
     def describe(self) -> list[str]:
         """The plan as a person reads it, one decision a line."""
@@ -169,20 +209,17 @@ class BuildPlan:
             "use_existing_torch": self.use_existing_torch,
             "precompiled": self.precompiled,
             "name": self.name,
+            "git_commit": self.git_commit,
             "cuda": None,
             "rocm": None,
         }
         if self.cuda:
-            data["cuda"] = {
-                "home": str(self.cuda.home),
-                "nvcc": str(self.cuda.nvcc),
-                "version": list(self.cuda.version),
-                "arch": str(self.cuda.arch),
-                "arch_source": self.cuda.arch_source,
-                "warning": self.cuda.warning,
-            }
+            paths = {"home": str(self.cuda.home), "nvcc": str(self.cuda.nvcc)}
+            arch = {"version": list(self.cuda.version), "arch": str(self.cuda.arch)}
+            data["cuda"] = {**self.cuda.__dict__, **paths, **arch}
         if self.rocm:
             data["rocm"] = {k: str(v) for k, v in self.rocm.__dict__.items()}
+        data["build_info"] = self.build_info()  # CMake reads it; derived on load
         data["cmake_defines"] = self.cmake_defines()  # for readers; derived on load
         return data
 
@@ -202,6 +239,7 @@ class BuildPlan:
             use_existing_torch=data["use_existing_torch"],
             precompiled=data["precompiled"],
             name=data.get("name", ""),
+            git_commit=data.get("git_commit", ""),
             cuda=cuda.CudaToolchain(
                 home=Path(found_cuda["home"]),
                 nvcc=Path(found_cuda["nvcc"]),
@@ -220,13 +258,13 @@ class BuildPlan:
         )
 
     def write(self) -> Path:
-        """Writes <build dir>/plan.json (whole or not at all); returns its path."""
-        path = self.build_dir / PLAN_FILE
+        """Writes <build dir>/plan.json (whole or not at all); returns its path.
+
+        Once a build: by the session, or by the backend for a build by hand."""
+        path = self.plan_file
         try:
             self.build_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{PLAN_FILE}.{os.getpid()}")
-            tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-            os.replace(tmp, path)
+            atomic_write(path, json.dumps(self.to_json(), indent=2) + "\n")
         except OSError as exc:
             raise DevkitError(
                 f"can't write the build plan into {self.build_dir} ({exc.strerror}); "
@@ -241,20 +279,6 @@ def load(path: str | Path) -> BuildPlan:
         return BuildPlan.from_json(json.loads(Path(path).read_text()))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DevkitError(f"can't read the build plan {path} ({exc}); rerun the session") from None
-
-
-def check_cmake_args(value: str | None) -> None:
-    """CMAKE_ARGS as scikit-build-core will split it (shell words): an unclosed quote
-    is one line here instead of its traceback."""
-    import shlex
-
-    try:
-        shlex.split(value or "")
-    except ValueError as exc:
-        raise DevkitError(
-            f"CMAKE_ARGS={value!r} can't be split into arguments ({exc}); close the quote "
-            "or unset CMAKE_ARGS"
-        ) from None
 
 
 def expected_torch(target: targets.Target) -> TorchInfo:
@@ -274,17 +298,66 @@ def _arch_request(
     return envs.get(name, environ), name
 
 
-def resolve(
+@dataclass(frozen=True)
+class Preflight:
+    """What `preflight` checked and found before anything is downloaded: the GPU
+    toolchain (nvcc runs here), which `resolve` then takes as it is."""
+
+    target: targets.Target
+    cuda: cuda.CudaToolchain | None = None
+    rocm: rocm.RocmToolchain | None = None
+
+    def toolchain_lines(self) -> list[str]:
+        """The GPU toolchain and arch, and any warning about them; none for CPU."""
+        if self.cuda:
+            return [self.cuda.describe(), *([self.cuda.warning] if self.cuda.warning else [])]
+        return [self.rocm.describe()] if self.rocm else []
+
+
+def preflight(
     request: Request, torch: TorchInfo, environ: Mapping[str, str] | None = None
+) -> Preflight:
+    """The cheap checks, first problem first, as one DevkitError line: every variable
+    (the one place they are all validated), CMAKE_ARGS, the target, the build root,
+    the compiler cache's store and cluster, torch's flavour, the arch; then the GPU
+    toolchain. `torch` may be the one the venv will get."""
+    envs.check_all(environ)
+    envs.check_cmake_args(envs.get("CMAKE_ARGS", environ))
+    target = targets.get_target(request.target)
+    if not request.build_dir:
+        layout.build_root()  # VLLM_BUILD_DIR writable (as targets.build_dir reads it)
+    if request.precompiled:  # a prebuilt wheel's binaries: no toolchain
+        return Preflight(target)
+    compiler_cache.resolve(environ)  # a bad store or cluster; `resolve` decides the cache
+    if target.name != "cpu" and torch.flavour != target.name:  # CPU kernels build on any torch
+        raise DevkitError(
+            f"the {target.name} target needs torch built for it, but torch {torch.version} is a "
+            f"{torch.flavour} build; use `nox -s build-{target.name}`, which installs "
+            f"{target.torch_spec}, or set VLLM_TARGET_DEVICE={torch.flavour}"
+        )
+    if target.cuda_version:
+        arch_text, source = _arch_request(request, target, environ)
+        toolchain = cuda.resolve_toolchain(
+            arch_text, source, torch.cuda or "none", torch.version, environ
+        )
+        return Preflight(target, cuda=toolchain)
+    if target.hip_version:
+        arch_text, _ = _arch_request(request, target, environ)
+        return Preflight(target, rocm=rocm.find_rocm(arch_text, environ))
+    return Preflight(target)
+
+
+def resolve(
+    request: Request,
+    torch: TorchInfo,
+    environ: Mapping[str, str] | None = None,
+    checked: Preflight | None = None,
 ) -> BuildPlan:
     """The plan for `request` against `torch`; the first problem is one DevkitError line.
-
-    Cheap checks first: the variables, the target, the arch; then the
-    toolchain (which runs nvcc), the jobs and the compiler cache.
-    """
-    envs.check_all(environ)
-    check_cmake_args(envs.get("CMAKE_ARGS", environ))
-    target = targets.get_target(request.target)
+    `checked`: the session's `preflight` of the request (against the torch the venv was
+    then checked to have); without it, it runs here."""
+    checked = checked or preflight(request, torch, environ)
+    target = checked.target
     if request.build_dir:
         build_dir = envs.ROOT / request.build_dir  # an absolute one replaces ROOT
     else:
@@ -303,27 +376,13 @@ def resolve(
         none = resources.JobPlan(0, None, "no compile jobs: binaries from a prebuilt wheel")
         return BuildPlan(**common, jobs=none, compiler_cache=None, precompiled=True)
 
-    if target.name != "cpu" and torch.flavour != target.name:  # CPU kernels build on any torch
-        raise DevkitError(
-            f"the {target.name} target needs torch built for it, but torch {torch.version} is a "
-            f"{torch.flavour} build; use `nox -s build-{target.name}`, which installs "
-            f"{target.torch_spec}, or set VLLM_TARGET_DEVICE={torch.flavour}"
-        )
-    found_cuda = found_rocm = None
-    if target.cuda_version:
-        arch_text, source = _arch_request(request, target, environ)
-        found_cuda = cuda.resolve_toolchain(
-            arch_text, source, torch.cuda or "none", torch.version, environ
-        )
-    elif target.hip_version:
-        arch_text, _ = _arch_request(request, target, environ)
-        found_rocm = rocm.find_rocm(arch_text, environ)
     bin_dir = Path(request.bin_dir) if request.bin_dir else None
     cluster = dist.resolve(environ)  # its free slots set the job count
     return BuildPlan(
         **common,
         jobs=resources.plan_for_this_machine(target, environ, dist.free_slots(cluster, environ)),
         compiler_cache=compiler_cache.resolve(environ, bin_dir=bin_dir),
-        cuda=found_cuda,
-        rocm=found_rocm,
+        cuda=checked.cuda,
+        rocm=checked.rocm,
+        git_commit=gitbase.commit(),
     )

@@ -70,7 +70,6 @@ class RocmToolchain:
             # CMake's --offload-arch, and hip-config's list (else rocm_agent_enumerator's).
             "CMAKE_HIP_ARCHITECTURES": self.arch,
             "GPU_TARGETS": self.arch,
-            "VLLM_BUILD_INFO_GPU_ARCH": self.arch,
         }
         clang = self.clang()
         if clang:
@@ -183,14 +182,14 @@ def _tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-def prepare_build(toolchain: RocmToolchain, source_dir: Path, build_dir: Path) -> dict[str, str]:
-    """Hipifies source_dir into build_dir/hipified; returns the build's CMake definitions.
+def prepare_build(source_dir: Path, hipified: Path) -> Path:
+    """Hipifies source_dir into `hipified` (the plan's hipified_dir, which its CMake
+    definitions name); returns it.
 
     Hipify imports torch (seconds), so it is skipped when neither the sources
-    nor the hipified tree changed since it last ran (a stamp in build_dir).
+    nor the hipified tree changed since it last ran (a stamp beside the tree).
     """
-    hipified = build_dir.resolve() / "hipified"
-    stamp = build_dir.resolve() / "hipified.stamp"
+    stamp = hipified.with_name(f"{hipified.name}.stamp")
     state = {"source": _tree_digest(source_dir)}
     if not (
         hipified.is_dir()
@@ -200,4 +199,4 @@ def prepare_build(toolchain: RocmToolchain, source_dir: Path, build_dir: Path) -
         hipify(source_dir, hipified)
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps({**state, "output": _tree_digest(hipified)}))
-    return toolchain.cmake_defines(hipified)
+    return hipified

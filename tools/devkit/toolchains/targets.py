@@ -15,7 +15,7 @@ from devkit import DevkitError
 from devkit.foundation import layout, procs
 from devkit.foundation.envs import ROOT
 from devkit.foundation.files import show
-from devkit.toolchains import cuda, rocm
+from devkit.toolchains import cuda, optable, rocm
 
 GIB = 1024**3
 
@@ -30,7 +30,6 @@ class Target:
     index_strategy: str  # uv's --index-strategy
     job_memory: int  # bytes one compile job needs at its peak
     version_suffix: str  # appended to the package version: 0.1.0+cpu
-    dispatch_key: str  # where the kernels register: CPU, CUDA
     nvcc_threads: int | None = None  # default NVCC_THREADS; None: no nvcc
     cuda_version: str | None = None  # CUDA of the torch flavour, checked against nvcc
     hip_version: str | None = None  # ROCm of the torch flavour
@@ -39,6 +38,11 @@ class Target:
     # LibTorch's stable ABI (TORCH_TARGET_VERSION), so one binary serves every torch
     # from there on. None: built on torch's full C++ API, for the exact torch only.
     torch_floor: str | None = None
+
+    @property
+    def dispatch_key(self) -> str:
+        """Where the kernels register: CPU, CUDA (the op table's, vllm/_op_table.py)."""
+        return optable.table().DISPATCH_KEYS[self.name]
 
     @property
     def torch_requirement(self) -> str:
@@ -72,7 +76,6 @@ TARGETS: dict[str, Target] = {
             # leaves room for the link, which is smaller.
             job_memory=GIB // 2,
             version_suffix="cpu",
-            dispatch_key="CPU",
             torch_floor="2.10",
         ),
         Target(
@@ -85,7 +88,6 @@ TARGETS: dict[str, Target] = {
             # nvcc's peak per thread (vLLM's rule of thumb for its larger kernels).
             job_memory=4 * GIB,
             version_suffix="cu130",
-            dispatch_key="CUDA",
             # One arch per build: more nvcc threads would have nothing to split.
             nvcc_threads=1,
             cuda_version="13.0",
@@ -96,15 +98,13 @@ TARGETS: dict[str, Target] = {
         Target(
             name="rocm",
             requirements="requirements/rocm.txt",
-            torch_version="2.9.1",
-            torch_local="rocm6.4",
-            torch_index="https://download.pytorch.org/whl/rocm6.4",
+            torch_version="2.10.0",
+            torch_local="rocm7.1",
+            torch_index="https://download.pytorch.org/whl/rocm7.1",
             index_strategy="unsafe-best-match",
             job_memory=1 * GIB,  # hipcc's peak per job (the seed talk's figure)
-            version_suffix="rocm6.4",
-            # ROCm torch keeps CUDA's names: tensors are "cuda", kernels register for CUDA.
-            dispatch_key="CUDA",
-            hip_version="6.4",
+            version_suffix="rocm7.1",
+            hip_version="7.1",
         ),
     )
 }

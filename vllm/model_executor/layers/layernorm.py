@@ -8,6 +8,20 @@ from torch import nn
 from vllm.model_executor.layers.custom_op import CustomOp
 
 
+def _add_and_normalize(
+    x: torch.Tensor, residual: torch.Tensor | None, eps: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Both norms' shared reference steps, in float32: h = x (+ residual),
+    then h / sqrt(mean(h**2) + eps); and the sum rounded to x's dtype (the
+    next layer's residual), None without a residual."""
+    h = x.to(torch.float32)
+    if residual is not None:
+        h = h + residual.to(torch.float32)
+        residual = h.to(x.dtype)
+    variance = h.pow(2).mean(dim=-1, keepdim=True)
+    return h * torch.rsqrt(variance + eps), residual
+
+
 class RMSNorm(CustomOp):
     """x / sqrt(mean(x**2) + eps) * weight over the last dimension.
 
@@ -46,16 +60,11 @@ class RMSNorm(CustomOp):
         self, x: torch.Tensor, residual: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Reference: in float32, then rounded to x's dtype and scaled."""
-        orig_dtype = x.dtype
-        x = x.to(torch.float32)
-        if residual is not None:
-            x = x + residual.to(torch.float32)
-            residual = x.to(orig_dtype)
-        variance = x.pow(2).mean(dim=-1, keepdim=True)
-        x = (x * torch.rsqrt(variance + self.variance_epsilon)).to(orig_dtype)
+        h, residual = _add_and_normalize(x, residual, self.variance_epsilon)
+        out = h.to(x.dtype)
         if self.weight is not None:
-            x = x * self.weight
-        return x if residual is None else (x, residual)
+            out = out * self.weight
+        return out if residual is None else (out, residual)
 
     def forward_cuda(
         self, x: torch.Tensor, residual: torch.Tensor | None = None
@@ -103,15 +112,9 @@ class GemmaRMSNorm(CustomOp):
         self, x: torch.Tensor, residual: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Reference implementation; x and residual are left untouched."""
-        orig_dtype = x.dtype
-        h = x.to(torch.float32)
-        if residual is not None:
-            h = h + residual.to(torch.float32)
-            residual = h.to(orig_dtype)
-        variance = h.pow(2).mean(dim=-1, keepdim=True)
-        h = h * torch.rsqrt(variance + self.variance_epsilon)
-        h = (h * (1.0 + self.weight.float())).to(orig_dtype)
-        return h if residual is None else (h, residual)
+        h, residual = _add_and_normalize(x, residual, self.variance_epsilon)
+        out = (h * (1.0 + self.weight.float())).to(x.dtype)
+        return out if residual is None else (out, residual)
 
     def forward_cuda(
         self, x: torch.Tensor, residual: torch.Tensor | None = None
