@@ -44,6 +44,8 @@ CUDA_COMPILE = "nox -s build-cuda -- --arch 9.0"
     "path, needs",
     [
         ("README.md", {ci.LINT}),
+        ("benchmarks/MEASUREMENTS.md", {ci.LINT}),
+        ("benchmarks/bench_kernels.py", {ci.LINT, ci.DEVKIT}),
         ("docs/build.rst", {ci.LINT}),
         ("csrc/README.md", ci.CPU_SIDE | {ci.CUDA_BUILD}),  # under csrc/: the build reads it
         ("vllm/platforms/cpu.py", {ci.LINT, ci.KERNELS, ci.PLUGINS}),

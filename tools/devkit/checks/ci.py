@@ -112,6 +112,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(("tests/kernels/*",), frozenset({LINT, KERNELS}), "the kernel tests"),
     Rule(("tests/plugins/*", "examples/*"), frozenset({LINT, PLUGINS}), "the plugin tests"),
+    Rule(("benchmarks/*.md",), frozenset({LINT}), "measurements: documentation"),
     Rule(
         ("tools/*", "tests/devkit/*", "noxfile.py", "benchmarks/*", ".github/*", ".ci/*"),
         frozenset({LINT, DEVKIT}),
