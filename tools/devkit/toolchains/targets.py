@@ -18,18 +18,20 @@ from devkit.foundation.files import show
 from devkit.toolchains import cuda, optable, rocm
 
 GIB = 1024**3
+PYTORCH_INDEX = "https://download.pytorch.org/whl"
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
-    requirements: str  # requirements/<name>.txt: the torch pin
     torch_version: str  # the pin, without local tag: what `torch==` must match
     torch_local: str  # local version tag of the flavour, e.g. "cpu"; "" for none
-    torch_index: str  # where that flavour lives
-    index_strategy: str  # uv's --index-strategy
     job_memory: int  # bytes one compile job needs at its peak
-    version_suffix: str  # appended to the package version: 0.1.0+cpu
+    # The flavour's name on PyTorch's index (whl/<it>), appended to the package
+    # version (0.1.0+cpu).
+    version_suffix: str
+    # uv's --index-strategy: torch from its index, the rest from PyPI or the mirrors.
+    index_strategy: str = "unsafe-best-match"
     nvcc_threads: int | None = None  # default NVCC_THREADS; None: no nvcc
     cuda_version: str | None = None  # CUDA of the torch flavour, checked against nvcc
     hip_version: str | None = None  # ROCm of the torch flavour
@@ -56,6 +58,16 @@ class Target:
         return f"torch=={self.torch_version}{local}"
 
     @property
+    def torch_index(self) -> str:
+        """Where the flavour lives: PyTorch's index for it, e.g. .../whl/cpu."""
+        return f"{PYTORCH_INDEX}/{self.version_suffix}"
+
+    @property
+    def requirements(self) -> str:
+        """The target's requirements file, holding the torch pin."""
+        return f"requirements/{self.name}.txt"
+
+    @property
     def requirements_file(self):
         return ROOT / self.requirements
 
@@ -65,11 +77,8 @@ TARGETS: dict[str, Target] = {
     for t in (
         Target(
             name="cpu",
-            requirements="requirements/cpu.txt",
             torch_version="2.13.0",
             torch_local="cpu",
-            torch_index="https://download.pytorch.org/whl/cpu",
-            index_strategy="unsafe-best-match",
             # Measured (`nox -s bench-build -- --against REF`): on the stable
             # surface the largest g++ job (csrc/cpu/cache.cpp) peaks at 381 MiB,
             # the others at 285-322 MiB (before the port: 764 MiB); 0.5 GiB
@@ -80,11 +89,8 @@ TARGETS: dict[str, Target] = {
         ),
         Target(
             name="cuda",
-            requirements="requirements/cuda.txt",
             torch_version="2.14.1",
             torch_local="",  # cu130 index: 2.14.1+cu130; PyPI: 2.14.1, also CUDA 13.0
-            torch_index="https://download.pytorch.org/whl/cu130",
-            index_strategy="unsafe-best-match",
             # nvcc's peak per thread (vLLM's rule of thumb for its larger kernels).
             job_memory=4 * GIB,
             version_suffix="cu130",
@@ -97,11 +103,8 @@ TARGETS: dict[str, Target] = {
         ),
         Target(
             name="rocm",
-            requirements="requirements/rocm.txt",
             torch_version="2.10.0",
             torch_local="rocm7.1",
-            torch_index="https://download.pytorch.org/whl/rocm7.1",
-            index_strategy="unsafe-best-match",
             job_memory=1 * GIB,  # hipcc's peak per job (the seed talk's figure)
             version_suffix="rocm7.1",
             hip_version="7.1",
