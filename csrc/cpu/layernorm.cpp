@@ -5,6 +5,7 @@
 #include <cmath>
 #include <memory>
 #include <optional>
+#include <type_traits>
 
 #include "../ops.h"
 #include "cpu_utils.h"
@@ -129,7 +130,10 @@ void fused_add_rms_norm_kernel(Tensor& input, Tensor& residual,
   vllm_cpu::parallel_for(0, num_rows, grain, [&](int64_t begin, int64_t end) {
     // The float32 sum x + residual of one row, normalized in the second
     // pass (the stored residual is rounded to scalar_t; the norm is not).
-    std::unique_ptr<float[]> sum(new float[padded]);
+    // For float32 the stored residual is that sum: the second pass reads it
+    // back, and no buffer takes a third row's room in L1.
+    constexpr bool kSumIsResidual = std::is_same_v<scalar_t, float>;
+    std::unique_ptr<float[]> sum(kSumIsResidual ? nullptr : new float[padded]);
     // Locals, as in rms_norm_kernel.
     const int64_t hidden_ = hidden;
     const scalar_t* const w_ = w;
@@ -151,8 +155,10 @@ void fused_add_rms_norm_kernel(Tensor& input, Tensor& residual,
         }
         const fvec za = xa + ra;
         const fvec zb = xb + rb;
-        za.store(sum.get() + i);
-        zb.store(sum.get() + i + kF);
+        if constexpr (!kSumIsResidual) {
+          za.store(sum.get() + i);
+          zb.store(sum.get() + i + kF);
+        }
         if (n == kStep) {
           IO::store(r + i, za, zb);
         } else {
@@ -166,6 +172,8 @@ void fused_add_rms_norm_kernel(Tensor& input, Tensor& residual,
 
       // While this row is scaled (from L1), the next row's input and
       // residual are fetched, so that its first pass does not wait on memory.
+      const float* z =
+          kSumIsResidual ? reinterpret_cast<const float*>(r) : sum.get();
       const bool last = row + 1 == end;
       const char* next_x = reinterpret_cast<const char*>(
           in_base + in_rows.offset(last ? row : row + 1));
@@ -174,20 +182,25 @@ void fused_add_rms_norm_kernel(Tensor& input, Tensor& residual,
       for (i = 0; i + kStep <= hidden_; i += kStep) {
         if (!last) {
           for (int64_t b = 0; b < kStepBytes; b += 64) {
-            __builtin_prefetch(next_x + i * sizeof(scalar_t) + b);
-            __builtin_prefetch(next_r + i * sizeof(scalar_t) + b);
+            __builtin_prefetch(next_x + i * sizeof(scalar_t) + b, 0, 2);
+            __builtin_prefetch(next_r + i * sizeof(scalar_t) + b, 0, 2);
           }
         }
-        const fvec za = fvec::loadu(sum.get() + i);
-        const fvec zb = fvec::loadu(sum.get() + i + kF);
+        const fvec za = fvec::loadu(z + i);
+        const fvec zb = fvec::loadu(z + i + kF);
         fvec wa, wb;
         IO::load(w_ + i, wa, wb);
         IO::store(x + i, za * scale * wa, zb * scale * wb);
       }
       if (i < hidden_) {
         const int64_t n = hidden_ - i;
-        const fvec za = fvec::loadu(sum.get() + i);
-        const fvec zb = fvec::loadu(sum.get() + i + kF);
+        fvec za, zb;
+        if constexpr (kSumIsResidual) {
+          IO::load(r + i, za, zb, n);  // the row ends here; the buffer didn't
+        } else {
+          za = fvec::loadu(z + i);
+          zb = fvec::loadu(z + i + kF);
+        }
         fvec wa, wb;
         IO::load(w_ + i, wa, wb, n);
         IO::store(x + i, za * scale * wa, zb * scale * wb, n);
