@@ -677,20 +677,6 @@ void reshape_and_cache_kernel(const Tensor& key, const Tensor& value,
         cache_t* gathered = head_buffers.data();
         cache_t* head_tile = gathered + 32 * g.head_size;
         bool streamed = false;
-        // The rows of run r's tokens are asked for (into L2) while the run
-        // before it is written: for tokens in no order they lie all over the
-        // source, and consecutive ones are read head by head, a stride the
-        // hardware prefetcher follows poorly (0.74-0.91x the time at 4096
-        // tokens, in order, without).
-        const auto prefetch_run = [&g](int64_t r) {
-          const int64_t row_bytes =
-              g.num_heads * g.head_size * static_cast<int64_t>(sizeof(cache_t));
-          for (int64_t e = g.runs[r]; e < g.runs[r + 1]; ++e) {
-            const int64_t t = g.entries[e].token;
-            prefetch_row(g.k_src + t * g.ks0, row_bytes);
-            prefetch_row(g.v_src + t * g.vs0, row_bytes);
-          }
-        };
         for (int64_t r = begin; r < end; ++r) {
           const int64_t block = g.entries[g.runs[r]].slot / g.block_size;
           for (int64_t e0 = g.runs[r]; e0 < g.runs[r + 1]; e0 += kBatch) {
@@ -710,7 +696,20 @@ void reshape_and_cache_kernel(const Tensor& key, const Tensor& value,
             }
             if constexpr (Conv::kIdentity) {
               if (whole && g.block_size == 16 && g.head_size % 16 == 0) {
-                if (r + 1 < end) prefetch_run(r + 1);
+                // The next block's rows are asked for now (into L2), so
+                // that they arrive while this block is written: for tokens
+                // in no order they lie all over the source, and consecutive
+                // ones are read head by head, a stride the hardware
+                // prefetcher follows poorly (0.74-0.91x the time at 4096
+                // tokens, in order).
+                const int64_t row_bytes = g.num_heads * g.head_size * es;
+                if (r + 1 < end) {
+                  for (int64_t e = g.runs[r + 1]; e < g.runs[r + 2]; ++e) {
+                    const int64_t t = g.entries[e].token;
+                    prefetch_row(g.k_src + t * g.ks0, row_bytes);
+                    prefetch_row(g.v_src + t * g.vs0, row_bytes);
+                  }
+                }
                 for (int64_t h = 0; h < g.num_heads; ++h) {
                   const cache_t* ksrc = g.k_src + toks[0] * g.ks0 + h * g.ks1;
                   const cache_t* vsrc = g.v_src + toks[0] * g.vs0 + h * g.vs1;
@@ -751,7 +750,14 @@ void reshape_and_cache_kernel(const Tensor& key, const Tensor& value,
                   // written are read (from the first token) but not stored.
                   using bits_t =
                       std::conditional_t<es == 2, uint16_t, uint32_t>;
-                  if (r + 1 < end) prefetch_run(r + 1);
+                  if (r + 1 < end) {  // as for whole blocks
+                    const int64_t row_bytes = g.num_heads * g.head_size * es;
+                    for (int64_t e = g.runs[r + 1]; e < g.runs[r + 2]; ++e) {
+                      const int64_t t = g.entries[e].token;
+                      prefetch_row(g.k_src + t * g.ks0, row_bytes);
+                      prefetch_row(g.v_src + t * g.vs0, row_bytes);
+                    }
+                  }
                   uint32_t keep = 0;
                   for (int64_t i = 0; i < n; ++i) keep |= 1u << offs[i];
                   for (int64_t h = 0; h < g.num_heads; ++h) {
