@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <torch/headeronly/util/Float8_e4m3fn.h>
@@ -109,20 +110,11 @@ inline void transpose16x16_b16(const void* src, int64_t ld_src, void* dst,
 // kDense: dst is the whole 16 x 16 tile, contiguous (ld_dst == 16), written
 // as 64-byte pairs of rows straight from the unpacks; kStream: with
 // streaming stores, to a 64-byte aligned dst (the caller fences).
-template <bool kDense = false, bool kStream = false>
-inline void transpose16x16_b16_512(const void* src, int64_t ld_src, void* dst,
-                                   int64_t ld_dst) {
-  static_assert(kDense || !kStream, "streaming stores write whole tiles");
-  const auto* s = static_cast<const uint16_t*>(src);
-  auto* d = static_cast<uint16_t*>(dst);
-  __m512i r[8], a[8], b[8];
-  for (int i = 0; i < 8; ++i) {
-    const __m256i lo =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i * ld_src));
-    const __m256i hi = _mm256_loadu_si256(
-        reinterpret_cast<const __m256i*>(s + (8 + i) * ld_src));
-    r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-  }
+// The unpack network shared by the 16-bit transposes below: r[i] holds
+// rows i (low half) and 8 + i (high half); b[k] and b[4 + k] then hold, lane
+// by lane, what the column registers are unpacked from.
+inline void unpack16x16_b16_512(const __m512i r[8], __m512i b[8]) {
+  __m512i a[8];
   for (int i = 0; i < 4; ++i) {
     a[2 * i] = _mm512_unpacklo_epi16(r[2 * i], r[2 * i + 1]);
     a[2 * i + 1] = _mm512_unpackhi_epi16(r[2 * i], r[2 * i + 1]);
@@ -133,23 +125,49 @@ inline void transpose16x16_b16_512(const void* src, int64_t ld_src, void* dst,
     b[4 * i + 2] = _mm512_unpacklo_epi32(a[4 * i + 1], a[4 * i + 3]);
     b[4 * i + 3] = _mm512_unpackhi_epi32(a[4 * i + 1], a[4 * i + 3]);
   }
+}
+
+// Output rows 2k, 2k + 1 (64 contiguous bytes of a dense 16 x 16 tile) are
+// lanes 0, 2 of both column registers, rows 8 + 2k, 9 + 2k their lanes 1, 3:
+// pair[k] and pair[4 + k].
+inline void dense_pairs16x16_b16_512(const __m512i b[8], __m512i pair[8]) {
+  for (int k = 0; k < 4; ++k) {
+    const __m512i c0 = _mm512_unpacklo_epi64(b[k], b[4 + k]);
+    const __m512i c1 = _mm512_unpackhi_epi64(b[k], b[4 + k]);
+    pair[k] = _mm512_shuffle_i64x2(c0, c1, 0x88);
+    pair[4 + k] = _mm512_shuffle_i64x2(c0, c1, 0xDD);
+  }
+}
+
+template <bool kDense = false, bool kStream = false>
+inline void transpose16x16_b16_512(const void* src, int64_t ld_src, void* dst,
+                                   int64_t ld_dst) {
+  static_assert(kDense || !kStream, "streaming stores write whole tiles");
+  const auto* s = static_cast<const uint16_t*>(src);
+  auto* d = static_cast<uint16_t*>(dst);
+  __m512i r[8], b[8];
+  for (int i = 0; i < 8; ++i) {
+    const __m256i lo =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i * ld_src));
+    const __m256i hi = _mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(s + (8 + i) * ld_src));
+    r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+  }
+  unpack16x16_b16_512(r, b);
   // Lanes of column register k: rows 0-7 of columns k and 8 + k, then rows
   // 8-15 of the same; reordered to column k (lanes 0, 2), column 8 + k (1, 3).
   if constexpr (kDense) {
-    // Output rows 2k, 2k + 1 (64 contiguous bytes) are lanes 0, 2 of both
-    // column registers, rows 8 + 2k, 9 + 2k their lanes 1, 3.
+    __m512i pair[8];
+    dense_pairs16x16_b16_512(b, pair);
     for (int k = 0; k < 4; ++k) {
-      const __m512i c0 = _mm512_unpacklo_epi64(b[k], b[4 + k]);
-      const __m512i c1 = _mm512_unpackhi_epi64(b[k], b[4 + k]);
-      const __m512i lo = _mm512_shuffle_i64x2(c0, c1, 0x88);
-      const __m512i hi = _mm512_shuffle_i64x2(c0, c1, 0xDD);
       if constexpr (kStream) {
-        _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 2 * k * 16), lo);
+        _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 2 * k * 16),
+                            pair[k]);
         _mm512_stream_si512(reinterpret_cast<__m512i*>(d + (8 + 2 * k) * 16),
-                            hi);
+                            pair[4 + k]);
       } else {
-        _mm512_storeu_si512(d + 2 * k * 16, lo);
-        _mm512_storeu_si512(d + (8 + 2 * k) * 16, hi);
+        _mm512_storeu_si512(d + 2 * k * 16, pair[k]);
+        _mm512_storeu_si512(d + (8 + 2 * k) * 16, pair[4 + k]);
       }
     }
     return;
@@ -168,6 +186,31 @@ inline void transpose16x16_b16_512(const void* src, int64_t ld_src, void* dst,
     }
   }
 }
+
+// A partly filled 16 x 16 tile: row i of the source (16 columns from
+// rows[i] + col) becomes column i of the dense tile at dst, written only in
+// the columns whose bit is set in `keep` (masked stores: the others keep
+// what the tile held). A row whose bit is clear is read but not used; its
+// pointer must still be readable.
+inline void transpose16x16_b16_512_masked(const uint16_t* const rows[16],
+                                          int64_t col, uint16_t* dst,
+                                          uint32_t keep) {
+  __m512i r[8], b[8], pair[8];
+  for (int i = 0; i < 8; ++i) {
+    const __m256i lo =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[i] + col));
+    const __m256i hi =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[8 + i] + col));
+    r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+  }
+  unpack16x16_b16_512(r, b);
+  dense_pairs16x16_b16_512(b, pair);
+  const __mmask32 m = keep | (keep << 16);  // the same columns in both rows
+  for (int k = 0; k < 4; ++k) {
+    _mm512_mask_storeu_epi16(dst + 2 * k * 16, m, pair[k]);
+    _mm512_mask_storeu_epi16(dst + (8 + 2 * k) * 16, m, pair[4 + k]);
+  }
+}
 #endif
 
 // The same for 32-bit elements. With AVX-512 one zmm per row: 32- and
@@ -177,13 +220,9 @@ inline void transpose16x16_b16_512(const void* src, int64_t ld_src, void* dst,
 #if defined(CPU_CAPABILITY_AVX512)
 // kStream: every output row (one zmm) with a streaming store, to a 64-byte
 // aligned dst with ld_dst a multiple of 16 (the caller fences).
-template <bool kStream = false>
-inline void transpose16x16_b32(const void* src, int64_t ld_src, void* dst,
-                               int64_t ld_dst) {
-  const auto* s = static_cast<const uint32_t*>(src);
-  auto* d = static_cast<uint32_t*>(dst);
-  __m512i r[16], t[16], u[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(s + i * ld_src);
+// r[i]: row i of a 16 x 16 tile of 32-bit elements; out[j]: its column j.
+inline void transpose16x16_b32_512(const __m512i r[16], __m512i out[16]) {
+  __m512i t[16], u[16];
   for (int i = 0; i < 8; ++i) {
     t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
     t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
@@ -194,22 +233,47 @@ inline void transpose16x16_b32(const void* src, int64_t ld_src, void* dst,
     u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
     u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
   }
-  for (int k = 0; k < 4; ++k) {
+  for (int k = 0; k < 4; ++k) {  // output rows k, 4 + k, 8 + k, 12 + k
     const __m512i v = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x88);
     const __m512i w = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xDD);
     const __m512i v2 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x88);
     const __m512i w2 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xDD);
-    const __m512i out[4] = {
-        _mm512_shuffle_i32x4(v, v2, 0x88), _mm512_shuffle_i32x4(w, w2, 0x88),
-        _mm512_shuffle_i32x4(v, v2, 0xDD), _mm512_shuffle_i32x4(w, w2, 0xDD)};
-    for (int q = 0; q < 4; ++q) {  // output rows k, 4 + k, 8 + k, 12 + k
-      uint32_t* o = d + (4 * q + k) * ld_dst;
-      if constexpr (kStream) {
-        _mm512_stream_si512(reinterpret_cast<__m512i*>(o), out[q]);
-      } else {
-        _mm512_storeu_si512(o, out[q]);
-      }
+    out[k] = _mm512_shuffle_i32x4(v, v2, 0x88);
+    out[4 + k] = _mm512_shuffle_i32x4(w, w2, 0x88);
+    out[8 + k] = _mm512_shuffle_i32x4(v, v2, 0xDD);
+    out[12 + k] = _mm512_shuffle_i32x4(w, w2, 0xDD);
+  }
+}
+
+// kStream: every output row (one zmm) with a streaming store, to a 64-byte
+// aligned dst with ld_dst a multiple of 16 (the caller fences).
+template <bool kStream = false>
+inline void transpose16x16_b32(const void* src, int64_t ld_src, void* dst,
+                               int64_t ld_dst) {
+  const auto* s = static_cast<const uint32_t*>(src);
+  auto* d = static_cast<uint32_t*>(dst);
+  __m512i r[16], out[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(s + i * ld_src);
+  transpose16x16_b32_512(r, out);
+  for (int j = 0; j < 16; ++j) {
+    if constexpr (kStream) {
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(d + j * ld_dst), out[j]);
+    } else {
+      _mm512_storeu_si512(d + j * ld_dst, out[j]);
     }
+  }
+}
+
+// transpose16x16_b16_512_masked for 32-bit elements.
+inline void transpose16x16_b32_512_masked(const uint32_t* const rows[16],
+                                          int64_t col, uint32_t* dst,
+                                          uint32_t keep) {
+  __m512i r[16], out[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(rows[i] + col);
+  transpose16x16_b32_512(r, out);
+  for (int j = 0; j < 16; ++j) {
+    _mm512_mask_storeu_epi32(dst + j * 16, static_cast<__mmask16>(keep),
+                             out[j]);
   }
 }
 #elif defined(CPU_CAPABILITY_AVX2)
@@ -671,6 +735,64 @@ void reshape_and_cache_kernel(const Tensor& key, const Tensor& value,
                 }
                 continue;
               }
+#if defined(CPU_CAPABILITY_AVX512)
+              if constexpr (es == 2 || es == 4) {
+                // From this many slots on: with fewer, a transpose of 16
+                // rows does more work than the elements' own stores.
+                constexpr int64_t kMinMasked = 4;
+                if (!whole && n >= kMinMasked && g.tiles_dense &&
+                    g.block_size == 16 && g.head_size % 16 == 0) {
+                  // Part of a 16-slot block (a decode step, a prefill's
+                  // last block): the value tile's columns of the written
+                  // slots by the same 16 x 16 transposes in registers, each
+                  // output row a masked store of those columns, in place of
+                  // one 2- or 4-byte store per element. Rows of slots not
+                  // written are read (from the first token) but not stored.
+                  using bits_t =
+                      std::conditional_t<es == 2, uint16_t, uint32_t>;
+                  if (r + 1 < end) {  // as for whole blocks
+                    const int64_t row_bytes = g.num_heads * g.head_size * es;
+                    for (int64_t e = g.runs[r + 1]; e < g.runs[r + 2]; ++e) {
+                      const int64_t t = g.entries[e].token;
+                      prefetch_row(g.k_src + t * g.ks0, row_bytes);
+                      prefetch_row(g.v_src + t * g.vs0, row_bytes);
+                    }
+                  }
+                  uint32_t keep = 0;
+                  for (int64_t i = 0; i < n; ++i) keep |= 1u << offs[i];
+                  for (int64_t h = 0; h < g.num_heads; ++h) {
+                    const bits_t* vrows[16];
+                    const bits_t* first = reinterpret_cast<const bits_t*>(
+                        g.v_src + toks[0] * g.vs0 + h * g.vs1);
+                    for (int i = 0; i < 16; ++i) vrows[i] = first;
+                    cache_t* kdst = g.kc + block * g.kc0 + h * g.kc1;
+                    for (int64_t i = 0; i < n; ++i) {
+                      vrows[offs[i]] = reinterpret_cast<const bits_t*>(
+                          g.v_src + toks[i] * g.vs0 + h * g.vs1);
+                      // Key chunk j of slot s at (j * 16 + s) * x.
+                      const cache_t* ksrc =
+                          g.k_src + toks[i] * g.ks0 + h * g.ks1;
+                      cache_t* kd = kdst + offs[i] * g.x;
+                      for (int64_t j = 0; j < g.x_chunks; ++j) {
+                        std::memcpy(kd + j * 16 * g.x, ksrc + j * g.x, 16);
+                      }
+                    }
+                    auto* vdst = reinterpret_cast<bits_t*>(
+                        g.vc + block * g.vc0 + h * g.vc1);
+                    for (int64_t d0 = 0; d0 < g.head_size; d0 += 16) {
+                      if constexpr (es == 2) {
+                        transpose16x16_b16_512_masked(vrows, d0, vdst + d0 * 16,
+                                                      keep);
+                      } else {
+                        transpose16x16_b32_512_masked(vrows, d0, vdst + d0 * 16,
+                                                      keep);
+                      }
+                    }
+                  }
+                  continue;
+                }
+              }
+#endif
             }
             for (int64_t h = 0; h < g.num_heads; ++h) {
               // Key tile [x_chunks, block_size, x] of (block, h).

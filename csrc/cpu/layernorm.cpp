@@ -5,6 +5,7 @@
 #include <cmath>
 #include <memory>
 #include <optional>
+#include <type_traits>
 
 #include "../ops.h"
 #include "cpu_utils.h"
@@ -105,6 +106,72 @@ void rms_norm_kernel(Tensor& out, const Tensor& input, const Tensor& weight,
   });
 }
 
+// float32 fused_add_rms_norm of one row: the first pass (x + residual into
+// residual, its sum of squares) streams from memory, the second (the
+// residual, still in L2, times scale times weight into x) from cache. With
+// AVX2 or AVX-512, in 256-bit registers: on the AMD Zen 4 we measure on,
+// 512-bit steps took 1.09-1.11x the time (1 or 2 threads, 4096 x 4096), as
+// did software prefetches of the next row (1.2-1.3x, evicting the row being
+// scaled from L1) and the second pass of one row beside the first of the
+// next (1.44x).
+inline void fused_add_f32_row(float* __restrict x, float* __restrict r,
+                              const float* __restrict w, int64_t hidden,
+                              float inv_hidden, float eps) {
+#if defined(__AVX2__)
+  constexpr int64_t kL = 8;
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + kL <= hidden; i += kL) {
+    const __m256 z =
+        _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(r + i));
+    _mm256_storeu_ps(r + i, z);
+    acc = _mm256_fmadd_ps(z, z, acc);
+  }
+  alignas(32) float lanes[kL];
+  _mm256_store_ps(lanes, acc);
+  float sq = 0.0f;
+  for (int64_t k = 0; k < kL; ++k) sq += lanes[k];
+  for (int64_t j = i; j < hidden; ++j) {
+    const float z = x[j] + r[j];
+    r[j] = z;
+    sq += z * z;
+  }
+  const float mean_sq = sq * inv_hidden;
+  const float s = 1.0f / std::sqrt(mean_sq + eps);
+  const __m256 scale = _mm256_set1_ps(s);
+  for (i = 0; i + kL <= hidden; i += kL) {
+    _mm256_storeu_ps(x + i,
+                     _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(r + i), scale),
+                                   _mm256_loadu_ps(w + i)));
+  }
+  for (; i < hidden; ++i) x[i] = r[i] * s * w[i];
+#else
+  constexpr int64_t kF = fvec::size();
+  fvec acc(0.0f);
+  int64_t i = 0;
+  for (; i + kF <= hidden; i += kF) {
+    const fvec z = fvec::loadu(x + i) + fvec::loadu(r + i);
+    z.store(r + i);
+    acc = vllm_cpu::fmadd(z, z, acc);
+  }
+  if (i < hidden) {
+    const int64_t n = hidden - i;
+    const fvec z = fvec::loadu(x + i, n) + fvec::loadu(r + i, n);
+    z.store(r + i, n);
+    acc = vllm_cpu::fmadd(z, z, acc);  // lanes past n are zero
+  }
+  const float mean_sq = sum_lanes(acc) * inv_hidden;
+  const fvec scale(1.0f / std::sqrt(mean_sq + eps));
+  for (i = 0; i + kF <= hidden; i += kF) {
+    (fvec::loadu(r + i) * scale * fvec::loadu(w + i)).store(x + i);
+  }
+  if (i < hidden) {
+    const int64_t n = hidden - i;
+    (fvec::loadu(r + i, n) * scale * fvec::loadu(w + i, n)).store(x + i, n);
+  }
+#endif
+}
+
 template <typename scalar_t>
 void fused_add_rms_norm_kernel(Tensor& input, Tensor& residual,
                                const Tensor& weight, float eps) {
@@ -129,10 +196,21 @@ void fused_add_rms_norm_kernel(Tensor& input, Tensor& residual,
   vllm_cpu::parallel_for(0, num_rows, grain, [&](int64_t begin, int64_t end) {
     // The float32 sum x + residual of one row, normalized in the second
     // pass (the stored residual is rounded to scalar_t; the norm is not).
-    std::unique_ptr<float[]> sum(new float[padded]);
+    // For float32 the stored residual is that sum: the second pass reads it
+    // back, and no buffer takes a third row's room in L1.
+    constexpr bool kSumIsResidual = std::is_same_v<scalar_t, float>;
+    std::unique_ptr<float[]> sum(kSumIsResidual ? nullptr : new float[padded]);
     // Locals, as in rms_norm_kernel.
     const int64_t hidden_ = hidden;
     const scalar_t* const w_ = w;
+    if constexpr (kSumIsResidual) {
+      for (int64_t row = begin; row < end; ++row) {
+        fused_add_f32_row(in_base + in_rows.offset(row),
+                          res_base + res_rows.offset(row), w_, hidden_,
+                          inv_hidden, eps);
+      }
+      return;
+    }
     for (int64_t row = begin; row < end; ++row) {
       scalar_t* x = in_base + in_rows.offset(row);
       scalar_t* r = res_base + res_rows.offset(row);
@@ -151,8 +229,10 @@ void fused_add_rms_norm_kernel(Tensor& input, Tensor& residual,
         }
         const fvec za = xa + ra;
         const fvec zb = xb + rb;
-        za.store(sum.get() + i);
-        zb.store(sum.get() + i + kF);
+        if constexpr (!kSumIsResidual) {
+          za.store(sum.get() + i);
+          zb.store(sum.get() + i + kF);
+        }
         if (n == kStep) {
           IO::store(r + i, za, zb);
         } else {
@@ -166,28 +246,35 @@ void fused_add_rms_norm_kernel(Tensor& input, Tensor& residual,
 
       // While this row is scaled (from L1), the next row's input and
       // residual are fetched, so that its first pass does not wait on memory.
+      const float* z =
+          kSumIsResidual ? reinterpret_cast<const float*>(r) : sum.get();
       const bool last = row + 1 == end;
       const char* next_x = reinterpret_cast<const char*>(
           in_base + in_rows.offset(last ? row : row + 1));
       const char* next_r = reinterpret_cast<const char*>(
           res_base + res_rows.offset(last ? row : row + 1));
       for (i = 0; i + kStep <= hidden_; i += kStep) {
-        if (!last) {
+        if (!kSumIsResidual && !last) {
           for (int64_t b = 0; b < kStepBytes; b += 64) {
-            __builtin_prefetch(next_x + i * sizeof(scalar_t) + b);
-            __builtin_prefetch(next_r + i * sizeof(scalar_t) + b);
+            __builtin_prefetch(next_x + i * sizeof(scalar_t) + b, 0, 2);
+            __builtin_prefetch(next_r + i * sizeof(scalar_t) + b, 0, 2);
           }
         }
-        const fvec za = fvec::loadu(sum.get() + i);
-        const fvec zb = fvec::loadu(sum.get() + i + kF);
+        const fvec za = fvec::loadu(z + i);
+        const fvec zb = fvec::loadu(z + i + kF);
         fvec wa, wb;
         IO::load(w_ + i, wa, wb);
         IO::store(x + i, za * scale * wa, zb * scale * wb);
       }
       if (i < hidden_) {
         const int64_t n = hidden_ - i;
-        const fvec za = fvec::loadu(sum.get() + i);
-        const fvec zb = fvec::loadu(sum.get() + i + kF);
+        fvec za, zb;
+        if constexpr (kSumIsResidual) {
+          IO::load(r + i, za, zb, n);  // the row ends here; the buffer didn't
+        } else {
+          za = fvec::loadu(z + i);
+          zb = fvec::loadu(z + i + kF);
+        }
         fvec wa, wb;
         IO::load(w_ + i, wa, wb, n);
         IO::store(x + i, za * scale * wa, zb * scale * wb, n);

@@ -164,6 +164,33 @@ def last_level_cache_bytes() -> int:
     return best
 
 
+@pytest.mark.parametrize("head_size", HEAD_SIZES)
+@pytest.mark.parametrize("block_size", BLOCK_SIZES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reshape_and_cache_partial_blocks(
+    head_size: int, block_size: int, dtype: torch.dtype, device: torch.device
+) -> None:
+    """Blocks written in part, 1 to block_size - 1 of their slots each (every
+    count), tokens in random order with padding among them: the slots not
+    written keep the cache's values (the CPU kernel writes a partly filled
+    16-slot block's value tile by masked stores)."""
+    generator = torch.Generator().manual_seed(0)
+    slots = []
+    for block, count in enumerate(range(1, block_size)):
+        offsets = torch.randperm(block_size, generator=generator)[:count]
+        slots += [(2 * block + 1) * block_size + int(o) for o in offsets]
+    slot_mapping = torch.tensor(slots, dtype=torch.long)
+    slot_mapping = slot_mapping[torch.randperm(len(slots), generator=generator)]
+    slot_mapping = torch.cat([slot_mapping, torch.tensor([-1, -1])]).to(device)
+    num_tokens = len(slot_mapping)
+    qkv = torch.randn(num_tokens, 3, NUM_HEADS, head_size, dtype=dtype, device=device)
+    _, key, value = qkv.unbind(dim=1)
+    key_cache, value_cache = make_caches(
+        NUM_BLOCKS, NUM_HEADS, head_size, block_size, dtype, device
+    )
+    check_against_reference(key, value, key_cache, value_cache, slot_mapping)
+
+
 @pytest.mark.parametrize("order", ["in order", "shuffled"])
 @pytest.mark.parametrize("head_size", HEAD_SIZES)
 @pytest.mark.parametrize("block_size", BLOCK_SIZES)
