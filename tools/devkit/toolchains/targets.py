@@ -26,10 +26,9 @@ class Target:
     name: str
     torch_version: str  # the pin, without local tag: what `torch==` must match
     torch_local: str  # local version tag of the flavour, e.g. "cpu"; "" for none
+    torch_index: str  # where that flavour lives
     job_memory: int  # bytes one compile job needs at its peak
-    # The flavour's name on PyTorch's index (whl/<it>), appended to the package
-    # version (0.1.0+cpu).
-    version_suffix: str
+    version_suffix: str  # appended to the package version: 0.1.0+cpu
     # uv's --index-strategy: torch from its index, the rest from PyPI or the mirrors.
     index_strategy: str = "unsafe-best-match"
     nvcc_threads: int | None = None  # default NVCC_THREADS; None: no nvcc
@@ -58,11 +57,6 @@ class Target:
         return f"torch=={self.torch_version}{local}"
 
     @property
-    def torch_index(self) -> str:
-        """Where the flavour lives: PyTorch's index for it, e.g. .../whl/cpu."""
-        return f"{PYTORCH_INDEX}/{self.version_suffix}"
-
-    @property
     def requirements(self) -> str:
         """The target's requirements file, holding the torch pin."""
         return f"requirements/{self.name}.txt"
@@ -79,6 +73,7 @@ TARGETS: dict[str, Target] = {
             name="cpu",
             torch_version="2.13.0",
             torch_local="cpu",
+            torch_index=f"{PYTORCH_INDEX}/cpu",
             # Measured (`nox -s bench-build -- --against REF`): on the stable
             # surface the largest g++ job (csrc/cpu/cache.cpp) peaks at 381 MiB,
             # the others at 285-322 MiB (before the port: 764 MiB); 0.5 GiB
@@ -91,6 +86,7 @@ TARGETS: dict[str, Target] = {
             name="cuda",
             torch_version="2.14.1",
             torch_local="",  # cu130 index: 2.14.1+cu130; PyPI: 2.14.1, also CUDA 13.0
+            torch_index=f"{PYTORCH_INDEX}/cu130",
             # nvcc's peak per thread (vLLM's rule of thumb for its larger kernels).
             job_memory=4 * GIB,
             version_suffix="cu130",
@@ -105,6 +101,7 @@ TARGETS: dict[str, Target] = {
             name="rocm",
             torch_version="2.10.0",
             torch_local="rocm7.1",
+            torch_index=f"{PYTORCH_INDEX}/rocm7.1",
             job_memory=1 * GIB,  # hipcc's peak per job (the seed talk's figure)
             version_suffix="rocm7.1",
             hip_version="7.1",
