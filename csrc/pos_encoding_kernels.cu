@@ -6,9 +6,12 @@
 //   NeoX:  (x[i], x[i + r/2])  -> (x[i] cos_i - x[i+r/2] sin_i,
 //                                   x[i+r/2] cos_i + x[i] sin_i)
 //   GPT-J: (x[2i], x[2i + 1])  -> same, with the pair interleaved.
-// Each product and sum rounded on its own (no fused multiply-add) and, for
-// bfloat16 and float16, rounded to the query's dtype after each step, with
-// the cache rounded to it first: RotaryEmbedding.forward_native's torch ops.
+// Each product and sum rounded on its own (no fused multiply-add), in
+// float32, with the cache rounded to the query's dtype first and the result
+// rounded to it once: in bfloat16 and float16, forward_native's formula
+// evaluated in float32 (a product of two 16-bit values is exact there), bit
+// for bit as the CPU kernel (RotaryEmbedding's docstring states the
+// contract).
 //
 // One block per token (grid-stride); its threads cover the (head, pair)
 // units of the query's heads, then of the key's.
@@ -41,16 +44,13 @@ __device__ __forceinline__ void rotate_heads(T* base, const int num_heads,
     T* head = base + h * head_stride;
     const int xi = kNeox ? i : 2 * i;
     const int yi = kNeox ? i + half : 2 * i + 1;
-    // The cache in T, and every product rounded to T, as forward_native's
-    // torch ops in T do.
+    // The cache in T, the rotation in float32, one rounding to T.
     const float c = rnd(to_float(cos[i]));
     const float s = rnd(to_float(sin[i]));
     const float x = to_float(head[xi]);
     const float y = to_float(head[yi]);
-    head[xi] =
-        from_float<T>(__fsub_rn(rnd(__fmul_rn(x, c)), rnd(__fmul_rn(y, s))));
-    head[yi] =
-        from_float<T>(__fadd_rn(rnd(__fmul_rn(y, c)), rnd(__fmul_rn(x, s))));
+    head[xi] = from_float<T>(__fsub_rn(__fmul_rn(x, c), __fmul_rn(y, s)));
+    head[yi] = from_float<T>(__fadd_rn(__fmul_rn(y, c), __fmul_rn(x, s)));
   }
 }
 

@@ -14,6 +14,7 @@ from vllm.model_executor.layers.rotary_embedding import (
     RotaryEmbedding,
     get_rope,
 )
+from vllm.model_executor.layers.rotary_embedding.base import _apply_rotary_emb
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 HEAD_SIZES = [64, 80, 112, 120, 256]
@@ -28,17 +29,49 @@ ATOL = {torch.float16: 1e-3, torch.bfloat16: 1e-3, torch.float32: 1e-5}
 RTOL = {torch.float16: 1e-3, torch.bfloat16: 1.6e-2, torch.float32: 1.3e-6}
 
 
-def assert_matches_native(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    """The contract: bit-exact with forward_native in bfloat16 and float16 (the
-    kernel rounds after every product and sum, as the reference's torch ops
-    do); float32 within vLLM's tolerance (the compiler may fuse a product and
-    a sum into one rounding)."""
+def rotate_in_float32(
+    rope: RotaryEmbedding, positions: torch.Tensor, x: torch.Tensor
+) -> torch.Tensor:
+    """forward_native's formula evaluated in float32 and rounded once to x's dtype:
+    the kernel's result in bfloat16 and float16, bit for bit.
+
+    The cache is rounded to x's dtype first, as forward_native does; a product of
+    two 16-bit values is exact in float32, so the only roundings are the sum's
+    (to float32) and the last one, whatever order or fusing the kernel uses.
+    """
+    positions = positions.flatten()
+    cos, sin = rope.cos_sin_cache.to(x.dtype).index_select(0, positions).chunk(2, dim=-1)
+    heads = x.reshape(positions.shape[0], -1, rope.head_size)
+    rot = _apply_rotary_emb(
+        heads[..., : rope.rotary_dim].float(), cos.float(), sin.float(), rope.is_neox_style
+    )
+    return torch.cat((rot.to(x.dtype), heads[..., rope.rotary_dim :]), dim=-1).reshape(x.shape)
+
+
+def assert_meets_contract(
+    rope: RotaryEmbedding,
+    positions: torch.Tensor,
+    before: torch.Tensor,
+    actual: torch.Tensor,
+    native: torch.Tensor,
+) -> None:
+    """The contract, for the kernel's output `actual` from input `before`.
+
+    bfloat16, float16: bit-exact with forward_native's formula in float32,
+    rounded once (rotate_in_float32); and within one epsilon of the input's
+    largest element of forward_native itself, which rounds each product to the
+    dtype first (where the two products cancel, its result is that far from the
+    exact one; vLLM's default tolerance, 1e-3 + 1.6e-2 |expected|, is tighter
+    there than forward_native's own error).
+    float32: within vLLM's tolerance of forward_native (the compiler may fuse a
+    product and a sum into one rounding).
+    """
     if actual.dtype == torch.float32:
-        torch.testing.assert_close(
-            actual, expected, atol=ATOL[actual.dtype], rtol=RTOL[actual.dtype]
-        )
-    else:
-        torch.testing.assert_close(actual, expected, atol=0, rtol=0)
+        torch.testing.assert_close(actual, native, atol=ATOL[actual.dtype], rtol=RTOL[actual.dtype])
+        return
+    torch.testing.assert_close(actual, rotate_in_float32(rope, positions, before), atol=0, rtol=0)
+    eps = torch.finfo(actual.dtype).eps
+    torch.testing.assert_close(actual, native, atol=eps * before.abs().max().item(), rtol=eps)
 
 
 def make_heads(
@@ -88,16 +121,17 @@ def test_rotary_embedding(
     key_heads, key_base = make_heads(num_tokens, NUM_KV_HEADS, head_size, layout, dtype, device)
     key = key_heads if use_key else None
     bases_before = [query_base.clone(), key_base.clone()]
+    query_before, key_before = query.clone(), key_heads.clone()
 
     # The reference first: the kernel rotates query and key in place.
     ref_query, ref_key = rope.forward_native(positions, query, key)
     out_query, out_key = rope(positions, query, key)
 
     assert out_query is query and out_key is key
-    assert_matches_native(out_query, ref_query)
+    assert_meets_contract(rope, positions, query_before, out_query, ref_query)
     if key is not None:
         assert ref_key is not None
-        assert_matches_native(out_key, ref_key)
+        assert_meets_contract(rope, positions, key_before, out_key, ref_key)
     else:
         assert ref_key is None
     if layout == "padded":
@@ -118,11 +152,12 @@ def test_rotary_embedding_same_head_count(
     positions = torch.randint(0, MAX_POSITION, (num_tokens,), device=device)
     query = torch.randn(num_tokens, 4 * head_size, dtype=dtype, device=device)
     key = torch.randn(num_tokens, 4 * head_size, dtype=dtype, device=device)
+    query_before, key_before = query.clone(), key.clone()
     ref_query, ref_key = rope.forward_native(positions, query, key)
     out_query, out_key = rope(positions, query, key)
-    assert ref_key is not None
-    assert_matches_native(out_query, ref_query)
-    assert_matches_native(out_key, ref_key)
+    assert ref_key is not None and out_key is not None
+    assert_meets_contract(rope, positions, query_before, out_query, ref_query)
+    assert_meets_contract(rope, positions, key_before, out_key, ref_key)
 
 
 # vLLM's tests/kernels/core/test_pos_encoding.py matrix: get_rope, a float32
@@ -167,12 +202,14 @@ def test_get_rope_matches_native(
         ..., : dims[-1] if shape == "flat" else head_size
     ]
     key = torch.randn_like(query) if use_key else None
+    query_before = query.clone()
+    key_before = key.clone() if key is not None else None
     ref_query, ref_key = rope.forward_native(positions, query, key)
     out_query, out_key = rope.forward(positions, query, key)
-    assert_matches_native(out_query, ref_query)
+    assert_meets_contract(rope, positions, query_before, out_query, ref_query)
     if use_key:
-        assert out_key is not None and ref_key is not None
-        assert_matches_native(out_key, ref_key)
+        assert out_key is not None and ref_key is not None and key_before is not None
+        assert_meets_contract(rope, positions, key_before, out_key, ref_key)
     else:
         assert out_key is None and ref_key is None
 
@@ -398,3 +435,61 @@ class TestBadInputs:
             ops.rotary_embedding(
                 positions, query.requires_grad_(), None, self.head_size, cache, True
             )
+
+
+@pytest.mark.parametrize("is_neox_style", [True, False])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_rotary_embedding_rounds_once(
+    is_neox_style: bool, dtype: torch.dtype, device: torch.device
+) -> None:
+    """In 16 bits the result is the exact rotation (float64, from the same
+    inputs and cache) correctly rounded, but where float32's rounding of the
+    sum lands on a tie of the dtype (a double rounding, about 1 in 10^4 or
+    fewer); forward_native, rounding each product to the dtype first, is
+    correctly rounded in about two thirds of them (bfloat16)."""
+    head_size, num_tokens = 128, 512
+    rope = RotaryEmbedding(head_size, head_size, MAX_POSITION, BASE, is_neox_style, dtype)
+    rope.to(device)
+    positions = torch.randint(0, MAX_POSITION, (num_tokens,), device=device)
+    query = torch.randn(num_tokens, 8 * head_size, dtype=dtype, device=device)
+    cos, sin = rope.cos_sin_cache.index_select(0, positions).chunk(2, dim=-1)
+    heads = query.view(num_tokens, -1, head_size)
+    exact = _apply_rotary_emb(heads.double(), cos.double(), sin.double(), is_neox_style)
+    # float64 -> float32 is exact for the rounded result's 16-bit neighbours'
+    # midpoints too, so this rounds the float64 value correctly.
+    correctly_rounded = exact.float().to(dtype).view_as(query)
+    native, _ = rope.forward_native(positions, query)
+    out, _ = rope(positions, query)
+    share = (out == correctly_rounded).float().mean().item()
+    native_share = (native == correctly_rounded).float().mean().item()
+    assert share > 0.999, f"correctly rounded in {share:.2%} of elements"
+    assert native_share < share
+
+
+@pytest.mark.parametrize("is_neox_style", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rotary_embedding_special_values(
+    is_neox_style: bool, dtype: torch.dtype, device: torch.device
+) -> None:
+    """Infinities, NaN and the dtype's largest values go through as in the
+    float32 evaluation (float32: as forward_native, within vLLM's tolerance):
+    a sum of two products that overflows is an infinity, inf - inf is NaN,
+    NaN stays NaN."""
+    head_size, num_tokens = 64, 9
+    rope = RotaryEmbedding(head_size, head_size, MAX_POSITION, BASE, is_neox_style, dtype)
+    rope.to(device)
+    positions = torch.randint(1, MAX_POSITION, (num_tokens,), device=device)
+    query = torch.randn(num_tokens, 4 * head_size, dtype=dtype, device=device)
+    big = torch.finfo(dtype).max
+    specials = torch.tensor([math.inf, -math.inf, math.nan, big, -big, 0.0], dtype=dtype)
+    flat = query.view(-1)
+    picks = torch.randint(0, flat.numel(), (64,), device=device)
+    flat[picks] = specials[torch.arange(64) % len(specials)].to(device)
+    before = query.clone()
+    native, _ = rope.forward_native(positions, query)
+    out, _ = rope(positions, query)
+    if dtype == torch.float32:
+        torch.testing.assert_close(out, native, atol=ATOL[dtype], rtol=RTOL[dtype], equal_nan=True)
+    else:
+        expected = rotate_in_float32(rope, positions, before)
+        torch.testing.assert_close(out, expected, atol=0, rtol=0, equal_nan=True)

@@ -41,6 +41,15 @@ class RotaryEmbedding(CustomOp):
     in the given dtype. query and key are [tokens, heads * head_size] or
     [tokens, heads, head_size]; key may be None. The kernel path rotates them
     in place; the reference returns new tensors.
+
+    The kernel's numbers in bfloat16 and float16: forward_native's formula
+    evaluated in float32 (the cache rounded to the dtype first) and rounded
+    once to the dtype, bit for bit (but for bfloat16 products below float32's
+    normal range, inputs near 1e-30), which is the exact rotation correctly
+    rounded in all but rare double-rounding ties. forward_native itself rounds
+    each product to the dtype before the sum, and is that much less accurate
+    where the products cancel. In float32, within vLLM's tolerance of
+    forward_native.
     """
 
     cos_sin_cache: torch.Tensor
