@@ -188,18 +188,38 @@ inline void gptj_f32_head(float* x, const float* c, const float* s,
 }
 #endif
 
+// Calls step(i, load, store) for i = begin, begin + kStep, ... below end:
+// whole steps with full loads and stores, the last partial one with counted
+// ones. load(p, a, b) fills two float vectors from p; store(p, a, b) writes
+// them back in scalar_t.
+template <typename scalar_t, typename Step>
+inline void for_each_step(int64_t begin, int64_t end, const Step& step) {
+  using IO = FloatIO<scalar_t>;
+  const int64_t whole = begin + (end - begin) / IO::kStep * IO::kStep;
+  for (int64_t i = begin; i < whole; i += IO::kStep) {
+    step(
+        i, [](const scalar_t* p, fvec& a, fvec& b) { IO::load(p, a, b); },
+        [](scalar_t* p, const fvec& a, const fvec& b) { IO::store(p, a, b); });
+  }
+  if (whole < end) {
+    const int64_t n = end - whole;
+    step(
+        whole,
+        [n](const scalar_t* p, fvec& a, fvec& b) { IO::load(p, a, b, n); },
+        [n](scalar_t* p, const fvec& a, const fvec& b) {
+          IO::store(p, a, b, n);
+        });
+  }
+}
+
 // One head, any dtype, from element `from` of the half (NeoX) or pair `from`
 // (GPT-J) on: the vector code of every ISA.
 template <typename scalar_t, bool kNeox>
 inline void rotate_head(scalar_t* x, const TokenRows& rows, int64_t half,
                         int64_t from) {
-  using IO = FloatIO<scalar_t>;
-  constexpr int64_t kStep = IO::kStep;
   constexpr int64_t kF = fvec::size();
-  // Whole steps load and store without counts.
   const int64_t end = kNeox ? half : 2 * half;
   const int64_t begin = kNeox ? from : 2 * from;
-  const int64_t whole = begin + (end - begin) / kStep * kStep;
   if constexpr (kNeox) {
     scalar_t* y = x + half;
     const auto step = [&](int64_t i, auto load, auto store) {
@@ -213,22 +233,7 @@ inline void rotate_head(scalar_t* x, const TokenRows& rows, int64_t half,
       store(x + i, x0 * c0 - y0 * s0, x1 * c1 - y1 * s1);
       store(y + i, y0 * c0 + x0 * s0, y1 * c1 + x1 * s1);
     };
-    for (int64_t i = begin; i < whole; i += kStep) {
-      step(
-          i, [](const scalar_t* p, fvec& a, fvec& b) { IO::load(p, a, b); },
-          [](scalar_t* p, const fvec& a, const fvec& b) {
-            IO::store(p, a, b);
-          });
-    }
-    if (whole < end) {
-      const int64_t n = end - whole;
-      step(
-          whole,
-          [n](const scalar_t* p, fvec& a, fvec& b) { IO::load(p, a, b, n); },
-          [n](scalar_t* p, const fvec& a, const fvec& b) {
-            IO::store(p, a, b, n);
-          });
-    }
+    for_each_step<scalar_t>(begin, end, step);
   } else {
     const auto step = [&](int64_t i, auto load, auto store) {
       fvec a, b;
@@ -239,22 +244,7 @@ inline void rotate_head(scalar_t* x, const TokenRows& rows, int64_t half,
       const fvec sb = fvec::loadu(rows.sin_b + i + kF);
       store(x + i, a * ca + swap_pairs(a) * sa, b * cb + swap_pairs(b) * sb);
     };
-    for (int64_t i = begin; i < whole; i += kStep) {
-      step(
-          i, [](const scalar_t* p, fvec& a, fvec& b) { IO::load(p, a, b); },
-          [](scalar_t* p, const fvec& a, const fvec& b) {
-            IO::store(p, a, b);
-          });
-    }
-    if (whole < end) {
-      const int64_t n = end - whole;
-      step(
-          whole,
-          [n](const scalar_t* p, fvec& a, fvec& b) { IO::load(p, a, b, n); },
-          [n](scalar_t* p, const fvec& a, const fvec& b) {
-            IO::store(p, a, b, n);
-          });
-    }
+    for_each_step<scalar_t>(begin, end, step);
   }
 }
 
