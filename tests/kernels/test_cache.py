@@ -108,6 +108,22 @@ def check_against_reference(
     assert torch.equal(bits(value_cache), ref_value_cache)
 
 
+def check_slots(
+    slot_mapping: torch.Tensor,
+    head_size: int,
+    block_size: int,
+    dtype: torch.dtype,
+) -> None:
+    """One token a slot, key and value strided views of one random qkv tensor
+    (as attention gets them), written into fresh random caches and checked
+    against the reference."""
+    device = slot_mapping.device
+    qkv = torch.randn(len(slot_mapping), 3, NUM_HEADS, head_size, dtype=dtype, device=device)
+    _, key, value = qkv.unbind(dim=1)
+    caches = make_caches(NUM_BLOCKS, NUM_HEADS, head_size, block_size, dtype, device)
+    check_against_reference(key, value, *caches, slot_mapping)
+
+
 @pytest.mark.parametrize("num_tokens", NUM_TOKENS)
 @pytest.mark.parametrize("head_size", HEAD_SIZES)
 @pytest.mark.parametrize("block_size", BLOCK_SIZES)
@@ -182,13 +198,7 @@ def test_reshape_and_cache_partial_blocks(
     slot_mapping = torch.tensor(slots, dtype=torch.long)
     slot_mapping = slot_mapping[torch.randperm(len(slots), generator=generator)]
     slot_mapping = torch.cat([slot_mapping, torch.tensor([-1, -1])]).to(device)
-    num_tokens = len(slot_mapping)
-    qkv = torch.randn(num_tokens, 3, NUM_HEADS, head_size, dtype=dtype, device=device)
-    _, key, value = qkv.unbind(dim=1)
-    key_cache, value_cache = make_caches(
-        NUM_BLOCKS, NUM_HEADS, head_size, block_size, dtype, device
-    )
-    check_against_reference(key, value, key_cache, value_cache, slot_mapping)
+    check_slots(slot_mapping, head_size, block_size, dtype)
 
 
 @pytest.mark.parametrize("order", ["in order", "shuffled"])
@@ -207,12 +217,7 @@ def test_reshape_and_cache_whole_blocks(
     slot_mapping = torch.arange(start, start + num_tokens, device=device)
     if order == "shuffled":
         slot_mapping = slot_mapping[torch.randperm(num_tokens, device=device)]
-    qkv = torch.randn(num_tokens, 3, NUM_HEADS, head_size, dtype=dtype, device=device)
-    _, key, value = qkv.unbind(dim=1)
-    key_cache, value_cache = make_caches(
-        NUM_BLOCKS, NUM_HEADS, head_size, block_size, dtype, device
-    )
-    check_against_reference(key, value, key_cache, value_cache, slot_mapping)
+    check_slots(slot_mapping, head_size, block_size, dtype)
 
 
 @pytest.mark.parametrize("order", ["in order", "shuffled"])
