@@ -19,6 +19,22 @@ BLOCK_SIZES = [16, 32]
 NUM_BLOCKS = 128
 
 
+def each_cache_shape(head_sizes: list[int] = HEAD_SIZES):
+    """Parametrizes a test over head_size, block_size and dtype, the sweep most
+    cache tests share (marks applied as three stacked decorators would be)."""
+
+    def apply(test):
+        for mark in (
+            pytest.mark.parametrize("dtype", DTYPES),
+            pytest.mark.parametrize("block_size", BLOCK_SIZES),
+            pytest.mark.parametrize("head_size", head_sizes),
+        ):
+            test = mark(test)
+        return test
+
+    return apply
+
+
 def make_caches(
     num_blocks: int,
     num_heads: int,
@@ -125,9 +141,7 @@ def check_slots(
 
 
 @pytest.mark.parametrize("num_tokens", NUM_TOKENS)
-@pytest.mark.parametrize("head_size", HEAD_SIZES)
-@pytest.mark.parametrize("block_size", BLOCK_SIZES)
-@pytest.mark.parametrize("dtype", DTYPES)
+@each_cache_shape()
 @pytest.mark.parametrize("with_padding", [False, True])
 def test_reshape_and_cache(
     num_tokens: int,
@@ -180,9 +194,7 @@ def last_level_cache_bytes() -> int:
     return best
 
 
-@pytest.mark.parametrize("head_size", HEAD_SIZES)
-@pytest.mark.parametrize("block_size", BLOCK_SIZES)
-@pytest.mark.parametrize("dtype", DTYPES)
+@each_cache_shape()
 def test_reshape_and_cache_partial_blocks(
     head_size: int, block_size: int, dtype: torch.dtype, device: torch.device
 ) -> None:
@@ -202,9 +214,7 @@ def test_reshape_and_cache_partial_blocks(
 
 
 @pytest.mark.parametrize("order", ["in order", "shuffled"])
-@pytest.mark.parametrize("head_size", HEAD_SIZES)
-@pytest.mark.parametrize("block_size", BLOCK_SIZES)
-@pytest.mark.parametrize("dtype", DTYPES)
+@each_cache_shape()
 def test_reshape_and_cache_whole_blocks(
     order: str, head_size: int, block_size: int, dtype: torch.dtype, device: torch.device
 ) -> None:
@@ -383,9 +393,7 @@ def make_fp8_caches(
 
 
 @pytest.mark.parametrize("kv_cache_dtype", list(FP8_DTYPES))
-@pytest.mark.parametrize("head_size", FP8_HEAD_SIZES)
-@pytest.mark.parametrize("block_size", BLOCK_SIZES)
-@pytest.mark.parametrize("dtype", DTYPES)
+@each_cache_shape(FP8_HEAD_SIZES)
 @pytest.mark.parametrize("float8_caches", [False, True])
 def test_reshape_and_cache_fp8(
     kv_cache_dtype: str,
@@ -426,9 +434,7 @@ def test_reshape_and_cache_fp8(
     torch.testing.assert_close(got, expected, atol=v_scale.item() * 0.02, rtol=rtol)
 
 
-@pytest.mark.parametrize("head_size", FP8_HEAD_SIZES)
-@pytest.mark.parametrize("block_size", BLOCK_SIZES)
-@pytest.mark.parametrize("dtype", DTYPES)
+@each_cache_shape(FP8_HEAD_SIZES)
 def test_fp8_e4m3_conversion(
     head_size: int, block_size: int, dtype: torch.dtype, device: torch.device
 ) -> None:
