@@ -110,6 +110,20 @@ inline fvec look_up(const fvec& v, const float* table) {
   return r;
 }
 
+// sigmoid(x) in place on two vectors already rounded to T: torch.sigmoid's
+// table in 16-bit types, 1 / (1 + exp(-x)) in float32.
+template <typename T>
+inline void sigmoid(fvec& x0, fvec& x1, const float* table) {
+  if constexpr (sizeof(T) == 2) {
+    x0 = look_up<T>(x0, table);
+    x1 = look_up<T>(x1, table);
+  } else {
+    const fvec one(1.0f);
+    x0 = (one + x0.neg().exp()).reciprocal();
+    x1 = (one + x1.neg().exp()).reciprocal();
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Gated activations. vec() is torch's vectorized formula, scalar() its scalar
 // one; both in float32.
@@ -286,13 +300,7 @@ struct SwigluOai {
     round_to<scalar_t>(u0, u1);
     fvec s0 = g0 * alpha, s1 = g1 * alpha;
     round_to<scalar_t>(s0, s1);
-    if constexpr (sizeof(scalar_t) == 2) {
-      s0 = look_up<scalar_t>(s0, sigmoid_table);
-      s1 = look_up<scalar_t>(s1, sigmoid_table);
-    } else {
-      s0 = (one + s0.neg().exp()).reciprocal();
-      s1 = (one + s1.neg().exp()).reciprocal();
-    }
+    sigmoid<scalar_t>(s0, s1, sigmoid_table);
     g0 = g0 * s0;
     g1 = g1 * s1;
     round_to<scalar_t>(g0, g1);
@@ -439,16 +447,9 @@ struct GeluQuickOp {
   const float* table = nullptr;  // torch.sigmoid's, in 16-bit types
   template <typename T>
   void apply(fvec& x0, fvec& x1) const {
-    const fvec one(1.0f);
     fvec s0 = fvec(1.702f) * x0, s1 = fvec(1.702f) * x1;
     round_to<T>(s0, s1);
-    if constexpr (sizeof(T) == 2) {
-      s0 = look_up<T>(s0, table);
-      s1 = look_up<T>(s1, table);
-    } else {
-      s0 = (one + s0.neg().exp()).reciprocal();
-      s1 = (one + s1.neg().exp()).reciprocal();
-    }
+    sigmoid<T>(s0, s1, table);
     x0 = x0 * s0;
     x1 = x1 * s1;
   }
