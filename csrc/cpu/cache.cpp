@@ -888,26 +888,22 @@ void dispatch_cache_dtype(const Tensor& key, const Tensor& value,
                           Tensor& key_cache, Tensor& value_cache,
                           const Plan& plan, const vllm::CacheLayout& l,
                           const Tensor& k_scale, const Tensor& v_scale) {
+  const auto write = [&](auto key_conv, auto value_conv) {
+    reshape_and_cache_kernel<scalar_t>(key, value, key_cache, value_cache, plan,
+                                       l, key_conv, value_conv);
+  };
+  // fp8 (a c10::Float8_* value, for its type): x / scale, rounded to it.
+  const auto write_fp8 = [&](auto fp8) {
+    using Conv = ToFp8<scalar_t, decltype(fp8)>;
+    write(Conv{scale_value(k_scale)}, Conv{scale_value(v_scale)});
+  };
   switch (l.kv_dtype) {
     case KvCacheDtype::kAuto:
-      reshape_and_cache_kernel<scalar_t>(key, value, key_cache, value_cache,
-                                         plan, l, Identity<scalar_t>{},
-                                         Identity<scalar_t>{});
-      return;
-    case KvCacheDtype::kFp8E4M3: {
-      using Conv = ToFp8<scalar_t, c10::Float8_e4m3fn>;
-      reshape_and_cache_kernel<scalar_t>(key, value, key_cache, value_cache,
-                                         plan, l, Conv{scale_value(k_scale)},
-                                         Conv{scale_value(v_scale)});
-      return;
-    }
-    case KvCacheDtype::kFp8E5M2: {
-      using Conv = ToFp8<scalar_t, c10::Float8_e5m2>;
-      reshape_and_cache_kernel<scalar_t>(key, value, key_cache, value_cache,
-                                         plan, l, Conv{scale_value(k_scale)},
-                                         Conv{scale_value(v_scale)});
-      return;
-    }
+      return write(Identity<scalar_t>{}, Identity<scalar_t>{});
+    case KvCacheDtype::kFp8E4M3:
+      return write_fp8(c10::Float8_e4m3fn{});
+    case KvCacheDtype::kFp8E5M2:
+      return write_fp8(c10::Float8_e5m2{});
   }
 }
 
