@@ -32,14 +32,13 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from devkit import DevkitError
-from devkit.foundation import envs, gitbase, machine
+from devkit.foundation import envs, gitbase, machine, procs
 from devkit.foundation.envs import ROOT
 from devkit.toolchains import cpuisa, targets
 
@@ -124,10 +123,9 @@ def compiler_identity(cxx: str | None = None, nvcc: str | None = None) -> str:
 def _first_line(tool: str | None, what: str, last: bool = False) -> str:
     if not tool:
         raise DevkitError(f"no {what} found (CXX, c++, g++); install one, e.g. apt install g++")
-    try:
-        out = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise DevkitError(f"{tool} --version failed ({exc}); check the {what}") from None
+    out = procs.probe([tool, "--version"])
+    if out is None:
+        raise DevkitError(f"{tool} --version can't start or doesn't answer; check the {what}")
     lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
     if out.returncode != 0 or not lines:
         raise DevkitError(f"{tool} --version exited {out.returncode}; check the {what}")

@@ -12,12 +12,12 @@ reads the binary's dynamic symbols, so nothing is imported.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from devkit import DevkitError
+from devkit.foundation import procs
 
 SHOWN = 12  # unstable symbols named in the error; the rest are counted
 
@@ -63,12 +63,9 @@ def audit(exe: Path, so: Path, floor: str) -> str:
             f"torch-abi-audit is not installed ({exe}); it checks the extension stays on "
             "torch's stable ABI: uv pip install -r requirements/build.txt"
         )
-    result = subprocess.run(
-        [str(exe), "--check", "torch", "--json", str(so)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = procs.probe([exe, "--check", "torch", "--json", so], timeout=600)
+    if result is None:
+        raise DevkitError(f"torch-abi-audit did not start or answer on {so.name}; rerun it with -v")
     if result.returncode not in (0, 1):
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise DevkitError(f"torch-abi-audit failed on {so.name} ({last}); rerun it with -v")

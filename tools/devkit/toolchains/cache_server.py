@@ -42,16 +42,10 @@ from devkit.toolchains.compiler_cache import (
 
 
 def _sccache(cache: CompilerCache, *args: str, timeout: float = START_TIMEOUT_S):
-    try:
-        return subprocess.run(
-            [cache.launcher, *args],
-            env=environ_for(cache, os.environ),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
+    done = procs.probe([cache.launcher, *args], timeout, env=environ_for(cache, os.environ))
+    if done is None:
         return subprocess.CompletedProcess(args, 124, "", f"no answer within {timeout:.0f} s")
+    return done
 
 
 def store_address(cache: CompilerCache) -> tuple[str, int] | None:

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -174,7 +173,9 @@ def check_uv_target(python: Path, path: Path, uv: str, env: Mapping[str, str]) -
     cmd = [uv, "pip", "install", "--dry-run", "--refresh", "-p", str(python), "-r", os.devnull]
     environ = dict(env)
     environ.pop("UV_OFFLINE", None)  # uv refuses it with --refresh; nothing is fetched anyway
-    out = subprocess.run(cmd, capture_output=True, text=True, env=environ, cwd=path.parent)
+    out = procs.probe(cmd, env=environ, cwd=path.parent)
+    if out is None:
+        raise DevkitError(f"{uv} did not start or answer within a minute; check uv")
     match = _USING.search(out.stderr)
     refused = _UNPARSED.search(out.stderr)
     if out.returncode != 0 and refused:  # not the venv's fault
