@@ -295,27 +295,27 @@ class TestBadInputs:
         with pytest.raises(RuntimeError, match=match):
             ops.reshape_and_cache(*args)
 
-    def test_int32_slot_mapping(self, device: torch.device) -> None:
-        args = self.args(device)
-        args[4] = args[4].int()
-        self.check(args, "slot_mapping")
+    # One argument changed: (its index, what it becomes, what the error names).
+    BAD = {
+        "int32 slot_mapping": (4, lambda a: a.int(), "slot_mapping"),
+        "unknown kv_cache_dtype": (5, lambda a: "int8", "kv_cache_dtype"),
+        # An fp8 kv_cache_dtype needs uint8 (or float8) caches.
+        "fp8 with float caches": (5, lambda a: "fp8", "key_cache must be uint8"),
+        # Fewer slots than tokens is fine (padded batches); more is not.
+        "more slots than tokens": (4, lambda a: torch.cat([a, a[:1]]), "slot_mapping"),
+        "value shape": (1, lambda a: a[:, :, :32], "value"),
+        "key_cache dtype": (2, lambda a: a.half(), "key_cache"),
+        # x must fill 16 bytes: 4 float32 elements, not 8 (head_size 64, block_size 16).
+        "key_cache x": (2, lambda a: a.reshape(8, NUM_HEADS, 64 // 8, 16, 8), "key_cache"),
+        "value_cache block size": (3, lambda a: a[..., :8], "value_cache"),
+    }
 
-    def test_kv_cache_dtype_unknown(self, device: torch.device) -> None:
+    @pytest.mark.parametrize("case", BAD)
+    def test_bad_argument(self, case: str, device: torch.device) -> None:
+        index, change, match = self.BAD[case]
         args = self.args(device)
-        args[5] = "int8"
-        self.check(args, "kv_cache_dtype")
-
-    def test_fp8_with_float_caches(self, device: torch.device) -> None:
-        """An fp8 kv_cache_dtype needs uint8 (or float8) caches."""
-        args = self.args(device)
-        args[5] = "fp8"
-        self.check(args, "key_cache must be uint8")
-
-    def test_slot_mapping_longer_than_key(self, device: torch.device) -> None:
-        """Fewer slots than tokens is fine (padded batches); more is not."""
-        args = self.args(device)
-        args[4] = torch.cat([args[4], args[4][:1]])
-        self.check(args, "slot_mapping")
+        args[index] = change(args[index])
+        self.check(args, match)
 
     def test_slot_out_of_range(self, device: torch.device) -> None:
         args = self.args(device)
@@ -326,27 +326,6 @@ class TestBadInputs:
             ops.reshape_and_cache(*args)
             torch.cuda.synchronize()
         self.check(args, "slot_mapping")
-
-    def test_value_shape(self, device: torch.device) -> None:
-        args = self.args(device)
-        args[1] = args[1][:, :, :32]
-        self.check(args, "value")
-
-    def test_key_cache_dtype(self, device: torch.device) -> None:
-        args = self.args(device)
-        args[2] = args[2].half()
-        self.check(args, "key_cache")
-
-    def test_key_cache_layout(self, device: torch.device) -> None:
-        """x must fill 16 bytes: 4 float32 elements, not 8."""
-        args = self.args(device)
-        args[2] = args[2].reshape(8, NUM_HEADS, self.head_size // 8, self.block_size, 8)
-        self.check(args, "key_cache")
-
-    def test_value_cache_block_size(self, device: torch.device) -> None:
-        args = self.args(device)
-        args[3] = args[3][..., :8]
-        self.check(args, "value_cache")
 
     def test_device_mismatch(self, device: torch.device) -> None:
         if device.type == "cpu":
