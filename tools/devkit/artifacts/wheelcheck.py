@@ -135,17 +135,15 @@ def _torch_problems(info: Mapping[str, Any], torch: targets.TorchInfo) -> list[s
     ):
         if not info.get(field):
             continue
-        if floor and field == "cuda_version":
-            # On the stable ABI only the CUDA major binds (its runtime's ABI).
-            if _major(info[field]) != _major(have):
-                problems.append(
-                    f"built for CUDA {_major(info[field])} ({info[field]}), the venv's torch "
-                    f"has CUDA {have}: install a torch for CUDA {_major(info[field])}"
-                )
-        elif _major_minor(info[field]) != _major_minor(have):
+        # On the stable ABI only the CUDA major binds (its runtime's ABI).
+        major_only = floor and field == "cuda_version"
+        binding = _major if major_only else _major_minor
+        need = binding(info[field])
+        if need != binding(have):
+            shown = f"{need} ({info[field]})" if major_only else info[field]
             problems.append(
-                f"built for {name} {info[field]}, the venv's torch has {name} {have}: "
-                f"install a torch for {name} {_major_minor(info[field])}"
+                f"built for {name} {shown}, the venv's torch has {name} {have}: "
+                f"install a torch for {name} {need}"
             )
     return problems
 
