@@ -284,10 +284,15 @@ void fused_add_rms_norm_kernel(Tensor& input, Tensor& residual,
 }
 
 // Without a weight the norms scale by ones: x * scale * 1 is x * scale
-// exactly, so one kernel serves both.
+// exactly, so one kernel serves both. A contiguous weight (the usual one) is
+// used as it is: torch::stable::contiguous is a dispatcher call even when it
+// returns its argument (about 0.3 of rms_norm's 4.4 us at one token).
 Tensor weight_or_ones(const std::optional<Tensor>& weight,
                       const Tensor& input) {
-  if (weight.has_value()) return torch::stable::contiguous(*weight);
+  if (weight.has_value()) {
+    return weight->is_contiguous() ? *weight
+                                   : torch::stable::contiguous(*weight);
+  }
   const std::array<int64_t, 1> shape{input.size(-1)};
   Tensor ones = torch::stable::new_empty(
       input, vllm::IntArrayRef(shape.data(), shape.size()));
