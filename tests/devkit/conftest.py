@@ -264,3 +264,14 @@ def published_cpu_wheel(tmp_path_factory) -> Published:
     (wheel,) = (index / commit / "cpu").glob("*.whl")
     assert (index / "nightly" / "cpu" / wheel.name).is_file()
     return Published(repo, commit, index, wheel)
+
+
+@pytest.fixture(scope="module")
+def clones(tmp_path_factory):
+    """Checkouts that build with sccache (test_shared_cache.Clones), one set per module;
+    every sccache server they start is stopped after."""
+    from test_shared_cache import Clones
+
+    found = Clones(tmp_path_factory.mktemp("clones"))
+    yield found
+    found.stop_all()

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 from test_sessions import nox
-from test_shared_cache import Clones, change, nox_environ
+from test_shared_cache import change, nox_environ
 
 from devkit import DevkitError
 from devkit.commands.farm import Farm, find_sccache_dist
@@ -53,13 +53,6 @@ def farm(tmp_path_factory):
     needs_a_farm()
     with Farm(tmp_path_factory.mktemp("farm"), servers=2) as found:
         yield found
-
-
-@pytest.fixture(scope="module")
-def clones(tmp_path_factory):
-    found = Clones(tmp_path_factory.mktemp("clones"))
-    yield found
-    found.stop_all()
 
 
 def dist_environ(farm: Farm, **more: str) -> dict[str, str]:

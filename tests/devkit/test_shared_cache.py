@@ -76,13 +76,6 @@ class Clones:
         return left
 
 
-@pytest.fixture(scope="module")
-def clones(tmp_path_factory):
-    found = Clones(tmp_path_factory.mktemp("clones"))
-    yield found
-    found.stop_all()
-
-
 def counts(result: subprocess.CompletedProcess) -> tuple[int, int, int, int, int]:
     """(compiled, total, local hits, remote hits, misses) from the summary line; with a
     read-only store sccache doesn't tell local from remote hits: (.., None, hits, ..)."""
