@@ -202,28 +202,29 @@ def norm_and_act_cases(
     if selected(args, "rms_norm") or selected(args, "fused_add_rms_norm"):
         x = torch.randn(tokens, hidden, dtype=dtype, device=device)
         norm = RMSNorm(hidden, dtype=dtype).to(device)
-    if selected(args, "rms_norm"):
         out = torch.empty_like(x)
-        yield Case(
+        residual, x2 = torch.randn_like(x), x.clone()  # the fused op writes both
+    # (op, passes over a tokens x hidden tensor, kernel, native, outputs)
+    norms = (
+        (
             "rms_norm",
-            dtype_name,
-            shape,
-            (2 * tokens * hidden + hidden) * es,
+            2,
             lambda: ops.rms_norm(out, x, norm.weight, 1e-6),
             lambda: norm.forward_native(x),
-            (out,),
-        )
-    if selected(args, "fused_add_rms_norm"):
-        residual, x2 = torch.randn_like(x), x.clone()  # the fused op writes both
-        yield Case(
+            lambda: (out,),
+        ),
+        (
             "fused_add_rms_norm",
-            dtype_name,
-            shape,
-            (4 * tokens * hidden + hidden) * es,
+            4,
             lambda: ops.fused_add_rms_norm(x2, residual, norm.weight, 1e-6),
             lambda: norm.forward_native(x, residual),
-            (x2, residual),
-        )
+            lambda: (x2, residual),
+        ),
+    )
+    for name, passes, kernel, native, outputs in norms:
+        if selected(args, name):
+            nbytes = (passes * tokens * hidden + hidden) * es
+            yield Case(name, dtype_name, shape, nbytes, kernel, native, outputs())
     if selected(args, "silu_and_mul") or selected(args, "gelu_and_mul"):
         gate = torch.randn(tokens, 2 * hidden, dtype=dtype, device=device)
         act_out = torch.empty(tokens, hidden, dtype=dtype, device=device)

@@ -264,8 +264,9 @@ def test_two_sessions_at_once_take_turns(tmp_path):
 # -- item 9: SIGTERM, and SIGKILL with its orphaned compilers --------------------
 
 
-def compilers_in(path: Path) -> list[int]:
-    """Compiler processes working under `path`."""
+def compilers_in(path: Path, compiling: str = "") -> list[int]:
+    """Compiler processes working under `path` (and with `compiling` in their command
+    line: "/csrc/" leaves out CMake's quick compiler checks)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
@@ -274,7 +275,9 @@ def compilers_in(path: Path) -> list[int]:
                 "c++",
                 "g++",
             ):
-                if Path(os.readlink(entry / "cwd")).is_relative_to(path):
+                if Path(os.readlink(entry / "cwd")).is_relative_to(path) and (
+                    compiling in (entry / "cmdline").read_text()
+                ):
                     found.append(int(entry.name))
         except OSError:
             continue
@@ -282,7 +285,8 @@ def compilers_in(path: Path) -> list[int]:
 
 
 def start_build(copy: Path, log: Path) -> subprocess.Popen:
-    """build-cpu, returned once a compiler runs in the copy's build directory."""
+    """build-cpu, returned once a compiler runs on one of the copy's sources (a compile
+    that lasts seconds, not one of CMake's checks)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "nox", "-s", "build-cpu"],
         cwd=copy,
@@ -292,7 +296,7 @@ def start_build(copy: Path, log: Path) -> subprocess.Popen:
         start_new_session=True,
     )
     deadline = time.monotonic() + BUILD
-    while not compilers_in(copy / "build"):
+    while not compilers_in(copy / "build", compiling="/csrc/"):
         assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "no compiler started"
         time.sleep(0.1)
