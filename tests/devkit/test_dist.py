@@ -257,7 +257,7 @@ def fault_build(clones, copy, **environ) -> tuple[dict, list[str], subprocess.Co
     return built(result), warnings(result), result
 
 
-# Nightly while sccache 0.16 fails about one cold build in ten on a fresh cluster
+# Nightly while sccache 0.16 fails about one cold build in ten through a local cluster
 # ("failed to zip up compiler outputs": a unit's .o.d is missing when sccache stores the
 # object the cluster sent back). inotify shows the depfile written by the local
 # preprocessor, then read and deleted within that second, seconds before the object
