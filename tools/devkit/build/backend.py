@@ -45,7 +45,7 @@ except ImportError:  # e.g. `pip install --no-build-isolation -e .` from a bare 
 from devkit import DevkitError
 from devkit.artifacts import precompiled
 from devkit.build import cmakecache, metadata, presets
-from devkit.foundation import envs, lock
+from devkit.foundation import envs, layout, lock
 from devkit.foundation.envs import ROOT
 from devkit.foundation.log import say_err as _say
 from devkit.toolchains import cache_server, plan, rocm, targets
@@ -146,7 +146,7 @@ def _precompiled_settings(hook: str, build: plan.BuildPlan, told: bool) -> dict[
     # platlib: the staged binaries make it a platform wheel, as a built one is.
     ours: dict[str, Any] = {"wheel.cmake": "false", "wheel.platlib": "true"}
     if hook == "build_editable":
-        staging_root = targets.build_root() / "precompiled"
+        staging_root = layout.staged_dir()
         files = precompiled.install(build.row, build.torch, staging_root, told)
         # A dict setting's keys follow its name: wheel.force-include.<source> = <dest>.
         ours.update({f"wheel.force-include.{src}": dest for dest, src in files.items()})
@@ -164,7 +164,7 @@ def _by_hand_build(hook: str, build: plan.BuildPlan, config_settings: _Settings)
         yield
         return
     what = f"the build by hand in {build.build_dir} (uv pip install -e .)"
-    with lock.hold(build.build_dir / "build.lock", what, _say, (ROOT, build.build_dir)):
+    with lock.hold(build.build_dir / layout.BUILD_LOCK, what, _say, (ROOT, build.build_dir)):
         build.write()
         cmakecache.follow_cmake_args(build.build_dir, envs.get("CMAKE_ARGS") or "", _say)
         yield

@@ -35,11 +35,11 @@ from pathlib import Path
 
 from devkit import DevkitError
 from devkit.build import pipeline
-from devkit.foundation import files, gitbase, log, procs
+from devkit.foundation import files, gitbase, layout, log, procs
 from devkit.foundation.envs import ROOT
 from devkit.foundation.files import atomic_write
 from devkit.foundation.gitbase import git_output
-from devkit.toolchains import targets, uv
+from devkit.toolchains import uv
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def _worktree(sha: str, src: Path) -> None:
 def build_ref(setup: pipeline.Setup, ref: str) -> RefBuild:
     """REF's extension, built in its worktree with the setup's venv (cached per sha and torch)."""
     sha, name = resolve_ref(ref)
-    root = targets.build_root() / "bench-against" / sha[:12]
+    root = layout.bench_root() / sha[:12]
     lib = root / "lib" / "_C.abi3.so"
     stamp = root / "lib" / "stamp.json"
     expected = {"sha": sha, "torch": setup.torch.version, "python": str(setup.python)}

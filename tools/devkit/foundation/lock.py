@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from devkit import DevkitError
-from devkit.foundation import log, procs
+from devkit.foundation import layout, log, procs
 from devkit.foundation.envs import ROOT
 from devkit.foundation.files import show
 
@@ -150,5 +150,5 @@ def build_lock(build_dir: Path, venv: Path | None) -> Iterator[None]:
         if venv is not None:
             stack.enter_context(venv_lock(venv, what))
         inside = (ROOT, build_dir)
-        stack.enter_context(hold(build_dir / "build.lock", what, log.say, inside))
+        stack.enter_context(hold(build_dir / layout.BUILD_LOCK, what, log.say, inside))
         yield
