@@ -17,7 +17,7 @@ import pytest
 from conftest import CUDA_PIN, ROCM_PIN
 
 from devkit.artifacts import binaries, binkey, binstore
-from devkit.foundation import gitbase
+from devkit.foundation import files, gitbase
 from devkit.foundation.envs import ROOT
 from devkit.foundation.gitbase import copy_checkout
 from devkit.toolchains import cpuisa, plan, targets
@@ -259,7 +259,7 @@ def index_entry(index: Path, where: str, wheel: Path, key: str | None) -> None:
     entry = index / where / "cpu"
     entry.mkdir(parents=True)
     shutil.copy(wheel, entry / wheel.name)
-    sha = binstore._sha256(wheel)
+    sha = files.sha256_of(wheel)
     meta = {"wheel": wheel.name, "sha256": sha, "commit": "c0ffee", "binary_key": key}
     (entry / "metadata.json").write_text(json.dumps(meta))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from vllm._op_table import DISPATCH_KEYS
 from vllm.platforms.interface import CudaAlikePlatform, PlatformEnum
 
 
@@ -11,4 +10,3 @@ class CudaPlatform(CudaAlikePlatform):
 
     _enum = PlatformEnum.CUDA
     device_name = "cuda"
-    dispatch_key = DISPATCH_KEYS["cuda"]

@@ -43,6 +43,7 @@ from typing import Any
 
 from devkit import DevkitError
 from devkit.foundation import envs, log
+from devkit.foundation.files import sha256_of
 
 MANIFEST = "manifest.json"
 ENTRIES = "entries"
@@ -96,14 +97,6 @@ def _sha256_copy(src: Path, dest: Path) -> str:
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(MIB), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def binaries_zip(package_dir: Path, dest: Path) -> Path:
     """A zip of a built package's vllm/*.so and vllm/_build_info.json (an editable
     build's install tree), in a wheel's layout; returns `dest`."""
@@ -154,7 +147,7 @@ class Store:
             return None
         if size != expected_size:
             return None  # a partial or truncated copy
-        actual = _sha256(payload)
+        actual = sha256_of(payload)
         if actual != expected_sha:
             raise DigestMismatch(
                 f"binary store entry {path} holds {manifest['payload']} with sha256 "

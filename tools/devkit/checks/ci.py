@@ -24,9 +24,6 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from devkit.artifacts import binkey
-from devkit.foundation import gitbase
-
-BASE_REFS = gitbase.BASE_REFS
 
 # The one list of what the build backend imports and runs (devkit.artifacts.binkey keys it).
 BUILD_MODULES = binkey.BUILD_MODULES
