@@ -97,7 +97,12 @@ def render(text: str) -> str:
 
 def stale(text: str) -> list[str]:
     """Names of the generated blocks in `text` that `render` would change."""
-    rendered = {m["name"]: m["body"] for m in _BLOCK.finditer(render(text))}
+    return _changed(text, render(text))
+
+
+def _changed(text: str, new: str) -> list[str]:
+    """Names of the generated blocks whose bodies differ between `text` and `new`."""
+    rendered = {m["name"]: m["body"] for m in _BLOCK.finditer(new)}
     return [m["name"] for m in _BLOCK.finditer(text) if m["body"] != rendered[m["name"]]]
 
 
@@ -111,9 +116,10 @@ def write(paths: tuple[Path, ...] = FILES) -> list[str]:
     for path in paths:
         text = path.read_text()
         try:
-            rendered[path] = (stale(text), render(text))
+            new = render(text)
         except DevkitError as exc:
             raise DevkitError(f"{path.name}: {exc}") from None
+        rendered[path] = (_changed(text, new), new)
     for path, (names, text) in rendered.items():
         if names:
             path.write_text(text)

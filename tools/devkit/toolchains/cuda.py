@@ -6,6 +6,7 @@ a mismatched nvcc is one line within seconds, not an error an hour in.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -257,8 +258,10 @@ def check_machine_code(cuobjdump: str, library: Path, arch: CudaArch) -> str:
     return f"machine code: {library.name} holds {expected[0]} only (cuobjdump --list-elf)"
 
 
+@functools.cache
 def local_gpu_arch() -> CudaArch | None:
-    """The first local GPU's compute capability (nvidia-smi), None without a GPU."""
+    """The first local GPU's compute capability (nvidia-smi), None without a GPU; asked
+    once a process (the session's target, its toolchain and its binaries all ask)."""
     smi = shutil.which("nvidia-smi")
     if not smi:
         return None
