@@ -392,6 +392,21 @@ def test_all_empties_the_caches_it_is_pointed_at(checkout, tmp_path, monkeypatch
     assert lines[-1].startswith("freed 0.01 GB: this checkout's build dirs and venvs and the")
 
 
+def test_all_refuses_a_cache_variable_that_holds_the_checkout_or_home(checkout, monkeypatch):
+    build_dir = make_checkout(checkout)
+    keep = checkout / "csrc" / "keep.cpp"
+    keep.parent.mkdir(exist_ok=True)
+    keep.write_text("// ours\n")
+    monkeypatch.setenv("CCACHE_DIR", str(checkout.parent))
+    with pytest.raises(DevkitError, match="not emptying ccache's cache .*: it holds .*CCACHE_DIR"):
+        clean.clean(everything=True, root=checkout)
+    monkeypatch.setenv("CCACHE_DIR", str(checkout / "ccache"))
+    monkeypatch.setenv("SCCACHE_DIR", str(Path.home()))
+    with pytest.raises(DevkitError, match="not emptying sccache's local cache"):
+        clean.clean(everything=True, root=checkout)
+    assert keep.read_text() == "// ours\n" and build_dir.is_dir()  # refused before anything
+
+
 def test_an_unknown_target_is_one_line(checkout):
     with pytest.raises(DevkitError, match="unknown target 'gpu'"):
         clean.clean("gpu", root=checkout)

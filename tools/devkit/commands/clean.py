@@ -120,7 +120,7 @@ def survey(
             continue
         venv_target = venvs.get(venv, _venv_target(venv.name))
         if target in (None, venv_target):
-            lock_path = venv.with_name(venv.name + ".lock")
+            lock_path = lock.lock_file(venv)
             found.removals.append(Removal(venv, f"venv of {venv_target}", lock_path))
     for venv in venvs.keys() - {r.path for r in found.removals}:
         if venv.exists() and not layout.is_our_venv(venv):
@@ -271,28 +271,15 @@ def _remove(path: Path, bases: list[Path], root: Path) -> None:
         shutil.rmtree(path)
 
 
-def cache_dirs(
-    environ: Mapping[str, str] | None = None, root: Path = ROOT
-) -> list[tuple[Path, str]]:
-    """The compiler caches' folders as the build uses them: CCACHE_DIR, else ccache's
-    default; SCCACHE_DIR, else devkit's (<VLLM_BUILD_DIR>/sccache)."""
-    env = os.environ if environ is None else environ
-    home = Path(env.get("HOME", str(Path.home())))
-    xdg = Path(env.get("XDG_CACHE_HOME") or home / ".cache")
-    ccache = Path(env["CCACHE_DIR"]) if env.get("CCACHE_DIR") else xdg / "ccache"
-    sccache = layout.sccache_dir(environ, root)
-    return [(ccache, "ccache's cache"), (sccache, "sccache's local cache")]
-
-
 def _uv_cache(uv: str) -> Path | None:
     out = procs.probe([uv, "cache", "dir"])
     return Path(out.stdout.strip()) if out and out.returncode == 0 and out.stdout.strip() else None
 
 
-def _empty_caches(root: Path, dry_run: bool) -> tuple[list[str], int]:
+def _empty_caches(caches: list[tuple[Path, str]], dry_run: bool) -> tuple[list[str], int]:
     lines, freed = [], 0
     verb = "would empty" if dry_run else "emptied"
-    for folder, why in cache_dirs(None, root):
+    for folder, why in caches:
         if folder.is_dir() and not folder.is_symlink():
             size = size_of(folder)
             if not dry_run:
@@ -370,6 +357,7 @@ def clean(
         targets.get_target(target)  # an unknown target is one line, before anything
     bases = [layout.build_root(None, root), layout.shared_root(None, root), root]
     found = survey(target, root)
+    cache_folders = layout.cache_dirs(None, root) if everything else []  # refused before anything
     refused = tracked([r.path for r in found.removals], root)
     if refused:
         raise DevkitError(
@@ -382,7 +370,7 @@ def clean(
     lines += done
     removed = len(done)
     if everything:
-        cache_lines, cache_freed = _empty_caches(root, dry_run)
+        cache_lines, cache_freed = _empty_caches(cache_folders, dry_run)
         lines += cache_lines
         freed += cache_freed
         removed += len(cache_lines)

@@ -176,3 +176,30 @@ def is_our_venv(path: Path) -> bool:
     except OSError:
         return False
     return bool(re.search(r"^relocatable\s*=\s*true\s*$", cfg, re.M)) and "uv" in cfg
+
+
+def cache_dirs(
+    environ: Mapping[str, str] | None = None, root: Path = ROOT
+) -> list[tuple[Path, str]]:
+    """The compiler caches' folders as the build uses them: CCACHE_DIR, else ccache's
+    default; SCCACHE_DIR, else devkit's (<VLLM_BUILD_DIR>/sccache)."""
+    env = os.environ if environ is None else environ
+    home = Path(env.get("HOME", str(Path.home())))
+    xdg = Path(env.get("XDG_CACHE_HOME") or home / ".cache")
+    ccache = Path(env["CCACHE_DIR"]) if env.get("CCACHE_DIR") else xdg / "ccache"
+    sccache = sccache_dir(environ, root)
+    found = [
+        (ccache, "ccache's cache", "CCACHE_DIR"),
+        (sccache, "sccache's local cache", "SCCACHE_DIR"),
+    ]
+    # A cache variable set to a folder that holds far more (the home, the checkout) is
+    # refused before anything is emptied: `--all` would remove all of it.
+    for folder, why, var in found:
+        real = folder.resolve()
+        for held in (home, root):
+            if held.resolve().is_relative_to(real):
+                raise DevkitError(
+                    f"not emptying {why} {folder}: it holds {held}; point {var} at the "
+                    "cache's own folder"
+                )
+    return [(folder, why) for folder, why, _ in found]
