@@ -17,7 +17,7 @@ the CPU ISA or GPU arch the kernels are compiled for, the build type, and
 torch's identity (flavour, CUDA major, and the stable-ABI floor or the exact
 version: see `torch_identity`).
 
-A built binary records its compiler, so its stored key names it; a
+A build knows its compiler (it is about to run it), so its key names it; a
 checkout that only takes prebuilt binaries has no compiler to ask (and needs
 none), so its lookup matches the compiled inputs and takes a build of them by
 any compiler. `nox -s doctor` prints the key and each input's digest.
@@ -29,14 +29,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from devkit import DevkitError
-from devkit.foundation import envs, gitbase, machine
+from devkit.foundation import envs, gitbase, machine, procs
 from devkit.foundation.envs import ROOT
 from devkit.toolchains import cpuisa, targets
 
@@ -104,6 +106,30 @@ def torch_identity(target: targets.Target, torch: targets.TorchInfo) -> dict[str
     # A CPU binary on the stable ABI needs no CUDA, whichever torch built it.
     cuda_major = cuda_major if target.cuda_version else ""
     return {"flavour": target.name, "cuda_major": cuda_major, "version": f"{target.torch_floor}abi"}
+
+
+def compiler_identity(cxx: str | None = None, nvcc: str | None = None) -> str:
+    """The C++ compiler's (and nvcc's) first `--version` line, e.g. "g++ (Debian 12.2.0)".
+
+    Runs the compiler: for builds only, which run it anyway.
+    """
+    found = cxx or os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    parts = [_first_line(found, "C++ compiler")]
+    if nvcc:
+        parts.append(_first_line(nvcc, "nvcc", last=True))
+    return "; ".join(parts)
+
+
+def _first_line(tool: str | None, what: str, last: bool = False) -> str:
+    if not tool:
+        raise DevkitError(f"no {what} found (CXX, c++, g++); install one, e.g. apt install g++")
+    out = procs.probe([tool, "--version"])
+    if out is None:
+        raise DevkitError(f"{tool} --version can't start or doesn't answer; check the {what}")
+    lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    if out.returncode != 0 or not lines:
+        raise DevkitError(f"{tool} --version exited {out.returncode}; check the {what}")
+    return lines[-1] if last else lines[0]
 
 
 def _sha256(data: bytes) -> str:
