@@ -28,10 +28,6 @@ from devkit.foundation import envs, procs
 from devkit.toolchains import dist
 from devkit.toolchains.compiler_cache import (
     PORT_LOW,
-    PORTS_TRIED,
-    PROBE_TIMEOUT_S,
-    START_TIMEOUT_S,
-    WATCH_INTERVAL_S,
     CompilerCache,
     environ_for,
     next_port,
@@ -39,6 +35,11 @@ from devkit.toolchains.compiler_cache import (
     resolve_local,
     server_port,
 )
+
+PROBE_TIMEOUT_S = 3.0  # a TCP connect to the store
+START_TIMEOUT_S = 30.0  # sccache --start-server (its own limit is 10 s)
+WATCH_INTERVAL_S = 1.0
+PORTS_TRIED = 8  # ports held by something else that a server moves past
 
 
 def _sccache(cache: CompilerCache, *args: str, timeout: float = START_TIMEOUT_S):
@@ -159,7 +160,7 @@ def check_store(cache: CompilerCache) -> str | None:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
     with tempfile.TemporaryDirectory(prefix="devkit-sccache-") as tmp:
-        probe = replace(cache, environ={**cache.environ, "SCCACHE_SERVER_PORT": port})
+        probe = _with_port(cache, port)
         probe = replace(probe, environ={**probe.environ, "SCCACHE_DIR": tmp})
         probe, error = start_server(probe)
         stop_server(probe)
@@ -192,7 +193,7 @@ def _watch(served: Served, stop: threading.Event, warn: Callable[[str], None]) -
         if error is None or stop.is_set():
             continue
         local = resolve_local(cache, error)
-        local = replace(local, environ={**local.environ, "SCCACHE_SERVER_PORT": cache.port or ""})
+        local = _with_port(local, cache.port or "")
         warn(
             f"warning: the compiler-cache store {redact(cache.remote or '')} stopped answering "
             f"mid-build ({error}); the build goes on with the local cache"

@@ -55,12 +55,8 @@ STORE_VARIABLES = (
 # Prefixes (after SCCACHE_) of the variables that configure a store.
 STORE_PREFIXES = ("REDIS", "S3_", "GCS_", "WEBDAV_", "MEMCACHED", "AZURE", "OSS_", "COS_", "GHA_")
 STORE_PREFIXES += ("MULTILEVEL",)
-PROBE_TIMEOUT_S = 3.0  # a TCP connect to the store
-START_TIMEOUT_S = 30.0  # sccache --start-server (its own limit is 10 s)
-WATCH_INTERVAL_S = 1.0
 PORT_LOW = 10000  # the servers' ports are picked from PORT_LOW up to the ephemeral range
 PORT_STRIDE = 7919  # from a held port to the next one tried
-PORTS_TRIED = 8
 
 
 @dataclass(frozen=True)

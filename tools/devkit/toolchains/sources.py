@@ -116,7 +116,7 @@ def unreachable_because(url: str, timeout: float = REACH_TIMEOUT_S) -> str | Non
     pages hang would otherwise hold uv for minutes.
     """
     for page in (url.rstrip("/") + "/", url.rstrip("/") + "/torch/"):
-        if "://" not in page or page.startswith("file://"):
+        if locations.local_path(page) is not None:
             if _read(page, timeout) is None:
                 return f"{page} not found"
             continue
@@ -208,7 +208,7 @@ def choose_torch_sources(
             f"VLLM_TORCH_INDEX_URL={override} can't be reached{detail}; fix the URL or unset it"
         )
     # Local mirrors first: they answer at once, and a remote one may hang.
-    by_place = sorted(pip.mirrors(), key=lambda m: "://" in m and not m.startswith("file://"))
+    by_place = sorted(pip.mirrors(), key=lambda m: locations.local_path(m) is None)
     for mirror in by_place:
         if holds(mirror, target):
             return TorchSources(
