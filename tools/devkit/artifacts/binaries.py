@@ -149,11 +149,15 @@ def _entry_wheel(
     return wheelindex.Wheel(location, meta["sha256"], origin)
 
 
-def _index_wheel(index: str, where: str, variant: str, origin: str) -> wheelindex.Wheel | None:
+def _index_wheel(
+    index: str, where: str, variant: str, origin: str
+) -> tuple[wheelindex.Wheel, str | None] | None:
+    """An index entry's wheel and the binary key it was published with (None: not
+    recorded), from one read of its metadata; None when the index has no such entry."""
     meta = wheelindex.read_metadata(index, where, variant)
     if meta is None:
         return None
-    return _entry_wheel(index, where, variant, meta, origin)
+    return _entry_wheel(index, where, variant, meta, origin), _published_key(meta)
 
 
 @dataclass(frozen=True)
@@ -224,9 +228,10 @@ def lookup(
         commit = envs.get("VLLM_PRECOMPILED_WHEEL_COMMIT", environ) or wheelindex.merge_base(root)
         if commit:
             legacy = _index_wheel(index, commit, variant, f"index {index} at {commit[:12]}")
-            meta_key = _published_key(index, commit, variant)
-            if legacy is not None and meta_key in (None, key.digest):
-                return Found(legacy, by_key=meta_key == key.digest)
+            if legacy is not None:
+                wheel, published = legacy
+                if published in (None, key.digest):
+                    return Found(wheel, by_key=published == key.digest)
     if envs.get("VLLM_TEST_USE_PRECOMPILED_NIGHTLY_WHEEL", environ):
         if not index:
             raise DevkitError(
@@ -236,14 +241,14 @@ def lookup(
         nightly = _index_wheel(index, wheelindex.NIGHTLY, variant, f"index {index}, nightly")
         if nightly is None:
             raise DevkitError(f"{index} has no {variant} nightly; publish one or unset the switch")
-        published = _published_key(index, wheelindex.NIGHTLY, variant)
+        wheel, published = nightly
         if published != key.digest:
             log(
                 f"warning: VLLM_TEST_USE_PRECOMPILED_NIGHTLY_WHEEL=1: the nightly's key "
                 f"{(published or 'unknown')[:16]} is not this checkout's {key.short}: its "
                 "binaries are not built from your csrc/ (taken on purpose)"
             )
-        return Found(nightly, by_key=published == key.digest)
+        return Found(wheel, by_key=published == key.digest)
     return None
 
 
@@ -255,8 +260,7 @@ def _say_isa(taken: binkey.Key, wanted: binkey.Key, log: Callable[[str], None]) 
         )
 
 
-def _published_key(index: str, where: str, variant: str) -> str | None:
-    meta = wheelindex.read_metadata(index, where, variant) or {}
+def _published_key(meta: Mapping[str, Any]) -> str | None:
     value = meta.get("binary_key")
     return value if isinstance(value, str) else None
 
