@@ -141,12 +141,60 @@ def store_build(
     return entry
 
 
-def _index_wheel(index: str, where: str, variant: str, origin: str) -> wheelindex.Wheel | None:
+def _entry_wheel(
+    index: str, where: str, variant: str, meta: Mapping[str, Any], origin: str
+) -> wheelindex.Wheel:
+    """The wheel an index entry's metadata names, at its place in the index."""
+    location = locations.join(index, *where.split("/"), variant, meta["wheel"])
+    return wheelindex.Wheel(location, meta["sha256"], origin)
+
+
+def _index_wheel(
+    index: str, where: str, variant: str, origin: str
+) -> tuple[wheelindex.Wheel, str | None] | None:
+    """An index entry's wheel and the binary key it was published with (None: not
+    recorded), from one read of its metadata; None when the index has no such entry."""
     meta = wheelindex.read_metadata(index, where, variant)
     if meta is None:
         return None
-    location = locations.join(index, *where.split("/"), variant, meta["wheel"])
-    return wheelindex.Wheel(location, meta["sha256"], origin)
+    return _entry_wheel(index, where, variant, meta, origin), _published_key(meta)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """Binaries `find` found, not fetched: a local store's entry, or an index's entry."""
+
+    key: binkey.Key  # the key they were found by: the checkout's, or a lower-ISA one of it
+    entry: binstore.Entry | None = None  # in the local store
+    index: str | None = None  # else in this index,
+    meta: Mapping[str, Any] | None = None  # with this metadata
+
+
+def find(
+    key: binkey.Key,
+    variant: str,
+    store: binstore.Store,
+    environ: Mapping[str, str] | None = None,
+    root: Path = ROOT,
+    log: Callable[[str], None] = lambda _: None,
+) -> Hit | None:
+    """Where binaries for `key` (or a lower-ISA key of it) are: the local store first, then
+    the index by key; None when neither has them (each miss said to `log`). Fetches nothing."""
+    candidates = [key, *fallback_keys(key, environ)]
+    for candidate in candidates:
+        entry = store.find(candidate.digest)  # a digest mismatch: refused (DigestMismatch)
+        if entry is not None:
+            return Hit(candidate, entry=entry)
+    log(f"key {key.short}: not in the local binary store ({store.root})")
+
+    index = wheelindex.default_index(environ, root)
+    if index:
+        for candidate in candidates:
+            meta = wheelindex.read_metadata(index, f"{KEYS}/{candidate.digest}", variant)
+            if meta is not None:
+                return Hit(candidate, index=index, meta=meta)
+        log(f"key {key.short}: not in {index}")
+    return None
 
 
 def lookup(
@@ -159,34 +207,31 @@ def lookup(
 ) -> Found | None:
     """Binaries for `key`, from the store, then the index; None when nothing has them."""
     store = store or binstore.Store.default(log)
-    candidates = [key, *fallback_keys(key, environ)]
-    for candidate in candidates:
-        entry = store.find(candidate.digest)  # a digest mismatch: refused (DigestMismatch)
-        if entry is not None:
-            compiler = entry.manifest["compiler"]
-            origin = f"the local binary store (key {candidate.short}, built with {compiler})"
-            wheel = wheelindex.Wheel(str(entry.payload), entry.manifest["sha256"], origin)
-            _say_isa(candidate, key, log)
+    variant = target.version_suffix
+    hit = find(key, variant, store, environ, root, log)
+    if hit is not None:
+        if hit.entry is not None:
+            compiler = hit.entry.manifest["compiler"]
+            origin = f"the local binary store (key {hit.key.short}, built with {compiler})"
+            sha256 = hit.entry.manifest["sha256"]
+            wheel = wheelindex.Wheel(str(hit.entry.payload), sha256, origin)
+            _say_isa(hit.key, key, log)
             return Found(wheel, by_key=True)
-    log(f"key {key.short}: not in the local binary store ({store.root})")
+        assert hit.index is not None and hit.meta is not None
+        where, origin = f"{KEYS}/{hit.key.digest}", f"index {hit.index} by key {hit.key.short}"
+        found = _entry_wheel(hit.index, where, variant, hit.meta, origin)
+        _say_isa(hit.key, key, log)
+        return Found(_keep(found, hit.key, store, log), by_key=True)
 
     index = wheelindex.default_index(environ, root)
-    variant = target.version_suffix
     if index:
-        for candidate in candidates:
-            where = f"{KEYS}/{candidate.digest}"
-            origin = f"index {index} by key {candidate.short}"
-            found = _index_wheel(index, where, variant, origin)
-            if found is not None:
-                _say_isa(candidate, key, log)
-                return Found(_keep(found, candidate, store, log), by_key=True)
-        log(f"key {key.short}: not in {index}")
         commit = envs.get("VLLM_PRECOMPILED_WHEEL_COMMIT", environ) or wheelindex.merge_base(root)
         if commit:
             legacy = _index_wheel(index, commit, variant, f"index {index} at {commit[:12]}")
-            meta_key = _published_key(index, commit, variant)
-            if legacy is not None and meta_key in (None, key.digest):
-                return Found(legacy, by_key=meta_key == key.digest)
+            if legacy is not None:
+                wheel, published = legacy
+                if published in (None, key.digest):
+                    return Found(wheel, by_key=published == key.digest)
     if envs.get("VLLM_TEST_USE_PRECOMPILED_NIGHTLY_WHEEL", environ):
         if not index:
             raise DevkitError(
@@ -196,14 +241,14 @@ def lookup(
         nightly = _index_wheel(index, wheelindex.NIGHTLY, variant, f"index {index}, nightly")
         if nightly is None:
             raise DevkitError(f"{index} has no {variant} nightly; publish one or unset the switch")
-        published = _published_key(index, wheelindex.NIGHTLY, variant)
+        wheel, published = nightly
         if published != key.digest:
             log(
                 f"warning: VLLM_TEST_USE_PRECOMPILED_NIGHTLY_WHEEL=1: the nightly's key "
                 f"{(published or 'unknown')[:16]} is not this checkout's {key.short}: its "
                 "binaries are not built from your csrc/ (taken on purpose)"
             )
-        return Found(nightly, by_key=published == key.digest)
+        return Found(wheel, by_key=published == key.digest)
     return None
 
 
@@ -215,8 +260,7 @@ def _say_isa(taken: binkey.Key, wanted: binkey.Key, log: Callable[[str], None]) 
         )
 
 
-def _published_key(index: str, where: str, variant: str) -> str | None:
-    meta = wheelindex.read_metadata(index, where, variant) or {}
+def _published_key(meta: Mapping[str, Any]) -> str | None:
     value = meta.get("binary_key")
     return value if isinstance(value, str) else None
 

@@ -78,12 +78,6 @@ def _major(version: str | None) -> str | None:
     return version.split(".")[0] if version else None
 
 
-def _release(version: str) -> tuple[int, int]:
-    """(major, minor) of a torch version: 2.14.1+cu130 -> (2, 14); unreadable: (0, 0)."""
-    match = re.match(r"(\d+)\.(\d+)", version or "")
-    return (int(match[1]), int(match[2])) if match else (0, 0)
-
-
 def check_compat(
     info: Mapping[str, Any],
     target: targets.Target,
@@ -119,7 +113,7 @@ def _torch_problems(info: Mapping[str, Any], torch: targets.TorchInfo) -> list[s
     floor = info.get("torch_floor") if info.get("torch_abi") == "stable" else None
     if floor:
         # The stable ABI: any torch from the floor on (same target and CUDA major).
-        if _release(torch.version) < _release(floor):
+        if targets.release(torch.version) < targets.release(floor):
             problems.append(
                 f"built on torch's stable ABI for torch>={floor} (against {built}), the venv "
                 f"has torch {torch.version}: install torch>={floor}"

@@ -18,6 +18,7 @@ from typing import Any
 
 from devkit import DevkitError
 from devkit.foundation import procs
+from devkit.toolchains import targets
 
 SHOWN = 12  # unstable symbols named in the error; the rest are counted
 
@@ -46,7 +47,7 @@ def verdict(report: Mapping[str, Any], so_name: str, floor: str) -> str:
             "torch/headeronly/* (csrc/torch_stable.h; CONTRIBUTING.md, Adding a kernel)"
         )
     needed = torch.get("min_torch_version") or "unknown"
-    if _release(needed) > _release(floor):
+    if targets.release(needed) > targets.release(floor):
         raise DevkitError(
             f"{so_name} needs torch {needed}, above the target's floor {floor} "
             f"({', '.join(torch.get('version_defining_symbols') or [])}): raise torch_floor in "
@@ -77,12 +78,3 @@ def audit(exe: Path, so: Path, floor: str) -> str:
             "(requirements/build.txt pins it)"
         ) from None
     return verdict(report, so.name, floor)
-
-
-def _release(version: str) -> tuple[int, ...]:
-    parts = []
-    for part in version.split("+")[0].split("."):
-        if not part.isdigit():
-            break
-        parts.append(int(part))
-    return tuple(parts[:2]) or (0,)

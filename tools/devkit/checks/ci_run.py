@@ -62,12 +62,14 @@ def precompiled_source(
     target = targets.get_target("cpu")
     try:
         key = binaries.lookup_key(target, plan.expected_torch(target), root=root, environ=environ)
-        candidates = [key, *binaries.fallback_keys(key, environ)]
         store = store or binstore.Store.default()
-        for candidate in candidates:
-            if store.find(candidate.digest) is not None:
-                where = f"key {candidate.short} in the local binary store {store.root}"
-                return Source(True, where)
+        hit = binaries.find(key, target.version_suffix, store, environ, root)
+        if hit is not None and hit.entry is not None:
+            return Source(True, f"key {hit.key.short} in the local binary store {store.root}")
+        if hit is not None and hit.meta is not None:
+            commit = str(hit.meta.get("commit") or "?")[:12]
+            at = f"by key {hit.key.short} (built at {commit})"
+            return Source(True, f"{hit.meta['wheel']} from {hit.index} {at}")
         index = wheelindex.default_index(environ, root)
         if not index:
             return Source(
@@ -75,13 +77,6 @@ def precompiled_source(
                 f"key {key.short} is not in the local binary store, and no precompiled "
                 f"index is configured ({wheelindex.INDEX_HINT})",
             )
-        for candidate in candidates:
-            where = f"{binaries.KEYS}/{candidate.digest}"
-            meta = wheelindex.read_metadata(index, where, "cpu")
-            if meta is not None:
-                commit = str(meta.get("commit") or "?")[:12]
-                at = f"by key {candidate.short} (built at {commit})"
-                return Source(True, f"{meta['wheel']} from {index} {at}")
     except DevkitError as exc:
         return Source(False, f"the prebuilt binaries can't be looked up ({exc})")
     return Source(False, f"neither the local binary store nor {index} has key {key.short}")

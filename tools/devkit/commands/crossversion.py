@@ -33,10 +33,6 @@ from devkit.toolchains import targets
 from devkit.toolchains.options import Options
 
 
-def _release(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("+")[0].split(".")[:2])
-
-
 def pin_for(version: str) -> targets.Target:
     """The target whose torch pin `version` is: 2.13.0 (or 2.13.0+cpu) cpu, 2.14.1 cuda.
 
@@ -44,7 +40,9 @@ def pin_for(version: str) -> targets.Target:
     """
     floor = targets.get_target("cpu").torch_floor or "0.0"
     usable = [
-        row for row in targets.TARGETS.values() if _release(row.torch_version) >= _release(floor)
+        row
+        for row in targets.TARGETS.values()
+        if targets.release(row.torch_version) >= targets.release(floor)
     ]
     for row in usable:
         if version in (row.torch_version, row.torch_spec.removeprefix("torch==")):
@@ -59,10 +57,10 @@ def pin_for(version: str) -> targets.Target:
 def other_pin() -> str:
     """The newest target pin other than the CPU's (2.14.1): what `test-kernels-torch`
     runs the CPU binary under when no --torch is given."""
-    floor = _release(targets.get_target("cpu").torch_floor or "0.0")
+    floor = targets.release(targets.get_target("cpu").torch_floor or "0.0")
     cpu = targets.get_target("cpu").torch_version
     pins = {row.torch_version for row in targets.TARGETS.values()} - {cpu}
-    usable = sorted((p for p in pins if _release(p) >= floor), key=_release)
+    usable = sorted((p for p in pins if targets.release(p) >= floor), key=targets.release)
     if not usable:
         raise DevkitError(f"no target pins a torch other than {cpu} at or above the floor")
     return usable[-1]

@@ -21,6 +21,13 @@ GIB = 1024**3
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
 
 
+def release(version: str) -> tuple[int, int]:
+    """(major, minor) of a torch version, a pin or a floor: 2.14.1+cu130 -> (2, 14),
+    2.10 -> (2, 10); unreadable (`unknown`): (0, 0), below every real one."""
+    match = re.match(r"(\d+)\.(\d+)", version or "")
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
