@@ -24,7 +24,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import CPU_PIN, CUDA_PIN
+from conftest import CPU_PIN, CPU_TORCH, CUDA_PIN
 from test_sessions import abort_line, nox
 
 from devkit import DevkitError
@@ -44,7 +44,6 @@ INFO = {
     "git_commit": "0123456789abcdef0123456789abcdef01234567",
 }
 WHEEL_NAME = "vllm-0.1.0+cpu-cp39-abi3-linux_x86_64.whl"
-TORCH_HERE = targets.TorchInfo(CPU.torch_spec.removeprefix("torch=="), None, None)
 
 
 def make_wheel(path: Path, info: dict | None = None, extra: dict[str, bytes] | None = None):
@@ -255,16 +254,16 @@ def test_stage_takes_only_the_binaries_and_is_complete_or_absent(tmp_path):
 def test_the_backend_repeats_no_line_the_session_said(tmp_path, monkeypatch, capsys):
     """dev-precompiled announces the wheel and its csrc/ drift once: in the session. The
     backend, handed the session's plan, checks the same wheel again without a word."""
-    info = {**INFO, "cpu_isa": "default", "torch_version": TORCH_HERE.version}
+    info = {**INFO, "cpu_isa": "default", "torch_version": CPU_TORCH.version}
     wheel = make_wheel(tmp_path / WHEEL_NAME, info)
     monkeypatch.setenv("VLLM_PRECOMPILED_WHEEL_LOCATION", str(wheel))
-    by_hand = precompiled.install(CPU, TORCH_HERE, tmp_path / "staged")
+    by_hand = precompiled.install(CPU, CPU_TORCH, tmp_path / "staged")
     said = capsys.readouterr().err.splitlines()
     assert (
         said[0] == f"[vllm] precompiled wheel: {WHEEL_NAME}, from VLLM_PRECOMPILED_WHEEL_LOCATION"
     )
     assert said[1].startswith("[vllm] warning: the wheel's commit 0123456789ab is not in this")
-    assert precompiled.install(CPU, TORCH_HERE, tmp_path / "staged", told=True) == by_hand
+    assert precompiled.install(CPU, CPU_TORCH, tmp_path / "staged", told=True) == by_hand
     assert capsys.readouterr().err == ""
 
 
@@ -549,7 +548,7 @@ def test_dev_precompiled_end_to_end(tmp_path, server, published_cpu_wheel):
     avx512 = forge(wheel, tmp_path / "isa.whl", cpu_isa="avx512")
     info = wheelcheck.read_build_info(avx512)
     with pytest.raises(DevkitError, match=r"does not fit this venv: \(1\) built for avx512, "):
-        wheelcheck.ensure_fits(info, CPU, TORCH_HERE, avx512.name, cpu={"avx2", "fma"})
+        wheelcheck.ensure_fits(info, CPU, CPU_TORCH, avx512.name, cpu={"avx2", "fma"})
 
     before = snapshot(clone)
     for case, (index, expected) in cases.items():

@@ -6,12 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import CPU_PIN
+from conftest import CPU_TORCH
 from test_rocm import fake_rocm
 
 from devkit.build import presets
 from devkit.toolchains import plan, targets
-from devkit.toolchains.targets import TorchInfo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,9 +26,7 @@ install(TARGETS tiny LIBRARY DESTINATION vllm)
 
 
 def tiny_plan(tmp_path: Path, name: str = "cpu") -> plan.BuildPlan:
-    found = plan.resolve(
-        plan.Request("cpu"), TorchInfo(CPU_PIN, None, None), {"VLLM_COMPILER_CACHE": "off"}
-    )
+    found = plan.resolve(plan.Request("cpu"), CPU_TORCH, {"VLLM_COMPILER_CACHE": "off"})
     return plan.BuildPlan(**{**found.__dict__, "build_dir": tmp_path / "build", "name": name})
 
 

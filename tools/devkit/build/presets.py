@@ -28,6 +28,9 @@ PRESETS_FILE = "CMakeUserPresets.json"
 COMPILE_COMMANDS = "compile_commands.json"
 # Version 4 (CMake 3.23): build presets with `targets`; the build needs CMake >= 3.26.
 PRESETS_VERSION = 4
+# Marks the presets devkit wrote (clean removes those, and keeps yours); kept as first
+# written so that older checkouts' presets still match.
+OUR_DESCRIPTION = "written by tools/devkit/presets.py from the build plan"
 
 
 def presets_for(plan: BuildPlan) -> dict[str, list[dict[str, Any]]]:
@@ -36,7 +39,7 @@ def presets_for(plan: BuildPlan) -> dict[str, list[dict[str, Any]]]:
     configure = {
         "name": name,
         "displayName": f"{name}: {plan.build_dir.name}",
-        "description": "written by tools/devkit/presets.py from the build plan",
+        "description": OUR_DESCRIPTION,
         "generator": "Ninja",
         "binaryDir": str(plan.build_dir),
         "cacheVariables": {"CMAKE_BUILD_TYPE": plan.build_type, **plan.cmake_defines()},

@@ -38,7 +38,6 @@ from devkit.foundation.files import atomic_write, show
 from devkit.toolchains import plan, targets, toolchain
 
 GB = 1000**3
-OUR_PRESET = "written by tools/devkit/presets.py from the build plan"
 
 
 def size_of(path: Path) -> int:
@@ -204,7 +203,7 @@ def _read_presets(path: Path) -> dict[str, Any]:
 def _is_ours(path: Path, name: str) -> bool:
     for preset in _read_presets(path).get("configurePresets", []):
         if isinstance(preset, dict) and preset.get("name") == name:
-            return preset.get("description") == OUR_PRESET
+            return preset.get("description") == presets.OUR_DESCRIPTION
     return False
 
 

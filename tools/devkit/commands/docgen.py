@@ -25,7 +25,7 @@ from devkit import DevkitError
 from devkit.foundation import envs
 from devkit.toolchains import optable
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = envs.ROOT
 CONTRIBUTING = ROOT / "CONTRIBUTING.md"
 # Every file that holds generated blocks.
 FILES = (
