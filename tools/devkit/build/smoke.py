@@ -7,14 +7,13 @@ for CUDA, machine code for the arch it was built for (cuobjdump).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devkit import DevkitError
 from devkit.build import abi_audit
-from devkit.foundation.files import show
+from devkit.foundation.files import sha256_of, show
 from devkit.foundation.log import say
 from devkit.foundation.procs import check
 from devkit.toolchains import cuda, optable, toolchain
@@ -48,7 +47,7 @@ def _extension_stamp(setup: Setup) -> str | None:
         *sorted(installed),
         *sorted(setup.path.glob("lib/python*/site-packages/vllm/_C*.so")),
     ]:
-        return f"{so} {hashlib.sha256(so.read_bytes()).hexdigest()}"
+        return f"{so} {sha256_of(so)}"
     return None
 
 
@@ -100,4 +99,4 @@ def smoke_check(setup: Setup) -> None:
             say("cuobjdump not found (pip install nvidia-cuda-cuobjdump): machine code unchecked")
         else:
             say(cuda.check_machine_code(cuobjdump, Path(smoke["so"]), setup.plan.cuda.arch))
-    stamp_file.write_text(_extension_stamp(setup) or "")
+    stamp_file.write_text(stamp or _extension_stamp(setup) or "")
