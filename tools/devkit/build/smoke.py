@@ -7,7 +7,6 @@ for CUDA, machine code for the arch it was built for (cuobjdump).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +14,7 @@ from devkit import DevkitError
 from devkit.build import abi_audit
 from devkit.foundation.files import sha256_of, show
 from devkit.foundation.log import say
-from devkit.foundation.procs import check
+from devkit.foundation.procs import python_json
 from devkit.toolchains import cuda, optable, toolchain
 
 if TYPE_CHECKING:
@@ -63,12 +62,12 @@ def smoke_check(setup: Setup) -> None:
     if stamp and stamp_file.is_file() and stamp_file.read_text() == stamp:
         say("smoke check: passed before, and the extension is unchanged")
         return
-    out = check(
-        [str(setup.python), "-c", SMOKE_CHECK, setup.target.dispatch_key],
-        capture=True,
+    smoke = python_json(
+        setup.python,
+        SMOKE_CHECK,
+        setup.target.dispatch_key,
         label=f"{show(setup.python)} -c <import vllm._C, check the ops>",
     )
-    smoke = json.loads(out.strip().splitlines()[-1])
     if smoke["missing"]:
         raise DevkitError(
             f"the build imported but lacks ops {', '.join(smoke['missing'])}; "

@@ -19,6 +19,7 @@ a tool a quick question (bounded, never raising).
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -27,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from devkit import DevkitError
 from devkit.foundation import log
@@ -249,6 +251,13 @@ def check(
         why = explain(result.stderr or "") if explain else None
         raise DevkitError(why) if why else failure(cmd, result.returncode, label)
     return result.stdout or ""
+
+
+def python_json(python: Path | str, script: str, *args: str, label: str) -> Any:
+    """Runs `script` in the interpreter `python` (with `check`: one failure line) and
+    returns the JSON of the last line it prints."""
+    out = check([str(python), "-c", script, *args], capture=True, label=label)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def probe(

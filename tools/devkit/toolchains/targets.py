@@ -6,7 +6,6 @@ no other module branches on the target's name for these facts.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,12 +149,9 @@ PROBE_TORCH = (
 
 def probe_torch(python: Path) -> TorchInfo | None:
     """The torch of the environment of `python` (read, not imported); None if absent."""
-    out = procs.check(
-        [str(python), "-c", PROBE_TORCH],
-        capture=True,
-        label=f"{show(python)} -c <read torch's version>",
+    found = procs.python_json(
+        python, PROBE_TORCH, label=f"{show(python)} -c <read torch's version>"
     )
-    found = json.loads(out.strip().splitlines()[-1])
     return TorchInfo(**found) if found else None
 
 

@@ -81,12 +81,9 @@ print(json.dumps(bad))
 
 def unsatisfied(python: Path, requirements: list[str]) -> list[str]:
     """The requirements the venv doesn't satisfy, versions included (all, if unsure)."""
-    out = procs.check(
-        [str(python), "-c", _UNSATISFIED, json.dumps(requirements)],
-        capture=True,
-        label="<which requirements the venv lacks>",
+    found = procs.python_json(
+        python, _UNSATISFIED, json.dumps(requirements), label="<which requirements the venv lacks>"
     )
-    found = json.loads(out.strip().splitlines()[-1])
     return requirements if found is None else found
 
 
@@ -100,7 +97,5 @@ def missing(python: Path, requirements: list[str]) -> list[str]:
         "    except m.PackageNotFoundError: return False\n"
         f"print(json.dumps([n for n in {sorted(names)!r} if not has(n)]))"
     )
-    out = procs.check(
-        [str(python), "-c", script], capture=True, label="<which build tools are missing>"
-    )
-    return [names[name] for name in json.loads(out.strip().splitlines()[-1])]
+    missing = procs.python_json(python, script, label="<which build tools are missing>")
+    return [names[name] for name in missing]
