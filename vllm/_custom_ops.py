@@ -25,25 +25,24 @@ except ImportError as exc:
     ) from exc
 
 
-def _out_x(name: str, doc: str) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """The wrapper of torch.ops._C.<name>(out, x): the activations' one signature."""
+def _out_x(name: str) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """The wrapper of torch.ops._C.<name>(out, x): the activations' one signature,
+    documented by the op table's entry."""
 
     def wrapper(out: torch.Tensor, x: torch.Tensor) -> None:
         getattr(torch.ops._C, name)(out, x)
 
     wrapper.__name__ = wrapper.__qualname__ = name
-    wrapper.__doc__ = doc
+    wrapper.__doc__ = next(op.doc for op in OPS if op.name == name)
     return wrapper
 
 
 # Activations: out[..., :d] = act(x[..., :d]) * x[..., d:], d = x.shape[-1] // 2.
 
-silu_and_mul = _out_x("silu_and_mul", "SwiGLU gate: out = silu(x[..., :d]) * x[..., d:].")
-gelu_and_mul = _out_x("gelu_and_mul", "GeGLU gate with the exact (erf) GELU.")
-gelu_tanh_and_mul = _out_x("gelu_tanh_and_mul", "GeGLU gate with the tanh approximation of GELU.")
-mul_and_silu = _out_x(
-    "mul_and_silu", "The gate on the second half: out = x[..., :d] * silu(x[..., d:])."
-)
+silu_and_mul = _out_x("silu_and_mul")
+gelu_and_mul = _out_x("gelu_and_mul")
+gelu_tanh_and_mul = _out_x("gelu_tanh_and_mul")
+mul_and_silu = _out_x("mul_and_silu")
 
 
 def fatrelu_and_mul(out: torch.Tensor, x: torch.Tensor, threshold: float = 0.0) -> None:
@@ -63,9 +62,9 @@ def swigluoai_and_mul(
 
 # Elementwise activations: out has x's shape.
 
-gelu_new = _out_x("gelu_new", "0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))).")
-gelu_fast = _out_x("gelu_fast", "0.5 * x * (1 + tanh(0.7978845608 * x * (1 + 0.044715 * x * x))).")
-gelu_quick = _out_x("gelu_quick", "x * sigmoid(1.702 * x).")
+gelu_new = _out_x("gelu_new")
+gelu_fast = _out_x("gelu_fast")
+gelu_quick = _out_x("gelu_quick")
 
 
 # Normalization over the last dimension.
