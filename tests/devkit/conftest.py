@@ -52,6 +52,20 @@ ROCM_HIP = "7.1.25424"  # what a ROCm torch reports as torch.version.hip
 # -- real servers on 127.0.0.1, started here and stopped after (also on failure) --
 
 
+def cmake() -> str:
+    """The venv's cmake (requirements/build.txt, which `nox -s tests` installs), else PATH's."""
+    found = shutil.which("cmake", path=str(Path(sys.executable).parent)) or shutil.which("cmake")
+    assert found, "cmake is a build requirement (requirements/build.txt); install it"
+    return found
+
+
+def run_cmake_script(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
+    """`text` run by `cmake -P` (script mode: no project, no compiler)."""
+    script = tmp_path / "check.cmake"
+    script.write_text(text)
+    return subprocess.run([cmake(), "-P", str(script)], capture_output=True, text=True, timeout=60)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import platform
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cmake_script
 
 from devkit.foundation import machine
 from devkit.foundation.envs import ROOT
@@ -31,12 +29,6 @@ CPUS = {
 }
 
 
-def _cmake() -> str:
-    found = shutil.which("cmake", path=str(Path(sys.executable).parent)) or shutil.which("cmake")
-    assert found, "cmake is a build requirement (requirements/build.txt); install it"
-    return found
-
-
 def _cmake_detects(flags_lines: list[str], tmp_path: Path) -> list[str]:
     """What cmake/utils.cmake's vllm_cpu_isa_detect picks for each flags line."""
     script = ["cmake_policy(VERSION 3.26)", f'include("{ROOT / "cmake" / "utils.cmake"}")']
@@ -47,10 +39,7 @@ def _cmake_detects(flags_lines: list[str], tmp_path: Path) -> list[str]:
             'vllm_cpu_isa_detect(isa "${text}")',
             'message("isa=${isa}")',
         ]
-    (tmp_path / "detect.cmake").write_text("\n".join(script) + "\n")
-    out = subprocess.run(
-        [_cmake(), "-P", str(tmp_path / "detect.cmake")], capture_output=True, text=True
-    )
+    out = run_cmake_script(tmp_path, "\n".join(script) + "\n")
     assert out.returncode == 0, out.stderr
     return re.findall(r"^isa=(\S+)$", out.stderr, re.M)
 

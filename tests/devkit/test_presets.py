@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import CPU_TORCH
+from conftest import CPU_TORCH, cmake
 from test_rocm import fake_rocm
 
 from devkit.build import presets
@@ -14,7 +14,7 @@ from devkit.toolchains import plan, targets
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CMAKE = shutil.which("cmake", path=str(Path(sys.executable).parent)) or shutil.which("cmake")
+CMAKE = cmake()
 NINJA_DIR = str(Path(shutil.which("ninja", path=str(Path(sys.executable).parent)) or "").parent)
 
 PROJECT = """\

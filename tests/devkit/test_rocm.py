@@ -1,11 +1,9 @@
 """ROCm arch and toolchain checks (with a fake hipcc), and the build's CMake inputs."""
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROCM_HIP, ROCM_PIN
+from conftest import ROCM_HIP, ROCM_PIN, run_cmake_script
 
 from devkit import DevkitError
 from devkit.toolchains import rocm
@@ -150,15 +148,6 @@ message(STATUS "CMAKE_HIP_FLAGS=${{CMAKE_HIP_FLAGS}}")
 vllm_hipified_sources(SOURCES "{hipified}" csrc/a_kernels.cu csrc/b_kernels.cu)
 message(STATUS "SOURCES=${{SOURCES}}")
 """
-
-
-def run_cmake_script(tmp_path, text):
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        pytest.skip("cmake is not installed (requirements/build.txt has it)")
-    script = tmp_path / "check.cmake"
-    script.write_text(text)
-    return subprocess.run([cmake, "-P", str(script)], capture_output=True, text=True, timeout=60)
 
 
 def test_cmake_hip_helpers(tmp_path):
