@@ -216,10 +216,12 @@ endfunction()
 # With it defined, torch's headers offer only the stable ABI (torch/csrc/stable,
 # torch/headeronly) as of that version, and refuse ATen (#error): the binary
 # then calls torch only through its versioned C shim and loads under any torch
-# at or above the floor. The build info records the floor (torch_floor, from the plan).
+# at or above the floor. `floor`: the plan's build_info.torch_floor, which the
+# build info records too.
 function(vllm_torch_target_version out_var floor)
   if(NOT floor MATCHES "^([0-9]+)\\.([0-9]+)$")
-    message(FATAL_ERROR "VLLM_TORCH_FLOOR='${floor}' is not MAJOR.MINOR (e.g. 2.10)")
+    message(FATAL_ERROR "the plan's build_info.torch_floor '${floor}' is not MAJOR.MINOR "
+      "(e.g. 2.10): set torch_floor of the target in tools/devkit/toolchains/targets.py")
   endif()
   math(EXPR _v "(${CMAKE_MATCH_1} << 8) + ${CMAKE_MATCH_2}" OUTPUT_FORMAT HEXADECIMAL)
   string(REGEX REPLACE "^0x" "" _v "${_v}")

@@ -246,29 +246,22 @@ inline void stream_fence() {
 // the widened 0xffff the vector conversion stores for it), without packing
 // to 16 bits and unpacking again. No sum can wrap: the largest non-NaN
 // pattern, 0xff800000 (-inf), plus 0x8000 stays below 2^32.
-// kOfBf16: v is a product or sum of bfloat16 values, whose NaNs (a NaN
-// operand's, or the default NaN) have their low 16 bits zero, where the
-// rounding can't carry: they stay NaN without the NaN blend.
-template <bool kOfBf16 = false>
 inline fvec round_to_bf16(const fvec& v) {
   const vuint bits = bit_cast_vec<vuint>(v.v);
   vuint r = (bits + ((bits >> 16) & 1u) + 0x7fffu) & 0xffff0000u;
-  if constexpr (!kOfBf16) {
-    r = (v.v != v.v) ? vuint{} + 0xffff0000u : r;
-  }
+  r = (v.v != v.v) ? vuint{} + 0xffff0000u : r;
   return bit_cast_vec<vfloat>(r);
 }
 
 // Rounds float32 values to T and widens them back: what storing an
 // intermediate result in a T tensor does. A no-op for float. Kernels that
 // must equal a chain of torch ops in T round after every step, as eager
-// torch does. kOfT: the values are a product or sum of values already in T
-// (see round_to_bf16).
-template <typename T, bool kOfT = false>
+// torch does.
+template <typename T>
 inline void round_to(fvec& lo, fvec& hi) {
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
-    lo = round_to_bf16<kOfT>(lo);
-    hi = round_to_bf16<kOfT>(hi);
+    lo = round_to_bf16(lo);
+    hi = round_to_bf16(hi);
   } else if constexpr (std::is_same_v<T, c10::Half>) {
     lo = half_to_float(float_to_half(lo));
     hi = half_to_float(float_to_half(hi));

@@ -194,90 +194,80 @@ void fused_add_rms_norm_kernel(Tensor& input, Tensor& residual,
 
   const int64_t grain = vllm_cpu::grain_for(hidden);
   vllm_cpu::parallel_for(0, num_rows, grain, [&](int64_t begin, int64_t end) {
-    // The float32 sum x + residual of one row, normalized in the second
-    // pass (the stored residual is rounded to scalar_t; the norm is not).
-    // For float32 the stored residual is that sum: the second pass reads it
-    // back, and no buffer takes a third row's room in L1.
-    constexpr bool kSumIsResidual = std::is_same_v<scalar_t, float>;
-    std::unique_ptr<float[]> sum(kSumIsResidual ? nullptr : new float[padded]);
     // Locals, as in rms_norm_kernel.
     const int64_t hidden_ = hidden;
     const scalar_t* const w_ = w;
-    if constexpr (kSumIsResidual) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
       for (int64_t row = begin; row < end; ++row) {
         fused_add_f32_row(in_base + in_rows.offset(row),
                           res_base + res_rows.offset(row), w_, hidden_,
                           inv_hidden, eps);
       }
-      return;
-    }
-    for (int64_t row = begin; row < end; ++row) {
-      scalar_t* x = in_base + in_rows.offset(row);
-      scalar_t* r = res_base + res_rows.offset(row);
+    } else {
+      // The float32 sum x + residual of one row, normalized in the second
+      // pass (the stored residual is rounded to scalar_t; the norm is not).
+      std::unique_ptr<float[]> sum(new float[padded]);
+      for (int64_t row = begin; row < end; ++row) {
+        scalar_t* x = in_base + in_rows.offset(row);
+        scalar_t* r = res_base + res_rows.offset(row);
 
-      fvec acc0(0.0f), acc1(0.0f);
-      int64_t i = 0;
-      for (; i < hidden_; i += kStep) {
-        const int64_t n = std::min(kStep, hidden_ - i);
-        fvec xa, xb, ra, rb;
-        if (n == kStep) {
-          IO::load(x + i, xa, xb);
-          IO::load(r + i, ra, rb);
-        } else {
-          IO::load(x + i, xa, xb, n);
-          IO::load(r + i, ra, rb, n);
-        }
-        const fvec za = xa + ra;
-        const fvec zb = xb + rb;
-        if constexpr (!kSumIsResidual) {
+        fvec acc0(0.0f), acc1(0.0f);
+        int64_t i = 0;
+        for (; i < hidden_; i += kStep) {
+          const int64_t n = std::min(kStep, hidden_ - i);
+          fvec xa, xb, ra, rb;
+          if (n == kStep) {
+            IO::load(x + i, xa, xb);
+            IO::load(r + i, ra, rb);
+          } else {
+            IO::load(x + i, xa, xb, n);
+            IO::load(r + i, ra, rb, n);
+          }
+          const fvec za = xa + ra;
+          const fvec zb = xb + rb;
           za.store(sum.get() + i);
           zb.store(sum.get() + i + kF);
-        }
-        if (n == kStep) {
-          IO::store(r + i, za, zb);
-        } else {
-          IO::store(r + i, za, zb, n);
-        }
-        acc0 = vllm_cpu::fmadd(za, za, acc0);
-        acc1 = vllm_cpu::fmadd(zb, zb, acc1);
-      }
-      const float mean_sq = sum_lanes(acc0 + acc1) * inv_hidden;
-      const fvec scale(1.0f / std::sqrt(mean_sq + eps));
-
-      // While this row is scaled (from L1), the next row's input and
-      // residual are fetched, so that its first pass does not wait on memory.
-      const float* z =
-          kSumIsResidual ? reinterpret_cast<const float*>(r) : sum.get();
-      const bool last = row + 1 == end;
-      const char* next_x = reinterpret_cast<const char*>(
-          in_base + in_rows.offset(last ? row : row + 1));
-      const char* next_r = reinterpret_cast<const char*>(
-          res_base + res_rows.offset(last ? row : row + 1));
-      for (i = 0; i + kStep <= hidden_; i += kStep) {
-        if (!kSumIsResidual && !last) {
-          for (int64_t b = 0; b < kStepBytes; b += 64) {
-            __builtin_prefetch(next_x + i * sizeof(scalar_t) + b, 0, 2);
-            __builtin_prefetch(next_r + i * sizeof(scalar_t) + b, 0, 2);
+          if (n == kStep) {
+            IO::store(r + i, za, zb);
+          } else {
+            IO::store(r + i, za, zb, n);
           }
+          acc0 = vllm_cpu::fmadd(za, za, acc0);
+          acc1 = vllm_cpu::fmadd(zb, zb, acc1);
         }
-        const fvec za = fvec::loadu(z + i);
-        const fvec zb = fvec::loadu(z + i + kF);
-        fvec wa, wb;
-        IO::load(w_ + i, wa, wb);
-        IO::store(x + i, za * scale * wa, zb * scale * wb);
-      }
-      if (i < hidden_) {
-        const int64_t n = hidden_ - i;
-        fvec za, zb;
-        if constexpr (kSumIsResidual) {
-          IO::load(r + i, za, zb, n);  // the row ends here; the buffer didn't
-        } else {
-          za = fvec::loadu(z + i);
-          zb = fvec::loadu(z + i + kF);
+        const float mean_sq = sum_lanes(acc0 + acc1) * inv_hidden;
+        const fvec scale(1.0f / std::sqrt(mean_sq + eps));
+
+        // While this row is scaled (from L1), the next row's input and
+        // residual are fetched, so that its first pass does not wait on
+        // memory.
+        const float* z = sum.get();
+        const bool last = row + 1 == end;
+        const char* next_x = reinterpret_cast<const char*>(
+            in_base + in_rows.offset(last ? row : row + 1));
+        const char* next_r = reinterpret_cast<const char*>(
+            res_base + res_rows.offset(last ? row : row + 1));
+        for (i = 0; i + kStep <= hidden_; i += kStep) {
+          if (!last) {
+            for (int64_t b = 0; b < kStepBytes; b += 64) {
+              __builtin_prefetch(next_x + i * sizeof(scalar_t) + b, 0, 2);
+              __builtin_prefetch(next_r + i * sizeof(scalar_t) + b, 0, 2);
+            }
+          }
+          const fvec za = fvec::loadu(z + i);
+          const fvec zb = fvec::loadu(z + i + kF);
+          fvec wa, wb;
+          IO::load(w_ + i, wa, wb);
+          IO::store(x + i, za * scale * wa, zb * scale * wb);
         }
-        fvec wa, wb;
-        IO::load(w_ + i, wa, wb, n);
-        IO::store(x + i, za * scale * wa, zb * scale * wb, n);
+        if (i < hidden_) {
+          const int64_t n = hidden_ - i;
+          const fvec za = fvec::loadu(z + i);
+          const fvec zb = fvec::loadu(z + i + kF);
+          fvec wa, wb;
+          IO::load(w_ + i, wa, wb, n);
+          IO::store(x + i, za * scale * wa, zb * scale * wb, n);
+        }
       }
     }
   });

@@ -352,7 +352,9 @@ void rotary_kernel(const Tensor& positions, Tensor& query,
             c1.store(rows.cos + i + kF);
             s0.store(rows.sin + i);
             s1.store(rows.sin + i + kF);
-            if constexpr (!kNeox) {
+            // C and S are read by rotate_head alone, from pair fast_end on
+            // (the bfloat16 chunks below it read cos and sin).
+            if (!kNeox && i + kStep > fast_end) {
               // C = (c0, c0, c1, c1, ...), S = (-s0, s0, -s1, s1, ...)
               const fvec cv[4] = {c0, c0, c1, c1}, sv[4] = {s0, s0, s1, s1};
               for (int k = 0; k < 4; k += 2) {

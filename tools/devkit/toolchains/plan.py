@@ -109,10 +109,9 @@ class BuildPlan:
             "VLLM_COMPILER_LAUNCHER": self.compiler_cache.launcher if self.compiler_cache else "",
             "VLLM_CPU_ISA": self.cpu_isa,
             "Python_EXECUTABLE": self.python,
-            # CMake reads the plan's build_info from it (cmake/utils.cmake).
+            # CMake reads the plan's build_info from it (cmake/utils.cmake), the
+            # stable-ABI floor (torch_floor) included.
             "VLLM_PLAN_FILE": str(self.plan_file),
-            # The stable-ABI floor (targets.Target.torch_floor); empty: the full API.
-            "VLLM_TORCH_FLOOR": self.row.torch_floor or "",
             # <build dir>/compile_commands.json, for clangd (presets.py links it).
             "CMAKE_EXPORT_COMPILE_COMMANDS": "ON",
         }
