@@ -7,9 +7,11 @@
 One build: for every op the kernel's time (median), the bytes it must move
 (read + written) per second, that rate as a share of a same-sized device
 copy timed in alternation with the kernel (each run then finds the caches
-holding the other's data, as a kernel in a model does), and the speedup over
-`forward_native` in
-eager mode and under torch.compile (default on CPU; --compile / --no-compile).
+holding the other's data, as a kernel in a model does), for an op that
+rewrites its inputs also as a share of one pass over them (`x *= 1` of each:
+the floor of any such kernel, where a copy's share passes 100% because a
+copy reads its destination in first), and the speedup over `forward_native`
+in eager mode and under torch.compile (default on CPU; --compile / --no-compile).
 
 A/B (--against-lib, which `nox -s bench-kernels -- --against REF` passes
 with REF's built extension, see tools/devkit/commands/bench.py): worker processes,
@@ -31,6 +33,7 @@ asserts: timings belong here, not in tests.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.machinery
 import importlib.util
 import json
@@ -75,6 +78,12 @@ class Case:
     kernel: Callable[[], object]
     native: Callable[[], object]
     outputs: tuple[torch.Tensor, ...] = field(default=())  # what the kernel writes
+    in_place: bool = False  # its outputs are its inputs, rewritten
+
+    def one_pass(self) -> None:
+        """The least an op can do to its outputs: read each and write it back (x *= 1)."""
+        for out in self.outputs:
+            out.mul_(1)
 
     @property
     def key(self) -> str:
@@ -89,6 +98,7 @@ class Row:
     kernel_us: float
     gbps: float
     copy_share: float  # kernel GB/s / copy GB/s
+    pass_share: float | None  # in-place ops: the time of Case.one_pass / the kernel's
     vs_eager: float  # forward_native eager time / kernel time
     vs_compile: float | None
 
@@ -183,10 +193,9 @@ def with_extra_passes(case: Case, passes: int) -> Case:
     def slower() -> None:
         case.kernel()
         for _ in range(passes):
-            for out in case.outputs:
-                out.mul_(1)
+            case.one_pass()
 
-    return Case(case.op, case.dtype, case.shape, case.nbytes, slower, case.native, case.outputs)
+    return dataclasses.replace(case, kernel=slower)
 
 
 def norm_and_act_cases(
@@ -224,7 +233,9 @@ def norm_and_act_cases(
     for name, passes, kernel, native, outputs in norms:
         if selected(args, name):
             nbytes = (passes * tokens * hidden + hidden) * es
-            yield Case(name, dtype_name, shape, nbytes, kernel, native, outputs())
+            yield Case(
+                name, dtype_name, shape, nbytes, kernel, native, outputs(), name != "rms_norm"
+            )
     if selected(args, "silu_and_mul") or selected(args, "gelu_and_mul"):
         gate = torch.randn(tokens, 2 * hidden, dtype=dtype, device=device)
         act_out = torch.empty(tokens, hidden, dtype=dtype, device=device)
@@ -274,6 +285,7 @@ def rotary_and_cache_cases(
             ),
             lambda rope=rope: rope.forward_native(positions, q, k),
             (q, k),
+            in_place=True,
         )
 
     x = 16 // es
@@ -350,7 +362,8 @@ def run_one_build(args: argparse.Namespace, device: torch.device) -> None:
     print(f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     rows: list[Row] = []
     for case in all_cases(args, device):
-        kernel_s, copy_s = measure(case.kernel, same_sized_copy(case.nbytes, device))
+        compared = [case.kernel, same_sized_copy(case.nbytes, device)]
+        kernel_s, copy_s, *pass_s = measure(*compared, *[case.one_pass] * case.in_place)
         (eager_s,) = measure(case.native)
         compiled_s = None
         if compile_native:
@@ -364,14 +377,16 @@ def run_one_build(args: argparse.Namespace, device: torch.device) -> None:
             kernel_s * 1e6,
             gbps,
             copy_s / kernel_s,
+            pass_s[0] / kernel_s if pass_s else None,
             eager_s / kernel_s,
             compiled_s / kernel_s if compiled_s else None,
         )
         rows.append(row)
         vs_compile = f"{row.vs_compile:6.2f}x" if row.vs_compile else "     -"
+        of_pass = f"{row.pass_share:6.0%} of a pass" if row.pass_share else " " * 16
         print(
             f"{case.op:28s} {case.dtype:5s} {case.shape:14s} {row.kernel_us:10.1f} us "
-            f"{gbps:8.1f} GB/s {row.copy_share:6.0%} of copy  "
+            f"{gbps:8.1f} GB/s {row.copy_share:6.0%} of copy {of_pass}  "
             f"{row.vs_eager:6.2f}x eager  {vs_compile} compile",
             flush=True,
         )

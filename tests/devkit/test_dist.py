@@ -257,14 +257,7 @@ def fault_build(clones, copy, **environ) -> tuple[dict, list[str], subprocess.Co
     return built(result), warnings(result), result
 
 
-# Nightly while sccache 0.16 fails about one cold build in ten through a local cluster
-# ("failed to zip up compiler outputs": a unit's .o.d is missing when sccache stores the
-# object the cluster sent back). inotify shows the depfile written by the local
-# preprocessor, then read and deleted within that second, seconds before the object
-# returns. SCCACHE_DIRECT=false does not prevent it; strace or an LD_PRELOAD unlink log
-# on the build makes it vanish (no failure in 13 such builds, the log naming only
-# ninja's deletes after each compile).
-@pytest.mark.nightly
+@pytest.mark.e2e
 @pytest.mark.xdist_group("cold-build")
 def test_a_cold_build_through_the_cluster_then_each_fault(farm, clones, tmp_path):
     """One test, so that one pytest-xdist worker builds the copy the faults reuse."""

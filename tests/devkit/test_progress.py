@@ -141,10 +141,20 @@ def test_read_log_and_dry_run_parsing(tmp_path):
     )
 
 
-def test_dry_run_writes_no_log(tmp_path):
-    """The follower asks ninja what is left while the real build runs: it must not write."""
+def test_dry_run_writes_no_log_and_deletes_no_depfile(tmp_path):
+    """The follower asks ninja what is left while the real build runs: it must not write,
+    nor take a depfile from a compile in flight (sccache's preprocessor writes it seconds
+    before the object; a plain `ninja -n` reads it as its own and deletes it)."""
     _, build = project(tmp_path)
-    shutil.copy(tmp_path / "build.ninja.in", build / "build.ninja")
+    text = (tmp_path / "build.ninja.in").read_text()
+    text = text.replace(
+        "  description = Building", "  depfile = $out.d\n  deps = gcc\n  description = Building"
+    )
+    (build / "build.ninja").write_text(text)
+    in_flight = build / "CMakeFiles/_C.dir/csrc/a.cpp.o.d"
+    in_flight.parent.mkdir(parents=True)
+    in_flight.write_text("CMakeFiles/_C.dir/csrc/a.cpp.o: a.cpp\n")
     objects, links = progress.parse_dry_run(progress.dry_run(build))
     assert len(objects) == 3 and links == ["_C.abi3.so"]
     assert not (build / ".ninja_log").exists()
+    assert in_flight.read_text() == "CMakeFiles/_C.dir/csrc/a.cpp.o: a.cpp\n"

@@ -5,8 +5,9 @@ the build writes in the plan's build dir instead:
 
     CMakeInit.txt   written by scikit-build-core as it starts configuring
     build.ninja     rewritten when CMake has configured
-    ninja -n        (a dry run: reads the logs, writes nothing) which objects
-                    are still to compile, right after configure
+    ninja -n        (a dry run: reads the logs, writes nothing, keeps the
+                    depfiles) which objects are still to compile, right
+                    after configure
     .ninja_log      one line per finished step: start, end (ms), output
 
 On a terminal that becomes one updating line,
@@ -121,11 +122,18 @@ def _ninja(build_dir: Path) -> str | None:
 
 
 def dry_run(build_dir: Path) -> str:
-    """`ninja -n` in the build dir: what is still to build. Writes no log."""
+    """`ninja -n` in the build dir: what is still to build. Writes no log, deletes nothing.
+
+    It runs beside the real build, and a dry run "finishes" each compile at once and
+    then reads and deletes its depfile, as ninja does after a real one. A depfile is
+    there before its compile ends when a compiler cache preprocesses first (sccache
+    writes it seconds before an object comes back from the cluster), and sccache then
+    fails the unit ("failed to zip up compiler outputs"): `-d keepdepfile` leaves it.
+    """
     ninja = _ninja(build_dir)
     if ninja is None:
         return ""
-    out = procs.probe([ninja, "-C", str(build_dir), "-n"])
+    out = procs.probe([ninja, "-C", str(build_dir), "-n", "-d", "keepdepfile"])
     return out.stdout if out else ""
 
 
