@@ -162,24 +162,24 @@ def _index_wheel(
 
 @dataclass(frozen=True)
 class Hit:
-    """Binaries `find` found, not fetched: a local store's entry, or an index's entry."""
+    """Binaries `find` found, not fetched: a local store's entry, or the index's entry."""
 
     key: binkey.Key  # the key they were found by: the checkout's, or a lower-ISA one of it
     entry: binstore.Entry | None = None  # in the local store
-    index: str | None = None  # else in this index,
-    meta: Mapping[str, Any] | None = None  # with this metadata
+    meta: Mapping[str, Any] | None = None  # else the index's entry, with this metadata
 
 
 def find(
     key: binkey.Key,
     variant: str,
     store: binstore.Store,
+    index: str | None,
     environ: Mapping[str, str] | None = None,
-    root: Path = ROOT,
     log: Callable[[str], None] = lambda _: None,
 ) -> Hit | None:
     """Where binaries for `key` (or a lower-ISA key of it) are: the local store first, then
-    the index by key; None when neither has them (each miss said to `log`). Fetches nothing."""
+    `index` (wheelindex.default_index; None: none) by key; None when neither has them
+    (each miss said to `log`). Fetches nothing."""
     candidates = [key, *fallback_keys(key, environ)]
     for candidate in candidates:
         entry = store.find(candidate.digest)  # a digest mismatch: refused (DigestMismatch)
@@ -187,12 +187,11 @@ def find(
             return Hit(candidate, entry=entry)
     log(f"key {key.short}: not in the local binary store ({store.root})")
 
-    index = wheelindex.default_index(environ, root)
     if index:
         for candidate in candidates:
             meta = wheelindex.read_metadata(index, f"{KEYS}/{candidate.digest}", variant)
             if meta is not None:
-                return Hit(candidate, index=index, meta=meta)
+                return Hit(candidate, meta=meta)
         log(f"key {key.short}: not in {index}")
     return None
 
@@ -208,7 +207,8 @@ def lookup(
     """Binaries for `key`, from the store, then the index; None when nothing has them."""
     store = store or binstore.Store.default(log)
     variant = target.version_suffix
-    hit = find(key, variant, store, environ, root, log)
+    index = wheelindex.default_index(environ, root)
+    hit = find(key, variant, store, index, environ, log)
     if hit is not None:
         if hit.entry is not None:
             compiler = hit.entry.manifest["compiler"]
@@ -217,13 +217,12 @@ def lookup(
             wheel = wheelindex.Wheel(str(hit.entry.payload), sha256, origin)
             _say_isa(hit.key, key, log)
             return Found(wheel, by_key=True)
-        assert hit.index is not None and hit.meta is not None
-        where, origin = f"{KEYS}/{hit.key.digest}", f"index {hit.index} by key {hit.key.short}"
-        found = _entry_wheel(hit.index, where, variant, hit.meta, origin)
+        assert index is not None and hit.meta is not None
+        where, origin = f"{KEYS}/{hit.key.digest}", f"index {index} by key {hit.key.short}"
+        found = _entry_wheel(index, where, variant, hit.meta, origin)
         _say_isa(hit.key, key, log)
         return Found(_keep(found, hit.key, store, log), by_key=True)
 
-    index = wheelindex.default_index(environ, root)
     if index:
         commit = envs.get("VLLM_PRECOMPILED_WHEEL_COMMIT", environ) or wheelindex.merge_base(root)
         if commit:

@@ -63,14 +63,14 @@ def precompiled_source(
     try:
         key = binaries.lookup_key(target, plan.expected_torch(target), root=root, environ=environ)
         store = store or binstore.Store.default()
-        hit = binaries.find(key, target.version_suffix, store, environ, root)
+        index = wheelindex.default_index(environ, root)
+        hit = binaries.find(key, target.version_suffix, store, index, environ)
         if hit is not None and hit.entry is not None:
             return Source(True, f"key {hit.key.short} in the local binary store {store.root}")
         if hit is not None and hit.meta is not None:
             commit = str(hit.meta.get("commit") or "?")[:12]
             at = f"by key {hit.key.short} (built at {commit})"
-            return Source(True, f"{hit.meta['wheel']} from {hit.index} {at}")
-        index = wheelindex.default_index(environ, root)
+            return Source(True, f"{hit.meta['wheel']} from {index} {at}")
         if not index:
             return Source(
                 False,
