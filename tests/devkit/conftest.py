@@ -52,9 +52,14 @@ ROCM_HIP = "7.1.25424"  # what a ROCm torch reports as torch.version.hip
 # -- real servers on 127.0.0.1, started here and stopped after (also on failure) --
 
 
+def build_tool(name: str) -> str | None:
+    """The venv's `name` (cmake, ninja: requirements/build.txt, which `nox -s tests`
+    installs), else PATH's; None when neither has it."""
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+
+
 def cmake() -> str:
-    """The venv's cmake (requirements/build.txt, which `nox -s tests` installs), else PATH's."""
-    found = shutil.which("cmake", path=str(Path(sys.executable).parent)) or shutil.which("cmake")
+    found = build_tool("cmake")
     assert found, "cmake is a build requirement (requirements/build.txt); install it"
     return found
 

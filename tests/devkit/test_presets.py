@@ -1,12 +1,10 @@
 """CMake presets and the compile_commands link, checked with the real cmake."""
 
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from conftest import CPU_TORCH, cmake
+from conftest import CPU_TORCH, build_tool, cmake
 from test_rocm import fake_rocm
 
 from devkit.build import presets
@@ -15,7 +13,7 @@ from devkit.toolchains import plan, targets
 ROOT = Path(__file__).resolve().parents[2]
 
 CMAKE = cmake()
-NINJA_DIR = str(Path(shutil.which("ninja", path=str(Path(sys.executable).parent)) or "").parent)
+NINJA_DIR = str(Path(build_tool("ninja") or "").parent)
 
 PROJECT = """\
 cmake_minimum_required(VERSION 3.26)

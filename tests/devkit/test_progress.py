@@ -2,17 +2,17 @@
 
 import io
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import build_tool
 
 from devkit import DevkitError
 from devkit.build import progress
 
-NINJA = shutil.which("ninja", path=str(Path(sys.executable).parent)) or shutil.which("ninja")
+NINJA = build_tool("ninja")
 
 # A build.ninja with the shape CMake writes: objects, then a link.
 BUILD_NINJA = """\

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import torch
+from test_bench_ab import SCRIPT
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_kernels.py"
 IN_PLACE = {"fused_add_rms_norm", "rotary_embedding[neox]", "rotary_embedding[gptj]"}
 
 
